@@ -7,7 +7,6 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-UV_VERSION=0.13.8
 PYTHON=${PYTHON:-python3}
 with_servers=0
 [ "${1:-}" = "--with-test-servers" ] && with_servers=1
@@ -40,7 +39,7 @@ make_venv() {  # make_venv DIR LOCK
   if [ -f "$dir/.lock-stamp" ] && [ "$(cat "$dir/.lock-stamp")" = "$stamp" ]; then return 0; fi
   say "building $dir from $lock"
   [ -x "$dir/bin/python" ] || "$PYTHON" -m venv "$dir"
-  [ -x "$dir/bin/uv" ] || "$dir/bin/python" -m pip install -q "uv==$UV_VERSION"
+  [ -x "$dir/bin/uv" ] || "$dir/bin/python" -m pip install -q --require-hashes -r requirements/bootstrap.lock
   "$dir/bin/uv" pip install -q --python "$dir/bin/python" --require-hashes -r "$lock"
   echo "$stamp" > "$dir/.lock-stamp"
 }
