@@ -1,0 +1,345 @@
+"""The offline bundle (playbooks/bundle.yml, install-control-node.sh, docs/bundle-layout.md).
+
+The bundle is built once per module with the stand-in installer catalogue of tests/fixtures/bundle
+(served over http on 127.0.0.1, one item from a local directory), the real Windows and control-node
+wheelhouses and the real collections. The download cache is the default one, so a second run is warm.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import zipfile
+from pathlib import Path
+
+import jinja2
+import pytest
+import yaml
+
+from conftest import REPO, tool
+
+pytestmark = pytest.mark.bundle
+
+FIXTURES = REPO / "tests" / "fixtures" / "bundle"
+CATALOGUE = FIXTURES / "installers.yml"
+LOCAL_DIR = FIXTURES / "local"
+SERVED_DIR = FIXTURES / "served"
+DEFAULTS = yaml.safe_load((REPO / "roles/common/defaults/main.yml").read_text())
+GALAXY = yaml.safe_load((REPO / "galaxy.yml").read_text())
+FIXTURE_INSTALLERS = ["python-3.12", "nssm", "url-rewrite", "arr", "postgresql-17", "unpinned-tool"]
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(functools.partial(handle.read, 1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def layout(python_version: str = "3.12") -> dict[str, str]:
+    """prefect_bundle_layout rendered independently of Ansible (the contract as the roles see it)."""
+    raw = yaml.safe_load((REPO / "roles/common/vars/main/layout.yml").read_text())["prefect_bundle_layout"]
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    values = {"prefect_version": DEFAULTS["prefect_version"], "prefect_python_version": python_version}
+    return {key: env.from_string(value).render(values) for key, value in raw.items()}
+
+
+def run(cmd: list[str], timeout: int, **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout, **kwargs)
+
+
+def build(ansible_env: dict[str, str], output: Path, *extra: str, timeout: int = 3600) -> subprocess.CompletedProcess[str]:
+    """playbooks/bundle.yml with the stand-in catalogue; extra are more ansible-playbook arguments."""
+    cmd = [tool("ansible-playbook"), str(REPO / "playbooks/bundle.yml"),
+           "-e", f"bundle_output_dir={output}",
+           "-e", f"bundle_installers_file={CATALOGUE}",
+           "-e", f"bundle_installers_local_dir={LOCAL_DIR}", *extra]
+    return run(cmd, timeout=timeout, cwd=REPO, env=ansible_env)
+
+
+def output_of(proc: subprocess.CompletedProcess[str]) -> str:
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def installer_server():
+    """The stand-in installers over http on 127.0.0.1 (the catalogue's bundle_fixture_base_url)."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SERVED_DIR))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def base_url_arg(installer_server: str) -> list[str]:
+    return ["-e", f"bundle_fixture_base_url={installer_server}"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, ansible_env, base_url_arg) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    output = tmp_path_factory.mktemp("dist")
+    proc = build(ansible_env, output, *base_url_arg,
+                 "-e", json.dumps({"bundle_installers": FIXTURE_INSTALLERS, "bundle_trust_on_first_download": True}))
+    assert proc.returncode == 0, output_of(proc)[-6000:]
+    return output, proc
+
+
+@pytest.fixture(scope="module")
+def bundle(built) -> Path:
+    output, _ = built
+    name = f"enclave-prefect-{GALAXY['version']}-prefect-{DEFAULTS['prefect_version']}"
+    assert (output / "bundle").resolve() == (output / name).resolve()
+    return output / name
+
+
+@pytest.fixture(scope="module")
+def manifest(bundle: Path) -> dict:
+    return json.loads((bundle / "MANIFEST.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def unshare_n() -> list[str]:
+    proc = run(["unshare", "-n", "true"], timeout=30)
+    if proc.returncode != 0:
+        pytest.skip(f"`unshare -n` is not available here (needs root or user namespaces): {proc.stderr.strip()}")
+    return ["unshare", "-n"]
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    """An environment that knows nothing of the checkout: no ansible.cfg, no collections path, no pip config."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "PIP_", "UV_", "VIRTUAL_ENV"))}
+    env.update(HOME=str(home), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    return env
+
+
+# --- the build ---------------------------------------------------------------------------------------
+
+def test_windows_locks_pin_prefect_and_pywin32() -> None:
+    for minor in ("311", "312", "313"):
+        lock = (REPO / f"requirements/windows/prefect-py{minor}.lock").read_text()
+        assert "--python-platform x86_64-pc-windows-msvc" in lock
+        assert "requirements/windows/extra.in" in lock.splitlines()[1]
+        assert re.search(rf"^prefect=={re.escape(DEFAULTS['prefect_version'])} ", lock, re.M), minor
+        assert re.search(r"^pywin32==\S+ ", lock, re.M), f"py{minor}: pywin32 missing from the Windows lock"
+    # FINDINGS: on 3.13 Prefect takes `whenever`, not `pendulum`.
+    assert re.search(r"^whenever==", (REPO / "requirements/windows/prefect-py313.lock").read_text(), re.M)
+
+
+def test_bundle_follows_the_layout_contract(bundle: Path, manifest: dict) -> None:
+    contract = layout()
+    assert manifest["layout"] == contract
+    for key in ("manifest", "checksums", "windows_lock", "windows_wheelhouse_archive", "control_node_lock",
+                "collections_requirements", "control_node_installer"):
+        assert (bundle / contract[key]).is_file(), key
+    for key in ("windows_installers_dir", "control_node_wheels_dir", "collections_dir"):
+        assert (bundle / contract[key]).is_dir(), key
+
+
+def test_sha256sums_cover_every_file(bundle: Path) -> None:
+    listed = {}
+    for line in (bundle / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split("  ", 1)
+        listed[name] = digest
+    present = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()} - {"SHA256SUMS"}
+    assert set(listed) == present
+    assert all(sha256(bundle / name) == digest for name, digest in listed.items())
+
+
+def test_archive_and_its_digest(built, bundle: Path) -> None:
+    output, _ = built
+    archive = output / f"{bundle.name}.tar.gz"
+    recorded = (output / f"{bundle.name}.tar.gz.sha256").read_text().split()
+    assert recorded == [sha256(archive), archive.name]
+    listing = run(["tar", "-tzf", str(archive)], timeout=300)
+    assert listing.returncode == 0
+    assert f"{bundle.name}/SHA256SUMS" in listing.stdout.splitlines()
+
+
+def test_manifest_records_versions_and_sources(bundle: Path, manifest: dict) -> None:
+    assert manifest["prefect_version"] == DEFAULTS["prefect_version"]
+    assert manifest["collection"] == {"name": "enclave.prefect", "version": GALAXY["version"]}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", manifest["build_date"])
+    (windows,) = manifest["windows"]
+    assert windows["python_version"] == "3.12"
+    assert windows["lock_sha256"] == sha256(REPO / "requirements/windows/prefect-py312.lock")
+    assert manifest["control_node"]["source_lock_sha256"] == sha256(REPO / "requirements/control-node.lock")
+    assert {c["name"] for c in manifest["collections"]} == {
+        "enclave.prefect", "ansible.windows", "community.windows", "microsoft.iis", "community.postgresql"}
+    for collection in manifest["collections"]:
+        assert (bundle / collection["file"]).is_file()
+    installers = {i["name"]: i for i in manifest["installers"]}
+    assert list(installers) == FIXTURE_INSTALLERS
+    assert installers["nssm"]["origin"] == "local-dir"
+    assert installers["python-3.12"]["origin"] == "download"
+    for item in installers.values():
+        assert sha256(bundle / item["path"]) == item["sha256"]
+    assert installers["unpinned-tool"]["trusted_on_first_download"] is True
+    assert installers["python-3.12"]["trusted_on_first_download"] is False
+
+
+def test_trust_on_first_download_prints_the_digest(built) -> None:
+    _, proc = built
+    digest = sha256(SERVED_DIR / "unpinned-tool.msi")
+    assert re.search(rf"TRUSTED ON FIRST DOWNLOAD: unpinned-tool unpinned-tool.msi\s+sha256 {digest}", proc.stdout)
+
+
+def test_windows_wheelhouse_has_pywin32_and_installs_offline(bundle: Path, tmp_path: Path) -> None:
+    contract = layout()
+    archive = zipfile.ZipFile(bundle / contract["windows_wheelhouse_archive"])
+    names = archive.namelist()
+    assert contract["windows_wheelhouse_archive_lock"] in names
+    # Flat: the expanded directory is pip's --find-links on the host.
+    assert all("/" not in n for n in names), names
+    wheels = [n for n in names if n.endswith(".whl")]
+    assert len(wheels) == len(names) - 1
+    assert any(re.fullmatch(r"pywin32-[^-]+-cp312-cp312-win_amd64\.whl", n) for n in wheels), wheels
+    assert not [n for n in wheels if "linux" in n or "macosx" in n]
+    archive.extractall(tmp_path)
+    # Every wheel is one the lock pinned (pip download checked the hashes; check again here).
+    lock_text = (tmp_path / contract["windows_wheelhouse_archive_lock"]).read_text()
+    for wheel in wheels:
+        assert f"sha256:{sha256(tmp_path / wheel)}" in lock_text, wheel
+    proc = run([tool("uv"), "pip", "install", "--dry-run", "--no-index", "--find-links", str(tmp_path),
+                "--python-platform", "x86_64-pc-windows-msvc", "--python-version", "3.12",
+                "--target", str(tmp_path / "target"), "-r", str(tmp_path / contract["windows_wheelhouse_archive_lock"])],
+               timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "pywin32==" in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+def test_missing_windows_wheel_fails_the_build(built, bundle, tmp_path: Path, ansible_env, base_url_arg) -> None:
+    """Same build, a copy of the warm cache with one wheel removed: the offline dry run must stop it."""
+    default_cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "enclave-prefect-bundle"
+    cache = tmp_path / "cache"
+    assert run(["cp", "-al", str(default_cache), str(cache)], timeout=300).returncode == 0
+    (entry,) = [p for p in (cache / "windows").glob("py312-*") if (p / "complete").is_file()]
+    (pywin32,) = (entry / "wheels").glob("pywin32-*.whl")
+    pywin32.unlink()
+    proc = build(ansible_env, tmp_path / "out", *base_url_arg, "-e", f"bundle_cache_dir={cache}",
+                 "-e", json.dumps({"bundle_installers": ["python-3.12"]}), timeout=1200)
+    assert proc.returncode != 0
+    out = output_of(proc)
+    assert "cannot install" in out and "pywin32" in out, out[-4000:]
+    assert not (entry / "complete").exists(), "the incomplete cache entry must not be reused"
+    assert not list((tmp_path / "out").glob("enclave-prefect-*[0-9]")), "no bundle may be published"
+
+
+def test_installer_digest_mismatch_shows_both_digests(tmp_path: Path, ansible_env, base_url_arg) -> None:
+    cache = tmp_path / "cache"
+    proc = build(ansible_env, tmp_path / "out", *base_url_arg, "-e", f"bundle_cache_dir={cache}",
+                 "-e", json.dumps({"bundle_installers": ["wrong-digest"]}), timeout=600)
+    assert proc.returncode != 0
+    out = output_of(proc)
+    assert "0" * 64 in out, out[-3000:]
+    assert sha256(SERVED_DIR / "rewrite_amd64_en-US.msi") in out, out[-3000:]
+    assert not (cache / "installers" / "wrong-digest.msi").exists(), "a mismatching download must not stay in the cache"
+
+
+def test_installers_without_digest_are_refused_before_any_download(tmp_path: Path, ansible_env) -> None:
+    """The real catalogue and the default selection: items with no verified digest stop the build."""
+    cache = tmp_path / "cache"
+    cmd = [tool("ansible-playbook"), str(REPO / "playbooks/bundle.yml"),
+           "-e", f"bundle_output_dir={tmp_path / 'out'}", "-e", f"bundle_cache_dir={cache}"]
+    proc = run(cmd, timeout=600, cwd=REPO, env=ansible_env)
+    assert proc.returncode != 0
+    out = output_of(proc)
+    real = yaml.safe_load((REPO / "roles/common/vars/main/installers.yml").read_text())["prefect_installers"]
+    for name in ("nssm", "url-rewrite", "arr", "postgresql-17"):
+        if not real[name]["sha256"]:
+            assert name in out
+    assert "bundle_trust_on_first_download" in out and "Nothing was downloaded" in out
+    assert not cache.exists() or not any(cache.rglob("*.*")), "nothing may be fetched"
+
+
+# --- the install inside the enclave ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def installed(bundle: Path, unshare_n: list[str], tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    root = tmp_path_factory.mktemp("enclave")
+    prefix, home = root / "venv", root / "home"
+    home.mkdir()
+    env = clean_env(home)
+    proc = run([*unshare_n, "bash", str(bundle / "install-control-node.sh"), "--prefix", str(prefix)],
+               timeout=1800, cwd=root, env=env)
+    assert proc.returncode == 0, output_of(proc)[-6000:]
+    assert "bundle verified" in proc.stdout
+    return prefix, env
+
+
+@pytest.mark.slow
+def test_control_node_installs_with_no_network(installed) -> None:
+    prefix, env = installed
+    proc = run([str(prefix / "bin/python"), "-c",
+                "import ansible, winrm, pypsrp, spnego, requests_ntlm, gssapi, krb5; print(ansible.__version__)"],
+               timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().startswith("2.19.")
+    listing = run([str(prefix / "bin/ansible-galaxy"), "collection", "list"], timeout=120, cwd=prefix, env=env)
+    assert listing.returncode == 0, listing.stderr
+    for fqcn in ("enclave.prefect", "ansible.windows", "community.windows", "microsoft.iis", "community.postgresql"):
+        assert re.search(rf"^{re.escape(fqcn)}\s", listing.stdout, re.M), fqcn
+    assert str(prefix) in listing.stdout, "collections must come from the installed environment"
+
+
+@pytest.mark.slow
+def test_installed_collection_documents_work_pool(installed, unshare_n) -> None:
+    prefix, env = installed
+    proc = run([*unshare_n, str(prefix / "bin/ansible-doc"), "enclave.prefect.work_pool"], timeout=300, cwd=prefix, env=env)
+    assert proc.returncode == 0, output_of(proc)
+    assert "enclave.prefect.work_pool" in proc.stdout
+    assert str(prefix) in proc.stdout, "ansible-doc must read the installed copy, not the checkout"
+
+
+@pytest.mark.slow
+def test_installed_collection_site_playbook_syntax(installed, unshare_n) -> None:
+    prefix, env = installed
+    proc = run([*unshare_n, str(prefix / "bin/ansible-playbook"), "-i", "localhost,", "--syntax-check", "enclave.prefect.site"],
+               timeout=300, cwd=prefix, env=env)
+    assert proc.returncode == 0, output_of(proc)
+    assert str(prefix) in proc.stdout
+
+
+def _damaged_copy(bundle: Path, tmp_path: Path) -> Path:
+    """A hard-linked copy: files are replaced (never edited in place), so the built bundle stays intact."""
+    copy = tmp_path / bundle.name
+    assert run(["cp", "-al", str(bundle), str(copy)], timeout=300).returncode == 0
+    return copy
+
+
+@pytest.mark.parametrize("damage", ["changed", "missing", "unlisted"])
+def test_install_refuses_a_damaged_bundle(bundle: Path, tmp_path: Path, unshare_n, damage: str) -> None:
+    copy = _damaged_copy(bundle, tmp_path)
+    contract = layout()
+    if damage == "changed":
+        (tarball,) = (copy / contract["collections_dir"]).glob("enclave-prefect-*.tar.gz")
+        named = tarball.relative_to(copy).as_posix()
+        content = tarball.read_bytes()
+        tarball.unlink()
+        tarball.write_bytes(content + b"\0")
+    elif damage == "missing":
+        (wheel,) = (copy / contract["control_node_wheels_dir"]).glob("pypsrp-*.whl")
+        named = wheel.relative_to(copy).as_posix()
+        wheel.unlink()
+    else:
+        extra = copy / contract["control_node_wheels_dir"] / "evil-1.0-py3-none-any.whl"
+        extra.write_bytes(b"not a wheel")
+        named = extra.relative_to(copy).as_posix()
+    prefix = tmp_path / "venv"
+    proc = run([*unshare_n, "bash", str(copy / "install-control-node.sh"), "--prefix", str(prefix)],
+               timeout=300, cwd=tmp_path, env=clean_env(tmp_path))
+    assert proc.returncode != 0
+    assert named in proc.stderr, proc.stderr
+    assert "nothing was installed" in proc.stderr
+    assert not prefix.exists(), "the install must refuse before changing anything"
