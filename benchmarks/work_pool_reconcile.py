@@ -73,6 +73,7 @@ def main() -> int:
     except Unavailable as exc:
         raise SystemExit(str(exc)) from exc
 
+    load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="prefect-bench-"))
     # No background services: only the API answers, so both approaches see the same quiet server.
     server = PrefectServer(root / "server", services=False)
@@ -126,13 +127,15 @@ def main() -> int:
     print()
     print(table)
     print(f"\nno-op target (>= {TARGET_NOOP_RATIO:.0f}x faster than the CLI per pool): {verdict} ({noop_ratio:.1f}x)")
+    load = (load_before, os.getloadavg()[0])
+    print(f"1-minute load average: {load[0]:.1f} at start, {load[1]:.1f} at end ({os.cpu_count()} CPUs)")
     if args.write:
-        args.write.write_text(render(table, n, noop_ratio, verdict))
+        args.write.write_text(render(table, n, noop_ratio, verdict, load))
         print(f"written to {args.write}")
     return 0 if noop_ratio >= TARGET_NOOP_RATIO else 1
 
 
-def render(table: str, n: int, ratio: float, verdict: str) -> str:
+def render(table: str, n: int, ratio: float, verdict: str, load: tuple[float, float]) -> str:
     cpu = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -160,7 +163,9 @@ the module runs inside the one `ansible-playbook` process and, for an unchanged 
 queues. The module also checks queues, template and settings, which `inspect` does not.
 
 Measured {datetime.date.today().isoformat()} on {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs
-({cpu}), Python {platform.python_version()}; absolute times depend on the machine, the ratio less so.
+({cpu}), Python {platform.python_version()}, 1-minute load average {load[0]:.1f} at start and {load[1]:.1f} at
+the end. Absolute times depend on the machine and its load (starting `prefect` is CPU-bound: a busy machine
+slows the CLI most); the ratio is measured in one run against one server.
 
 Reproduce (after `bash scripts/setup.sh --with-test-servers`):
 

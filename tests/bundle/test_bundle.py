@@ -12,7 +12,6 @@ import http.server
 import json
 import os
 import re
-import shutil
 import subprocess
 import threading
 import zipfile
@@ -22,7 +21,7 @@ import jinja2
 import pytest
 import yaml
 
-from conftest import REPO, tool
+from toolchain import REPO, tool
 
 pytestmark = pytest.mark.bundle
 
@@ -216,6 +215,22 @@ def test_windows_wheelhouse_has_pywin32_and_installs_offline(bundle: Path, tmp_p
                timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "pywin32==" in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+def test_rebuild_with_unchanged_locks_needs_no_network(built, tmp_path: Path, ansible_env, unshare_n) -> None:
+    """Everything expensive comes from the cache: the same build succeeds with no network at all."""
+    cmd = [*unshare_n, tool("ansible-playbook"), str(REPO / "playbooks/bundle.yml"),
+           "-e", f"bundle_output_dir={tmp_path}", "-e", f"bundle_installers_file={CATALOGUE}",
+           "-e", f"bundle_installers_local_dir={LOCAL_DIR}", "-e", "bundle_fixture_base_url=http://127.0.0.1:9",
+           "-e", json.dumps({"bundle_installers": FIXTURE_INSTALLERS, "bundle_trust_on_first_download": True,
+                             "bundle_archive": False})]
+    proc = run(cmd, timeout=1200, cwd=REPO, env=ansible_env)
+    assert proc.returncode == 0, output_of(proc)[-6000:]
+    for task in ("Windows wheels are downloaded into the cache for Python 3.12",
+                 "Control-node wheels are downloaded or built into the cache"):
+        assert re.search(rf"TASK \[{re.escape(task)}[^\]]*\] \**\nok: ", proc.stdout), f"{task}: not taken from the cache"
+    assert (tmp_path / "bundle" / "SHA256SUMS").is_file()
 
 
 @pytest.mark.slow

@@ -75,7 +75,7 @@ def generate(role: Path) -> str:
 
 def render(readme: str, role: Path) -> str:
     before, rest = readme.split(BEGIN, 1)
-    _, after = rest.split(END, 1)
+    after = rest.split(END, 1)[1]
     return f"{before}{BEGIN}\n\n{generate(role)}\n{END}{after}"
 
 

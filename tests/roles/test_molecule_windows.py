@@ -27,7 +27,7 @@ def test_molecule_windows(ansible_env):
     env.setdefault("MOLECULE_WINDOWS_SERVICE_PASSWORD", f"Mol-{secrets.token_urlsafe(18)}9a")
     env.update(NO_COLOR="1", ANSIBLE_FORCE_COLOR="0", PY_COLORS="0")
     proc = subprocess.run([str(REPO / ".venv" / "bin" / "molecule"), "test", "-s", "windows"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=3600, check=False)
     out = proc.stdout + proc.stderr
     assert env["MOLECULE_WINDOWS_SERVICE_PASSWORD"] not in out, "the service password leaked into the output"
     assert proc.returncode == 0, out[-12000:]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -31,6 +30,12 @@ LOCK = b"prefect==3.8.8 --hash=sha256:0000\n"
 WHEELHOUSE = b"not a real wheelhouse"
 NSSM_ZIP = b"not a real nssm zip"
 INSTALLER = b"not a real python installer"
+# Vault values of the example inventory; they must never show up in any output.
+SECRETS = {
+    "vault_prefect_service_password": "Svc-Secret-4c1d",
+    "vault_prefect_api_auth_string": "prefect:Auth-Secret-93be",
+    "vault_prefect_database_url": "postgresql+asyncpg://prefect:Db-Secret-0a7f@db01:5432/prefect",
+}
 
 FAKE = r"""#!/usr/bin/python
 # WANT_JSON
@@ -66,9 +71,19 @@ elif NAME == "win_stat":
     digest = lookup(args["path"])
     out["stat"] = {{"exists": digest is not None, "checksum": digest or "", "path": args["path"]}}
 elif NAME == "win_copy":
-    digest = hashlib.sha256(open(args["src"], "rb").read()).hexdigest()
+    # share delivery: the UNC path is the local bundle directory in this simulation.
+    source = args["src"].replace("\\", "/") if args.get("remote_src") else args["src"]
+    digest = hashlib.sha256(open(source, "rb").read()).hexdigest()
     out["changed"] = files.get(args["dest"].lower()) != digest
     files[args["dest"].lower()] = digest
+elif NAME == "win_get_url":
+    # url delivery: the enclave web server is the local bundle directory in this simulation.
+    source = args["url"].replace(host["url_prefix"], host["bundle_dir"], 1)
+    digest = hashlib.sha256(open(source, "rb").read()).hexdigest()
+    if args.get("checksum_algorithm") != "sha256" or args.get("checksum") != digest:
+        out.update(failed=True, msg="checksum mismatch or missing")
+    files[args["dest"].lower()] = digest
+    out["changed"] = True
 elif NAME == "win_unzip":
     host["unpacked"].append(args["dest"].lower())
     out["changed"] = True
@@ -106,8 +121,6 @@ elif NAME == "win_service":
         svc["running"] = True
         svc["username"] = args.get("username", svc.get("username"))
         out.update(exists=True, name=args["name"], state="running", username=svc["username"])
-elif NAME in ("win_get_url", "win_package_absent"):
-    out.update(failed=True, msg=NAME + " is not expected with push delivery")
 elif NAME == "server_health":
     out.update(healthy=True, ready=True, checks=[])
 json.dump(host, open(path, "w"))
@@ -143,18 +156,19 @@ def _build_sim(root: Path) -> Path:
     return root / "collections"
 
 
-def _run(root: Path, collections: Path, env: dict, extra: dict) -> tuple[subprocess.CompletedProcess, dict]:
+def _run(root: Path, collections: Path, env: dict, extra: dict, playbook: str = "site.yml",
+         expect_rc: int = 0) -> tuple[subprocess.CompletedProcess, dict]:
     (root / "extra.json").write_text(json.dumps(extra))
     argv = [str(REPO / ".venv/bin/ansible-playbook"), "-i", str(REPO / "inventories/example/hosts.yml"),
-            str(collections / "ansible_collections/enclave/prefect/playbooks/site.yml"),
+            str(collections / "ansible_collections/enclave/prefect/playbooks" / playbook),
             "--limit", "all_in_one", "-e", f"@{root / 'extra.json'}"]
-    proc = subprocess.run(argv, env=env, cwd=root, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(argv, env=env, cwd=root, capture_output=True, text=True, timeout=600, check=False)
     start = proc.stdout.find("{")
     try:
         data = json.loads(proc.stdout[start:]) if start >= 0 else {}
     except json.JSONDecodeError:
         data = {}
-    assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout[-8000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == expect_rc, f"rc={proc.returncode}\n{proc.stdout[-8000:]}\n{proc.stderr[-3000:]}"
     return proc, data
 
 
@@ -176,7 +190,7 @@ def runs(tmp_path_factory, ansible_env):
     (bundle / "SHA256SUMS").write_text("".join(f"{hashlib.sha256(v).hexdigest()}  {k}\n" for k, v in files.items()))
     (root / "state.json").write_text("{}")
     extra = {"ansible_connection": "local", "ansible_python_interpreter": str(REPO / ".venv/bin/python"),
-             "prefect_bundle_dir": str(bundle), "vault_prefect_service_password": "sim-only",
+             "prefect_bundle_dir": str(bundle), **SECRETS,
              # The stand-in installer is not python.org's, so its digest replaces the catalogue's.
              "python_installer_sha256": hashlib.sha256(INSTALLER).hexdigest()}
     env = dict(ansible_env, ANSIBLE_COLLECTIONS_PATH=str(collections), ENCLAVE_SIM_STATE=str(root / "state.json"),
@@ -187,7 +201,7 @@ def runs(tmp_path_factory, ansible_env):
     files["windows/prefect-py312.lock"] = LOCK + b"extra==1.0 --hash=sha256:1111\n"
     (bundle / "SHA256SUMS").write_text("".join(f"{hashlib.sha256(v).hexdigest()}  {k}\n" for k, v in files.items()))
     third = _run(root, collections, env, extra)
-    return first[1], second[1], third[1]
+    return first[1], second[1], third[1], [run[0].stdout + run[0].stderr for run in (first, second, third)]
 
 
 def _host_results(data: dict) -> list[tuple[str, dict]]:
@@ -209,16 +223,16 @@ def test_first_run_installs_everything(runs):
                  "Windows service settings, account and recovery actions are as configured"]:
         assert task in changed, (task, sorted(changed))
     # New services are started by the service task, not restarted.
-    assert "Prefect services whose settings changed are restarted" not in {n.split(" : ", 1)[-1] for n, _ in _reached(first)}
+    assert "Prefect services whose settings changed are restarted" not in {name.split(" : ", 1)[-1] for name, _result in _reached(first)}
 
 
 def test_noop_rerun_is_cheap_and_changes_nothing(runs):
     second = runs[1]
     reached = _reached(second)
     assert not [n for n, r in reached if r.get("changed")], "a no-op re-run reported changes"
-    actions = {r.get("action", "").rsplit(".", 1)[-1] for _, r in reached}
+    actions = {r.get("action", "").rsplit(".", 1)[-1] for _name, r in reached}
     assert not actions & set(FORBIDDEN_ON_RERUN), actions
-    module_runs = sum(len([i for i in r["results"] if not i.get("skipped")]) if "results" in r else 1 for _, r in reached)
+    module_runs = sum(len([i for i in r["results"] if not i.get("skipped")]) if "results" in r else 1 for _name, r in reached)
     listing = "\n".join(f"  {n} ({r.get('action')}, {len(r.get('results', [])) or 1} run(s))" for n, r in reached)
     print(f"tasks reaching the host: {len(reached)}; module runs: {module_runs}\n{listing}")
     assert (len(reached), module_runs) == (EXPECTED_HOST_TASKS, EXPECTED_MODULE_RUNS), listing
@@ -233,3 +247,71 @@ def test_new_lock_switches_venv_and_restarts_running_services(runs):
     # The local worker depends on the server and restarts with it (force_dependent_services).
     assert [r["item"] for r in restarted] == ["PrefectServer"]
     assert all(r["invocation"]["module_args"]["force_dependent_services"] for r in restarted)
+
+
+def test_python_is_never_downgraded(tmp_path, ansible_env):
+    """A newer patch release on the host stops the python role before the installer is delivered."""
+    collections = _build_sim(tmp_path)
+    (tmp_path / "state.json").write_text(json.dumps({"python": "3.12.11"}))
+    env = dict(ansible_env, ANSIBLE_COLLECTIONS_PATH=str(collections), ENCLAVE_SIM_STATE=str(tmp_path / "state.json"),
+               ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
+    extra = {"ansible_connection": "local", "ansible_python_interpreter": str(REPO / ".venv/bin/python")}
+    data = _run(tmp_path, collections, env, extra, playbook="python.yml", expect_rc=2)[1]
+    failed = [(n, r) for n, r in _host_results(data) if r.get("failed")]
+    assert failed and failed[0][0].endswith("Installed Python can be moved to the pinned version with the pinned installer")
+    assert "3.12.11" in failed[0][1]["msg"] and "cannot go back" in failed[0][1]["msg"], failed[0][1]["msg"]
+    assert "Artifact is copied from the control node as one file" not in {name.split(" : ", 1)[-1] for name, _result in _reached(data)}
+
+
+def test_secrets_never_appear_in_any_result(runs):
+    """Install, re-run and upgrade with auth string, database URL and service password set: the json
+    callback prints every task result in full, and none of them holds a secret."""
+    for output in runs[3]:
+        for secret in ("Svc-Secret-4c1d", "Auth-Secret-93be", "Db-Secret-0a7f"):
+            assert secret not in output, f"{secret} leaked"
+
+
+def test_digest_mismatch_stops_with_both_digests(tmp_path, ansible_env):
+    """An artifact whose digest on the host differs from the expected one stops the role, naming both."""
+    collections = _build_sim(tmp_path)
+    bundle = tmp_path / "bundle" / "windows" / "installers"
+    bundle.mkdir(parents=True)
+    (bundle / "python-3.12.10-amd64.exe").write_bytes(INSTALLER)
+    (tmp_path / "state.json").write_text("{}")
+    env = dict(ansible_env, ANSIBLE_COLLECTIONS_PATH=str(collections), ENCLAVE_SIM_STATE=str(tmp_path / "state.json"),
+               ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
+    expected = "ab" * 32
+    extra = {"ansible_connection": "local", "ansible_python_interpreter": str(REPO / ".venv/bin/python"),
+             "prefect_bundle_dir": str(tmp_path / "bundle"), "python_installer_sha256": expected}
+    data = _run(tmp_path, collections, env, extra, playbook="python.yml", expect_rc=2)[1]
+    failed = [(n, r) for n, r in _host_results(data) if r.get("failed")]
+    assert failed and failed[0][0].endswith("Artifact on the host has the expected SHA256"), failed
+    msg = failed[0][1]["msg"]
+    assert expected in msg and hashlib.sha256(INSTALLER).hexdigest() in msg, msg
+    assert "Python is installed for all users" not in {n.split(" : ", 1)[-1] for n, _result in _reached(data)}
+
+
+@pytest.mark.parametrize("mode", ["share", "url"])
+def test_share_and_url_delivery(tmp_path, ansible_env, mode):
+    """The installer arrives by a host-side copy from the share or a download with checksum, then is verified."""
+    collections = _build_sim(tmp_path)
+    bundle = tmp_path / "bundle"
+    (bundle / "windows" / "installers").mkdir(parents=True)
+    (bundle / "windows" / "installers" / "python-3.12.10-amd64.exe").write_bytes(INSTALLER)
+    prefix = "https://nexus.corp.example/repository/prefect"
+    (tmp_path / "state.json").write_text(json.dumps({"bundle_dir": str(bundle), "url_prefix": prefix}))
+    env = dict(ansible_env, ANSIBLE_COLLECTIONS_PATH=str(collections), ENCLAVE_SIM_STATE=str(tmp_path / "state.json"),
+               ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
+    extra = {"ansible_connection": "local", "ansible_python_interpreter": str(REPO / ".venv/bin/python"),
+             "prefect_artifact_delivery": mode, "prefect_bundle_share": str(bundle) + "\\",
+             "prefect_bundle_url": prefix + "/", "python_installer_sha256": hashlib.sha256(INSTALLER).hexdigest()}
+    data = _run(tmp_path, collections, env, extra, playbook="python.yml")[1]
+    reached = {name.split(" : ", 1)[-1]: result for name, result in _reached(data)}
+    if mode == "share":
+        copy = reached["Artifact is copied from the enclave file share"]["invocation"]["module_args"]
+        assert copy["src"] == str(bundle) + "\\windows\\installers\\python-3.12.10-amd64.exe" and copy["remote_src"]
+    else:
+        get = reached["Artifact is downloaded from the enclave web server"]["invocation"]["module_args"]
+        assert get["url"] == prefix + "/windows/installers/python-3.12.10-amd64.exe"
+    assert "Artifact is copied from the control node as one file" not in reached
+    assert reached["Python is installed for all users"]["changed"]

@@ -113,7 +113,7 @@ def test_good_input_passes_validation(good_runs, index):
     """Good input gets through every controller-side check; the run then stops at the first host task,
     because the control node is not Windows."""
     run = good_runs[f"good{index}"]
-    task, _ = run.failed()
+    task = run.failed()[0]
     assert task.endswith(GOOD[index][2]), (task, run.summary)
     assert run.host_actions() == [task]
 

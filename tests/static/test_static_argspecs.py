@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import argspecs
-from conftest import REPO
+from toolchain import REPO
 
 pytestmark = pytest.mark.static
 

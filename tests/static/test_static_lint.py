@@ -6,7 +6,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import REPO, tool
+from toolchain import REPO, tool
 
 pytestmark = pytest.mark.static
 

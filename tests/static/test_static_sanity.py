@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import sanity_tree
-from conftest import REPO, tool
+from toolchain import REPO, tool
 
 pytestmark = [pytest.mark.static, pytest.mark.slow]
 

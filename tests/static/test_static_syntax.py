@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ansible_tasks import is_playbook, load_yaml
-from conftest import REPO, tool
+from toolchain import REPO, tool
 
 pytestmark = pytest.mark.static
 
@@ -27,14 +27,26 @@ def _playbooks() -> list[Path]:
 PLAYBOOKS = _playbooks()
 
 
+def _syntax_check(playbooks: list[Path], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [tool("ansible-playbook"), "-i", "localhost,", "--syntax-check", *map(str, playbooks)],
+        cwd=REPO, env=env, capture_output=True, text=True, check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def all_pass(ansible_env: dict[str, str]) -> bool:
+    """One ansible-playbook run for every playbook; a playbook is checked alone only when it fails."""
+    return bool(PLAYBOOKS) and _syntax_check(PLAYBOOKS, ansible_env).returncode == 0
+
+
 @pytest.mark.parametrize(
     "playbook",
     [pytest.param(p, id=str(p.relative_to(REPO))) for p in PLAYBOOKS]
     or [pytest.param(None, id="none", marks=pytest.mark.skip(reason="no playbook under playbooks/ or molecule/*/ yet"))],
 )
-def test_syntax_check(playbook: Path, ansible_env: dict[str, str]) -> None:
-    proc = subprocess.run(
-        [tool("ansible-playbook"), "-i", "localhost,", "--syntax-check", str(playbook)],
-        cwd=REPO, env=ansible_env, capture_output=True, text=True, check=False,
-    )
+def test_syntax_check(playbook: Path, all_pass: bool, ansible_env: dict[str, str]) -> None:
+    if all_pass:
+        return
+    proc = _syntax_check([playbook], ansible_env)
     assert proc.returncode == 0, f"{playbook.relative_to(REPO)}:\n{proc.stdout}\n{proc.stderr}"

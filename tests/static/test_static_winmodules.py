@@ -11,7 +11,7 @@ import pytest
 import ansible_tasks
 import psspec
 import winmodcheck
-from conftest import REPO
+from toolchain import REPO
 
 pytestmark = pytest.mark.static
 
@@ -37,8 +37,8 @@ def _one(problems: list[str], *needles: str) -> str:
         (f"{BAD_TASKS}:3:", "Misspelled option", ("unknown option 'start_mod'", "did you mean 'start_mode'?")),
         (f"{BAD_TASKS}:8:", "Bad choice", ("option 'state' value 'runing' is not one of", "'started'")),
         (f"{BAD_TASKS}:13:", "Missing required option", ("ansible.windows.win_copy", "missing required option 'dest'")),
-        (f"{BAD_TASKS}:17:", "Deprecated module", ("community.windows.win_iis_website", "deprecated",
-                                                    "microsoft.iis.website")),
+        (f"{BAD_TASKS}:17:", "Deprecated module",
+         ("community.windows.win_iis_website", "deprecated", "microsoft.iis.website")),
         (f"{BAD_TASKS}:22:", "Short module name", ("'win_service' is not a fully qualified", "ansible.windows.win_service")),
         (f"{BAD_TASKS}:26:", "Wrong type", ("option 'desktop_interact' must be of type bool", "'sometimes'")),
         (f"{BAD_TASKS}:31:", "Bad suboption", ("failure_actions[0]: unknown option 'delay_msec'", "did you mean 'delay_ms'?")),

@@ -329,8 +329,8 @@ def check_constraints(module: str, args: dict, options: dict) -> list[str]:
         for alias in (spec or {}).get("aliases") or []:
             canonical[alias] = option
     given = {canonical.get(key, key): value for key, value in args.items()}
-    complete = "_variable_params" not in args and not ("_raw_params" in args and "_raw_params" not in options
-                                                         and "free_form" not in options)
+    hidden_text = "_raw_params" in args and "_raw_params" not in options and "free_form" not in options
+    complete = "_variable_params" not in args and not hidden_text
     return psspec.violations(constraints, given, complete=complete)
 
 

@@ -1,7 +1,7 @@
 # Registers NSSM services and keeps the NSSM settings that community.windows.win_nssm cannot manage
 # (or would force: it sets AppStdoutCreationDisposition=2 and its own rotation values on every run).
-# One pass for all services of the host: current values are read from each service's Parameters registry key
-# (where `nssm get` reads them), and `nssm set` runs only for values that differ.
+# One pass for all services of the host: current values are read with `nssm get` (which reports NSSM's default
+# for a value never set), and `nssm set` runs only for values that differ.
 # Start mode, dependencies, account and recovery actions are left to ansible.windows.win_service.
 [CmdletBinding(SupportsShouldProcess)]
 param (
@@ -34,6 +34,8 @@ function ConvertTo-NativeArgument {
 }
 
 function Invoke-Nssm {
+    # Runs nssm.exe and returns its standard output as lines. NSSM writes UTF-16 when its output is redirected
+    # (older builds the console code page), so the bytes are decoded by what they look like.
     param([string[]]$Arguments, [string]$What)
     $psi = New-Object System.Diagnostics.ProcessStartInfo
     $psi.FileName = $Nssm
@@ -43,14 +45,24 @@ function Invoke-Nssm {
     $psi.RedirectStandardOutput = $true
     $psi.RedirectStandardError = $true
     $process = [System.Diagnostics.Process]::Start($psi)
-    $stdout = $process.StandardOutput.ReadToEndAsync()
+    $buffer = New-Object System.IO.MemoryStream
+    $copy = $process.StandardOutput.BaseStream.CopyToAsync($buffer)
     $stderr = $process.StandardError.ReadToEnd()
     $process.WaitForExit()
+    $copy.Wait()
+    $bytes = $buffer.ToArray()
+    $encoding = if ($bytes.Length -ge 2 -and $bytes[1] -eq 0) { [System.Text.Encoding]::Unicode } else { [Console]::OutputEncoding }
+    $stdout = ($encoding.GetString($bytes) -replace "`0", '').TrimStart([char]0xFEFF)
     if ($process.ExitCode -ne 0) {
-        # Never echo the value: it may be a secret. NSSM writes UTF-16 to pipes, hence the NUL removal.
-        $message = (($stderr + $stdout.Result) -replace "`0", '').Trim()
-        throw "nssm $What failed with exit code $($process.ExitCode): $message"
+        # Never echo the value: it may be a secret.
+        throw "nssm $What failed with exit code $($process.ExitCode): $((($stderr -replace "`0", '') + $stdout).Trim())"
     }
+    @($stdout -split "\r?\n" | Where-Object { $_ -ne '' })
+}
+
+function Get-NssmValue {
+    param([string]$Service, [string[]]$Parameter)
+    (Invoke-Nssm -Arguments (@('get', $Service) + $Parameter) -What "get $Service $($Parameter -join ' ')") -join "`n"
 }
 
 function Get-MaskedEnvironment {
@@ -107,20 +119,21 @@ foreach ($svc in $Services) {
         if (-not $PSCmdlet.ShouldProcess($name, 'Install NSSM service')) {
             continue
         }
-        Invoke-Nssm -Arguments @('install', $name, [string]$svc.application) -What "install $name"
+        $null = Invoke-Nssm -Arguments @('install', $name, [string]$svc.application) -What "install $name"
     }
 
-    $serviceKey = "HKLM:\SYSTEM\CurrentControlSet\Services\$name"
-    $params = Get-ItemProperty -LiteralPath "$serviceKey\Parameters" -ErrorAction SilentlyContinue
     $current = [ordered]@{}
     foreach ($key in $svc.params.Keys) {
-        $property = if ($params) { $params.PSObject.Properties[$key] } else { $null }
-        $current[$key] = if ($property) { [string]$property.Value } else { '' }
+        $current[$key] = Get-NssmValue -Service $name -Parameter $key
     }
-    $exitKey = Get-Item -LiteralPath "$serviceKey\Parameters\AppExit" -ErrorAction SilentlyContinue
-    $current['AppExit'] = if ($exitKey) { [string]$exitKey.GetValue('') } else { '' }
-    $haveEnv = @()
-    if ($params -and $params.PSObject.Properties['AppEnvironmentExtra']) { $haveEnv = @($params.AppEnvironmentExtra) }
+    $current['AppExit'] = Get-NssmValue -Service $name -Parameter 'AppExit', 'Default'
+    try {
+        $haveEnv = @(Invoke-Nssm -Arguments @('get', $name, 'AppEnvironmentExtra') -What "get $name AppEnvironmentExtra")
+    }
+    catch {
+        # No environment set yet; a real problem with the service shows up when it is set below.
+        $haveEnv = @()
+    }
     $current['AppEnvironmentExtra'] = (Get-MaskedEnvironment $haveEnv) -join "`n"
     if (-not $entry.installed) { $before[$name] = $current }
 
@@ -128,14 +141,14 @@ foreach ($svc in $Services) {
         if ($current[$key] -cne $wanted[$key]) {
             $entry.changes.Add($key)
             if ($PSCmdlet.ShouldProcess($name, "Set $key")) {
-                Invoke-Nssm -Arguments @('set', $name, $key, $wanted[$key]) -What "set $name $key"
+                $null = Invoke-Nssm -Arguments @('set', $name, $key, $wanted[$key]) -What "set $name $key"
             }
         }
     }
     if ($current['AppExit'] -cne $wanted['AppExit']) {
         $entry.changes.Add('AppExit')
         if ($PSCmdlet.ShouldProcess($name, 'Set AppExit')) {
-            Invoke-Nssm -Arguments @('set', $name, 'AppExit', 'Default', $wanted['AppExit']) -What "set $name AppExit"
+            $null = Invoke-Nssm -Arguments @('set', $name, 'AppExit', 'Default', $wanted['AppExit']) -What "set $name AppExit"
         }
     }
     if ((@($haveEnv | Sort-Object) -join "`n") -cne ($wantEnv -join "`n")) {
@@ -151,14 +164,15 @@ foreach ($svc in $Services) {
             }) -join "`n"
         if ($PSCmdlet.ShouldProcess($name, 'Set AppEnvironmentExtra')) {
             if ($wantEnv.Count -gt 0) {
-                Invoke-Nssm -Arguments (@('set', $name, 'AppEnvironmentExtra') + $wantEnv) -What "set $name AppEnvironmentExtra"
+                $null = Invoke-Nssm -Arguments (@('set', $name, 'AppEnvironmentExtra') + $wantEnv) -What "set $name AppEnvironmentExtra"
             }
             else {
-                Invoke-Nssm -Arguments @('reset', $name, 'AppEnvironmentExtra') -What "reset $name AppEnvironmentExtra"
+                $null = Invoke-Nssm -Arguments @('reset', $name, 'AppEnvironmentExtra') -What "reset $name AppEnvironmentExtra"
             }
         }
     }
 
+    $serviceKey = "HKLM:\SYSTEM\CurrentControlSet\Services\$name"
     $objectName = (Get-ItemProperty -LiteralPath $serviceKey -Name ObjectName -ErrorAction SilentlyContinue).ObjectName
     $entry.account_differs = -not (Test-SameAccount -Current $objectName -Wanted ([string]$svc.account))
     $entry.current_account = $objectName

@@ -1,0 +1,40 @@
+"""Every task of the Windows roles carries its role's name and a stage tag, so partial runs work."""
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from rolerun import REPO
+
+pytestmark = pytest.mark.static
+
+STAGES = {"install", "config", "service", "pools", "verify"}
+ROLES = {"python", "prefect_venv", "nssm_services"}
+LINE = re.compile(r"^\s+(?:enclave\.prefect\.)?(?P<role>\w+) : (?P<name>.*?)\tTAGS: \[(?P<tags>[^\]]*)\]$")
+
+
+def test_every_role_task_has_role_and_stage_tags(ansible_env):
+    proc = subprocess.run([str(REPO / ".venv/bin/ansible-playbook"), "--list-tasks", "playbooks/site.yml"],
+                          cwd=REPO, env=ansible_env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    seen, missing = set(), []
+    for line in proc.stdout.splitlines():
+        match = LINE.match(line)
+        if not match or match["role"] not in ROLES | {"common"}:
+            continue
+        tags = {t.strip() for t in match["tags"].split(",") if t.strip()}
+        if match["name"].startswith("Validating arguments against arg spec"):
+            assert "always" in tags, line  # role input is checked whatever the tags
+            continue
+        if match["role"] == "common":
+            # common's own checks run always; its artifact tasks inherit the importing role's tags.
+            if not ("always" in tags or (tags & ROLES and tags & STAGES)):
+                missing.append(line.strip())
+            continue
+        seen.add(match["role"])
+        if match["role"] not in tags or not tags & STAGES:
+            missing.append(line.strip())
+    assert seen == ROLES, seen
+    assert not missing, "\n".join(missing)
