@@ -14,9 +14,12 @@ and the HTTP requests each approach sends per unchanged pool (counted at the pro
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
 import os
 import platform
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,10 +60,16 @@ def cli_run(env: dict, argv_for, names: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def count(proxy: AuthProxy, fn, *args):
+BREAKDOWN: dict[str, collections.Counter] = {}
+
+
+def count(proxy: AuthProxy, fn, *args, label: str = ""):
     proxy.reset()
     result = fn(*args)
-    return result, len(proxy.reset())
+    seen = proxy.reset()
+    BREAKDOWN[label] = collections.Counter(
+        f"{f.method} {re.sub(r'bench-(module|cli)-[0-9]+', '{name}', f.path.split('?')[0])}" for f in seen)
+    return result, len(seen)
 
 
 def main() -> int:
@@ -92,22 +101,27 @@ def main() -> int:
         cli_env = server.client_env(root / "cli-home")
         cli_env["PREFECT_API_URL"] = api_url
 
-        (m_first, m_first_result), m_first_req = count(proxy, module_run, playbook, api_url, mod_names)
-        (m_noop, m_noop_result), m_noop_req = count(proxy, module_run, playbook, api_url, mod_names)
+        (m_first, m_first_result), m_first_req = count(proxy, module_run, playbook, api_url, mod_names,
+                                                       label="module, first run")
+        (m_noop, m_noop_result), m_noop_req = count(proxy, module_run, playbook, api_url, mod_names,
+                                                     label="module, no-op re-run")
         created = sum(1 for r in m_first_result["results"] if r["changed"])
         unchanged = sum(1 for r in m_noop_result["results"] if not r["changed"])
         if created != n or unchanged != n:
             raise SystemExit(f"module: {created}/{n} created on the first run, {unchanged}/{n} unchanged after")
 
         c_first, c_first_req = count(proxy, cli_run, cli_env,
-                                     lambda p: [prefect, "work-pool", "create", p, "--type", "process"], cli_names)
-        c_noop, c_noop_req = count(proxy, cli_run, cli_env, lambda p: [prefect, "work-pool", "inspect", p], cli_names)
+                                     lambda p: [prefect, "work-pool", "create", p, "--type", "process"], cli_names,
+                                     label="CLI, first run")
+        c_noop, c_noop_req = count(proxy, cli_run, cli_env, lambda p: [prefect, "work-pool", "inspect", p], cli_names,
+                                   label="CLI, no-op re-run")
         for name in mod_names + cli_names:
             if not server.pool(name):
                 raise SystemExit(f"pool {name} missing after the benchmark")
     finally:
         proxy.stop()
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
     rows = [
         ("first run (create)", m_first, c_first, m_first_req, c_first_req),
@@ -124,18 +138,22 @@ def main() -> int:
                      f"| {cli / mod:.1f}x | {mreq / n:.2f} | {creq / n:.2f} |")
     verdict = "met" if noop_ratio >= TARGET_NOOP_RATIO else "NOT met"
     table = "\n".join(lines)
+    requests = "\n".join(
+        f"- {label}: " + ", ".join(f"`{call}` x{num}" for call, num in sorted(calls.items()))
+        for label, calls in BREAKDOWN.items())
     print()
     print(table)
+    print("\nHTTP requests by call (all pools):\n" + requests)
     print(f"\nno-op target (>= {TARGET_NOOP_RATIO:.0f}x faster than the CLI per pool): {verdict} ({noop_ratio:.1f}x)")
     load = (load_before, os.getloadavg()[0])
     print(f"1-minute load average: {load[0]:.1f} at start, {load[1]:.1f} at end ({os.cpu_count()} CPUs)")
     if args.write:
-        args.write.write_text(render(table, n, noop_ratio, verdict, load))
+        args.write.write_text(render(table, requests, n, noop_ratio, verdict, load))
         print(f"written to {args.write}")
     return 0 if noop_ratio >= TARGET_NOOP_RATIO else 1
 
 
-def render(table: str, n: int, ratio: float, verdict: str, load: tuple[float, float]) -> str:
+def render(table: str, requests: str, n: int, ratio: float, verdict: str, load: tuple[float, float]) -> str:
     cpu = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -156,9 +174,14 @@ server, per pool, for the whole pass (the module's per-run requests are included
 
 {table}
 
+HTTP requests by call, all {n} pools together:
+
+{requests}
+
 Target for the no-op re-run, at least 3x faster than the CLI per pool: **{verdict}** ({ratio:.1f}x).
 
-Why: each CLI call starts a Python interpreter and imports Prefect (about a second) before it sends anything;
+Why: each CLI call starts a Python interpreter and imports Prefect (about 1 s on an idle machine, several under
+load) before it sends anything;
 the module runs inside the one `ansible-playbook` process and, for an unchanged pool, only reads the pool and its
 queues. The module also checks queues, template and settings, which `inspect` does not.
 

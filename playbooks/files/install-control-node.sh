@@ -116,14 +116,17 @@ say "installing the control-node packages from $wheels_dir (no index, hashes req
 
 # --- 4. the collections ----------------------------------------------------------------------------
 # Into the environment's site-packages: ansible finds collections there (like those the `ansible`
-# package carries), so no ansible.cfg or ANSIBLE_COLLECTIONS_PATH is needed.
+# package carries), so no ansible.cfg or ANSIBLE_COLLECTIONS_PATH is needed. --force: a re-run with a
+# newer bundle of the same collection version must still leave exactly the bundle's collections.
 site=$("$prefix/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 say "installing the collections offline into $site/ansible_collections"
 cd "$bundle/$collections_dir"  # no ansible.cfg here; tarball names in requirements.yml are relative to it
 ANSIBLE_COLLECTIONS_PATH="$site" \
-  "$prefix/bin/ansible-galaxy" collection install --offline -r "$bundle/$collections_requirements" -p "$site"
-"$prefix/bin/ansible-galaxy" collection list enclave.prefect 2>/dev/null | grep -q '^enclave\.prefect ' \
+  "$prefix/bin/ansible-galaxy" collection install --offline --force -r "$bundle/$collections_requirements" -p "$site"
+listing=$("$prefix/bin/ansible-galaxy" collection list enclave.prefect 2>/dev/null || true)
+[[ $listing == *$'\n'"enclave.prefect "* ]] \
   || die "enclave.prefect is not visible to $prefix/bin/ansible-galaxy after the install"
 
-say "control node ready from $bundle_name: $("$prefix/bin/ansible" --version | head -n1)"
+version=$("$prefix/bin/ansible" --version)
+say "control node ready from $bundle_name: ${version%%$'\n'*}"
 say "use it with: source $prefix/bin/activate && ansible-doc -l enclave.prefect"

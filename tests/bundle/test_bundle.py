@@ -262,20 +262,31 @@ def test_installer_digest_mismatch_shows_both_digests(tmp_path: Path, ansible_en
     assert not (cache / "installers" / "wrong-digest.msi").exists(), "a mismatching download must not stay in the cache"
 
 
-def test_installers_without_digest_are_refused_before_any_download(tmp_path: Path, ansible_env) -> None:
-    """The real catalogue and the default selection: items with no verified digest stop the build."""
+def test_installers_without_digest_are_refused_before_any_download(tmp_path: Path, ansible_env, base_url_arg) -> None:
     cache = tmp_path / "cache"
-    cmd = [tool("ansible-playbook"), str(REPO / "playbooks/bundle.yml"),
-           "-e", f"bundle_output_dir={tmp_path / 'out'}", "-e", f"bundle_cache_dir={cache}"]
-    proc = run(cmd, timeout=600, cwd=REPO, env=ansible_env)
+    proc = build(ansible_env, tmp_path / "out", *base_url_arg, "-e", f"bundle_cache_dir={cache}",
+                 "-e", json.dumps({"bundle_installers": ["python-3.12", "unpinned-tool"]}), timeout=600)
     assert proc.returncode != 0
     out = output_of(proc)
-    real = yaml.safe_load((REPO / "roles/common/vars/main/installers.yml").read_text())["prefect_installers"]
-    for name in ("nssm", "url-rewrite", "arr", "postgresql-17"):
-        if not real[name]["sha256"]:
-            assert name in out
+    assert re.search(r"no sha256 for \['unpinned-tool'\]", out), out[-3000:]
     assert "bundle_trust_on_first_download" in out and "Nothing was downloaded" in out
-    assert not cache.exists() or not any(cache.rglob("*.*")), "nothing may be fetched"
+    assert not cache.exists(), "nothing may be fetched or created"
+
+
+def test_installer_catalogue_is_well_formed() -> None:
+    """The real catalogue: what the build and the Windows roles read."""
+    catalogue = yaml.safe_load((REPO / "roles/common/vars/main/installers.yml").read_text())["prefect_installers"]
+    expected = {"python-3.11", "python-3.12", "python-3.13", "nssm", "url-rewrite", "arr", "postgresql-16", "postgresql-17"}
+    assert expected <= set(catalogue)
+    for name, item in catalogue.items():
+        assert {"version", "url", "filename", "sha256"} <= set(item), name
+        assert item["url"].startswith("https://"), name
+        assert item["url"].rsplit("/", 1)[1] == item["filename"], name
+        assert isinstance(item["sha256"], str) and re.fullmatch(r"([0-9a-f]{64})?", item["sha256"]), name
+        assert bool(item["sha256"]) == bool(item.get("sha256_source")), f"{name}: a digest needs its source"
+    for minor in ("3.11", "3.12", "3.13"):
+        assert catalogue[f"python-{minor}"]["version"].startswith(minor + ".")
+        assert catalogue[f"python-{minor}"]["filename"].endswith("-amd64.exe")
 
 
 # --- the install inside the enclave ------------------------------------------------------------------
@@ -306,6 +317,16 @@ def test_control_node_installs_with_no_network(installed) -> None:
     for fqcn in ("enclave.prefect", "ansible.windows", "community.windows", "microsoft.iis", "community.postgresql"):
         assert re.search(rf"^{re.escape(fqcn)}\s", listing.stdout, re.M), fqcn
     assert str(prefix) in listing.stdout, "collections must come from the installed environment"
+
+
+@pytest.mark.slow
+def test_install_again_updates_in_place(installed, bundle: Path, unshare_n) -> None:
+    prefix, env = installed
+    proc = run([*unshare_n, "bash", str(bundle / "install-control-node.sh"), "--prefix", str(prefix)],
+               timeout=1800, cwd=prefix.parent, env=env)
+    assert proc.returncode == 0, output_of(proc)[-4000:]
+    assert "updating the virtual environment" in proc.stdout
+    assert "enclave.prefect:" in proc.stdout and "installed successfully" in proc.stdout
 
 
 @pytest.mark.slow

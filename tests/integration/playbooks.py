@@ -60,7 +60,8 @@ class PlaybookResult:
         return found[-1]
 
     def explain(self) -> str:
-        return f"$ {' '.join(self.argv)}\nrc={self.rc}\n--- stdout\n{self.stdout[-8000:]}\n--- stderr\n{self.stderr[-4000:]}"
+        return (f"$ {' '.join(self.argv)}\nrc={self.rc}\n"
+                f"--- stdout\n{self.stdout[-8000:]}\n--- stderr\n{self.stderr[-4000:]}")
 
 
 class Playbook:

@@ -28,6 +28,15 @@ def test_ntlm_end_to_end(playbook, ntlm_proxy, sqlite_server, pool_name):
     assert {f.user for f in seen if f.user} == {"ENCLAVE\\" + ntlm_proxy.user[1]}
 
 
+def test_negotiate_falls_back_to_ntlm_inside_spnego(playbook, ntlm_proxy):
+    """No Kerberos realm here: SPNEGO must still authenticate with NTLM, as against IIS from a non-domain node."""
+    ntlm_proxy.reset()
+    res = playbook.run([module_task("info", "work_pool_info", ntlm_opts(ntlm_proxy, auth="negotiate"))])
+    assert res.rc == 0, res.explain()
+    seen = ntlm_proxy.reset()
+    assert any(f.user and f.status == 200 for f in seen), seen
+
+
 def test_ntlm_proxy_without_credentials_is_a_clear_401(playbook, ntlm_proxy):
     res = playbook.run([module_task("info", "work_pool_info", {"api_url": f"{ntlm_proxy.url}/api"})])
     assert res.rc != 0

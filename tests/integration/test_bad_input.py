@@ -39,6 +39,8 @@ CASES = {
                                            "job_configuration"),
     "template-not-json": ({"name": "itest-bad-tpl3", "base_job_template": "{not json"}, "base_job_template"),
     "bad-api-url-scheme": ({"name": "itest-bad-url", "api_url": "ftp://127.0.0.1/api"}, "api_url"),
+    "credentials-in-api-url": ({"name": "itest-bad-cred", "api_url": "http://admin:pw@127.0.0.1:9/api"}, "api_url"),
+    "target-mode-on-local-connection": ({"name": "itest-bad-from", "api_from": "target"}, "api_from"),
 }
 
 
@@ -52,7 +54,8 @@ def recorder(sqlite_server):
 @pytest.fixture(scope="module")
 def bad_runs(recorder, tmp_path_factory, ansible_env):
     playbook = Playbook(tmp_path_factory.mktemp("bad-input"), ansible_env)
-    tasks = [module_task(case, "work_pool", literal({"api_url": f"{recorder.url}/api", **args}), ignore_errors=True)
+    tasks = [module_task(case, "work_pool", literal({"api_url": f"{recorder.url}/api", **args}),
+                         ignore_errors=True)
              for case, (args, _) in CASES.items()]
     recorder.reset()
     res = playbook.run(tasks)
@@ -70,6 +73,8 @@ def test_bad_input_is_refused_with_a_clear_message(bad_runs, sqlite_server, case
     assert expected in task["msg"], task["msg"]
     if case == "unknown-type":
         assert "process" in task["msg"], "the message should list the known types: " + task["msg"]
+    if case == "credentials-in-api-url":
+        assert ":pw@" not in task["msg"], "the message repeats the password from the URL"
     assert not writes, f"requests that write were sent: {writes}"
     if args["name"]:
         assert sqlite_server.pool(args["name"]) is None

@@ -19,7 +19,7 @@ def test_molecule_prefect_api(prefect_venv, ansible_env):
     env.pop("ANSIBLE_CONFIG", None)  # molecule writes its own configuration for the scenario
     proc = subprocess.run([os.path.join(REPO, ".venv", "bin", "molecule"), "test", "-s", "prefect_api"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    out = proc.stdout + proc.stderr
+    out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
     assert proc.returncode == 0, out[-12000:]
-    assert re.search(r"idempotence.*Successful|Idempotence completed successfully", out, re.S), out[-6000:]
-    assert re.search(r"verify.*Successful", out, re.S), out[-6000:]
+    for step in ("converge", "idempotence", "verify"):
+        assert re.search(rf"prefect_api \S+ {step}: Executed: Successful", out), f"{step} did not pass:\n{out[-6000:]}"

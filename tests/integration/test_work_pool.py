@@ -125,6 +125,11 @@ def test_queues_reconciled_and_purged(playbook, sqlite_server, pool_name):
     assert playbook.run([pool_task(sqlite_server, pool_name, queues=QUEUES)]).rc == 0
     new = [{"name": "high", "priority": 2, "concurrency_limit": None, "paused": True},
            {"name": "batch", "priority": 20, "concurrency_limit": 1}]
+    before = sqlite_server.queues(pool_name)
+    dry = playbook.run([pool_task(sqlite_server, pool_name, queues=new, purge_queues=True)], check=True)
+    assert dry.rc == 0 and dry.task("pool")["changed"] is True, dry.explain()
+    assert sqlite_server.queues(pool_name) == before, "check mode changed the queues"
+
     res = playbook.run([pool_task(sqlite_server, pool_name, queues=new, purge_queues=True)])
     assert res.rc == 0, res.explain()
     assert res.task("pool")["changed"] is True

@@ -119,6 +119,34 @@ def test_failed_state_can_be_expected(playbook, sqlite_server, deployments):
     assert res.task("run")["flow_run"]["state_type"] == "FAILED"
 
 
+def test_idempotency_key_starts_one_run(playbook, sqlite_server, deployments, request):
+    key = f"itest-{request.node.name}-{time.time_ns()}"
+    args = connection(sqlite_server, deployment=deployments.hello, idempotency_key=key, wait=False)
+    res = playbook.run([module_task("first", "flow_run", args), module_task("second", "flow_run", args)])
+    assert res.rc == 0, res.explain()
+    first, second = res.task("first"), res.task("second")
+    assert (first["changed"], second["changed"]) == (True, False)
+    assert first["flow_run"]["id"] == second["flow_run"]["id"]
+
+
+def test_flow_run_without_worker_times_out_clearly(playbook, sqlite_server, pool_name):
+    """A deployment whose pool has no worker: the run stays SCHEDULED and the task says so within its timeout."""
+    assert playbook.run([module_task("pool", "work_pool", connection(sqlite_server, name=pool_name))]).rc == 0
+    status, flow = sqlite_server.api("POST", "/flows/", {"name": "itest-orphan"})
+    assert status in (200, 201), flow
+    status, dep = sqlite_server.api("POST", "/deployments/", {"name": pool_name, "flow_id": flow["id"],
+                                                               "work_pool_name": pool_name})
+    assert status in (200, 201), dep
+    started = time.monotonic()
+    res = playbook.run([module_task("run", "flow_run", connection(
+        sqlite_server, deployment=f"itest-orphan/{pool_name}", timeout=3, poll_interval=1))])
+    assert res.rc != 0
+    assert time.monotonic() - started < 60
+    run = res.task("run")
+    assert "SCHEDULED" in run["msg"] and "worker" in run["msg"], run["msg"]
+    assert run["flow_run"]["id"]
+
+
 def test_flow_run_unknown_deployment(playbook, sqlite_server):
     res = playbook.run([module_task("run", "flow_run", connection(sqlite_server, deployment="nope/missing"))])
     assert res.rc != 0

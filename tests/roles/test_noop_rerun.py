@@ -26,7 +26,8 @@ pytestmark = pytest.mark.static
 EXPECTED_HOST_TASKS = 16
 EXPECTED_MODULE_RUNS = 23
 
-LOCK = b"prefect==3.8.8 --hash=sha256:0000\n"
+# The committed lock: prefect_venv checks that the bundle carries it.
+LOCK = (REPO / "requirements" / "windows" / "prefect-py312.lock").read_bytes()
 WHEELHOUSE = b"not a real wheelhouse"
 NSSM_ZIP = b"not a real nssm zip"
 INSTALLER = b"not a real python installer"
@@ -200,7 +201,8 @@ def runs(tmp_path_factory, ansible_env):
     # A new bundle whose lock changed: a new venv, the junction moves, the running services restart.
     files["windows/prefect-py312.lock"] = LOCK + b"extra==1.0 --hash=sha256:1111\n"
     (bundle / "SHA256SUMS").write_text("".join(f"{hashlib.sha256(v).hexdigest()}  {k}\n" for k, v in files.items()))
-    third = _run(root, collections, env, extra)
+    # The check against the committed lock is turned off as for a deliberate change of bundle.
+    third = _run(root, collections, env, {**extra, "prefect_venv_check_committed_lock": False})
     return first[1], second[1], third[1], [run[0].stdout + run[0].stderr for run in (first, second, third)]
 
 

@@ -29,6 +29,8 @@ CASES = [
     ("prefect_venv", {"prefect_venv_keep": "all"}, ["prefect_venv_keep", "int"]),
     ("prefect_venv", {"prefect_venv_keep": -1}, ["prefect_venv_keep must be >= 0", "-1"]),
     ("prefect_venv", {"prefect_venv_name": "current"}, ["prefect_venv_name", "current"]),
+    ("prefect_venv", {"prefect_venv_lock_sha256": "ab" * 32},
+     ["ab" * 32, "requirements/windows/prefect-py312.lock", "prefect_venv_check_committed_lock=false"]),
     ("nssm_services", {**SERVER, "nssm_services_workers": [{"service": "W"}]},
      ["missing required arguments: pool", "nssm_services_workers"]),
     ("nssm_services", {**SERVER, "nssm_services_workers": [{"pool": "p"}]},
