@@ -154,14 +154,6 @@ def main() -> int:
 
 
 def render(table: str, requests: str, n: int, ratio: float, verdict: str, load: tuple[float, float]) -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return f"""# Benchmarks
 
 ## Work pool reconcile: `enclave.prefect.work_pool` against the Prefect CLI
@@ -180,14 +172,13 @@ HTTP requests by call, all {n} pools together:
 
 Target for the no-op re-run, at least 3x faster than the CLI per pool: **{verdict}** ({ratio:.1f}x).
 
-Why: each CLI call starts a Python interpreter and imports Prefect (about 1 s on an idle machine, several under
-load) before it sends anything;
-the module runs inside the one `ansible-playbook` process and, for an unchanged pool, only reads the pool and its
-queues. The module also checks queues, template and settings, which `inspect` does not.
+Why: each CLI call starts a Python interpreter and imports Prefect (about 1 s on an idle machine, several
+under load) before it sends anything; the module runs inside the one `ansible-playbook` process and, for an
+unchanged pool, only reads the pool and its queues. The module also compares queues, template and settings,
+which `inspect` does not.
 
-Measured {datetime.date.today().isoformat()} on {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs
-({cpu}), Python {platform.python_version()}, 1-minute load average {load[0]:.1f} at start and {load[1]:.1f} at
-the end. Absolute times depend on the machine and its load (starting `prefect` is CPU-bound: a busy machine
+Measured {datetime.date.today().isoformat()} on {platform.system()} {platform.machine()} with {os.cpu_count()} CPUs,
+Python {platform.python_version()}, 1-minute load average {load[0]:.1f} at start and {load[1]:.1f} at the end. Absolute times depend on the machine and its load (starting `prefect` is CPU-bound: a busy machine
 slows the CLI most); the ratio is measured in one run against one server.
 
 Reproduce (after `bash scripts/setup.sh --with-test-servers`):

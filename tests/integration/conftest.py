@@ -145,7 +145,6 @@ def ntlm_proxy(sqlite_server, tmp_path_factory):
     """IIS-like NTLM front of the SQLite server: http://127.0.0.1:<port>/api demands Windows auth."""
     proxy = AuthProxy(f"http://127.0.0.1:{sqlite_server.port}", auth="ntlm", users=[NTLM_USER],
                       state_dir=tmp_path_factory.mktemp("ntlm")).start()
-    proxy.user = NTLM_USER
     yield proxy
     proxy.stop()
 

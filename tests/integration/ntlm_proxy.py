@@ -158,6 +158,7 @@ class AuthProxy:
         self.upstream = urllib.parse.urlsplit(upstream)
         self.auth = auth
         self.tls = tls
+        self.users = list(users)
         self.forwarded: list[Forwarded] = []
         self._lock = threading.Lock()
         if auth:

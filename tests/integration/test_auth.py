@@ -5,7 +5,7 @@ from playbooks import connection, module_task
 
 
 def ntlm_opts(proxy, **extra) -> dict:
-    domain, user, password = proxy.user
+    domain, user, password = proxy.users[0]
     opts = {"api_url": f"{proxy.url}/api", "auth": "ntlm", "username": f"{domain}\\{user}", "password": password}
     opts.update(extra)
     return opts
@@ -25,7 +25,7 @@ def test_ntlm_end_to_end(playbook, ntlm_proxy, sqlite_server, pool_name):
     assert sqlite_server.pool(pool_name) is not None
     seen = ntlm_proxy.reset()
     assert not [f for f in seen if f.user is None and f.status != 401], "a request reached the API without NTLM"
-    assert {f.user for f in seen if f.user} == {"ENCLAVE\\" + ntlm_proxy.user[1]}
+    assert {f.user for f in seen if f.user} == {"ENCLAVE\\" + ntlm_proxy.users[0][1]}
 
 
 def test_negotiate_falls_back_to_ntlm_inside_spnego(playbook, ntlm_proxy):

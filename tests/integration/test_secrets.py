@@ -40,7 +40,7 @@ def test_auth_string_never_printed(playbook, auth_server, pool_name, callback):
 
 
 def test_ntlm_password_never_printed(playbook, ntlm_proxy, pool_name):
-    domain, user, password = ntlm_proxy.user
+    domain, user, password = ntlm_proxy.users[0]
     base = {"api_url": f"{ntlm_proxy.url}/api", "auth": "ntlm", "username": f"{domain}\\{user}"}
     tasks = [
         module_task("pool", "work_pool", {**base, "password": "{{ vault_ntlm_password }}", "name": pool_name}),

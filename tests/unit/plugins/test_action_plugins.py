@@ -51,7 +51,7 @@ def test_playbook_at_vvv_never_shows_secrets(http_fake, tmp_path):
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
     proc = subprocess.run([str(ansible_playbook), "-vvv", "-i", "localhost,", str(playbook)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=240)
+                          capture_output=True, text=True, timeout=240, check=False)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
     assert "ok=6" in output and "failed=0" in output
