@@ -177,9 +177,10 @@ under load) before it sends anything; the module runs inside the one `ansible-pl
 unchanged pool, only reads the pool and its queues. The module also compares queues, template and settings,
 which `inspect` does not.
 
-Measured {datetime.date.today().isoformat()} on {platform.system()} {platform.machine()} with {os.cpu_count()} CPUs,
-Python {platform.python_version()}, 1-minute load average {load[0]:.1f} at start and {load[1]:.1f} at the end. Absolute times depend on the machine and its load (starting `prefect` is CPU-bound: a busy machine
-slows the CLI most); the ratio is measured in one run against one server.
+Measured {datetime.date.today().isoformat()} on {platform.system()} {platform.machine()} with {os.cpu_count()} CPUs, \
+Python {platform.python_version()}, 1-minute load average {load[0]:.1f} at start and {load[1]:.1f} at the end.
+Absolute times depend on the machine and its load (starting `prefect` is CPU-bound, so a busy machine slows the
+CLI most); the ratio is measured in one run against one server.
 
 Reproduce (after `bash scripts/setup.sh --with-test-servers`):
 

@@ -26,6 +26,10 @@ options:
       - V(auto) picks V(controller) when the task's connection is C(local) (C(delegate_to=localhost),
         C(connection=local)) and V(target) when the connection is to a Windows host (C(winrm), C(psrp), or
         C(ssh) with a PowerShell or cmd shell). Any other connection is an error asking to set this option.
+      - The connection Ansible really uses decides. An C(ansible_connection) variable (inventory, group_vars)
+        overrides the C(connection) keyword, so C(connection=local) on a task against a Windows host with
+        C(ansible_connection=psrp) still runs in V(target) mode; use C(delegate_to=localhost) or
+        V(controller) to send the requests from the control node.
     type: str
     choices: [auto, controller, target]
     default: auto

@@ -19,6 +19,8 @@ STATE_TYPES = ("SCHEDULED", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCEL
 # Logs reach the server in batches, after the state: wait this long at most for the engine's last line.
 LOG_SETTLE_SECONDS = 10
 FINAL_LOG_MARKER = "Finished in state"
+# The API refuses a /logs/filter limit above 200 (HTTP 422), after the run was created.
+MAX_LOG_LINES = 200
 LOG_LEVELS = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
 
 
@@ -60,8 +62,8 @@ def validate(params):
         problems.append("timeout must be at least 1 second")
     if params["poll_interval"] < 1:
         problems.append("poll_interval must be at least 1 second")
-    if params["log_lines"] < 0:
-        problems.append("log_lines must be 0 or more")
+    if not 0 <= params["log_lines"] <= MAX_LOG_LINES:
+        problems.append("log_lines must be between 0 and %d (the API's page limit)" % MAX_LOG_LINES)
     if problems:
         raise PrefectValidationError("Invalid arguments: %s" % "; ".join(problems))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
 import time
 import uuid
@@ -159,7 +160,7 @@ def redact(value, secrets):
 
 
 def excerpt(text, secrets=(), limit=BODY_EXCERPT_CHARS):
-    text = redact(" ".join((text or "").split()), secrets)
+    text = " ".join(redact(text or "", secrets).split())  # redact first: a secret may contain whitespace
     if len(text) > limit:
         return text[:limit] + "..."
     return text
@@ -174,11 +175,19 @@ def status_hint(status, method, path, headers, body, auth_mode, api_from):
     """What the user should check for an unexpected status. Pure: unit-tested."""
     body_l = (body or "").lower()
     challenge = (headers or {}).get("www-authenticate", "").lower()
+    if 300 <= status < 400:
+        location = (headers or {}).get("location", "")
+        return ("the server redirects%s: set api_url to the final address (redirects are not followed, and "
+                "credentials would not be sent across them)" % (" to %s" % safe_url(location) if location else ""))
     if status == 401:
         if "negotiate" in challenge or "ntlm" in challenge:
             if auth_mode in WINDOWS_AUTH_MODES:
-                return ("the proxy refused the Windows credentials: check username (DOMAIN\\user or user@REALM) "
+                hint = ("the proxy refused the Windows credentials: check username (DOMAIN\\user or user@REALM) "
                         "and password; for kerberos also the HTTP/<host> SPN and a valid ticket")
+                if api_from == "target":
+                    hint += ("; without username the account Ansible logged on with is used, which Windows hands on "
+                             "only with CredSSP, Kerberos delegation or become")
+                return hint
             return ("the proxy demands Windows authentication (WWW-Authenticate: %s): set auth: ntlm or negotiate "
                     "with username and password" % (headers or {}).get("www-authenticate", ""))
         if "basic" in challenge and auth_mode != "basic":
@@ -227,6 +236,9 @@ def transport_hint(kind, auth_mode, api_from):
         if api_from == "controller":
             hint += " If the API is only reachable on the host itself, use api_from: target."
         return hint
+    if kind == "auth":
+        return ("run kinit for the account (or give username and password), and check that the control node "
+                "reaches the KDC and that the HTTP/<host> SPN exists")
     if kind == "timeout":
         return "the server did not answer in time: check it is not overloaded, or raise request_timeout"
     if kind == "lost":
@@ -360,6 +372,8 @@ class PrefectClient:
         expect = (200, 404) if allow_404 else (200,)
         response = self.request("GET", path, expect=expect)
         if response.status == 404:
+            if route_not_found(response):
+                raise self._error("GET", self.url(path), response, path)
             return None
         return self._parse(response, "GET", path)
 
@@ -393,6 +407,19 @@ class PrefectClient:
             offset += page
 
 
+def route_not_found(response):
+    """A 404 for an unknown endpoint (api_url wrong, e.g. without /api), not for a missing object.
+
+    Prefect names the object (`Work pool "x" not found.`, `Deployment not found`); its router answers
+    `{"detail": "Not Found"}`, and a proxy or web server answers with HTML.
+    """
+    try:
+        body = response.json()
+    except ValueError:
+        return True
+    return not isinstance(body, dict) or body.get("detail") == "Not Found"
+
+
 def basic_auth_header(auth_string):
     return "Basic " + base64.b64encode(auth_string.encode("utf-8")).decode("ascii")
 
@@ -415,12 +442,19 @@ def validate_common(params):
         if not auth_string and not (params.get("username") and params.get("password")):
             problems.append("auth: basic needs auth_string (user:password) or username and password")
     username, password = params.get("username"), params.get("password")
+    if auth == "basic" and params.get("api_from") == "target" and \
+            not all(v.isascii() for v in (params.get("auth_string"), username, password) if v):
+        problems.append("with api_from: target, ansible.windows.win_uri encodes Basic credentials as ASCII, so "
+                        "non-ASCII characters in the user name or password cannot work (the value is not shown): "
+                        "use api_from: controller or an ASCII password")
     if password is not None and username is None:
         problems.append("password is set but username is not")
     if auth in ("basic", "ntlm") and username is not None and password is None:
         problems.append("auth: %s with username needs password" % auth)
     if auth == "ntlm" and username is None and params.get("api_from") != "target":
         problems.append("auth: ntlm from the control node needs username and password")
+    if params.get("ca_path") and params.get("api_from") != "target" and not os.path.isfile(params["ca_path"]):
+        problems.append("ca_path %s is not a file on the control node" % params["ca_path"])
     if params.get("request_timeout") is not None and params["request_timeout"] < 1:
         problems.append("request_timeout must be at least 1 second")
     if params.get("retries") is not None and params["retries"] < 0:

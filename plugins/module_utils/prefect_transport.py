@@ -40,11 +40,15 @@ except ImportError:
 
 try:
     import spnego
+    from spnego.exceptions import SpnegoError
 
     HAS_SPNEGO = True
 except ImportError:
     spnego = None
     HAS_SPNEGO = False
+
+    class SpnegoError(Exception):
+        """Stand-in so that `except SpnegoError` works without pyspnego."""
 
 USER_AGENT = "enclave.prefect"
 # Every status win_uri may return without failing: the client decides what is an error.
@@ -120,7 +124,10 @@ class RequestsTransport:
             with warnings.catch_warnings():
                 # validate_certs: false is the user's explicit choice; do not print urllib3's warning per request
                 warnings.simplefilter("ignore")
-                answer = self.session.request(method, url, headers=headers, data=body, timeout=self.timeout)
+                # Never follow redirects: requests turns POST/PATCH/DELETE into GET on 301/302 and drops the
+                # credentials on a change of host or port. A redirect is reported with its Location instead.
+                answer = self.session.request(method, url, headers=headers, data=body, timeout=self.timeout,
+                                              allow_redirects=False)
         except requests.exceptions.SSLError as exc:
             raise TransportError("tls", str(exc))
         except requests.exceptions.ConnectTimeout as exc:
@@ -133,6 +140,11 @@ class RequestsTransport:
             raise TransportError("other", str(exc))
         except PermissionError as exc:  # requests-ntlm: no NTLM challenge in the answer
             raise TransportError("other", str(exc))
+        except SpnegoError as exc:  # no Kerberos ticket, KDC unreachable, unknown SPN, refused password
+            raise TransportError("auth", "%s authentication could not start on the control node: %s"
+                                 % (getattr(self.session.auth, "protocol", "negotiate"), exc))
+        except OSError as exc:  # after requests' own errors (they are OSErrors): e.g. ca_path cannot be read
+            raise TransportError("tls", str(exc))
         return Response(answer.status_code, answer.text, dict(answer.headers), answer.elapsed.total_seconds())
 
 
@@ -184,7 +196,7 @@ class WinUriTransport:
             url_timeout=int(params.get("request_timeout") or 30),
             return_content=True,
             status_code=ALL_STATUSES,
-            follow_redirects="safe",
+            follow_redirects="none",  # as from the control node: a redirect is reported, never followed
             use_proxy=False,
             http_agent=USER_AGENT,
         )
@@ -231,7 +243,8 @@ def win_uri_auth_args(params):
 def win_uri_headers(result):
     """win_uri returns response headers as snake_case result keys; rebuild the ones the client reads."""
     headers = {}
-    for key, name in (("www_authenticate", "www-authenticate"), ("content_type", "content-type")):
+    for key, name in (("www_authenticate", "www-authenticate"), ("content_type", "content-type"),
+                      ("location", "location")):
         if isinstance(result.get(key), str):
             headers[name] = result[key]
     return headers

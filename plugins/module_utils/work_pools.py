@@ -337,11 +337,15 @@ def reconcile(client, params, ctx):
     wanted = managed_pool_fields(params, ctx)
     wanted_queues = managed_queue_fields(params, ctx)
 
-    if current and current.get("type") != pool_type:
-        if not params["recreate"]:
-            raise PrefectError("Work pool %r has type %r; the task asks for %r. The type of a pool cannot change: "
-                               "set recreate: true to delete the pool (and its queues) and create it again."
-                               % (name, current.get("type"), pool_type))
+    type_change = bool(current) and current.get("type") != pool_type
+    if type_change and not params["recreate"]:
+        raise PrefectError("Work pool %r has type %r; the task asks for %r. The type of a pool cannot change: "
+                           "set recreate: true to delete the pool (and its queues) and create it again."
+                           % (name, current.get("type"), pool_type))
+    if current is None or type_change:
+        # Resolve the new type's template before anything is deleted: an unknown type fails with the pool intact.
+        template, known = default_template(client, pool_type, required="base_job_template" not in wanted)
+    if type_change:
         actions.append("delete pool (type %s -> %s)" % (current.get("type"), pool_type))
         if not ctx.check_mode:
             client.request("DELETE", pool_path(name), expect=(204, 404))
@@ -350,7 +354,6 @@ def reconcile(client, params, ctx):
     if current is None:
         body = dict(name=name, type=pool_type)
         body.update(wanted)
-        template, known = default_template(client, pool_type, required="base_job_template" not in wanted)
         if "base_job_template" in wanted:
             if known is not None and pool_type not in known:
                 ctx.warn("Type %r is not in the server's worker metadata (%s): creating the pool with the given "
@@ -379,7 +382,9 @@ def reconcile(client, params, ctx):
             else:
                 client.request("PATCH", pool_path(name), body=patch, expect=(204,))
 
-    plan, priorities = queue_plan(base_queues, wanted_queues, params["purge_queues"])
+    # purge_queues acts on an explicit queue list only: omitting queues never deletes any (documented).
+    purge = params["purge_queues"] and params.get("queues") is not None
+    plan, priorities = queue_plan(base_queues, wanted_queues, purge)
     for op, qname, body in plan:
         actions.append("%s queue %s" % (op, qname) + (": %s" % ", ".join(sorted(body)) if op == "patch" else ""))
         if ctx.check_mode:

@@ -62,7 +62,7 @@ options:
     default: [COMPLETED]
   log_lines:
     description:
-      - How many of the run's last log lines to return in RV(logs). V(0) returns none.
+      - How many of the run's last log lines to return in RV(logs), V(0) (none) to V(200) (the API's page limit).
     type: int
     default: 20
 attributes:

@@ -50,6 +50,9 @@ options:
       - The pool's base job template, a dict with C(job_configuration) and C(variables) (a JSON schema). A JSON
         string is accepted too.
       - Every C({{ placeholder }}) in C(job_configuration) must be declared in C(variables.properties).
+      - Ansible would template those placeholders itself and fail with an undefined variable. Load the template
+        with the P(ansible.builtin.file#lookup) lookup and the P(ansible.builtin.from_json#filter) filter (see
+        EXAMPLES), or tag each inline value C(!unsafe), as in C(!unsafe "{{ command }}").
       - Omit on a new pool to use the type's default template; omit on an existing pool to leave it as it is.
     type: dict
   queues:

@@ -8,7 +8,8 @@ is required). Users come from a credential file in the `DOMAIN:USER:PASSWORD` fo
 through the NTLM_USER_FILE environment variable (process wide: one NTLM user file per test process).
 
 With `tls` (an ssl.SSLContext) it listens on HTTPS, which the TLS tests use with a self-signed certificate.
-It counts what it forwards, which the benchmark uses to count HTTP requests per work pool.
+It counts what it forwards, which the benchmark uses to count HTTP requests per work pool, and can answer
+the next requests with an error status (`fail_next`) to test retries.
 """
 from __future__ import annotations
 
@@ -114,6 +115,11 @@ class _Handler(BaseHTTPRequestHandler):
         proxy = self.server.proxy
         if proxy.auth and self.user is None and not self._authenticate():
             return
+        injected = proxy.take_injected_failure()
+        if injected:
+            proxy.record(self.command, self.path, injected, self.user)
+            self._reply(injected, f"{injected} injected by the test proxy".encode(), [("Content-Type", "text/plain")])
+            return
         upstream = proxy.upstream
         conn_cls = http.client.HTTPSConnection if upstream.scheme == "https" else http.client.HTTPConnection
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
@@ -161,6 +167,7 @@ class AuthProxy:
         self.users = list(users)
         self.forwarded: list[Forwarded] = []
         self._lock = threading.Lock()
+        self._failures: list[int] = []
         if auth:
             if state_dir is None or not users:
                 raise ValueError("NTLM needs users and a state_dir for the credential file")
@@ -185,6 +192,15 @@ class AuthProxy:
     def record(self, method: str, path: str, status: int, user: str | None) -> None:
         with self._lock:
             self.forwarded.append(Forwarded(method, path, status, user))
+
+    def fail_next(self, count: int, status: int = 503) -> None:
+        """Answer the next `count` requests with `status` instead of forwarding them (a restarting backend)."""
+        with self._lock:
+            self._failures = [status] * count
+
+    def take_injected_failure(self) -> int | None:
+        with self._lock:
+            return self._failures.pop() if self._failures else None
 
     def reset(self) -> list[Forwarded]:
         with self._lock:

@@ -6,6 +6,8 @@ ignore_errors) to spare a dozen ansible-playbook start-ups; every case is still 
 """
 from __future__ import annotations
 
+import socket
+import threading
 import time
 
 import pytest
@@ -93,3 +95,53 @@ def test_unreachable_url_fails_fast_and_names_it(playbook):
         task = res.task(name)
         assert task["failed"] is True
         assert url.split("/api")[0] in task["msg"], task["msg"]
+
+
+def test_transient_503_is_retried(playbook, recorder, sqlite_server):
+    recorder.reset()
+    recorder.fail_next(2, 503)
+    res = playbook.run([module_task("info", "work_pool_info", {"api_url": f"{recorder.url}/api", "retries": 3})])
+    assert res.rc == 0, res.explain()
+    statuses = [f.status for f in recorder.reset()]
+    assert statuses[:3] == [503, 503, 200], statuses
+
+
+def test_503_without_retries_names_the_status(playbook, recorder):
+    recorder.fail_next(1, 503)
+    res = playbook.run([module_task("info", "work_pool_info", {"api_url": f"{recorder.url}/api", "retries": 0})])
+    recorder.fail_next(0)
+    assert res.rc != 0
+    assert "503" in res.task("info")["msg"], res.task("info")["msg"]
+
+
+def test_server_that_never_answers_hits_request_timeout(playbook):
+    """A hung front end (accepts the connection, never answers): the request timeout ends the task."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/api"
+        started = time.monotonic()
+        res = playbook.run([module_task("info", "work_pool_info",
+                                        {"api_url": url, "request_timeout": 2, "retries": 0})])
+        assert res.rc != 0
+        assert time.monotonic() - started < 45, "request_timeout was not honoured"
+        msg = res.task("info")["msg"].lower()
+        assert "timed out" in msg or "timeout" in msg, msg
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()

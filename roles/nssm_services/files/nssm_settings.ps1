@@ -51,7 +51,9 @@ function Invoke-Nssm {
     $process.WaitForExit()
     $copy.Wait()
     $bytes = $buffer.ToArray()
-    $encoding = if ($bytes.Length -ge 2 -and $bytes[1] -eq 0) { [System.Text.Encoding]::Unicode } else { [Console]::OutputEncoding }
+    # UTF-16LE: a BOM, or a zero high byte after the first (ASCII) character.
+    $utf16 = $bytes.Length -ge 2 -and ($bytes[1] -eq 0 -or ($bytes[0] -eq 0xFF -and $bytes[1] -eq 0xFE))
+    $encoding = if ($utf16) { [System.Text.Encoding]::Unicode } else { [Console]::OutputEncoding }
     $stdout = ($encoding.GetString($bytes) -replace "`0", '').TrimStart([char]0xFEFF)
     if ($process.ExitCode -ne 0) {
         # Never echo the value: it may be a secret.
@@ -65,11 +67,17 @@ function Get-NssmValue {
     (Invoke-Nssm -Arguments (@('get', $Service) + $Parameter) -What "get $Service $($Parameter -join ' ')") -join "`n"
 }
 
+function Test-SecretName {
+    # The named secrets, and extra environment whose name says it holds one (e.g. PREFECT_SERVER_DATABASE_PASSWORD).
+    param([string]$Name)
+    ($SecretNames -contains $Name) -or ($Name -match 'PASSWORD|SECRET|TOKEN|CREDENTIAL|AUTH_STRING|_KEY$|CONNECTION_URL$')
+}
+
 function Get-MaskedEnvironment {
     param([string[]]$Entries)
     @($Entries | Where-Object { $_ } | ForEach-Object {
             $key = ($_ -split '=', 2)[0]
-            if ($SecretNames -contains $key) { "$key=********" } else { $_ }
+            if (Test-SecretName $key) { "$key=********" } else { $_ }
         })
 }
 
@@ -151,14 +159,15 @@ foreach ($svc in $Services) {
             $null = Invoke-Nssm -Arguments @('set', $name, 'AppExit', 'Default', $wanted['AppExit']) -What "set $name AppExit"
         }
     }
-    if ((@($haveEnv | Sort-Object) -join "`n") -cne ($wantEnv -join "`n")) {
+    # Both sides sorted as whole lines: sorting by name gives another order when one name prefixes another.
+    if ((@($haveEnv | Sort-Object) -join "`n") -cne (@($wantEnv | Sort-Object) -join "`n")) {
         $entry.changes.Add('AppEnvironmentExtra')
         # A changed secret shows as changed without showing its value.
         $haveValues = @{}
         foreach ($line in $haveEnv) { $pair = $line -split '=', 2; $haveValues[$pair[0]] = $pair[1] }
         $after[$name]['AppEnvironmentExtra'] = @($svc.environment.Keys | Sort-Object | ForEach-Object {
                 $value = [string]$svc.environment[$_]
-                if ($SecretNames -notcontains $_) { "$_=$value" }
+                if (-not (Test-SecretName $_)) { "$_=$value" }
                 elseif ($haveValues.ContainsKey($_) -and $haveValues[$_] -ceq $value) { "$_=********" }
                 else { "$_=******** (changed)" }
             }) -join "`n"

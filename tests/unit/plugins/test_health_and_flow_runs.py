@@ -209,6 +209,7 @@ def test_unknown_deployment(flow, server):
     ({"deployment": "a/b/c"}, "flow-name/deployment-name"),
     ({"deployment": "/b"}, "flow-name/deployment-name"),
     ({"deployment": "a/b", "log_lines": -1}, "log_lines"),
+    ({"deployment": "a/b", "log_lines": 201}, "log_lines"),
     ({"deployment": "a/b", "poll_interval": 0}, "poll_interval"),
     ({"deployment": "a/b", "timeout": 0}, "timeout"),
 ])

@@ -286,3 +286,22 @@ def test_read_all_pages_through_filter_results(make_client, server):
     for i in range(5):
         client.post_json("work_pools/", {"name": "pool-%d" % i, "type": "process"}, expect=(201,))
     assert [p["name"] for p in client.read_all("work_pools/filter", page=2)] == ["pool-%d" % i for i in range(5)]
+
+
+@pytest.mark.parametrize("body, route", [
+    ('{"detail":"Not Found"}', True),            # Prefect's router: no such endpoint (api_url without /api)
+    ("<html>404</html>", True),                  # a proxy or web server
+    ('{"detail":"Work pool \\"etl\\" not found."}', False),
+    ('{"detail":"Deployment not found"}', False),
+])
+def test_route_not_found_tells_a_wrong_api_url_from_a_missing_object(body, route):
+    from ansible_collections.enclave.prefect.plugins.module_utils.prefect_api import Response, route_not_found
+    assert route_not_found(Response(404, body)) is route
+
+
+def test_non_ascii_basic_credentials_are_refused_in_target_mode():
+    from ansible_collections.enclave.prefect.plugins.module_utils.prefect_api import validate_common
+    params = dict(api_url="http://127.0.0.1:4200/api", auth="basic", auth_string="admin:Pässwort")
+    assert not validate_common(dict(params, api_from="controller"))
+    problems = validate_common(dict(params, api_from="target"))
+    assert any("ASCII" in p for p in problems) and not any("Pässwort" in p for p in problems)

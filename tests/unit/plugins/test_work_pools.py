@@ -336,3 +336,17 @@ def test_priorities_settle_in_one_run_and_check_mode_predicts_them(server, make_
         assert actual == predicted, (start, wanted)
         assert all(actual[q["name"]] == q["priority"] for q in wanted if "priority" in q), (start, wanted)
         assert not run(fake, wanted)["changed"], (start, wanted)
+
+
+def test_recreate_with_an_unknown_type_keeps_the_pool(apply, server):
+    apply(name="etl", queues=QUEUES)
+    with pytest.raises(PrefectValidationError, match="Unknown work pool type 'procss'"):
+        apply(name="etl", type="procss", recreate=True)
+    assert server.pools["etl"]["type"] == "process"
+    assert set(server.queues["etl"]) == {"default", "high", "low"}
+
+
+def test_purge_queues_without_a_queue_list_deletes_nothing(apply, server):
+    apply(name="etl", queues=QUEUES)
+    result = apply(name="etl", purge_queues=True)
+    assert not result["changed"] and set(server.queues["etl"]) == {"default", "high", "low"}
