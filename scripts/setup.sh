@@ -15,7 +15,8 @@ say() { printf '[setup] %s\n' "$*"; }
 
 need_pkgs() {  # system packages: compilers and headers for gssapi (Kerberos), PostgreSQL server for tests
   local deb=(gcc python3-dev python3-venv libkrb5-dev) rpm=(gcc python3-devel krb5-devel)
-  if [ "$with_servers" = 1 ]; then deb+=(postgresql util-linux); rpm+=(postgresql-server util-linux); fi
+  # Test-only: PostgreSQL for the integration tests, unshare for the offline install test, shellcheck for sanity.
+  if [ "$with_servers" = 1 ]; then deb+=(postgresql util-linux shellcheck); rpm+=(postgresql-server util-linux ShellCheck); fi
   if command -v dpkg-query >/dev/null; then
     local missing=()
     for p in "${deb[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done

@@ -74,6 +74,9 @@ def pg_cluster():
     except Unavailable as exc:
         cluster.stop()
         pytest.skip(f"PostgreSQL tests skipped: {exc}")
+    except RuntimeError as exc:
+        cluster.stop()
+        pytest.fail(f"could not start the PostgreSQL cluster: {exc}", pytrace=False)
     yield cluster
     cluster.stop()
 
