@@ -91,6 +91,8 @@ for key, value in (("want_python", cn["python_version"]), ("wheels_dir", cn["whe
     print(f"{key}={shlex.quote(str(value))}")
 PY
 ) || die "cannot read MANIFEST.json with $python"
+# Declared here so that a MANIFEST.json without one of them fails the checks below, not silently.
+want_python="" wheels_dir="" lock="" collections_dir="" collections_requirements="" bundle_name=""
 eval "$manifest_values"
 have_python=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 [ "$have_python" = "$want_python" ] || die "the control-node wheels are built for Python $want_python but $python is $have_python: pass --python pythonX.Y (X.Y = $want_python)"

@@ -58,6 +58,8 @@ CASES = [
      ["nssm_services_worker_api_url"]),
     ("nssm_services", {**SERVER, "nssm_services_account": "Administrator"}, ["not Administrator or LocalSystem"]),
     ("nssm_services", {**SERVER, "nssm_services_account": "LocalSystem"}, ["not Administrator or LocalSystem"]),
+    ("nssm_services", {**SERVER, "nssm_services_account": "CORP\\Administrator"}, ["not Administrator or LocalSystem"]),
+    ("python", {"prefect_server_host": "::1"}, ["prefect_server_host", "127.0.0.1 or localhost", "::1"]),
     ("nssm_services", {"nssm_services_server_enabled": True}, ["needs a password", "svc_prefect"]),
     ("nssm_services", {**SERVER, "nssm_services_workers": [{"service": "W", "pool": "p", "account": "CORP\\svc_w"}]},
      ["Accounts without a password: CORP\\svc_w"]),
