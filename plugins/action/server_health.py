@@ -4,18 +4,10 @@
 
 from __future__ import annotations
 
-from ansible.plugins.action import ActionBase
-
 from ansible_collections.enclave.prefect.plugins.module_utils.health_checks import argument_spec, check
-from ansible_collections.enclave.prefect.plugins.module_utils.prefect_runner import run_action
+from ansible_collections.enclave.prefect.plugins.plugin_utils.prefect_action import PrefectApiAction
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _supports_check_mode = True
-    _supports_async = False
-
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        result.update(run_action(self, task_vars or {}, argument_spec(), check))
-        return result
+class ActionModule(PrefectApiAction):
+    argument_spec = staticmethod(argument_spec)
+    logic = staticmethod(check)

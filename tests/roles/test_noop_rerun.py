@@ -23,8 +23,8 @@ from rolerun import CONTROLLER_ACTIONS, REPO
 pytestmark = pytest.mark.static
 
 # Documented in docs/roles.md; update both together.
-EXPECTED_HOST_TASKS = 16
-EXPECTED_MODULE_RUNS = 23
+EXPECTED_HOST_TASKS = 18
+EXPECTED_MODULE_RUNS = 31
 
 # The committed lock: prefect_venv checks that the bundle carries it.
 LOCK = (REPO / "requirements" / "windows" / "prefect-py312.lock").read_bytes()
@@ -122,6 +122,18 @@ elif NAME == "win_service":
         svc["running"] = True
         svc["username"] = args.get("username", svc.get("username"))
         out.update(exists=True, name=args["name"], state="running", username=svc["username"])
+elif NAME in ("win_acl", "win_acl_inheritance") and args["path"].lower().startswith("hklm:\\system\\currentcontrolset\\services\\"):
+    # A service's Parameters key exists once NSSM registered the service; the modules fail on a missing path.
+    service = args["path"].split("\\")[4]
+    if service not in services:
+        out.update(failed=True, msg=args["path"] + " does not exist")
+    elif NAME == "win_acl":
+        rules = services[service].setdefault("parameters_acl", {{}})
+        out["changed"] = rules.get(args["user"]) != args["rights"]
+        rules[args["user"]] = args["rights"]
+    else:
+        out["changed"] = not services[service].get("parameters_protected")
+        services[service]["parameters_protected"] = args["state"] == "absent"
 elif NAME == "server_health":
     out.update(healthy=True, ready=True, checks=[])
 json.dump(host, open(path, "w"))
@@ -226,6 +238,27 @@ def test_first_run_installs_everything(runs):
         assert task in changed, (task, sorted(changed))
     # New services are started by the service task, not restarted.
     assert "Prefect services whose settings changed are restarted" not in {name.split(" : ", 1)[-1] for name, _result in _reached(first)}
+
+
+def test_service_parameters_are_readable_only_by_system_administrators_and_the_account(runs):
+    """The Parameters key of every service (environment with the database URL and auth strings) gets explicit
+    rules for SYSTEM, Administrators and the service account, then stops inheriting the all-users read access."""
+    first = dict((n.split(" : ", 1)[-1], r) for n, r in _reached(runs[0]))
+    acl = first["Service parameters with secrets are readable only by SYSTEM, Administrators and the service account"]
+    inheritance = first["Service parameters do not inherit read access for all users"]
+    for service in ["PrefectServer", "PrefectWorker"]:
+        key = f"HKLM:\\SYSTEM\\CurrentControlSet\\Services\\{service}\\Parameters"
+        rules = {r["invocation"]["module_args"]["user"]: r["invocation"]["module_args"]["rights"]
+                 for r in acl["results"] if r["invocation"]["module_args"]["path"] == key}
+        assert rules == {"S-1-5-18": "FullControl", "S-1-5-32-544": "FullControl", "svc_prefect": "ReadKey"}, rules
+        assert all(r["changed"] and r["invocation"]["module_args"]["type"] == "allow" for r in acl["results"])
+        protect = [r["invocation"]["module_args"] for r in inheritance["results"] if r["item"] == service]
+        assert protect == [{"path": key, "state": "absent", "reorganize": False}], protect
+    # Explicit rules before inheritance is dropped, both before the services start with the secrets in place.
+    order = [n.split(" : ", 1)[-1] for n, _result in _reached(runs[0])]
+    assert (order.index("Service parameters with secrets are readable only by SYSTEM, Administrators and the service account")
+            < order.index("Service parameters do not inherit read access for all users")
+            < order.index("Windows service settings, account and recovery actions are as configured"))
 
 
 def test_noop_rerun_is_cheap_and_changes_nothing(runs):

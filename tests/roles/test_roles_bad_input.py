@@ -63,6 +63,13 @@ CASES = [
     ("nssm_services", {"nssm_services_server_enabled": True}, ["needs a password", "svc_prefect"]),
     ("nssm_services", {**SERVER, "nssm_services_workers": [{"service": "W", "pool": "p", "account": "CORP\\svc_w"}]},
      ["Accounts without a password: CORP\\svc_w"]),
+    ("prefect_venv", {"prefect_venv_lock_sha256": "abc123"}, ["prefect_venv_lock_sha256", "64 hexadecimal", "abc123"]),
+    ("prefect_venv", {"prefect_venv_wheelhouse_sha256": "g" * 64},
+     ["prefect_venv_wheelhouse_sha256", "64 hexadecimal", "g" * 64]),
+    ("nssm_services", {**SERVER, "nssm_services_server_failure_delays_ms": []},
+     ["nssm_services_server_failure_delays_ms", "at least one", "server []"]),
+    ("nssm_services", {**SERVER, "nssm_services_worker_failure_delays_ms": [15000, 0]},
+     ["nssm_services_worker_failure_delays_ms", "greater than 0", "workers [15000, 0]"]),
 ]
 
 

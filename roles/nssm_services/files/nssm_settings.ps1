@@ -2,6 +2,9 @@
 # (or would force: it sets AppStdoutCreationDisposition=2 and its own rotation values on every run).
 # One pass for all services of the host: current values are read with `nssm get` (which reports NSSM's default
 # for a value never set), and `nssm set` runs only for values that differ.
+# The environment holds secrets, so it never goes on nssm.exe's command line (process creation auditing records
+# command lines): it is read and written as the REG_MULTI_SZ value AppEnvironmentExtra of the service's
+# Parameters key, which is where and how NSSM keeps it and reads it when it starts the application.
 # Start mode, dependencies, account and recovery actions are left to ansible.windows.win_service.
 [CmdletBinding(SupportsShouldProcess)]
 param (
@@ -104,7 +107,13 @@ $before = @{}
 $after = @{}
 foreach ($svc in $Services) {
     $name = [string]$svc.name
-    $wantEnv = @($svc.environment.Keys | Sort-Object | ForEach-Object { "$_=$($svc.environment[$_])" })
+    $wantEnv = @($svc.environment.Keys | Sort-Object | ForEach-Object {
+            # An environment block entry is NAME=value; never echo the value, it may be a secret.
+            if ($_ -notmatch '^[^=\x00]+$' -or ([string]$svc.environment[$_]).Contains([char]0)) {
+                throw "Environment variable '$_' of $name cannot be stored: a name must not be empty or contain '=', a value must not contain NUL"
+            }
+            "$_=$($svc.environment[$_])"
+        })
     $service = Get-Service -Name $name -ErrorAction SilentlyContinue
     $entry = @{
         installed = $false
@@ -135,12 +144,21 @@ foreach ($svc in $Services) {
         $current[$key] = Get-NssmValue -Service $name -Parameter $key
     }
     $current['AppExit'] = Get-NssmValue -Service $name -Parameter 'AppExit', 'Default'
+    # NSSM ignores the value unless it is REG_MULTI_SZ: a value of another kind is rewritten (or removed).
+    $parametersPath = "SYSTEM\CurrentControlSet\Services\$name\Parameters"
+    $parameters = [Microsoft.Win32.Registry]::LocalMachine.OpenSubKey($parametersPath)
+    if (-not $parameters) { throw "$name is not an NSSM service: HKLM\$parametersPath does not exist" }
     try {
-        $haveEnv = @(Invoke-Nssm -Arguments @('get', $name, 'AppEnvironmentExtra') -What "get $name AppEnvironmentExtra")
-    }
-    catch {
-        # No environment set yet; a real problem with the service shows up when it is set below.
+        $envPresent = $parameters.GetValueNames() -contains 'AppEnvironmentExtra'
+        $envKindOk = -not $envPresent -or
+            $parameters.GetValueKind('AppEnvironmentExtra') -eq [Microsoft.Win32.RegistryValueKind]::MultiString
         $haveEnv = @()
+        if ($envPresent -and $envKindOk) {
+            $haveEnv = @($parameters.GetValue('AppEnvironmentExtra') | Where-Object { $_ -ne '' })
+        }
+    }
+    finally {
+        $parameters.Dispose()
     }
     $current['AppEnvironmentExtra'] = (Get-MaskedEnvironment $haveEnv) -join "`n"
     if (-not $entry.installed) { $before[$name] = $current }
@@ -160,7 +178,7 @@ foreach ($svc in $Services) {
         }
     }
     # Both sides sorted as whole lines: sorting by name gives another order when one name prefixes another.
-    if ((@($haveEnv | Sort-Object) -join "`n") -cne (@($wantEnv | Sort-Object) -join "`n")) {
+    if (-not $envKindOk -or (@($haveEnv | Sort-Object) -join "`n") -cne (@($wantEnv | Sort-Object) -join "`n")) {
         $entry.changes.Add('AppEnvironmentExtra')
         # A changed secret shows as changed without showing its value.
         $haveValues = @{}
@@ -172,11 +190,17 @@ foreach ($svc in $Services) {
                 else { "$_=******** (changed)" }
             }) -join "`n"
         if ($PSCmdlet.ShouldProcess($name, 'Set AppEnvironmentExtra')) {
-            if ($wantEnv.Count -gt 0) {
-                $null = Invoke-Nssm -Arguments (@('set', $name, 'AppEnvironmentExtra') + $wantEnv) -What "set $name AppEnvironmentExtra"
+            $writable = [Microsoft.Win32.Registry]::LocalMachine.OpenSubKey($parametersPath, $true)
+            try {
+                if ($wantEnv.Count -gt 0) {
+                    $writable.SetValue('AppEnvironmentExtra', [string[]]$wantEnv, [Microsoft.Win32.RegistryValueKind]::MultiString)
+                }
+                else {
+                    $writable.DeleteValue('AppEnvironmentExtra', $false)
+                }
             }
-            else {
-                $null = Invoke-Nssm -Arguments @('reset', $name, 'AppEnvironmentExtra') -What "reset $name AppEnvironmentExtra"
+            finally {
+                $writable.Dispose()
             }
         }
     }
