@@ -91,8 +91,24 @@ notes:
   - O(password) and O(auth_string) never appear in results or error messages, also not base64 encoded.
   - The collection's C(docs/prefect-api-plugins.md) explains mode selection, authentication behind IIS and
     what to do about each error.
+attributes:
+  platform:
+    description: Runs on the control node; with O(api_from=target) the requests are sent from the Windows host.
+    support: full
+    platforms: posix, windows
 seealso:
   - name: Prefect REST API reference
     description: The endpoints these plugins call.
     link: https://docs.prefect.io/v3/api-ref/rest-api
+"""
+
+    # Check and diff mode of the plugins that only read (server_health, work_pool_info).
+    READ_ONLY = r"""
+attributes:
+  check_mode:
+    description: Reads only, so it runs the same in check mode.
+    support: full
+  diff_mode:
+    description: Changes nothing, so there is no diff.
+    support: none
 """

@@ -72,10 +72,6 @@ attributes:
   diff_mode:
     description: A run is not a configuration, so there is no diff.
     support: none
-  platform:
-    description: Runs on the control node; with O(api_from=target) the requests are sent from the Windows host.
-    support: full
-    platforms: posix, windows
 seealso:
   - module: enclave.prefect.work_pool_info
 """

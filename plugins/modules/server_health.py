@@ -19,6 +19,7 @@ author:
   - enclave.prefect maintainers (@enclave-prefect)
 extends_documentation_fragment:
   - enclave.prefect.prefect_api
+  - enclave.prefect.prefect_api.read_only
 options:
   timeout:
     description:
@@ -41,17 +42,6 @@ options:
     type: list
     elements: str
     default: []
-attributes:
-  check_mode:
-    description: Reads only, so it runs the same in check mode.
-    support: full
-  diff_mode:
-    description: Changes nothing, so there is no diff.
-    support: none
-  platform:
-    description: Runs on the control node; with O(api_from=target) the requests are sent from the Windows host.
-    support: full
-    platforms: posix, windows
 seealso:
   - module: enclave.prefect.work_pool_info
 """

@@ -111,10 +111,6 @@ attributes:
   diff_mode:
     description: Shows the managed fields of the pool and its queues before and after.
     support: full
-  platform:
-    description: Runs on the control node; with O(api_from=target) the requests are sent from the Windows host.
-    support: full
-    platforms: posix, windows
 seealso:
   - module: enclave.prefect.work_pool_info
   - module: enclave.prefect.server_health

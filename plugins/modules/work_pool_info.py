@@ -14,23 +14,13 @@ author:
   - enclave.prefect maintainers (@enclave-prefect)
 extends_documentation_fragment:
   - enclave.prefect.prefect_api
+  - enclave.prefect.prefect_api.read_only
 options:
   name:
     description:
       - Name of the pool to report. Omit to report every pool.
       - A pool that does not exist gives an empty RV(work_pools) list, not an error.
     type: str
-attributes:
-  check_mode:
-    description: Reads only, so it runs the same in check mode.
-    support: full
-  diff_mode:
-    description: Changes nothing, so there is no diff.
-    support: none
-  platform:
-    description: Runs on the control node; with O(api_from=target) the requests are sent from the Windows host.
-    support: full
-    platforms: posix, windows
 seealso:
   - module: enclave.prefect.work_pool
   - module: enclave.prefect.server_health
