@@ -1,0 +1,107 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Format checks for role input that argument_specs cannot express.
+
+ansible-core's role argument validation turns a mapping given for a ``str`` option into its text and goes
+on, so a service account named ``{'x': 1}`` would reach the host. Each role hands its values to this filter
+in its controller-side validation task, before any task reaches a host.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+DOCUMENTATION = r"""
+name: input_errors
+short_description: Messages for role input values of the wrong kind or format
+version_added: 0.1.0
+description:
+  - Takes a list of C([variable name, kind, value]) triples and returns one message per value that is not of its
+    kind; an empty list means all are good. Used by the roles' validation tasks before any host is touched.
+  - "Kinds: C(win_path) (absolute, C(C:\\...), no C(%) or characters Windows forbids), C(unc_path), C(url)
+    (http or https, no spaces or quotes), C(https_url), C(sha256), C(account) (C(name), C(.\\name), C(DOMAIN\\name),
+    C(DOMAIN\\gmsa$)), C(service_name), C(plain_name) (letters, digits, C(.), C(_), C(-)), C(version) (C(3.8.8)),
+    C(python_minor) (C(3.12)), C(file_name)."
+  - A kind ending in C(?) also accepts an empty string.
+positional: _input
+options:
+  _input:
+    description: List of C([name, kind, value]).
+    type: list
+    elements: list
+    required: true
+"""
+
+EXAMPLES = r"""
+- name: Input is well formed
+  ansible.builtin.assert:
+    that: errors | length == 0
+    fail_msg: "{{ errors | join('; ') }}"
+  vars:
+    errors: "{{ [['prefect_root', 'win_path', prefect_root], ['python_installer_sha256', 'sha256?', python_installer_sha256]]
+                | enclave.prefect.input_errors }}"
+"""
+
+RETURN = r"""
+_value:
+  description: One message per bad value, naming the variable, what it must be and what it got.
+  type: list
+  elements: str
+"""
+
+_WIN_FORBIDDEN = r'<>:"/|?*%\x00-\x1f'
+# Characters a Windows account name may not contain (Microsoft: "User name" naming rules), plus '@' and '%'.
+_ACCOUNT_FORBIDDEN = r'"/\\\[\]:;|=,+*?<>@%\x00-\x1f'
+
+KINDS = {
+    "win_path": (re.compile(r"^[A-Za-z]:\\(?:[^%s\\]+(?:\\[^%s\\]+)*\\?)?$" % (_WIN_FORBIDDEN, _WIN_FORBIDDEN)),
+                 "an absolute Windows path such as C:\\Prefect (no %, quotes or <>|?*)"),
+    "unc_path": (re.compile(r"^\\\\[A-Za-z0-9][A-Za-z0-9._-]*\\[^%s\\]+(?:\\[^%s\\]+)*\\?$" % (_WIN_FORBIDDEN, _WIN_FORBIDDEN)),
+                 "a UNC path such as \\\\fileserver\\software\\enclave-prefect"),
+    "url": (re.compile(r"^https?://[A-Za-z0-9.\[\]:_-]+(?::\d{1,5})?(?:/[^\s\"'<>\\^`{|}]*)?$"),
+            "an http:// or https:// URL without spaces or quotes"),
+    "https_url": (re.compile(r"^https://[A-Za-z0-9.\[\]:_-]+(?::\d{1,5})?(?:/[^\s\"'<>\\^`{|}]*)?$"),
+                  "an https:// URL without spaces or quotes"),
+    "sha256": (re.compile(r"^[0-9A-Fa-f]{64}$"), "a SHA256 digest of 64 hexadecimal characters"),
+    "account": (re.compile(r"^(?:\.\\|[A-Za-z0-9][A-Za-z0-9. _-]{0,62}\\)?[^%s.\s$][^%s]{0,63}$" % (_ACCOUNT_FORBIDDEN, _ACCOUNT_FORBIDDEN)),
+                "an account name: name, .\\name, DOMAIN\\name or DOMAIN\\gmsa$"),
+    "service_name": (re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$"),
+                     "a Windows service name of letters, digits, '.', '_' or '-' (at most 80)"),
+    "plain_name": (re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$"), "letters, digits, '.', '_' or '-' (no spaces or quotes)"),
+    "version": (re.compile(r"^\d+\.\d+\.\d+(?:(?:a|b|rc|\.dev|\.post)\d+)?$"), "a version such as 3.8.8"),
+    "python_minor": (re.compile(r"^3\.\d{1,2}$"), "a Python minor version such as 3.12"),
+    "file_name": (re.compile(r"^[^%s\\]+$" % _WIN_FORBIDDEN), "a file name without a directory, %, quotes or <>|?*"),
+}
+
+
+def _check(name, kind, value):
+    optional = kind.endswith("?")
+    kind = kind.rstrip("?")
+    if kind not in KINDS:
+        raise ValueError("input_errors: unknown kind %r for %s" % (kind, name))
+    pattern, what = KINDS[kind]
+    if isinstance(value, (Mapping, list, tuple, set, bool)) or value is None or not isinstance(value, (str, int, float)):
+        return "%s must be %s, not a %s (got %r)" % (name, what, type(value).__name__, value)
+    text = str(value)
+    if optional and text == "":
+        return None
+    if kind == "account" and text.count("$") > (1 if text.endswith("$") else 0):
+        return "%s must be %s ('$' only at the end of a gMSA; got %r)" % (name, what, text)
+    if not pattern.match(text):
+        return "%s must be %s (got %r)" % (name, what, text)
+    return None
+
+
+def input_errors(triples):
+    errors = []
+    for item in triples or []:
+        name, kind, value = item
+        message = _check(name, kind, value)
+        if message:
+            errors.append(message)
+    return errors
+
+
+class FilterModule:
+    def filters(self):
+        return {"input_errors": input_errors}

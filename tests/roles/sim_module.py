@@ -1,0 +1,358 @@
+# Body of every stand-in module of the simulated host (simhost.py writes the shebang, WANT_JSON and NAME above it).
+# Each branch behaves as the real module or program does, as read in its source; the comments say where.
+# The host is one JSON document: files, junctions, registry values of the NSSM services, ACLs, accounts.
+# A "clock" counts module calls, so times compare without sleeping.
+import hashlib
+import json
+import os
+import sys
+
+NAME = globals().get("NAME", "")
+args = json.load(open(sys.argv[1]))
+path = os.environ["ENCLAVE_SIM_STATE"]
+host = json.load(open(path))
+host["clock"] = host.get("clock", 0) + 1
+NOW = host["clock"]
+files, services = host.setdefault("files", {}), host.setdefault("services", {})
+dirs, accounts = host.setdefault("dirs", {}), host.setdefault("accounts", {})
+out = {"changed": False}
+CHECK = bool(args.get("_ansible_check_mode"))
+
+# NSSM 2.24-101 (commit 897c7ad) settings.cpp `settings[]`: the default of each setting. `nssm set` to the
+# default DELETES the value (setting_set_number; setting_set_string when the default is not empty), and NSSM
+# uses the default when the value is absent.
+NSSM_DEFAULTS = {
+    "AppParameters": "", "AppDirectory": "", "AppNoConsole": 0, "AppRestartDelay": 0,
+    "AppStdoutShareMode": 3, "AppStdoutCreationDisposition": 4, "AppStdoutFlagsAndAttributes": 128,
+    "AppStderrShareMode": 3, "AppStderrCreationDisposition": 4, "AppStderrFlagsAndAttributes": 128,
+    "AppStdoutCopyAndTruncate": 0, "AppStderrCopyAndTruncate": 0,
+    "AppStopMethodSkip": 0, "AppStopMethodConsole": 1500, "AppStopMethodWindow": 1500, "AppStopMethodThreads": 1500,
+    "AppKillProcessTree": 1, "AppThrottle": 1500, "AppRedirectHook": 0, "AppRotateFiles": 0, "AppRotateOnline": 0,
+    "AppRotateSeconds": 0, "AppRotateBytes": 0, "AppRotateBytesHigh": 0, "AppRotateDelay": 0, "AppTimestampLog": 0,
+}
+# registry.cpp get_number leaves the caller's variable untouched for an absent value and service.cpp prints it:
+# `nssm get` of an absent numeric setting prints whatever was on the stack (MSVC debug fill shown here).
+UNINITIALISED = 3435973836
+BROAD = {"S-1-1-0", "S-1-5-32-545", "S-1-5-11", "S-1-5-4", "S-1-3-0"}
+
+
+def lookup(p):
+    p = p.lower()
+    for link, target in host.setdefault("junctions", {}).items():
+        if p.startswith(link + "\\"):
+            p = target + p[len(link):]
+    if p in files:
+        return files[p]
+    if any(p.startswith(d + "\\") for d in host.setdefault("unpacked", [])):
+        return ""
+    return None
+
+
+def sid_of(name):
+    """The account database: names resolve to SIDs only when the account exists (local users win_user made, or
+    domain accounts the test declared)."""
+    short = name.split("\\")[-1].lower()
+    if name.upper().startswith("S-1-"):
+        return name.upper()
+    for acct, info in accounts.items():
+        if acct.lower() == short:
+            return info["sid"]
+    return None
+
+
+def nssm_set(registry, key, value):
+    """`nssm set <service> <key> <value>` for the settings this collection manages (settings.cpp)."""
+    default = NSSM_DEFAULTS.get(key)
+    if isinstance(default, int):
+        number = int(value)
+        if number == default:
+            registry.pop(key, None)
+        else:
+            registry[key] = number
+    elif default and str(value).lower() == default.lower():
+        registry.pop(key, None)
+    else:
+        registry[key] = str(value)
+
+
+def nssm_get(registry, key):
+    """`nssm get <service> <key>` as the real one prints it."""
+    if key in registry:
+        return str(registry[key])
+    default = NSSM_DEFAULTS.get(key)
+    return str(UNINITIALISED) if isinstance(default, int) else (default or "")
+
+
+def nssm_settings():
+    """nssm_settings.ps1: reads each service's Parameters key, absent = the default from the table the role
+    passes (Defaults), sets only differences with `nssm set`, writes the environment and the key's DACL, and
+    decides from host state which running services must restart."""
+    params = args["parameters"]
+    table = params["Defaults"]
+    link = params["VenvLink"].lower()
+    target = host.setdefault("junctions", {}).get(link, link)
+    report = {}
+    for svc in params["Services"]:
+        name = svc["name"]
+        old = services.get(name)
+        application = svc["application"].lower().replace(link, target, 1)
+        entry = {"installed": old is None, "was_running": bool(old and old.get("running")), "changes": [],
+                 "acl_changed": False, "account_differs": False, "restart": False}
+        report[name] = entry
+        if old is None:
+            entry["changes"].append("install")
+            if CHECK:
+                entry["restart"] = False
+                continue
+            # nssm install writes Application and AppExit (Restart); the key inherits Users: read.
+            old = services[name] = {"registry": {"Application": application}, "app_exit": "Restart", "environment": {},
+                                    "acl": {"S-1-5-32-545": "ReadKey", "S-1-5-18": "FullControl", "S-1-5-32-544": "FullControl"},
+                                    "protected": False, "running": False, "object_name": "LocalSystem",
+                                    "image_path": params["Nssm"]}
+        registry = old["registry"]
+        wanted = dict(svc["params"], Application=application)
+        for key, value in sorted(wanted.items()):
+            if host.get("read_via_nssm_get"):
+                # The defect this stand-in exists to catch: comparing with what `nssm get` prints.
+                current = nssm_get(registry, key)
+            else:
+                current = registry.get(key, table.get(key, ""))
+            if str(current) != str(value):
+                entry["changes"].append(key)
+                if not CHECK:
+                    nssm_set(registry, key, value)
+        if old.get("app_exit") != svc["exit_action"]:
+            entry["changes"].append("AppExit")
+            if not CHECK:
+                old["app_exit"] = svc["exit_action"]
+        if old.get("environment") != svc["environment"]:
+            entry["changes"].append("AppEnvironmentExtra")
+            if not CHECK:
+                old["environment"] = svc["environment"]
+        account_sid = sid_of(svc["account"])
+        want_acl = {"S-1-5-18": "FullControl", "S-1-5-32-544": "FullControl"}
+        if account_sid:
+            want_acl[account_sid] = "ReadKey"
+        if old.get("acl") != want_acl or not old.get("protected"):
+            entry["acl_changed"] = True
+            if not CHECK:
+                old["acl"], old["protected"] = want_acl, True
+        if entry["changes"] and not CHECK:
+            old["configured_at"] = NOW
+        entry["account_differs"] = sid_of(old.get("object_name", "")) != account_sid
+        owner_differs = old.get("running") and sid_of(old.get("process_owner", "")) != sid_of(old.get("object_name", ""))
+        stale = old.get("running") and old.get("app_started", 0) < old.get("configured_at", 0)
+        entry["restart"] = bool(old.get("running") and (entry["changes"] or entry["account_differs"] or owner_differs or stale))
+    out.update(result={"services": report},
+               changed=any(r["changes"] or r["acl_changed"] for r in report.values()))
+
+
+def service_accounts():
+    """service_accounts.ps1: every account resolves; none is a direct member of Administrators (S-1-5-32-544,
+    removed) or an effective one through a nested group (refused)."""
+    report = {}
+    admins = host.setdefault("administrators", [])
+    for acct in args["parameters"]["Accounts"]:
+        sid = sid_of(acct["name"])
+        entry = {"sid": sid, "removed_from_administrators": False}
+        report[acct["name"]] = entry
+        if sid is None:
+            if CHECK:
+                continue
+            out.update(failed=True, msg="Account %s does not exist" % acct["name"])
+            return
+        if sid in admins:
+            entry["removed_from_administrators"] = True
+            out["changed"] = True
+            if not CHECK:
+                admins.remove(sid)
+        if sid in host.get("nested_administrators", []):
+            out.update(failed=True, msg="%s is an administrator of this host through a nested group" % acct["name"])
+            return
+    out["result"] = {"accounts": report, "warnings": []}
+
+
+def prefect_dirs():
+    """prefect_dirs.ps1: the root exists, inherits nothing, SYSTEM and Administrators have full control, no broad
+    group has a rule; every listed directory exists with at least the listed rules."""
+    params = args["parameters"]
+    root = params["Root"].lower()
+    changes = []
+    wanted = [(root, params.get("RootRules", []))] + [(d["path"].lower(), d.get("rules", [])) for d in params.get("Directories", [])]
+    for directory, rules in wanted:
+        current = dirs.get(directory)
+        if current is None:
+            changes.append("create " + directory)
+            if CHECK:
+                continue
+            current = dirs[directory] = {"acl": {"S-1-5-32-545": "CreateFiles"} if directory == root else {},
+                                         "protected": False}
+        if directory == root:
+            if not current["protected"] or any(s in BROAD for s in current["acl"]):
+                changes.append("protect " + directory)
+                current["acl"] = {s: r for s, r in current["acl"].items() if s not in BROAD}
+                current["protected"] = True
+            rules = [{"account": "S-1-5-18", "rights": "FullControl"}, {"account": "S-1-5-32-544", "rights": "FullControl"}] + rules
+        for rule in rules:
+            sid = sid_of(rule["account"])
+            if sid is None:
+                if CHECK:
+                    continue
+                out.update(failed=True, msg="Account %s does not exist" % rule["account"])
+                return
+            if current["acl"].get(sid) != rule["rights"]:
+                changes.append("%s: %s %s" % (directory, rule["account"], rule["rights"]))
+                current["acl"][sid] = rule["rights"]
+    if CHECK:
+        host["dirs"] = json.load(open(path)).get("dirs", {})
+    out.update(changed=bool(changes), result={"changes": changes})
+
+
+def nssm_status():
+    """nssm_status.ps1: state of each service and of its application process after the settle time."""
+    report = {}
+    for name in args["parameters"]["Services"]:
+        svc = services.get(name)
+        if svc is None:
+            report[name] = {"exists": False}
+            continue
+        state = svc.get("state_override") or ("Running" if svc.get("running") else "Stopped")
+        restarted = bool(svc.get("crash_loop"))
+        report[name] = {"exists": True, "state": state, "account": svc.get("object_name"),
+                        "app_running": bool(svc.get("running")) and not restarted,
+                        "app_started": "2026-01-01T00:00:%02dZ" % (svc.get("app_started", 0) % 60),
+                        "restarted_during_settle": restarted}
+    out["result"] = {"services": report}
+
+
+if NAME == "win_reg_stat":
+    python = host.get("python")
+    if args["path"].endswith("\\InstallPath"):
+        out.update(exists=bool(python), value=host.get("python_dir", "") + "\\" if python else "")
+    else:
+        out.update(exists=bool(python), value=python or "")
+elif NAME == "win_stat":
+    digest = lookup(args["path"])
+    out["stat"] = {"exists": digest is not None, "checksum": digest or "", "path": args["path"]}
+elif NAME == "win_file":
+    out["changed"] = args["path"].lower() not in dirs
+    if not CHECK:
+        dirs.setdefault(args["path"].lower(), {"acl": {}, "protected": False})
+elif NAME == "win_copy":
+    source = args["src"].replace("\\", "/") if args.get("remote_src") else args["src"]
+    digest = hashlib.sha256(open(source, "rb").read()).hexdigest()
+    out["changed"] = files.get(args["dest"].lower()) != digest
+    if not CHECK:
+        files[args["dest"].lower()] = digest
+elif NAME == "win_get_url":
+    source = args["url"].replace(host["url_prefix"], host["bundle_dir"], 1)
+    digest = hashlib.sha256(open(source, "rb").read()).hexdigest()
+    if args.get("checksum_algorithm") != "sha256" or args.get("checksum") != digest:
+        out.update(failed=True, msg="checksum mismatch or missing")
+    files[args["dest"].lower()] = digest
+    out["changed"] = True
+elif NAME == "win_unzip":
+    host.setdefault("unpacked", []).append(args["dest"].lower())
+    out["changed"] = True
+elif NAME == "win_package":
+    arguments = args.get("arguments") or []
+    if "/norestart" not in arguments:
+        # PythonBootstrapperApplication: without /norestart a quiet install that needs a restart restarts the host.
+        out.update(failed=True, msg="the installer restarted the host (exit 1641): /norestart missing")
+    elif args.get("state") == "absent":
+        out["changed"] = bool(host.pop("python", None))
+    else:
+        host["python"] = args["path"].rsplit("\\", 1)[-1].split("-")[1]
+        host["python_dir"] = [a.split("=", 1)[1] for a in arguments if a.startswith("TargetDir=")][0]
+        out.update(changed=True, rc=0, reboot_required=False)
+elif NAME == "win_user":
+    exists = args["name"].lower() in {a.lower() for a in accounts}
+    out["changed"] = not exists
+    if not exists and not CHECK:
+        accounts[args["name"]] = {"sid": "S-1-5-21-1000-%d" % (1000 + len(accounts))}
+    if exists or not CHECK:
+        out["sid"] = sid_of(args["name"])
+elif NAME == "win_user_right":
+    # win_user_right.ps1 resolves every user to a SID first and fails on one that does not exist.
+    rights = host.setdefault("rights", {}).setdefault(args["name"], [])
+    sids = [sid_of(u) for u in args["users"]]
+    if None in sids:
+        out.update(failed=True, msg="account does not exist: %s" % args["users"])
+    else:
+        added = [s for s in sids if s not in rights]
+        out.update(changed=bool(added), added=added, removed=[])
+        if not CHECK:
+            rights.extend(added)
+elif NAME == "win_powershell":
+    script = args["path"]
+    if script == "venv_build.ps1":
+        marker = (args["parameters"]["VenvDir"] + "\\enclave-prefect.lock").lower()
+        out["changed"] = files.get(marker) != args["parameters"]["LockSha256"]
+        if not CHECK:
+            files[marker] = args["parameters"]["LockSha256"]
+    elif script == "venv_switch.ps1":
+        junctions = host.setdefault("junctions", {})
+        link, target = args["parameters"]["Link"].lower(), args["parameters"]["Target"].lower()
+        out["changed"] = junctions.get(link) != target
+        out["result"] = {"before": junctions.get(link, ""), "after": target}
+        if not CHECK:
+            junctions[link] = target
+    elif script == "venv_prune.ps1":
+        pass
+    elif script == "nssm_settings.ps1":
+        nssm_settings()
+    elif script == "service_accounts.ps1":
+        service_accounts()
+    elif script == "prefect_dirs.ps1":
+        prefect_dirs()
+    elif script == "nssm_status.ps1":
+        nssm_status()
+    else:
+        out.update(failed=True, msg="no stand-in for " + script)
+elif NAME == "win_service_info":
+    out["services"] = [{"name": n, "state": "started" if s.get("running") else "stopped",
+                        "path": s.get("image_path", "")} for n, s in services.items()]
+elif NAME == "win_service":
+    name = args["name"]
+    svc = services.get(name)
+    if args.get("state") == "absent":
+        out["changed"] = services.pop(name, None) is not None
+    elif svc is None:
+        out.update(failed=True, msg="Service '%s' is not installed" % name)
+    else:
+        if "username" in args:
+            # A new logon account applies to the next start; the running process keeps its token.
+            out["changed"] = svc.get("object_name") != args["username"]
+            svc["object_name"] = args["username"]
+        if "dependencies" in args:
+            svc["dependencies"] = args["dependencies"]
+        state = args.get("state")
+        if state == "started" and not svc.get("running"):
+            out["changed"] = True
+            svc.update(running=True, app_started=NOW, process_owner=svc.get("object_name"))
+        elif state == "stopped" and svc.get("running"):
+            out["changed"] = True
+            svc["running"] = False
+        elif state == "restarted":
+            if host.get("fail_restart"):
+                out.update(failed=True, msg="simulated interruption before the restart")
+                host["fail_restart"] = False
+            else:
+                out["changed"] = True
+                restart = [name] + ([n for n, s in services.items() if name in s.get("dependencies", [])]
+                                    if args.get("force_dependent_services") else [])
+                for n in restart:
+                    services[n].update(running=True, app_started=NOW, process_owner=services[n].get("object_name"))
+        out.update(exists=True, name=name, state="running" if svc.get("running") else "stopped",
+                   username=svc.get("object_name"))
+elif NAME == "server_health":
+    out.update(healthy=True, ready=True, checks=[])
+elif NAME == "work_pool":
+    pass
+else:
+    out.update(failed=True, msg="no stand-in for " + NAME)
+
+if not out.get("failed") or NAME != "win_powershell":
+    json.dump(host, open(path, "w"))
+out["invocation"] = {"module_args": args}
+print(json.dumps(out))

@@ -1,0 +1,131 @@
+"""A simulated Windows host for the real playbooks and roles, run on the control node.
+
+Every Windows module the roles call (and the Prefect API plugins) is replaced by a stand-in that keeps the
+host in a JSON file (`ENCLAVE_SIM_STATE`). The stand-ins behave as the real programs do, as read in their
+sources, not as an ideal key/value store; the body of every stand-in is `sim_module.py`, whose comments name
+the source of each behaviour (NSSM's settings.cpp/registry.cpp/service.cpp at 897c7ad, ansible.windows 3.3.0).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+from rolerun import CONTROLLER_ACTIONS, REPO
+
+HOST = "prefect-aio.corp.local"
+BODY = (Path(__file__).parent / "sim_module.py").read_text()
+
+WINDOWS_MODULES = {
+    ("ansible", "windows"): ["win_reg_stat", "win_stat", "win_powershell", "win_service", "win_service_info", "win_user",
+                             "win_user_right", "win_file", "win_copy", "win_get_url", "win_package"],
+    ("community", "windows"): ["win_unzip"],
+    ("enclave", "prefect"): ["server_health", "work_pool"],
+}
+# Tasks that must not reach the host on a re-run (transfers, installs, builds, restarts).
+FORBIDDEN_ON_RERUN = ["win_copy", "win_get_url", "win_package", "win_unzip"]
+
+# The committed lock: prefect_venv checks that the bundle carries it.
+LOCK = (REPO / "requirements" / "windows" / "prefect-py312.lock").read_bytes()
+WHEELHOUSE = b"not a real wheelhouse"
+NSSM_ZIP = b"not a real nssm zip"
+INSTALLER = b"not a real python installer"
+# Vault values of the example inventory; they must never show up in any output.
+SECRETS = {
+    "vault_prefect_service_password": "Svc-Secret-4c1d",
+    "vault_prefect_worker_password": "Wrk-Secret-6e21",
+    "vault_prefect_api_auth_string": "prefect:Auth-Secret-93be",
+    "vault_prefect_database_url": "postgresql+asyncpg://prefect:Db-Secret-0a7f@db01:5432/prefect",
+}
+
+
+def build_sim(root: Path) -> Path:
+    """A collections path whose ansible.windows, community.windows and enclave.prefect hold the stand-ins;
+    enclave.prefect carries the real roles, playbooks and filter plugins."""
+    collections = root / "collections" / "ansible_collections"
+    for (namespace, name), modules in WINDOWS_MODULES.items():
+        base = collections / namespace / name
+        (base / "plugins" / "modules").mkdir(parents=True)
+        (base / "meta").mkdir()
+        (base / "meta" / "runtime.yml").write_text('requires_ansible: ">=2.19.0"\n')
+        for module in modules:
+            (base / "plugins" / "modules" / f"{module}.py").write_text(
+                f"#!/usr/bin/python\n# WANT_JSON\nNAME = {module!r}\n{BODY}")
+    prefect = collections / "enclave" / "prefect"
+    (prefect / "roles").symlink_to(REPO / "roles")
+    (prefect / "playbooks").symlink_to(REPO / "playbooks")
+    (prefect / "plugins" / "filter").symlink_to(REPO / "plugins" / "filter")
+    return root / "collections"
+
+
+def make_bundle(root: Path, lock: bytes = LOCK) -> Path:
+    bundle = root / "bundle"
+    (bundle / "windows" / "installers").mkdir(parents=True, exist_ok=True)
+    files = {
+        "windows/prefect-py312.lock": lock,
+        "windows/prefect-3.8.8-py312-wheels.zip": WHEELHOUSE,
+        "windows/installers/nssm-2.24-101-g897c7ad.zip": NSSM_ZIP,
+        "windows/installers/python-3.12.10-amd64.exe": INSTALLER,
+    }
+    for name, content in files.items():
+        (bundle / name).write_bytes(content)
+    (bundle / "SHA256SUMS").write_text("".join(f"{hashlib.sha256(v).hexdigest()}  {k}\n" for k, v in files.items()))
+    return bundle
+
+
+class Sim:
+    """One simulated host (state file) and the collections path of the stand-ins."""
+
+    def __init__(self, root: Path, ansible_env: dict, state: dict | None = None):
+        self.root = root
+        self.collections = build_sim(root)
+        self.state_path = root / "state.json"
+        self.state_path.write_text(json.dumps(state or {}))
+        self.env = dict(ansible_env, ANSIBLE_COLLECTIONS_PATH=str(self.collections),
+                        ENCLAVE_SIM_STATE=str(self.state_path), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
+        self.base = {"ansible_connection": "local", "ansible_python_interpreter": str(REPO / ".venv/bin/python")}
+
+    @property
+    def state(self) -> dict:
+        return json.loads(self.state_path.read_text())
+
+    def update(self, **changes) -> None:
+        state = self.state
+        state.update(changes)
+        self.state_path.write_text(json.dumps(state))
+
+    def run(self, extra: dict, playbook: str = "site.yml", expect_rc: int = 0, limit: str = "all_in_one",
+            args: list[str] | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+        (self.root / "extra.json").write_text(json.dumps({**self.base, **extra}))
+        argv = [str(REPO / ".venv/bin/ansible-playbook"), "-i", str(REPO / "inventories/example/hosts.yml"),
+                str(self.collections / "ansible_collections/enclave/prefect/playbooks" / playbook),
+                "--limit", limit, "-e", f"@{self.root / 'extra.json'}", *(args or [])]
+        proc = subprocess.run(argv, env=self.env, cwd=self.root, capture_output=True, text=True, timeout=600, check=False)
+        start = proc.stdout.find("{")
+        try:
+            data = json.loads(proc.stdout[start:]) if start >= 0 else {}
+        except json.JSONDecodeError:
+            data = {}
+        assert proc.returncode == expect_rc, f"rc={proc.returncode}\n{proc.stdout[-8000:]}\n{proc.stderr[-3000:]}"
+        return proc, data
+
+
+def host_results(data: dict, host: str = HOST) -> list[tuple[str, dict]]:
+    return [(t["task"]["name"], t["hosts"][host])
+            for play in data.get("plays", []) for t in play.get("tasks", []) if host in t["hosts"]]
+
+
+def reached(data: dict, host: str = HOST) -> list[tuple[str, dict]]:
+    """Tasks that reached the host: ran (not skipped) with an action that is not controller-only."""
+    return [(n, r) for n, r in host_results(data, host) if not r.get("skipped") and r.get("action") not in CONTROLLER_ACTIONS]
+
+
+def by_name(results: list[tuple[str, dict]]) -> dict[str, dict]:
+    """Task results by task name without the role prefix (the last of several with the same name)."""
+    return {name.split(" : ", 1)[-1]: result for name, result in results}
+
+
+def module_runs(results: list[tuple[str, dict]]) -> int:
+    """Loops count one module run per item that ran."""
+    return sum(len([i for i in r["results"] if not i.get("skipped")]) if "results" in r else 1 for _name, r in results)
