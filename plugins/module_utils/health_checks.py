@@ -8,6 +8,9 @@ wait works before credentials are right; everything after it uses the task's cre
 
 from __future__ import annotations
 
+import re
+from datetime import datetime, timezone
+
 from ansible_collections.enclave.prefect.plugins.module_utils.prefect_api import (
     PrefectApiError,
     PrefectError,
@@ -25,8 +28,20 @@ def argument_spec():
         interval=dict(type="int", default=2),
         expect_unauthenticated_status=dict(type="int"),
         work_pools_ready=dict(type="list", elements="str", default=[]),
+        workers_online=dict(type="list", elements="dict", default=[], options=dict(
+            pool=dict(type="str", required=True),
+            name=dict(type="str", required=True),
+            heartbeat_after=dict(type="str"),
+        )),
     )
     return spec
+
+
+def parse_time(value):
+    """An ISO 8601 time as Prefect and PowerShell write it (Z or an offset, up to 7 fraction digits) -> aware UTC."""
+    text = re.sub(r"(\.\d{6})\d+", r"\1", str(value).strip().replace("Z", "+00:00"))
+    parsed = datetime.fromisoformat(text)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 
 def _answer(response, secrets):
@@ -100,6 +115,14 @@ def check(client, params, ctx):
     for name in params["work_pools_ready"]:
         if not (name or "").strip():
             problems.append("work_pools_ready must not contain empty names")
+    for worker in params["workers_online"]:
+        if not (worker.get("pool") or "").strip() or not (worker.get("name") or "").strip():
+            problems.append("workers_online entries need a pool and a worker name")
+        if worker.get("heartbeat_after"):
+            try:
+                parse_time(worker["heartbeat_after"])
+            except ValueError:
+                problems.append("workers_online heartbeat_after must be an ISO 8601 time (got %r)" % worker["heartbeat_after"])
     status = params.get("expect_unauthenticated_status")
     if status is not None and not 100 <= status <= 599:
         problems.append("expect_unauthenticated_status must be an HTTP status (100-599)")
@@ -132,6 +155,9 @@ def check(client, params, ctx):
     for name in params["work_pools_ready"]:
         checker.wait_for("work_pool:%s" % name, lambda name=name: pool_ready(client, name))
 
+    for worker in params["workers_online"]:
+        checker.wait_for("worker:%s/%s" % (worker["pool"], worker["name"]), lambda worker=worker: worker_online(client, worker))
+
     return checker.result(healthy=True, ready=True, prefect_version=prefect_version, api_version=api_version)
 
 
@@ -149,3 +175,25 @@ def pool_ready(client, name):
     detail = "work pool %r is %s with %d worker(s), %d ONLINE%s" % (
         name, pool.get("status"), len(workers), len(online), (": %s" % ", ".join(online)) if online else "")
     return pool.get("status") == "READY" and bool(online), detail
+
+
+def worker_online(client, wanted):
+    """(ok, detail): the worker is listed in its pool by name, ONLINE, with a heartbeat after `heartbeat_after`
+    (its process's start: an older heartbeat is from a process that has since died)."""
+    path = "work_pools/%s/workers/filter" % quote_segment(wanted["pool"])
+    try:
+        workers = client.read_all(path)
+    except PrefectApiError as exc:
+        return False, exc.message
+    found = [w for w in workers if w.get("name") == wanted["name"]]
+    if not found:
+        return False, "worker %r is not listed in work pool %r (it has not sent a heartbeat)" % (wanted["name"], wanted["pool"])
+    worker = found[0]
+    seen = worker.get("last_heartbeat_time")
+    detail = "worker %r in pool %r is %s, last heartbeat %s" % (wanted["name"], wanted["pool"], worker.get("status"), seen)
+    if worker.get("status") != "ONLINE":
+        return False, detail
+    if wanted.get("heartbeat_after"):
+        if not seen or parse_time(seen) <= parse_time(wanted["heartbeat_after"]):
+            return False, "%s, not after its start at %s" % (detail, wanted["heartbeat_after"])
+    return True, detail

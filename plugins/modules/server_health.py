@@ -11,8 +11,9 @@ description:
     server reaches its database), for at most O(timeout) seconds in all.
   - Then reads the Prefect version (C(/api/admin/version)) and the API version (C(/api/version)) with the
     task's credentials, which also proves they are accepted.
-  - Optional checks prove that unauthenticated requests are refused (O(expect_unauthenticated_status)) and
-    that named work pools are C(READY) with an C(ONLINE) worker (O(work_pools_ready)).
+  - Optional checks prove that unauthenticated requests are refused (O(expect_unauthenticated_status)),
+    that named work pools are C(READY) with an C(ONLINE) worker (O(work_pools_ready)) and that named workers are
+    C(ONLINE) with a recent heartbeat (O(workers_online)).
   - On failure the message names the check and what the server answered; C(checks) lists every check.
   - Never changes anything.
 author:
@@ -42,6 +43,26 @@ options:
     type: list
     elements: str
     default: []
+  workers_online:
+    description:
+      - Workers that must be listed C(ONLINE) by name in their pool before O(timeout).
+      - With O(workers_online[].heartbeat_after), the last heartbeat must also be newer than that time, for example
+        the start of the worker's process: a heartbeat from before it came from a process that has since died.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      pool:
+        description: Work pool of the worker.
+        type: str
+        required: true
+      name:
+        description: Worker name (C(prefect worker start --name)).
+        type: str
+        required: true
+      heartbeat_after:
+        description: ISO 8601 time (UTC when it has no offset) the last heartbeat must be newer than.
+        type: str
 seealso:
   - module: enclave.prefect.work_pool_info
 """
@@ -70,6 +91,15 @@ EXAMPLES = r"""
     timeout: 300
     interval: 5
   register: prefect_health
+
+- name: The worker of this host is online and has sent a heartbeat since its service started
+  enclave.prefect.server_health:
+    api_url: https://prefect.corp.local/api
+    workers_online:
+      - pool: etl
+        name: PrefectWorker-etl-wrk01
+        heartbeat_after: "2026-01-12T08:14:40.000Z"
+    timeout: 120
 
 - name: Show the Prefect version
   ansible.builtin.debug:
@@ -110,7 +140,7 @@ elapsed_s:
 checks:
   description:
     - Every check that ran, in order; the failed one is last.
-    - Names are C(health), C(ready), C(version), C(unauthenticated) and C(work_pool:<name>).
+    - Names are C(health), C(ready), C(version), C(unauthenticated), C(work_pool:<name>) and C(worker:<pool>/<name>).
   returned: always
   type: list
   elements: dict

@@ -143,6 +143,7 @@ def nssm_settings():
         owner_differs = old.get("running") and sid_of(old.get("process_owner", "")) != sid_of(old.get("object_name", ""))
         stale = old.get("running") and old.get("app_started", 0) < old.get("configured_at", 0)
         entry["restart"] = bool(old.get("running") and (entry["changes"] or entry["account_differs"] or owner_differs or stale))
+    host["last_nssm_report"] = report  # the task is no_log: tests read the report here
     out.update(result={"services": report},
                changed=any(r["changes"] or r["acl_changed"] for r in report.values()))
 
@@ -219,18 +220,23 @@ def nssm_status():
         state = svc.get("state_override") or ("Running" if svc.get("running") else "Stopped")
         restarted = bool(svc.get("crash_loop"))
         report[name] = {"exists": True, "state": state, "account": svc.get("object_name"),
-                        "app_running": bool(svc.get("running")) and not restarted,
+                        "app_running": bool(svc.get("running")),
                         "app_started": "2026-01-01T00:00:%02dZ" % (svc.get("app_started", 0) % 60),
                         "restarted_during_settle": restarted}
     out["result"] = {"services": report}
 
 
 if NAME == "win_reg_stat":
+    # PEP 514 key of the python.org installer: Version under PythonCore\X.Y, the directory with a trailing
+    # backslash as the (Default) value of its InstallPath subkey (name ''). win_reg_stat.ps1 returns exists=false and
+    # no value for a missing key or value.
     python = host.get("python")
-    if args["path"].endswith("\\InstallPath"):
-        out.update(exists=bool(python), value=host.get("python_dir", "") + "\\" if python else "")
+    if python and args["path"].endswith("\\InstallPath") and args.get("name") == "":
+        out.update(exists=True, type="REG_SZ", value=host["python_dir"] + "\\", raw_value=host["python_dir"] + "\\")
+    elif python and not args["path"].endswith("\\InstallPath") and args.get("name") == "Version":
+        out.update(exists=True, type="REG_SZ", value=python, raw_value=python)
     else:
-        out.update(exists=bool(python), value=python or "")
+        out["exists"] = False
 elif NAME == "win_stat":
     digest = lookup(args["path"])
     out["stat"] = {"exists": digest is not None, "checksum": digest or "", "path": args["path"]}
@@ -255,16 +261,83 @@ elif NAME == "win_unzip":
     host.setdefault("unpacked", []).append(args["dest"].lower())
     out["changed"] = True
 elif NAME == "win_package":
-    arguments = args.get("arguments") or []
-    if "/norestart" not in arguments:
-        # PythonBootstrapperApplication: without /norestart a quiet install that needs a restart restarts the host.
+    # win_package.ps1 joins a list of arguments with Process.psm1 ConvertTo-EscapedArgument (an element holding a
+    # space or a quote is quoted); a string goes as is. The bootstrapper splits the command line with
+    # CommandLineToArgvW (PythonBootstrapperApplication.cpp ProcessCommandLine): NAME=value at the first '='.
+    import re
+    raw = args.get("arguments") or []
+    if isinstance(raw, list):
+        def _escape(a):
+            if not a:
+                return '""'
+            if not re.search(r'[\s"]', a):
+                return a
+            a = re.sub(r'(\\+)\\"', lambda m: m.group(1) * 2 + '\\"', a.replace('"', '\\"'))
+            return '"' + re.sub(r'(\\+)$', lambda m: m.group(1) * 2, a) + '"'
+        raw = " ".join(_escape(str(a)) for a in raw)
+    argv, word, quoted, started, i = [], "", False, False, 0
+    while i < len(raw):
+        c = raw[i]
+        if c == "\\":
+            n = len(raw) - i - len(raw[i:].lstrip("\\"))
+            i += n
+            if i < len(raw) and raw[i] == '"':
+                word += "\\" * (n // 2) + ('"' if n % 2 else "")
+                i += n % 2
+            else:
+                word += "\\" * n
+            started = True
+            continue
+        if c == '"':
+            quoted, started = not quoted, True
+        elif c in " \t" and not quoted:
+            if started:
+                argv.append(word)
+            word, started = "", False
+        else:
+            word, started = word + c, True
+        i += 1
+    if started:
+        argv.append(word)
+    switches = {a[1:].lower() for a in argv if a[:1] in "/-"}
+    options = dict(a.split("=", 1) for a in argv if a[:1] not in "/-" and "=" in a)
+    if not CHECK:
+        host.setdefault("installer_runs", []).append(argv)
+    # Files of the interpreter held by a running process (a venv's python.exe runs the base interpreter).
+    in_use = [n for n, s in services.items()
+              if s.get("running") and s.get("registry", {}).get("Application", "").lower().endswith("python.exe")]
+    creates = args.get("creates_path")
+    if "norestart" not in switches:
+        # PythonBootstrapperApplication OnApplyComplete: without /norestart a quiet run that needs a restart
+        # restarts the host (exit 1641).
         out.update(failed=True, msg="the installer restarted the host (exit 1641): /norestart missing")
     elif args.get("state") == "absent":
-        out["changed"] = bool(host.pop("python", None))
+        # Not installed for win_package unless creates_path exists (no product_id); the bundle removes itself.
+        installed = bool(host.get("python")) and bool(creates) and \
+            creates.lower() == (host.get("python_dir", "") + "\\python.exe").lower()
+        out.update(changed=installed, rc=0, reboot_required=False)
+        if installed and not CHECK:
+            if "uninstall" not in switches:
+                out.update(failed=True, msg="the installer without /uninstall repaired Python instead of removing it")
+            else:
+                host.pop("python", None)
+                host.pop("python_dir", None)
+                # Invoke-Executable sets failed=false for a return code in expected_return_code (0, 3010).
+                out.update(rc=3010 if in_use else 0, reboot_required=bool(in_use), failed=False)
     else:
-        host["python"] = args["path"].rsplit("\\", 1)[-1].split("-")[1]
-        host["python_dir"] = [a.split("=", 1)[1] for a in arguments if a.startswith("TargetDir=")][0]
+        # An exe without product_id or creates_path is never "installed": it runs every time.
         out.update(changed=True, rc=0, reboot_required=False)
+        if not CHECK:
+            upgrade = bool(host.get("python"))
+            host["python"] = args["path"].rsplit("\\", 1)[-1].split("-")[1]
+            if not upgrade:
+                # An upgrade keeps the registered directory (LoadTargetDirFromKey) whatever TargetDir says.
+                host["python_dir"] = options["TargetDir"]
+                # A new directory outside Program Files inherits C:\'s ACL: Users may create files there.
+                inherited = {} if options["TargetDir"].lower().startswith("c:\\program files") else {"S-1-5-32-545": "CreateFiles"}
+                dirs[options["TargetDir"].lower()] = {"acl": inherited, "protected": False}
+            host["python_options"] = options
+            out.update(rc=3010 if (upgrade and in_use) else 0, reboot_required=bool(upgrade and in_use), failed=False)
 elif NAME == "win_user":
     exists = args["name"].lower() in {a.lower() for a in accounts}
     out["changed"] = not exists
@@ -291,12 +364,41 @@ elif NAME == "win_powershell":
         if not CHECK:
             files[marker] = args["parameters"]["LockSha256"]
     elif script == "venv_switch.ps1":
+        # venv_switch.ps1: a run stopped after `current` stepped aside to current.old gets it back; leftover
+        # current.new / current.old links are deleted (the link only); then current.new is made and renamed into place.
+        # host["interrupt_switch"] stops the real run after that step ("new", "old_aside", "new_in_place").
         junctions = host.setdefault("junctions", {})
         link, target = args["parameters"]["Link"].lower(), args["parameters"]["Target"].lower()
-        out["changed"] = junctions.get(link) != target
-        out["result"] = {"before": junctions.get(link, ""), "after": target}
-        if not CHECK:
-            junctions[link] = target
+        new, old = link + ".new", link + ".old"
+        recovered = []
+        effective = junctions.get(link)
+        if effective is None and old in junctions:
+            recovered.append("restored %s from %s" % (link, old))
+            effective = junctions[old]
+            if not CHECK:
+                junctions[link] = junctions.pop(old)
+        for leftover in (new, old):
+            if leftover in junctions and not (leftover == old and link not in junctions and CHECK):
+                recovered.append("removed leftover link " + leftover)
+                if not CHECK:
+                    del junctions[leftover]
+        before = effective or ""
+        out["changed"] = bool(recovered) or before != target
+        out["result"] = {"before": before, "after": target, "recovered": recovered}
+        if before != target and not CHECK:
+            steps = [("new", lambda: junctions.__setitem__(new, target))]
+            if effective is not None:
+                steps.append(("old_aside", lambda: junctions.__setitem__(old, junctions.pop(link))))
+            steps.append(("new_in_place", lambda: junctions.__setitem__(link, junctions.pop(new))))
+            if effective is not None:
+                steps.append(("old_removed", lambda: junctions.pop(old)))
+            for step, action in steps:
+                action()
+                if host.get("interrupt_switch") == step:
+                    host.pop("interrupt_switch")
+                    out.update(failed=True, msg="simulated interruption after step " + step)
+                    json.dump(host, open(path, "w"))
+                    break
     elif script == "venv_prune.ps1":
         pass
     elif script == "nssm_settings.ps1":
@@ -309,9 +411,51 @@ elif NAME == "win_powershell":
         nssm_status()
     else:
         out.update(failed=True, msg="no stand-in for " + script)
+elif NAME == "win_acl":
+    # win_acl.ps1 resolves the user (SID strings too) and adds or removes one rule on an existing path.
+    current = dirs.get(args["path"].lower())
+    if current is None:
+        out.update(failed=True, msg="%s does not exist" % args["path"])
+    else:
+        out["changed"] = current["acl"].get(args["user"]) != args["rights"]
+        if not CHECK:
+            current["acl"][args["user"]] = args["rights"]
+elif NAME == "win_acl_inheritance":
+    current = dirs.get(args["path"].lower())
+    if current is None:
+        out.update(failed=True, msg="%s does not exist" % args["path"])
+    else:
+        protect = args.get("state") == "absent"
+        out["changed"] = current["protected"] != protect
+        if not CHECK:
+            current["protected"] = protect
 elif NAME == "win_service_info":
-    out["services"] = [{"name": n, "state": "started" if s.get("running") else "stopped",
-                        "path": s.get("image_path", "")} for n, s in services.items()]
+    # win_service_info.ps1: every service without `name` (Get-Service; a name may hold wildcards), `path` is the
+    # binary path as registered (NSSM 2.24-101 registers its own path through PathQuoteSpaces: quoted when it holds a
+    # space), `dependency_of` the services that depend on it (EnumDependentServices), state 'started'/'stopped'.
+    import fnmatch
+    wanted = args.get("name")
+    listed = [n for n in services if wanted is None or n.lower() == wanted.lower() or fnmatch.fnmatch(n.lower(), wanted.lower())]
+    out["exists"] = bool(listed)
+    out["services"] = []
+    for n in listed:
+        s = services[n]
+        image = s.get("image_path", "")
+        # EnumDependentServices lists direct and indirect dependents.
+        dependents, todo = [], [n]
+        while todo:
+            name = todo.pop()
+            for d, o in services.items():
+                if name in o.get("dependencies", []) and d not in dependents:
+                    dependents.append(d)
+                    todo.append(d)
+        out["services"].append({
+            "name": n, "display_name": n, "state": "started" if s.get("running") else "stopped",
+            "path": '"%s"' % image if " " in image else image,
+            "start_mode": s.get("start_mode", "auto"), "username": s.get("object_name", "LocalSystem"),
+            "dependencies": s.get("dependencies", []),
+            "dependency_of": dependents,
+        })
 elif NAME == "win_service":
     name = args["name"]
     svc = services.get(name)
@@ -346,7 +490,12 @@ elif NAME == "win_service":
         out.update(exists=True, name=name, state="running" if svc.get("running") else "stopped",
                    username=svc.get("object_name"))
 elif NAME == "server_health":
-    out.update(healthy=True, ready=True, checks=[])
+    # The plugin's own logic is tested against real servers; here only what the role hands it is checked.
+    missing = [w for w in args.get("workers_online") or [] if not w.get("heartbeat_after")]
+    if missing:
+        out.update(failed=True, msg="workers_online without the start of the worker's process: %s" % missing)
+    else:
+        out.update(healthy=True, ready=True, checks=[])
 elif NAME == "work_pool":
     pass
 else:

@@ -19,7 +19,7 @@ BODY = (Path(__file__).parent / "sim_module.py").read_text()
 
 WINDOWS_MODULES = {
     ("ansible", "windows"): ["win_reg_stat", "win_stat", "win_powershell", "win_service", "win_service_info", "win_user",
-                             "win_user_right", "win_file", "win_copy", "win_get_url", "win_package"],
+                             "win_user_right", "win_acl", "win_acl_inheritance", "win_file", "win_copy", "win_get_url", "win_package"],
     ("community", "windows"): ["win_unzip"],
     ("enclave", "prefect"): ["server_health", "work_pool"],
 }

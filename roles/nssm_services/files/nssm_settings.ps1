@@ -1,15 +1,26 @@
-# Registers NSSM services and keeps the NSSM settings that community.windows.win_nssm cannot manage
-# (or would force: it sets AppStdoutCreationDisposition=2 and its own rotation values on every run).
-# One pass for all services of the host: current values are read with `nssm get` (which reports NSSM's default
-# for a value never set), and `nssm set` runs only for values that differ.
-# The environment holds secrets, so it never goes on nssm.exe's command line (process creation auditing records
-# command lines): it is read and written as the REG_MULTI_SZ value AppEnvironmentExtra of the service's
-# Parameters key, which is where and how NSSM keeps it and reads it when it starts the application.
-# Start mode, dependencies, account and recovery actions are left to ansible.windows.win_service.
+# Registers the Prefect NSSM services of a host and keeps their NSSM settings, in one pass for all services.
+# Read in NSSM's source (2.24-101, commit 897c7ad): `nssm set` to a setting's default DELETES the registry value
+# (settings.cpp setting_set_number), and `nssm get` of an absent number prints an uninitialised variable
+# (registry.cpp get_number). So current values are read from the service's Parameters key here, an absent value
+# counts as NSSM's default (the Defaults table the role passes), and `nssm set` runs only for real differences.
+# The environment holds secrets: it never goes on a command line or through a cmdlet pipeline (module logging
+# records pipeline input); it is written as the REG_MULTI_SZ AppEnvironmentExtra, as NSSM keeps and reads it.
+# The Parameters key gets exactly: SYSTEM and Administrators full control, the service account read, nothing
+# inherited; it is set before the environment is written.
+# Which running service must restart is decided from host state, so an interrupted run is finished by the next:
+# a setting written after its application started (NSSM reads the settings at each application start,
+# service.cpp start_service), an application running from another venv than `current`, or a process running as
+# another account than the service's.
 [CmdletBinding(SupportsShouldProcess)]
 param (
     [Parameter(Mandatory)][string]$Nssm,
-    # Each: name, application, account, params (NSSM parameter -> value), exit_action, environment (dict).
+    # The `current` junction: an Application under it is stored with the venv it points to, so that a venv switch
+    # is a setting change that restarts the service.
+    [Parameter(Mandatory)][string]$VenvLink,
+    # NSSM parameter -> the value NSSM uses when it is absent (settings.cpp).
+    [Parameter(Mandatory)][hashtable]$Defaults,
+    [string]$ExitDefault = 'Restart',
+    # Each: name, application, account, exit_action, environment (dict), params (NSSM parameter -> value).
     [Parameter(Mandatory)][object[]]$Services,
     # Environment variable names whose values never appear in the result or the diff.
     [string[]]$SecretNames = @()
@@ -17,6 +28,8 @@ param (
 
 $ErrorActionPreference = 'Stop'
 $Ansible.Changed = $false
+$changedValue = 'EnclavePrefectChanged'
+$noExpand = [Microsoft.Win32.RegistryValueOptions]::DoNotExpandEnvironmentNames
 
 function ConvertTo-NativeArgument {
     # Quote one argument for CommandLineToArgvW, which is how nssm.exe reads its command line.
@@ -37,183 +50,272 @@ function ConvertTo-NativeArgument {
 }
 
 function Invoke-Nssm {
-    # Runs nssm.exe and returns its standard output as lines. NSSM writes UTF-16 when its output is redirected
-    # (older builds the console code page), so the bytes are decoded by what they look like.
-    param([string[]]$Arguments, [string]$What)
+    # Runs nssm.exe with non-secret arguments only. Started without a console (CreateNoWindow), this NSSM build
+    # writes its messages in the ANSI code page, not UTF-16.
+    param([string[]]$Arguments)
+    $quoted = New-Object System.Collections.Generic.List[string]
+    foreach ($argument in $Arguments) { $quoted.Add((ConvertTo-NativeArgument $argument)) }
     $psi = New-Object System.Diagnostics.ProcessStartInfo
     $psi.FileName = $Nssm
-    $psi.Arguments = ($Arguments | ForEach-Object { ConvertTo-NativeArgument $_ }) -join ' '
+    $psi.Arguments = [string]::Join(' ', $quoted)
     $psi.UseShellExecute = $false
     $psi.CreateNoWindow = $true
     $psi.RedirectStandardOutput = $true
     $psi.RedirectStandardError = $true
+    $psi.StandardOutputEncoding = [System.Text.Encoding]::Default
+    $psi.StandardErrorEncoding = [System.Text.Encoding]::Default
     $process = [System.Diagnostics.Process]::Start($psi)
-    $buffer = New-Object System.IO.MemoryStream
-    $copy = $process.StandardOutput.BaseStream.CopyToAsync($buffer)
+    $stdout = $process.StandardOutput.ReadToEndAsync()
     $stderr = $process.StandardError.ReadToEnd()
     $process.WaitForExit()
-    $copy.Wait()
-    $bytes = $buffer.ToArray()
-    # UTF-16LE: a BOM, or a zero high byte after the first (ASCII) character.
-    $utf16 = $bytes.Length -ge 2 -and ($bytes[1] -eq 0 -or ($bytes[0] -eq 0xFF -and $bytes[1] -eq 0xFE))
-    $encoding = if ($utf16) { [System.Text.Encoding]::Unicode } else { [Console]::OutputEncoding }
-    $stdout = ($encoding.GetString($bytes) -replace "`0", '').TrimStart([char]0xFEFF)
     if ($process.ExitCode -ne 0) {
-        # Never echo the value: it may be a secret.
-        throw "nssm $What failed with exit code $($process.ExitCode): $((($stderr -replace "`0", '') + $stdout).Trim())"
+        throw "nssm $($psi.Arguments) failed with exit code $($process.ExitCode): $(($stderr + $stdout.Result).Trim())"
     }
-    @($stdout -split "\r?\n" | Where-Object { $_ -ne '' })
-}
-
-function Get-NssmValue {
-    param([string]$Service, [string[]]$Parameter)
-    (Invoke-Nssm -Arguments (@('get', $Service) + $Parameter) -What "get $Service $($Parameter -join ' ')") -join "`n"
 }
 
 function Test-SecretName {
-    # The named secrets, and extra environment whose name says it holds one (e.g. PREFECT_SERVER_DATABASE_PASSWORD).
     param([string]$Name)
     ($SecretNames -contains $Name) -or ($Name -match 'PASSWORD|SECRET|TOKEN|CREDENTIAL|AUTH_STRING|_KEY$|CONNECTION_URL$')
 }
 
-function Get-MaskedEnvironment {
-    param([string[]]$Entries)
-    @($Entries | Where-Object { $_ } | ForEach-Object {
-            $key = ($_ -split '=', 2)[0]
-            if (Test-SecretName $key) { "$key=********" } else { $_ }
-        })
+function Get-SortedLines {
+    param([string[]]$Lines)
+    $list = New-Object System.Collections.Generic.List[string]
+    foreach ($line in $Lines) { if ($line) { $list.Add($line) } }
+    $list.Sort([System.StringComparer]::Ordinal)
+    , $list.ToArray()
 }
 
-function Test-SameAccount {
-    param([string]$Current, [string]$Wanted)
-    if (-not $Current) { return $false }
-    try {
-        $wantedName = if ($Wanted -notmatch '\\') { ".\$Wanted" } else { $Wanted }
-        $wantedName = $wantedName -replace '^\.\\', "$env:COMPUTERNAME\"
-        $currentName = $Current -replace '^\.\\', "$env:COMPUTERNAME\"
-        if ($currentName -eq 'LocalSystem') { $currentName = 'NT AUTHORITY\SYSTEM' }
-        $a = ([System.Security.Principal.NTAccount]$currentName).Translate([System.Security.Principal.SecurityIdentifier])
-        $b = ([System.Security.Principal.NTAccount]$wantedName).Translate([System.Security.Principal.SecurityIdentifier])
-        return $a -eq $b
+function Get-MaskedEnvironment {
+    # NAME=value lines with secret values replaced; $Compare (the other side) marks a changed secret.
+    param([string[]]$Lines, [hashtable]$Compare)
+    $masked = New-Object System.Collections.Generic.List[string]
+    foreach ($line in $Lines) {
+        $pair = $line.Split([char[]]'=', 2)
+        if (-not (Test-SecretName $pair[0])) { $masked.Add($line); continue }
+        $suffix = ''
+        if ($Compare -and -not ($Compare.ContainsKey($pair[0]) -and [string]::Equals($Compare[$pair[0]], $pair[1], [System.StringComparison]::Ordinal))) {
+            $suffix = ' (changed)'
+        }
+        $masked.Add("$($pair[0])=********$suffix")
     }
-    catch {
-        # The wanted account does not resolve (yet): treat it as different; win_service reports the real error.
-        return $false
+    [string]::Join("`n", $masked.ToArray())
+}
+
+function ConvertTo-Sid {
+    param([string]$Account)
+    if (-not $Account) { return $null }
+    if ($Account -eq 'LocalSystem') { return New-Object System.Security.Principal.SecurityIdentifier 'S-1-5-18' }
+    $name = $Account -replace '^\.\\', "$env:COMPUTERNAME\"
+    try { return ([System.Security.Principal.NTAccount]$name).Translate([System.Security.Principal.SecurityIdentifier]) }
+    catch { return $null }
+}
+
+function Get-RegistryNumber {
+    param($Key, [string]$Name)
+    # REG_DWORD arrives as a signed Int32.
+    [uint32][System.BitConverter]::ToUInt32([System.BitConverter]::GetBytes([int32]$Key.GetValue($Name)), 0)
+}
+
+function Read-Setting {
+    # The value NSSM will use: the registry value, or NSSM's default when it is absent. $null: a value of a kind NSSM
+    # would not read as intended.
+    param($Key, [string]$Name)
+    $numeric = $Defaults[$Name] -is [int] -or $Defaults[$Name] -is [long]
+    if ($Key.GetValueNames() -notcontains $Name) { return [string]$Defaults[$Name] }
+    $kind = $Key.GetValueKind($Name)
+    if ($numeric) {
+        if ($kind -ne [Microsoft.Win32.RegistryValueKind]::DWord) { return $null }
+        return [string](Get-RegistryNumber -Key $Key -Name $Name)
+    }
+    if ($kind -ne [Microsoft.Win32.RegistryValueKind]::String -and $kind -ne [Microsoft.Win32.RegistryValueKind]::ExpandString) { return $null }
+    [string]$Key.GetValue($Name, $null, $noExpand)
+}
+
+function Set-ParametersAcl {
+    # Exactly: SYSTEM and Administrators full control, the account read, all inheriting to subkeys (AppExit), no
+    # inherited rule. Returns $true when the key had something else.
+    param([string]$Path, $AccountSid)
+    $rights = [System.Security.AccessControl.RegistryRights]
+    $inherit = [System.Security.AccessControl.InheritanceFlags]::ContainerInherit
+    $none = [System.Security.AccessControl.PropagationFlags]::None
+    $allow = [System.Security.AccessControl.AccessControlType]::Allow
+    $wanted = @(
+        @((New-Object System.Security.Principal.SecurityIdentifier 'S-1-5-18'), $rights::FullControl),
+        @((New-Object System.Security.Principal.SecurityIdentifier 'S-1-5-32-544'), $rights::FullControl)
+    )
+    if ($AccountSid) { $wanted += , @($AccountSid, $rights::ReadKey) }
+    $key = [Microsoft.Win32.Registry]::LocalMachine.OpenSubKey($Path, [Microsoft.Win32.RegistryKeyPermissionCheck]::ReadWriteSubTree,
+        ($rights::ReadKey -bor $rights::ChangePermissions -bor $rights::ReadPermissions))
+    try {
+        $acl = $key.GetAccessControl([System.Security.AccessControl.AccessControlSections]::Access)
+        $have = New-Object System.Collections.Generic.List[string]
+        foreach ($rule in $acl.GetAccessRules($true, $true, [System.Security.Principal.SecurityIdentifier])) {
+            $have.Add(('{0}|{1}|{2}|{3}|{4}|{5}' -f $rule.IdentityReference.Value, [int]$rule.RegistryRights,
+                    $rule.InheritanceFlags, $rule.PropagationFlags, $rule.AccessControlType, $rule.IsInherited))
+        }
+        $want = New-Object System.Collections.Generic.List[string]
+        foreach ($pair in $wanted) {
+            $want.Add(('{0}|{1}|{2}|{3}|{4}|{5}' -f $pair[0].Value, [int]$pair[1], $inherit, $none, $allow, $false))
+        }
+        $have.Sort(); $want.Sort()
+        if ($acl.AreAccessRulesProtected -and [string]::Join(';', $have.ToArray()) -eq [string]::Join(';', $want.ToArray())) {
+            return $false
+        }
+        if ($PSCmdlet.ShouldProcess("HKLM\$Path", 'Restrict access to SYSTEM, Administrators and the service account')) {
+            $new = New-Object System.Security.AccessControl.RegistrySecurity
+            $new.SetAccessRuleProtection($true, $false)
+            foreach ($pair in $wanted) {
+                $new.AddAccessRule((New-Object System.Security.AccessControl.RegistryAccessRule($pair[0], $pair[1], $inherit, $none, $allow)))
+            }
+            $key.SetAccessControl($new)
+        }
+        return $true
+    }
+    finally {
+        $key.Dispose()
     }
 }
+
+function Get-AppProcess {
+    # The application NSSM started (a child of nssm.exe that is not the console host NSSM allocated for it).
+    param([int]$NssmPid)
+    if ($NssmPid -le 0) { return $null }
+    foreach ($child in @(Get-CimInstance -ClassName Win32_Process -Filter "ParentProcessId=$NssmPid")) {
+        if ($child.Name -ne 'conhost.exe') { return $child }
+    }
+    $null
+}
+
+# The venv the junction points to now.
+$venvTarget = $null
+$link = Get-Item -LiteralPath $VenvLink -Force -ErrorAction SilentlyContinue
+if ($link -and $link.LinkType -eq 'Junction') { $venvTarget = (@($link.Target)[0]).TrimEnd('\') }
 
 $report = @{}
 $before = @{}
 $after = @{}
 foreach ($svc in $Services) {
     $name = [string]$svc.name
-    $wantEnv = @($svc.environment.Keys | Sort-Object | ForEach-Object {
-            # An environment block entry is NAME=value; never echo the value, it may be a secret.
-            if ($_ -notmatch '^[^=\x00]+$' -or ([string]$svc.environment[$_]).Contains([char]0)) {
-                throw "Environment variable '$_' of $name cannot be stored: a name must not be empty or contain '=', a value must not contain NUL"
-            }
-            "$_=$($svc.environment[$_])"
-        })
-    $service = Get-Service -Name $name -ErrorAction SilentlyContinue
+    $application = [string]$svc.application
+    if ($venvTarget -and $application.StartsWith($VenvLink.TrimEnd('\') + '\', [System.StringComparison]::OrdinalIgnoreCase)) {
+        $application = $venvTarget + $application.Substring($VenvLink.TrimEnd('\').Length)
+    }
+    $wantEnvList = New-Object System.Collections.Generic.List[string]
+    $wantValues = @{}
+    foreach ($envName in $svc.environment.Keys) {
+        $wantEnvList.Add("$envName=$($svc.environment[$envName])")
+        $wantValues[[string]$envName] = [string]$svc.environment[$envName]
+    }
+    $wantEnv = Get-SortedLines $wantEnvList.ToArray()
+    $wanted = [ordered]@{ Application = $application }
+    foreach ($key in $svc.params.Keys) { $wanted[[string]$key] = [string]$svc.params[$key] }
+
+    $service = Get-CimInstance -ClassName Win32_Service -Filter "Name='$name'"
+    $running = [bool]($service -and ($service.State -eq 'Running' -or $service.State -eq 'Paused'))
     $entry = @{
-        installed = $false
-        was_running = [bool]($service -and $service.Status -eq 'Running')
-        changes = [System.Collections.Generic.List[string]]@()
-        account_differs = $false
+        installed = $false; was_running = $running; changes = New-Object System.Collections.Generic.List[string]
+        acl_changed = $false; account_differs = $false; restart = $false; application = $application
     }
     $report[$name] = $entry
-    $wanted = [ordered]@{}
-    foreach ($key in ($svc.params.Keys | Sort-Object)) { $wanted[$key] = [string]$svc.params[$key] }
-    $wanted['AppExit'] = [string]$svc.exit_action
-    $wanted['AppEnvironmentExtra'] = (Get-MaskedEnvironment $wantEnv) -join "`n"
-    $after[$name] = $wanted
+    $after[$name] = [ordered]@{}
+    foreach ($key in $wanted.Keys) { $after[$name][$key] = $wanted[$key] }
+    $after[$name]['AppExit'] = [string]$svc.exit_action
+    $after[$name]['AppEnvironmentExtra'] = Get-MaskedEnvironment $wantEnv $null
 
     if (-not $service) {
         $entry.installed = $true
         $entry.changes.Add('install')
-        $entry.account_differs = $true
         $before[$name] = @{}
-        if (-not $PSCmdlet.ShouldProcess($name, 'Install NSSM service')) {
-            continue
-        }
-        $null = Invoke-Nssm -Arguments @('install', $name, [string]$svc.application) -What "install $name"
+        if (-not $PSCmdlet.ShouldProcess($name, 'Install NSSM service')) { continue }
+        Invoke-Nssm @('install', $name, $application)
+        $service = Get-CimInstance -ClassName Win32_Service -Filter "Name='$name'"
     }
 
-    $current = [ordered]@{}
-    foreach ($key in $svc.params.Keys) {
-        $current[$key] = Get-NssmValue -Service $name -Parameter $key
-    }
-    $current['AppExit'] = Get-NssmValue -Service $name -Parameter 'AppExit', 'Default'
-    # NSSM ignores the value unless it is REG_MULTI_SZ: a value of another kind is rewritten (or removed).
     $parametersPath = "SYSTEM\CurrentControlSet\Services\$name\Parameters"
+    $accountSid = ConvertTo-Sid ([string]$svc.account)
+    if (-not $accountSid -and -not $WhatIfPreference) {
+        throw "Service account '$($svc.account)' of $name does not exist or cannot be resolved on $env:COMPUTERNAME"
+    }
+    $entry.acl_changed = Set-ParametersAcl -Path $parametersPath -AccountSid $accountSid
+
     $parameters = [Microsoft.Win32.Registry]::LocalMachine.OpenSubKey($parametersPath)
     if (-not $parameters) { throw "$name is not an NSSM service: HKLM\$parametersPath does not exist" }
     try {
-        $envPresent = $parameters.GetValueNames() -contains 'AppEnvironmentExtra'
-        $envKindOk = -not $envPresent -or
-            $parameters.GetValueKind('AppEnvironmentExtra') -eq [Microsoft.Win32.RegistryValueKind]::MultiString
-        $haveEnv = @()
-        if ($envPresent -and $envKindOk) {
-            $haveEnv = @($parameters.GetValue('AppEnvironmentExtra') | Where-Object { $_ -ne '' })
+        $current = [ordered]@{}
+        foreach ($key in $wanted.Keys) { $current[$key] = Read-Setting -Key $parameters -Name $key }
+        $exitKey = $parameters.OpenSubKey('AppExit')
+        $current['AppExit'] = $ExitDefault
+        if ($exitKey) {
+            try { if ($exitKey.GetValue('')) { $current['AppExit'] = [string]$exitKey.GetValue('') } } finally { $exitKey.Dispose() }
         }
+        $haveEnv = @()
+        $envOk = $true
+        if ($parameters.GetValueNames() -contains 'AppEnvironmentExtra') {
+            # NSSM reads only REG_MULTI_SZ here; a value of another kind is rewritten.
+            $envOk = $parameters.GetValueKind('AppEnvironmentExtra') -eq [Microsoft.Win32.RegistryValueKind]::MultiString
+            if ($envOk) { $haveEnv = Get-SortedLines ([string[]]$parameters.GetValue('AppEnvironmentExtra')) }
+        }
+        $changedAt = 0
+        if ($parameters.GetValueNames() -contains $changedValue) { $changedAt = [long]$parameters.GetValue($changedValue) }
     }
     finally {
         $parameters.Dispose()
     }
-    $current['AppEnvironmentExtra'] = (Get-MaskedEnvironment $haveEnv) -join "`n"
+    $haveValues = @{}
+    foreach ($line in $haveEnv) { $pair = $line.Split([char[]]'=', 2); $haveValues[$pair[0]] = $pair[1] }
+    $current['AppEnvironmentExtra'] = Get-MaskedEnvironment $haveEnv $null
     if (-not $entry.installed) { $before[$name] = $current }
 
-    foreach ($key in $svc.params.Keys) {
-        if ($current[$key] -cne $wanted[$key]) {
+    foreach ($key in $wanted.Keys) {
+        if ($null -eq $current[$key] -or $current[$key] -cne $wanted[$key]) {
             $entry.changes.Add($key)
-            if ($PSCmdlet.ShouldProcess($name, "Set $key")) {
-                $null = Invoke-Nssm -Arguments @('set', $name, $key, $wanted[$key]) -What "set $name $key"
-            }
+            if ($PSCmdlet.ShouldProcess($name, "Set $key")) { Invoke-Nssm @('set', $name, $key, $wanted[$key]) }
         }
     }
-    if ($current['AppExit'] -cne $wanted['AppExit']) {
+    if ($current['AppExit'] -ne [string]$svc.exit_action) {
         $entry.changes.Add('AppExit')
-        if ($PSCmdlet.ShouldProcess($name, 'Set AppExit')) {
-            $null = Invoke-Nssm -Arguments @('set', $name, 'AppExit', 'Default', $wanted['AppExit']) -What "set $name AppExit"
-        }
+        if ($PSCmdlet.ShouldProcess($name, 'Set AppExit')) { Invoke-Nssm @('set', $name, 'AppExit', 'Default', [string]$svc.exit_action) }
     }
-    # Both sides sorted as whole lines: sorting by name gives another order when one name prefixes another.
-    if (-not $envKindOk -or (@($haveEnv | Sort-Object) -join "`n") -cne (@($wantEnv | Sort-Object) -join "`n")) {
+    if (-not $envOk -or [string]::Join("`n", $haveEnv) -cne [string]::Join("`n", $wantEnv)) {
         $entry.changes.Add('AppEnvironmentExtra')
-        # A changed secret shows as changed without showing its value.
-        $haveValues = @{}
-        foreach ($line in $haveEnv) { $pair = $line -split '=', 2; $haveValues[$pair[0]] = $pair[1] }
-        $after[$name]['AppEnvironmentExtra'] = @($svc.environment.Keys | Sort-Object | ForEach-Object {
-                $value = [string]$svc.environment[$_]
-                if (-not (Test-SecretName $_)) { "$_=$value" }
-                elseif ($haveValues.ContainsKey($_) -and $haveValues[$_] -ceq $value) { "$_=********" }
-                else { "$_=******** (changed)" }
-            }) -join "`n"
+        $after[$name]['AppEnvironmentExtra'] = Get-MaskedEnvironment $wantEnv $haveValues
         if ($PSCmdlet.ShouldProcess($name, 'Set AppEnvironmentExtra')) {
             $writable = [Microsoft.Win32.Registry]::LocalMachine.OpenSubKey($parametersPath, $true)
             try {
-                if ($wantEnv.Count -gt 0) {
-                    $writable.SetValue('AppEnvironmentExtra', [string[]]$wantEnv, [Microsoft.Win32.RegistryValueKind]::MultiString)
-                }
-                else {
-                    $writable.DeleteValue('AppEnvironmentExtra', $false)
-                }
+                if ($wantEnv.Count -gt 0) { $writable.SetValue('AppEnvironmentExtra', [string[]]$wantEnv, [Microsoft.Win32.RegistryValueKind]::MultiString) }
+                else { $writable.DeleteValue('AppEnvironmentExtra', $false) }
             }
             finally {
                 $writable.Dispose()
             }
         }
     }
+    if ($entry.changes.Count -gt 0 -and -not $WhatIfPreference) {
+        # When the settings last changed: an application started before it still runs the old ones.
+        $changedAt = [DateTime]::UtcNow.ToFileTimeUtc()
+        $writable = [Microsoft.Win32.Registry]::LocalMachine.OpenSubKey($parametersPath, $true)
+        try { $writable.SetValue($changedValue, $changedAt, [Microsoft.Win32.RegistryValueKind]::QWord) } finally { $writable.Dispose() }
+    }
 
-    $serviceKey = "HKLM:\SYSTEM\CurrentControlSet\Services\$name"
-    $objectName = (Get-ItemProperty -LiteralPath $serviceKey -Name ObjectName -ErrorAction SilentlyContinue).ObjectName
-    $entry.account_differs = -not (Test-SameAccount -Current $objectName -Wanted ([string]$svc.account))
-    $entry.current_account = $objectName
+    $objectSid = if ($service) { ConvertTo-Sid ([string]$service.StartName) } else { $null }
+    $entry.account_differs = -not $objectSid -or -not $accountSid -or $objectSid -ne $accountSid
+    if ($running) {
+        $app = Get-AppProcess -NssmPid ([int]$service.ProcessId)
+        $stale = $true
+        if ($app) {
+            $entry.app_started = $app.CreationDate.ToUniversalTime().ToString('o')
+            $stale = $app.CreationDate.ToUniversalTime().ToFileTimeUtc() -lt $changedAt -or
+                -not [string]::Equals([string]$app.ExecutablePath, $application, [System.StringComparison]::OrdinalIgnoreCase)
+        }
+        $nssmProcess = Get-CimInstance -ClassName Win32_Process -Filter "ProcessId=$([int]$service.ProcessId)"
+        $owner = if ($nssmProcess) { Invoke-CimMethod -InputObject $nssmProcess -MethodName GetOwnerSid } else { $null }
+        $ownerDiffers = -not $owner -or -not $objectSid -or $owner.Sid -ne $objectSid.Value
+        $entry.restart = $entry.changes.Count -gt 0 -or $entry.account_differs -or $ownerDiffers -or $stale
+    }
+    $entry.changes = $entry.changes.ToArray()
+    if ($entry.changes.Count -gt 0 -or $entry.acl_changed) { $Ansible.Changed = $true }
 }
 
-foreach ($entry in $report.Values) {
-    if ($entry.changes.Count -gt 0) { $Ansible.Changed = $true }
-    $entry.changes = @($entry.changes)
-}
 $Ansible.Result = @{ services = $report }
 $Ansible.Diff = @{ before = $before; after = $after }

@@ -100,7 +100,33 @@ def test_work_pools_ready(health, server, make_client, make_ctx, clock):
     assert "'nope' does not exist" in err.value.message
 
 
+def test_workers_online_by_name_with_a_heartbeat_after_their_start(health, server, make_client, make_ctx):
+    """A worker counts only when listed by name, ONLINE, with a heartbeat newer than its process's start
+    (an older heartbeat came from a process that has since died)."""
+    raw = dict(api_url=API, name="etl")
+    work_pools.reconcile(make_client(server), validated(work_pools.argument_spec(), raw), make_ctx(raw_args=raw))
+    server.add_worker("etl", "PrefectWorker-wrk01", "ONLINE")   # heartbeat 2026-01-12T08:15:02.123456Z
+    server.add_worker("etl", "PrefectWorker-wrk02", "OFFLINE")
+    before = {"pool": "etl", "name": "PrefectWorker-wrk01", "heartbeat_after": "2026-01-12T08:14:40.0000000Z"}
+    result = health(server, workers_online=[before])
+    assert result["checks"][-1] == {"name": "worker:etl/PrefectWorker-wrk01", "ok": True,
+                                    "detail": "worker 'PrefectWorker-wrk01' in pool 'etl' is ONLINE, last heartbeat "
+                                              "2026-01-12T08:15:02.123456Z"}
+    cases = [
+        (dict(before, heartbeat_after="2026-01-12T09:15:02.123456+01:00"), "not after its start"),  # same instant
+        (dict(before, heartbeat_after="2026-01-12T08:16:00Z"), "not after its start"),
+        (dict(before, name="PrefectWorker-wrk02"), "is OFFLINE"),
+        (dict(before, name="PrefectWorker-wrk03"), "is not listed in work pool 'etl'"),
+    ]
+    for wanted, words in cases:
+        with pytest.raises(PrefectError) as err:
+            health(server, workers_online=[wanted], timeout=0)
+        assert "check 'worker:etl/%s' failed" % wanted["name"] in err.value.message and words in err.value.message
+
+
 @pytest.mark.parametrize("args, words", [
+    ({"workers_online": [{"pool": "etl", "name": "w", "heartbeat_after": "yesterday"}]}, "ISO 8601"),
+    ({"workers_online": [{"pool": "", "name": "w"}]}, "need a pool and a worker name"),
     ({"interval": 0}, "interval"),
     ({"timeout": -1}, "timeout"),
     ({"expect_unauthenticated_status": 42}, "HTTP status"),

@@ -1,0 +1,397 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the nssm_services role puts on a host, derived from its variables in one place.
+
+The role's vars/main.yml hands the role variables to ``nssm_services_plan`` and reads plain values from the
+result: service definitions, accounts, directory rules, NSSM settings, pools and the input errors. The
+decisions that need host state (which running service must restart, whether a worker is online) are
+``nssm_services_restarts`` and ``nssm_services_verify_problems``.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+from ansible_collections.enclave.prefect.plugins.filter.input_errors import input_errors
+
+DOCUMENTATION = r"""
+name: nssm_services_plan
+short_description: Service definitions, accounts, directory rules and input errors of the nssm_services role
+version_added: 0.1.0
+description:
+  - Takes the C(nssm_services_plan_input) mapping the role builds from its variables (roles/nssm_services/vars/main.yml)
+    and returns C(services), C(accounts), C(logon), C(dirs), C(pools), C(absent_workers), C(nssm_defaults) and
+    C(errors) (one message per bad or inconsistent value; empty when the input is good).
+  - Internal to the role; its shape follows the role's needs.
+positional: _input
+options:
+  _input:
+    description: The role's C(nssm_services_plan_input).
+    type: dict
+    required: true
+"""
+
+EXAMPLES = r"""
+- name: Show the service names the role would manage
+  ansible.builtin.debug:
+    msg: "{{ nssm_services_plan.services | map(attribute='name') | list }}"
+"""
+
+RETURN = r"""
+_value:
+  description: The plan (see description).
+  type: dict
+"""
+
+# NSSM 2.24-101 (commit 897c7ad) settings.cpp `settings[]`: the value NSSM uses when a setting is absent from the
+# service's Parameters key. `nssm set` to this value deletes the registry value (setting_set_number), and `nssm get`
+# of an absent number prints an uninitialised variable (registry.cpp get_number), so nssm_settings.ps1 reads the
+# registry itself and treats an absent value as this default.
+NSSM_DEFAULTS = {
+    "AppParameters": "",
+    "AppDirectory": "",
+    "AppStdout": "",
+    "AppStderr": "",
+    "AppNoConsole": 0,
+    "AppRestartDelay": 0,
+    "AppStdoutCreationDisposition": 4,   # OPEN_ALWAYS
+    "AppStderrCreationDisposition": 4,
+    "AppStopMethodSkip": 0,
+    "AppStopMethodConsole": 1500,
+    "AppStopMethodWindow": 1500,
+    "AppStopMethodThreads": 1500,
+    "AppKillProcessTree": 1,
+    "AppThrottle": 1500,
+    "AppRotateFiles": 0,
+    "AppRotateOnline": 0,
+    "AppRotateSeconds": 0,
+    "AppRotateBytes": 0,
+}
+NSSM_EXIT_DEFAULT = "Restart"
+
+# Environment variables whose values are secrets: masked in every result and diff.
+SECRET_ENV = ["PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_SERVER_API_AUTH_STRING", "PREFECT_API_AUTH_STRING"]
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|AUTH_STRING|_KEY$|CONNECTION_URL$")
+# NSSM passes every AppEnvironmentExtra value through ExpandEnvironmentStrings (env.cpp set_environment_block):
+# "%NAME%" is replaced when NAME is defined, and there is no escape.
+EXPANDABLE = re.compile(r"%[^%=\s]+%")
+LOOPBACK_URL = re.compile(r"^https?://(127\.0\.0\.1|localhost|\[::1\])[:/]")
+PRIVILEGED = {"administrator", "localsystem", "system", "networkservice", "localservice", "network service", "local service"}
+PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _short(account):
+    """Account name without a leading '.\\' (local); domain accounts keep DOMAIN\\."""
+    return account[2:] if account.startswith(".\\") else account
+
+
+def _kind(account):
+    name = _short(account)
+    if name.endswith("$"):
+        return "gmsa"
+    return "domain" if "\\" in name else "local"
+
+
+def _same_account(a, b):
+    return _short(a).lower() == _short(b).lower()
+
+
+def is_secret(name):
+    return name in SECRET_ENV or bool(SECRET_NAME.search(name))
+
+
+def _failure_actions(delays):
+    return [{"type": "restart", "delay_ms": int(d)} for d in delays]
+
+
+def _settings(cfg, svc, restart_delay_ms, stop_timeout_ms):
+    """NSSM parameters of one service (runbook 000 Phase 5), as the strings `nssm set` takes."""
+    return {
+        "AppParameters": svc["parameters"],
+        "AppDirectory": svc["directory"],
+        "AppStdout": svc["stdout"],
+        "AppStderr": svc["stderr"],
+        # Append to the log after a restart (OPEN_ALWAYS): the log of a crash is the one an administrator needs.
+        "AppStdoutCreationDisposition": "4",
+        "AppStderrCreationDisposition": "4",
+        "AppRotateFiles": "1",
+        "AppRotateOnline": "1" if cfg["rotate_online"] else "0",
+        "AppRotateSeconds": str(int(cfg["rotate_seconds"])),
+        "AppRotateBytes": str(int(cfg["rotate_bytes"])),
+        "AppThrottle": str(int(cfg["throttle_ms"])),
+        "AppRestartDelay": str(int(restart_delay_ms)),
+        # Stop: Ctrl-C first (a worker shuts down cleanly on it), then the window and thread methods, then kill the
+        # whole process tree so that no flow-run process outlives its worker.
+        "AppStopMethodSkip": "0",
+        "AppStopMethodConsole": str(int(stop_timeout_ms)),
+        "AppStopMethodWindow": "1500",
+        "AppStopMethodThreads": "1500",
+        "AppKillProcessTree": "1",
+        # Keep NSSM's console: Prefect cancels a process flow run with CTRL_BREAK_EVENT, which needs one.
+        "AppNoConsole": "0",
+    }
+
+
+def _errors(cfg):
+    """Input errors the argument specs cannot express, each naming the variable."""
+    p = cfg["prefect"]
+    triples = [
+        ["nssm_services_account", "account", cfg["account"]],
+        ["nssm_services_worker_account", "account", cfg["worker_account"]],
+        ["nssm_services_server_service", "service_name", cfg["server"]["service"]],
+        ["nssm_services_nssm_sha256", "sha256?", cfg["nssm_sha256"]],
+        ["nssm_services_nssm_archive", "file_name", cfg["nssm_archive"]],
+        ["nssm_services_server_ui_static_dir", "win_path", cfg["server"]["ui_static_dir"]],
+        ["nssm_services_worker_home", "win_path", cfg["worker_home"]],
+        ["nssm_services_worker_api_url", "url?", cfg["worker_api_url"]],
+        ["nssm_services_server_ui_api_url", "url?", cfg["server"]["ui_api_url"]],
+    ]
+    for i, w in enumerate(cfg["workers"]):
+        where = "nssm_services_workers[%d]" % i
+        triples.append([where + ".service", "service_name", w.get("service")])
+        if w.get("account") is not None:
+            triples.append([where + ".account", "account", w["account"]])
+        if w.get("api_url") is not None:
+            triples.append([where + ".api_url", "url", w["api_url"]])
+        for key in ("pool", "name"):
+            if w.get(key) is not None:
+                triples.append(["%s.%s" % (where, key), "plain_name", w[key]])
+        for q in w.get("queues") or []:
+            triples.append([where + ".queues[]", "plain_name", q])
+    for i, pool in enumerate(cfg["pools"]):
+        triples.append(["nssm_services_pools[%d].name" % i, "plain_name", pool.get("name")])
+    errors = input_errors(triples)
+
+    services = [w.get("service") for w in cfg["workers"]]
+    lowered = [str(s).lower() for s in services]
+    if len(set(lowered)) != len(lowered):
+        errors.append("nssm_services_workers: service names must be unique (got %s)" % services)
+    if str(cfg["server"]["service"]).lower() in lowered:
+        errors.append("nssm_services_workers: service names must differ from the server's (%s)" % cfg["server"]["service"])
+    for name, delays in (("server", cfg["server"]["failure_delays_ms"]), ("worker", cfg["worker_failure_delays_ms"])):
+        if not delays or any(int(d) <= 0 for d in delays):
+            errors.append("nssm_services_%s_failure_delays_ms must list at least one restart delay in milliseconds, every one "
+                          "greater than 0, e.g. [10000, 30000, 60000] (got %s)" % (name, delays))
+    return errors
+
+
+def nssm_services_plan(cfg):
+    p = cfg["prefect"]
+    errors = _errors(cfg)
+    host = cfg["host"]
+    server_enabled = bool(cfg["server_enabled"])
+    base_env = {"PYTHONUTF8": "1", "PYTHONIOENCODING": "UTF-8", "PYTHONUNBUFFERED": "1"}
+    auth_string = p["api_auth_string"] or ""
+    # `-P`: the working directory is not put first on sys.path, so a flow file named like a module the worker
+    # imports (yaml.py in the flows directory) cannot shadow it.
+    python_args = "-P -m prefect"
+    services = []
+
+    if server_enabled:
+        srv = cfg["server"]
+        env = dict(base_env, PREFECT_HOME=p["home"], PREFECT_API_URL=p["api_url"], PREFECT_SERVER_API_HOST=p["server_host"],
+                   PREFECT_SERVER_API_PORT=str(p["server_port"]), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                   PREFECT_UI_API_URL=srv["ui_api_url"], PREFECT_UI_STATIC_DIRECTORY=srv["ui_static_dir"])
+        if p["database_url"]:
+            env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = p["database_url"]
+        if auth_string:
+            env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
+        env.update({k: str(v) for k, v in (srv["env"] or {}).items()})
+        svc = {
+            "name": srv["service"], "kind": "server", "account": cfg["account"], "application": p["venv_python"],
+            "password": cfg["account_password"],
+            "parameters": "%s server start --host %s --port %s" % (python_args, p["server_host"], p["server_port"]),
+            "directory": p["home"],
+            "display_name": srv["display_name"], "description": srv["description"], "start_mode": srv["start_mode"],
+            "dependencies": [], "environment": env,
+            "failure_actions": _failure_actions(srv["failure_delays_ms"]),
+        }
+        svc["stdout"], svc["stderr"] = (r"%s\%s.out.log" % (p["logs_dir"], svc["name"]), r"%s\%s.err.log" % (p["logs_dir"], svc["name"]))
+        svc["params"] = _settings(cfg, svc, srv["restart_delay_ms"], srv["stop_timeout_ms"])
+        services.append(svc)
+
+    present = [w for w in cfg["workers"] if (w.get("state") or "present") == "present"]
+    absent = [w["service"] for w in cfg["workers"] if w.get("state") == "absent"]
+    for w in present:
+        api_url = w.get("api_url") or cfg["worker_api_url"]
+        if not api_url:
+            errors.append("nssm_services_workers: worker %s has no API URL: nssm_services_worker_api_url (or the worker's "
+                          "api_url) is required on hosts without a local server, e.g. the proxy's worker endpoint "
+                          "https://prefect.corp.local/api" % w.get("service"))
+            api_url = ""
+        local = server_enabled and bool(LOOPBACK_URL.match(api_url))
+        worker_name = w.get("name") or "%s-%s" % (w["service"], host)
+        args = ["%s worker start --pool %s --name %s" % (python_args, w["pool"], worker_name)]
+        args += ["--work-queue %s" % q for q in w.get("queues") or []]
+        if w.get("limit") is not None:
+            args.append("--limit %d" % int(w["limit"]))
+        env = dict(base_env, PREFECT_HOME=cfg["worker_home"], PREFECT_API_URL=api_url)
+        if auth_string:
+            env["PREFECT_API_AUTH_STRING"] = auth_string
+        # Prefect's client validates TLS with PREFECT_API_SSL_CERT_FILE or certifi, never the Windows store.
+        if api_url.startswith("https://") and p["ca_host_path"]:
+            env["PREFECT_API_SSL_CERT_FILE"] = p["ca_host_path"]
+        env.update({k: str(v) for k, v in (w.get("env") or {}).items()})
+        if api_url.startswith("https://") and "PREFECT_API_SSL_CERT_FILE" not in env:
+            errors.append("nssm_services_workers: worker %s calls %s, but Prefect's client trusts only certifi's public CAs "
+                          "and PREFECT_API_SSL_CERT_FILE, never the Windows certificate store: set prefect_api_ca_cert to the "
+                          "enclave CA's PEM file on the control node" % (w["service"], api_url))
+        account = w.get("account") or cfg["worker_account"]
+        password = w.get("password") if w.get("account") else cfg["worker_account_password"]
+        svc = {
+            "name": w["service"], "kind": "worker", "account": account, "password": password or "",
+            "application": p["venv_python"],
+            "parameters": " ".join(args), "directory": p["flows_dir"],
+            "display_name": w.get("display_name") or "Prefect Worker %s" % worker_name,
+            "description": w.get("description") or "Prefect %s worker %s for work pool %s" % (p["version"], worker_name, w["pool"]),
+            "start_mode": w.get("start_mode") or "delayed",
+            "dependencies": [cfg["server"]["service"]] if local else [],
+            "environment": env, "failure_actions": _failure_actions(cfg["worker_failure_delays_ms"]),
+            "pool": w["pool"], "worker_name": worker_name, "api_url": api_url, "local": local,
+        }
+        svc["stdout"], svc["stderr"] = (r"%s\%s.out.log" % (p["logs_dir"], svc["name"]), r"%s\%s.err.log" % (p["logs_dir"], svc["name"]))
+        svc["params"] = _settings(cfg, svc, cfg["worker_restart_delay_ms"], cfg["worker_stop_timeout_ms"])
+        services.append(svc)
+
+    for svc in services:
+        for key, value in svc["environment"].items():
+            if not re.match(r"^[^=\x00]+$", key) or "\x00" in value:
+                errors.append("%s: environment variable %r cannot be stored: a name must not be empty or contain '=', "
+                              "a value must not contain NUL" % (svc["name"], key))
+            elif is_secret(key) and EXPANDABLE.search(value):
+                errors.append("%s: the value of %s contains %%NAME%% (hidden here): NSSM expands %%VAR%% in environment values "
+                              "(ExpandEnvironmentStrings, no escape), so the service would get another value; change the "
+                              "secret so that no two '%%' enclose a name" % (svc["name"], key))
+        svc["logon"] = _short(svc["account"]) if _kind(svc["account"]) != "local" else ".\\" + _short(svc["account"])
+
+    # Accounts: one entry per distinct account, with the roles it plays on this host.
+    accounts = []
+    for svc in services:
+        known = [a for a in accounts if _same_account(a["name"], svc["account"])]
+        if known:
+            known[0]["roles"] = sorted(set(known[0]["roles"]) | {svc["kind"]})
+            if not known[0]["password"] and svc["password"]:
+                known[0]["password"] = svc["password"]
+            continue
+        kind = _kind(svc["account"])
+        accounts.append({"name": _short(svc["account"]), "kind": kind, "roles": [svc["kind"]],
+                         "password": "" if kind == "gmsa" else svc["password"]})
+    for a in accounts:
+        base = a["name"].split("\\")[-1].lower()
+        if base in PRIVILEGED or base.startswith("nt authority"):
+            errors.append("Every service account must be a dedicated, unprivileged account (not Administrator, LocalSystem, "
+                          "NetworkService or LocalService): got %s" % a["name"])
+        if a["kind"] != "gmsa" and not a["password"]:
+            errors.append("Account %s needs a password (nssm_services_account_password or nssm_services_worker_account_password "
+                          "from Ansible Vault, or the worker's password); a gMSA (DOMAIN\\name$) needs none" % a["name"])
+        if set(a["roles"]) == {"server", "worker"} and not cfg["shared_account_allowed"]:
+            errors.append("%s runs both the Prefect server and a worker on this host: flow code run by the worker could read "
+                          "the server's database URL and auth string and change its data. Give workers their own account "
+                          "(nssm_services_worker_account) or set nssm_services_shared_account_allowed: true" % a["name"])
+
+    server_accounts = [a["name"] for a in accounts if "server" in a["roles"]]
+    worker_accounts = [a["name"] for a in accounts if "worker" in a["roles"]]
+    rules = lambda names, rights: [{"account": n, "rights": rights} for n in names]  # noqa: E731
+    directories = []
+    if server_accounts:
+        directories.append({"path": p["home"], "rules": rules(server_accounts, "Modify")})
+    directories.append({"path": p["logs_dir"], "rules": rules(server_accounts + worker_accounts, "Modify")})
+    if worker_accounts:
+        directories.append({"path": p["flows_dir"], "rules": rules(worker_accounts, "Modify")})
+        directories.append({"path": cfg["worker_home"], "rules": rules(worker_accounts, "Modify")})
+    directories.append({"path": p["venvs_dir"], "rules": []})
+    dirs = {"root": p["root"], "root_rules": rules([a["name"] for a in accounts], "ReadAndExecute"), "directories": directories}
+
+    listed = [pool["name"] for pool in cfg["pools"]]
+    pools = list(cfg["pools"]) + [{"name": n, "type": "process"}
+                                  for n in dict.fromkeys(s["pool"] for s in services if s["kind"] == "worker") if n not in listed]
+
+    return {
+        "services": services,
+        "accounts": accounts,
+        "account_kinds": [{"name": a["name"], "kind": a["kind"]} for a in accounts],
+        "dirs": dirs,
+        "pools": pools,
+        "absent_workers": absent,
+        "https": any(s["environment"].get("PREFECT_API_SSL_CERT_FILE") == p["ca_host_path"] and p["ca_host_path"] for s in services),
+        "nssm_defaults": NSSM_DEFAULTS,
+        "nssm_exit_default": NSSM_EXIT_DEFAULT,
+        "secret_env": SECRET_ENV,
+        "errors": errors,
+    }
+
+
+def nssm_services_settings_input(plan):
+    """What nssm_settings.ps1 gets for each service (no Windows-service-level settings)."""
+    return [{"name": s["name"], "application": s["application"], "account": s["account"], "exit_action": NSSM_EXIT_DEFAULT,
+             "environment": s["environment"], "params": s["params"]} for s in plan["services"]]
+
+
+def nssm_services_restarts(plan, report):
+    """Running services to restart, from what nssm_settings.ps1 read on the host. A local worker is left out when
+    the server restarts: win_service's force_dependent_services restarts it with the server."""
+    report = report or {}
+    wanted = [s["name"] for s in plan["services"] if (report.get(s["name"]) or {}).get("restart")]
+    server = [s["name"] for s in plan["services"] if s["kind"] == "server"]
+    if server and server[0] in wanted:
+        dependents = {s["name"] for s in plan["services"] if server[0] in s["dependencies"]}
+        wanted = [n for n in wanted if n not in dependents]
+    return wanted
+
+
+def _parse_time(value):
+    if not value:
+        return None
+    text = str(value).strip().replace("Z", "+00:00")
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def nssm_services_verify_problems(plan, status, settle_seconds):
+    """One message per service that is not running steadily as its account (nssm_status.ps1's report)."""
+    problems = []
+    status = status or {}
+    for svc in plan["services"]:
+        seen = status.get(svc["name"]) or {}
+        log = "see %s" % svc["stderr"]
+        if not seen.get("exists"):
+            problems.append("%s is not installed" % svc["name"])
+        elif seen.get("state") == "Paused":
+            problems.append("%s is PAUSED: NSSM throttles it because the application exits right after it starts; %s"
+                            % (svc["name"], log))
+        elif seen.get("state") != "Running":
+            problems.append("%s is %s, expected Running; %s" % (svc["name"], seen.get("state"), log))
+        elif not seen.get("app_running") or seen.get("restarted_during_settle"):
+            problems.append("%s is Running but its application %s within %s s (NSSM restarts it: a crash loop); %s"
+                            % (svc["name"], "restarted" if seen.get("app_running") else "is not running", settle_seconds, log))
+        elif str(seen.get("account") or "").split("\\")[-1].lower() != svc["logon"].split("\\")[-1].lower():
+            problems.append("%s runs as %s, expected %s" % (svc["name"], seen.get("account"), svc["logon"]))
+    return problems
+
+
+def nssm_services_workers_online(plan, status):
+    """The workers_online argument of enclave.prefect.server_health for each API the workers use:
+    [{api_url, auth_string, workers: [{pool, name, heartbeat_after}]}]."""
+    groups = {}
+    for svc in plan["services"]:
+        if svc["kind"] != "worker":
+            continue
+        key = svc["api_url"]
+        group = groups.setdefault(key, {"api_url": key, "local": svc["local"],
+                                        "auth_string": svc["environment"].get("PREFECT_API_AUTH_STRING", ""),
+                                        "workers": []})
+        started = ((status or {}).get(svc["name"]) or {}).get("app_started")
+        group["workers"].append({"pool": svc["pool"], "name": svc["worker_name"], "heartbeat_after": started})
+    return list(groups.values())
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "nssm_services_plan": nssm_services_plan,
+            "nssm_services_settings_input": nssm_services_settings_input,
+            "nssm_services_restarts": nssm_services_restarts,
+            "nssm_services_verify_problems": nssm_services_verify_problems,
+            "nssm_services_workers_online": nssm_services_workers_online,
+        }

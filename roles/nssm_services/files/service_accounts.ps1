@@ -1,0 +1,106 @@
+# Keeps the Prefect service accounts out of Administrators and reports what would undo the role's logon rights.
+# - Administrators is found by its SID (S-1-5-32-544): its name is translated on German, French, ... Windows.
+#   A direct member is removed (the ADSI calls of ansible.windows.win_group_membership, which finds a group by
+#   display name only).
+# - Membership through nested groups (a domain group inside Administrators) is read from a token of the account
+#   itself (S4U logon through the host's LSA, so no delegation of the Ansible user's credentials is needed); it
+#   cannot be removed from here, so the script fails naming the account.
+# - A Group Policy that defines one of the user rights the role sets replaces the local setting at its next
+#   refresh; such a policy is reported (Resultant Set of Policy) as a warning.
+[CmdletBinding(SupportsShouldProcess)]
+param (
+    # Each: name (name, DOMAIN\name or DOMAIN\gmsa$), kind (local, domain or gmsa).
+    [Parameter(Mandatory)][object[]]$Accounts,
+    # User rights the role grants or denies to the accounts, e.g. SeServiceLogonRight.
+    [string[]]$Rights = @()
+)
+
+$ErrorActionPreference = 'Stop'
+$Ansible.Changed = $false
+
+$adminsSid = New-Object System.Security.Principal.SecurityIdentifier 'S-1-5-32-544'
+$adminsName = $adminsSid.Translate([System.Security.Principal.NTAccount]).Value.Split('\')[-1]
+$group = [ADSI]"WinNT://$env:COMPUTERNAME/$adminsName,group"
+$direct = @{}
+foreach ($raw in $group.psbase.Invoke('Members')) {
+    $member = [ADSI]$raw
+    $sid = New-Object System.Security.Principal.SecurityIdentifier -ArgumentList $member.InvokeGet('objectSID'), 0
+    $direct[$sid.Value] = $true
+}
+$computerDomain = (Get-CimInstance -ClassName Win32_ComputerSystem).Domain
+
+function ConvertTo-Sid {
+    param([string]$Name)
+    $Name = $Name.TrimStart('*') -replace '^\.\\', "$env:COMPUTERNAME\"
+    if ($Name -match '^S-1-') { return New-Object System.Security.Principal.SecurityIdentifier $Name }
+    try { return ([System.Security.Principal.NTAccount]$Name).Translate([System.Security.Principal.SecurityIdentifier]) }
+    catch { return $null }
+}
+
+$warnings = New-Object System.Collections.Generic.List[string]
+$report = @{}
+$resolved = @{}
+foreach ($account in $Accounts) {
+    $name = [string]$account.name
+    $entry = @{ sid = $null; removed_from_administrators = $false; effective_administrator = $null }
+    $report[$name] = $entry
+    $sid = ConvertTo-Sid $name
+    if (-not $sid) {
+        # In check mode a local user the run would create does not exist yet.
+        if ($WhatIfPreference) { continue }
+        throw "Service account '$name' does not exist or cannot be resolved on $env:COMPUTERNAME"
+    }
+    $entry.sid = $sid.Value
+    $resolved[$sid.Value] = $name
+    if ($direct.ContainsKey($sid.Value)) {
+        $entry.removed_from_administrators = $true
+        $Ansible.Changed = $true
+        if (-not $PSCmdlet.ShouldProcess($name, "Remove from $adminsName")) { continue }
+        $group.Remove("WinNT://$($sid.Value)")
+    }
+    if ([string]$account.kind -eq 'local') {
+        # Local groups cannot contain local groups: direct membership is the only way for a local user.
+        $entry.effective_administrator = $false
+        continue
+    }
+    $upn = '{0}@{1}' -f $name.Split('\')[-1], $computerDomain
+    try {
+        $identity = New-Object System.Security.Principal.WindowsIdentity $upn
+        try {
+            $entry.effective_administrator = $identity.Groups.Contains($adminsSid)
+        }
+        finally {
+            $identity.Dispose()
+        }
+    }
+    catch {
+        $warnings.Add("Could not check nested Administrators membership of ${name} (S4U logon as $upn): $($_.Exception.Message)")
+        continue
+    }
+    if ($entry.effective_administrator) {
+        throw "Service account '$name' is a member of $adminsName on $env:COMPUTERNAME through a nested group; remove it from that group (services must never run as administrators)"
+    }
+}
+
+try {
+    $policies = @(Get-CimInstance -Namespace 'root\rsop\computer' -ClassName RSOP_UserPrivilegeRight -Filter 'precedence=1' -ErrorAction Stop)
+}
+catch {
+    $policies = @()
+}
+foreach ($policy in $policies) {
+    if ($Rights -notcontains [string]$policy.UserRight) { continue }
+    $listed = @{}
+    foreach ($holder in @($policy.AccountList)) {
+        if (-not $holder) { continue }
+        $holderSid = ConvertTo-Sid ([string]$holder)
+        if ($holderSid) { $listed[$holderSid.Value] = $true }
+    }
+    foreach ($sidValue in $resolved.Keys) {
+        if (-not $listed.ContainsKey($sidValue)) {
+            $warnings.Add("Group Policy $($policy.GPOID) defines $($policy.UserRight) on $env:COMPUTERNAME without $($resolved[$sidValue]): its next refresh replaces what this role set; add the account to that policy")
+        }
+    }
+}
+
+$Ansible.Result = @{ accounts = $report; warnings = @($warnings) }
