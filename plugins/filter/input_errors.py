@@ -19,7 +19,7 @@ description:
   - Takes a list of C([variable name, kind, value]) triples and returns one message per value that is not of its
     kind; an empty list means all are good. Used by the roles' validation tasks before any host is touched.
   - "Kinds: C(win_path) (absolute, C(C:\\...), no C(%) or characters Windows forbids), C(unc_path), C(url)
-    (http or https, no spaces or quotes), C(https_url), C(sha256), C(account) (C(name), C(.\\name), C(DOMAIN\\name),
+    (http or https, no spaces or quotes), C(url_or_path) (a URL or a path such as C(/api)), C(https_url), C(sha256), C(account) (C(name), C(.\\name), C(DOMAIN\\name),
     C(DOMAIN\\gmsa$)), C(service_name), C(plain_name) (letters, digits, C(.), C(_), C(-)), C(version) (C(3.8.8)),
     C(python_minor) (C(3.12)), C(file_name)."
   - A kind ending in C(?) also accepts an empty string.
@@ -60,6 +60,8 @@ KINDS = {
                  "a UNC path such as \\\\fileserver\\software\\enclave-prefect"),
     "url": (re.compile(r"^https?://[A-Za-z0-9.\[\]:_-]+(?::\d{1,5})?(?:/[^\s\"'<>\\^`{|}]*)?$"),
             "an http:// or https:// URL without spaces or quotes"),
+    "url_or_path": (re.compile(r"^(?:https?://[A-Za-z0-9.\[\]:_-]+(?::\d{1,5})?)?/[^\s\"'<>\\^`{|}]*$"),
+                    "an http:// or https:// URL, or a path such as /api, without spaces or quotes"),
     "https_url": (re.compile(r"^https://[A-Za-z0-9.\[\]:_-]+(?::\d{1,5})?(?:/[^\s\"'<>\\^`{|}]*)?$"),
                   "an https:// URL without spaces or quotes"),
     "sha256": (re.compile(r"^[0-9A-Fa-f]{64}$"), "a SHA256 digest of 64 hexadecimal characters"),
@@ -81,7 +83,9 @@ def _check(name, kind, value):
         raise ValueError("input_errors: unknown kind %r for %s" % (kind, name))
     pattern, what = KINDS[kind]
     if isinstance(value, (Mapping, list, tuple, set, bool)) or value is None or not isinstance(value, (str, int, float)):
-        return "%s must be %s, not a %s (got %r)" % (name, what, type(value).__name__, value)
+        kind_of = ("mapping" if isinstance(value, Mapping) else "list" if isinstance(value, (list, tuple, set))
+                   else "boolean" if isinstance(value, bool) else "null" if value is None else type(value).__name__)
+        return "%s must be %s, not a %s (got %r)" % (name, what, kind_of, value)
     text = str(value)
     if optional and text == "":
         return None

@@ -144,7 +144,7 @@ def _errors(cfg):
         ["nssm_services_server_ui_static_dir", "win_path", cfg["server"]["ui_static_dir"]],
         ["nssm_services_worker_home", "win_path", cfg["worker_home"]],
         ["nssm_services_worker_api_url", "url?", cfg["worker_api_url"]],
-        ["nssm_services_server_ui_api_url", "url?", cfg["server"]["ui_api_url"]],
+        ["nssm_services_server_ui_api_url", "url_or_path", cfg["server"]["ui_api_url"]],
     ]
     for i, w in enumerate(cfg["workers"]):
         where = "nssm_services_workers[%d]" % i
@@ -162,6 +162,10 @@ def _errors(cfg):
         triples.append(["nssm_services_pools[%d].name" % i, "plain_name", pool.get("name")])
     errors = input_errors(triples)
 
+    root = str(p["root"]).rstrip("\\").lower() + "\\"
+    for name, path in (("nssm_services_worker_home", cfg["worker_home"]), ("nssm_services_server_ui_static_dir", cfg["server"]["ui_static_dir"])):
+        if isinstance(path, str) and not path.lower().startswith(root):
+            errors.append("%s must be under prefect_root (%s), whose hardened rules cover it (got %r)" % (name, p["root"], path))
     services = [w.get("service") for w in cfg["workers"]]
     lowered = [str(s).lower() for s in services]
     if len(set(lowered)) != len(lowered):
@@ -178,6 +182,11 @@ def _errors(cfg):
 def nssm_services_plan(cfg):
     p = cfg["prefect"]
     errors = _errors(cfg)
+    if errors:
+        # Values of the wrong kind: nothing more can be derived from them.
+        return dict(services=[], accounts=[], account_kinds=[], dirs={"root": p["root"], "root_rules": [], "directories": []},
+                    pools=[], absent_workers=[], https=False, nssm_defaults=NSSM_DEFAULTS, nssm_exit_default=NSSM_EXIT_DEFAULT,
+                    secret_env=SECRET_ENV, errors=errors)
     host = cfg["host"]
     server_enabled = bool(cfg["server_enabled"])
     base_env = {"PYTHONUTF8": "1", "PYTHONIOENCODING": "UTF-8", "PYTHONUNBUFFERED": "1"}

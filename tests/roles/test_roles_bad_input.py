@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from rolerun import VALIDATION_ACTIONS, run_cases
+from rolerun import REPO, VALIDATION_ACTIONS, run_cases
 
 pytestmark = pytest.mark.static
 
-SERVER = {"nssm_services_server_enabled": True, "nssm_services_account_password": "not-checked-here"}
+SERVER = {"nssm_services_server_enabled": True, "nssm_services_account_password": "not-checked-here",
+          "nssm_services_worker_account_password": "not-checked-either"}
+CA = str(REPO / "tests" / "fixtures" / "roles" / "enclave-ca.pem")
 
 CASES = [
     # role, vars, words the message must contain
@@ -56,20 +58,67 @@ CASES = [
      ["no spaces or quotes", "my pool"]),
     ("nssm_services", {"nssm_services_account_password": "x", "nssm_services_workers": [{"service": "W", "pool": "p"}]},
      ["nssm_services_worker_api_url"]),
-    ("nssm_services", {**SERVER, "nssm_services_account": "Administrator"}, ["not Administrator or LocalSystem"]),
-    ("nssm_services", {**SERVER, "nssm_services_account": "LocalSystem"}, ["not Administrator or LocalSystem"]),
-    ("nssm_services", {**SERVER, "nssm_services_account": "CORP\\Administrator"}, ["not Administrator or LocalSystem"]),
+    ("nssm_services", {**SERVER, "nssm_services_account": "Administrator"}, ["unprivileged account", "got Administrator"]),
+    ("nssm_services", {**SERVER, "nssm_services_account": "LocalSystem"}, ["unprivileged account", "got LocalSystem"]),
+    ("nssm_services", {**SERVER, "nssm_services_account": "CORP\\Administrator"}, ["unprivileged account", "CORP\\Administrator"]),
+    ("nssm_services", {**SERVER, "nssm_services_account": "NT AUTHORITY\\NetworkService"}, ["unprivileged account"]),
     ("python", {"prefect_server_host": "::1"}, ["prefect_server_host", "127.0.0.1 or localhost", "::1"]),
-    ("nssm_services", {"nssm_services_server_enabled": True}, ["needs a password", "svc_prefect"]),
+    ("nssm_services", {"nssm_services_server_enabled": True}, ["Account svc_prefect needs a password"]),
     ("nssm_services", {**SERVER, "nssm_services_workers": [{"service": "W", "pool": "p", "account": "CORP\\svc_w"}]},
-     ["Accounts without a password: CORP\\svc_w"]),
+     ["Account CORP\\svc_w needs a password"]),
     ("prefect_venv", {"prefect_venv_lock_sha256": "abc123"}, ["prefect_venv_lock_sha256", "64 hexadecimal", "abc123"]),
     ("prefect_venv", {"prefect_venv_wheelhouse_sha256": "g" * 64},
      ["prefect_venv_wheelhouse_sha256", "64 hexadecimal", "g" * 64]),
     ("nssm_services", {**SERVER, "nssm_services_server_failure_delays_ms": []},
-     ["nssm_services_server_failure_delays_ms", "at least one", "server []"]),
+     ["nssm_services_server_failure_delays_ms", "at least one", "(got [])"]),
     ("nssm_services", {**SERVER, "nssm_services_worker_failure_delays_ms": [15000, 0]},
-     ["nssm_services_worker_failure_delays_ms", "greater than 0", "workers [15000, 0]"]),
+     ["nssm_services_worker_failure_delays_ms", "greater than 0", "(got [15000, 0])"]),
+    # Formats the argument specs cannot check: a mapping given for a str option arrives as its text.
+    ("nssm_services", {**SERVER, "nssm_services_account": {"x": 1}}, ["nssm_services_account must be an account name"]),
+    ("nssm_services", {**SERVER, "nssm_services_worker_account": "CORP\\a$b"}, ["'$' only at the end of a gMSA"]),
+    ("nssm_services", {**SERVER, "nssm_services_workers": [{"service": "Prefect Worker", "pool": "p"}]},
+     ["nssm_services_workers[0].service must be a Windows service name", "Prefect Worker"]),
+    ("nssm_services", {**SERVER, "nssm_services_workers": [{"service": "W", "pool": "p", "api_url": "prefect.corp.local/api"}]},
+     ["nssm_services_workers[0].api_url must be an http:// or https:// URL"]),
+    ("nssm_services", {**SERVER, "nssm_services_nssm_sha256": "abc"}, ["nssm_services_nssm_sha256 must be a SHA256"]),
+    ("nssm_services", {**SERVER, "nssm_services_worker_home": "D:\\prefect-worker"},
+     ["nssm_services_worker_home must be under prefect_root"]),
+    ("nssm_services", {**SERVER, "nssm_services_account_deny_rights": ["DenyNetwork"]},
+     ["nssm_services_account_deny_rights", "SeDeny", "DenyNetwork"]),
+    # Least privilege: flow code must not run as the server's account.
+    ("nssm_services", {**SERVER, "nssm_services_worker_account": "svc_prefect", "nssm_services_workers": [{"service": "W", "pool": "p"}]},
+     ["svc_prefect runs both the Prefect server and a worker", "nssm_services_shared_account_allowed"]),
+    # NSSM expands %VAR% in environment values; the secret itself is never shown.
+    ("nssm_services", {**SERVER, "prefect_api_auth_string": "prefect:Pa%PATH%ss-7d1e"},
+     ["PREFECT_SERVER_API_AUTH_STRING contains %NAME% (hidden here)", "ExpandEnvironmentStrings"]),
+    # Prefect's client ignores the Windows certificate store.
+    ("nssm_services", {"nssm_services_worker_account_password": "x", "nssm_services_worker_api_url": "https://prefect.corp.local/api",
+                       "nssm_services_workers": [{"service": "W", "pool": "p"}]},
+     ["PREFECT_API_SSL_CERT_FILE", "prefect_api_ca_cert"]),
+    ("nssm_services", {"nssm_services_worker_account_password": "x", "nssm_services_worker_api_url": "https://prefect.corp.local/api",
+                       "prefect_api_ca_cert": str(REPO / "README.md"), "nssm_services_workers": [{"service": "W", "pool": "p"}]},
+     ["prefect_api_ca_cert must be the enclave CA's PEM file"]),
+    ("python", {"prefect_root": {"drive": "C"}}, ["prefect_root must be an absolute Windows path", "not a mapping"]),
+    ("python", {"prefect_logs_dir": "D:\\logs"}, ["must be under prefect_root", "D:\\logs"]),
+    ("python", {"prefect_version": "latest"}, ["prefect_version must be a version", "latest"]),
+    ("python", {"prefect_artifact_delivery": "url", "prefect_bundle_url": "https://nexus corp/x"},
+     ["prefect_bundle_url must be an http:// or https:// URL"]),
+    ("prefect_venv", {"prefect_venvs_dir": "venvs"}, ["prefect_venvs_dir must be an absolute Windows path"]),
+    ("python", {"python_target_dir": "Python312"}, ["python_target_dir must be an absolute Windows path", "'Python312'"]),
+    ("python", {"python_target_dir": {"dir": "C:\\Python312"}}, ["python_target_dir must be an absolute Windows path",
+                                                                 "{'dir': "]),
+    ("python", {"python_target_dir": "C:\\Program Files\\Py\"thon"}, ["python_target_dir must be", "Py\"thon"]),
+    ("python", {"python_installer_sha256": "abc123"}, ["python_installer_sha256 must be a SHA256 digest", "'abc123'"]),
+    ("python", {"python_installer_filename": "installers/python-3.12.10-amd64.exe"},
+     ["python_installer_filename must be a file name", "installers/python-3.12.10-amd64.exe"]),
+    ("python", {"python_version": "3.12"}, ["python_version must be a version such as", "'3.12'"]),
+    ("python", {"python_version": ["3.12.10"]}, ["python_version must be a version", "not a list"]),
+    ("python", {"python_extra_arguments": ["Include_doc=0", 'SimpleInstallDescription="Prefect only"']},
+     ["python_extra_arguments must be a list of installer options", "without quotes or line breaks",
+      'SimpleInstallDescription=\\"Prefect only\\"']),
+    ("python", {"python_extra_arguments": ["Include_doc=0\nInclude_dev=0"]},
+     ["python_extra_arguments must be", "Include_doc=0\\nInclude_dev=0"]),
+    ("python", {"python_extra_arguments": [{"Include_doc": 0}]}, ["python_extra_arguments must be", '{"Include_doc": 0}']),
 ]
 
 
@@ -96,16 +145,18 @@ def test_bad_input_is_rejected_before_the_host(bad_runs, index):
     for word in words:
         assert word in result.get("msg", ""), (word, result.get("msg"))
     assert run.host_actions() == [], run.host_actions()
+    # The refused secret of the %VAR% case is named, never shown.
+    assert "Pa%PATH%ss-7d1e" not in run.output
 
 
 GOOD = [
-    ("python", {}, "Installed Python version is known"),
+    ("python", {}, "Installed Python version and location are known"),
     ("prefect_venv", {}, "Lock of the current venv is known"),
     ("nssm_services", {**SERVER, "nssm_services_workers": [{"service": "W", "pool": "p", "queues": ["a", "b"], "limit": 2}],
                        "nssm_services_pools": [{"name": "p", "queues": [{"name": "a", "priority": 1}]}]},
      "NSSM executable presence is known"),
-    ("nssm_services", {"nssm_services_account": "CORP\\gmsa_prefect$", "nssm_services_worker_api_url": "https://prefect.corp.local/api",
-                       "nssm_services_workers": [{"service": "W", "pool": "p"}]},
+    ("nssm_services", {"nssm_services_worker_account": "CORP\\gmsa_prefect$", "nssm_services_worker_api_url": "https://prefect.corp.local/api",
+                       "prefect_api_ca_cert": CA, "nssm_services_workers": [{"service": "W", "pool": "p"}]},
      "NSSM executable presence is known"),
 ]
 

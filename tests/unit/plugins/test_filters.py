@@ -1,0 +1,200 @@
+"""The filter plugins: input formats, and what the nssm_services role puts on a host (services, accounts, directory
+rules, NSSM settings, restarts, verify verdicts), as ordinary Python tests."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from ansible_collections.enclave.prefect.plugins.filter.input_errors import input_errors
+from ansible_collections.enclave.prefect.plugins.filter.nssm_services import (
+    NSSM_DEFAULTS,
+    nssm_services_plan,
+    nssm_services_restarts,
+    nssm_services_settings_input,
+    nssm_services_verify_problems,
+    nssm_services_workers_online,
+)
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("kind, good, bad", [
+    ("win_path", ["C:\\Prefect", "C:\\Program Files\\Python312", "D:\\"], ["Prefect", "C:/Prefect", "C:\\a%b", "C:\\a|b", "\\\\fs\\x"]),
+    ("unc_path", ["\\\\fs\\software\\ep"], ["C:\\x", "\\\\fs", "//fs/x"]),
+    ("url", ["https://prefect.corp.local/api", "http://127.0.0.1:4200/api"], ["prefect.corp.local/api", "https://a b/", "ftp://x"]),
+    ("sha256", ["ab" * 32], ["ab" * 31, "g" * 64, ""]),
+    ("sha256?", ["", "AB" * 32], ["abc"]),
+    ("account", ["svc_prefect", ".\\svc_prefect", "CORP\\svc_prefect", "CORP\\gmsa_prefect$", "svc prefect"],
+     ["{'x': 1}", "CORP\\a$b", "a:b", "a@corp", "a\\b\\c", "", ".hidden"]),
+    ("service_name", ["PrefectWorker-etl", "Prefect.W_1"], ["Prefect Worker", "-W", "W/x", "x" * 81]),
+    ("plain_name", ["windows-etl"], ["my pool", "p'q"]),
+    ("version", ["3.8.8", "3.9.0rc1"], ["latest", "3.8"]),
+    ("python_minor", ["3.12"], ["3.12.1", "312"]),
+])
+def test_input_kinds(kind, good, bad):
+    for value in good:
+        assert input_errors([["v", kind, value]]) == [], (kind, value)
+    for value in bad:
+        [message] = input_errors([["v", kind, value]])
+        assert message.startswith("v must be ") and repr(value) in message, message
+
+
+def test_input_of_another_type_is_named_not_converted():
+    assert input_errors([["nssm_services_account", "account", {"x": 1}]]) == [
+        "nssm_services_account must be an account name: name, .\\name, DOMAIN\\name or DOMAIN\\gmsa$, not a mapping "
+        "(got {'x': 1})"]
+    assert "not a list" in input_errors([["p", "win_path", ["C:\\x"]]])[0]
+    assert "not a boolean" in input_errors([["p", "win_path", True]])[0]
+    with pytest.raises(ValueError):
+        input_errors([["p", "no_such_kind", "x"]])
+
+
+def _cfg(**over):
+    cfg = {
+        "host": "prefect-aio",
+        "server_enabled": True,
+        "server": {"service": "PrefectServer", "display_name": "Prefect Server", "description": "d", "start_mode": "auto",
+                   "ui_api_url": "/api", "ui_static_dir": "C:\\Prefect\\data\\ui", "env": {}, "restart_delay_ms": 10000,
+                   "stop_timeout_ms": 15000, "failure_delays_ms": [10000, 30000, 60000]},
+        "account": "svc_prefect", "account_password": "S3rver-pw", "worker_account": "svc_prefect_worker",
+        "worker_account_password": "W0rker-pw", "shared_account_allowed": False,
+        "workers": [{"service": "PrefectWorker", "pool": "windows-process", "limit": 4, "queues": ["default", "critical"]}],
+        "worker_api_url": "http://127.0.0.1:4200/api", "worker_home": "C:\\Prefect\\worker-data",
+        "worker_restart_delay_ms": 15000, "worker_stop_timeout_ms": 60000, "worker_failure_delays_ms": [15000],
+        "pools": [], "rotate_bytes": 10485760, "rotate_seconds": 0, "rotate_online": True, "throttle_ms": 5000,
+        "nssm_sha256": "ab" * 32, "nssm_archive": "nssm-2.24-101-g897c7ad.zip",
+        "prefect": {"version": "3.8.8", "root": "C:\\Prefect", "home": "C:\\Prefect\\data", "logs_dir": "C:\\Prefect\\logs",
+                    "flows_dir": "C:\\Prefect\\flows", "venvs_dir": "C:\\Prefect\\venvs",
+                    "venv_python": "C:\\Prefect\\venvs\\current\\Scripts\\python.exe", "api_url": "http://127.0.0.1:4200/api",
+                    "server_host": "127.0.0.1", "server_port": 4200, "api_auth_string": "", "database_url": "",
+                    "ca_host_path": ""},
+    }
+    for key, value in over.items():
+        target = cfg
+        *path, last = key.split("__")
+        for part in path:
+            target = target[part]
+        target[last] = value
+    return cfg
+
+
+def test_all_in_one_plan():
+    plan = nssm_services_plan(_cfg())
+    assert plan["errors"] == []
+    server, worker = plan["services"]
+    assert server["parameters"] == "-P -m prefect server start --host 127.0.0.1 --port 4200"
+    assert worker["parameters"] == ("-P -m prefect worker start --pool windows-process --name PrefectWorker-prefect-aio "
+                                    "--work-queue default --work-queue critical --limit 4")
+    assert (server["logon"], worker["logon"]) == (".\\svc_prefect", ".\\svc_prefect_worker")
+    assert worker["dependencies"] == ["PrefectServer"] and worker["local"]
+    assert worker["environment"]["PREFECT_HOME"] == "C:\\Prefect\\worker-data"
+    assert server["environment"]["PREFECT_HOME"] == "C:\\Prefect\\data"
+    # NSSM settings: the five at NSSM's default are still asked for (and read as absent = default on the host).
+    assert {k: server["params"][k] for k in ("AppStdoutCreationDisposition", "AppStopMethodWindow", "AppKillProcessTree",
+                                              "AppNoConsole")} == {"AppStdoutCreationDisposition": "4",
+                                                                   "AppStopMethodWindow": "1500", "AppKillProcessTree": "1",
+                                                                   "AppNoConsole": "0"}
+    assert set(server["params"]) <= set(NSSM_DEFAULTS)
+    assert [a["name"] for a in plan["accounts"]] == ["svc_prefect", "svc_prefect_worker"]
+    rules = {d["path"]: d["rules"] for d in plan["dirs"]["directories"]}
+    assert rules["C:\\Prefect\\data"] == [{"account": "svc_prefect", "rights": "Modify"}]
+    assert rules["C:\\Prefect\\flows"] == [{"account": "svc_prefect_worker", "rights": "Modify"}]
+    assert rules["C:\\Prefect\\worker-data"] == [{"account": "svc_prefect_worker", "rights": "Modify"}]
+    assert plan["pools"] == [{"name": "windows-process", "type": "process"}]
+    assert plan["account_kinds"] == [{"name": "svc_prefect", "kind": "local"}, {"name": "svc_prefect_worker", "kind": "local"}]
+    settings = nssm_services_settings_input(plan)
+    assert settings[0]["application"] == "C:\\Prefect\\venvs\\current\\Scripts\\python.exe"
+    assert "password" not in settings[0]
+
+
+def test_NSSM_defaults_are_those_of_the_bundled_build():
+    """settings.cpp at 897c7ad: what `nssm set` deletes and NSSM uses when absent (also FINDINGS.md)."""
+    assert {k: NSSM_DEFAULTS[k] for k in ("AppStdoutCreationDisposition", "AppStderrCreationDisposition",
+                                          "AppStopMethodConsole", "AppStopMethodWindow", "AppStopMethodThreads",
+                                          "AppThrottle", "AppKillProcessTree", "AppNoConsole", "AppRotateFiles")} == {
+        "AppStdoutCreationDisposition": 4, "AppStderrCreationDisposition": 4, "AppStopMethodConsole": 1500,
+        "AppStopMethodWindow": 1500, "AppStopMethodThreads": 1500, "AppThrottle": 1500, "AppKillProcessTree": 1,
+        "AppNoConsole": 0, "AppRotateFiles": 0}
+
+
+def test_remote_worker_with_https_gets_the_ca_and_no_server_account():
+    cfg = _cfg(server_enabled=False, worker_api_url="https://prefect.corp.local/api",
+               worker_account="CORP\\gmsa_prefect$", worker_account_password="",
+               prefect__ca_host_path="C:\\Prefect\\tools\\enclave-ca.pem", prefect__api_auth_string="CORP\\api:pw")
+    plan = nssm_services_plan(cfg)
+    assert plan["errors"] == []
+    [worker] = plan["services"]
+    assert worker["environment"]["PREFECT_API_SSL_CERT_FILE"] == "C:\\Prefect\\tools\\enclave-ca.pem"
+    assert worker["dependencies"] == [] and not worker["local"] and worker["logon"] == "CORP\\gmsa_prefect$"
+    assert plan["https"] and plan["accounts"] == [{"name": "CORP\\gmsa_prefect$", "kind": "gmsa", "roles": ["worker"], "password": ""}]
+    assert [d["path"] for d in plan["dirs"]["directories"]] == ["C:\\Prefect\\logs", "C:\\Prefect\\flows",
+                                                               "C:\\Prefect\\worker-data", "C:\\Prefect\\venvs"]
+    groups = nssm_services_workers_online(plan, {"PrefectWorker": {"app_started": "2026-01-01T00:00:00.000Z"}})
+    assert groups == [{"api_url": "https://prefect.corp.local/api", "local": False, "auth_string": "CORP\\api:pw",
+                       "workers": [{"pool": "windows-process", "name": "PrefectWorker-prefect-aio",
+                                    "heartbeat_after": "2026-01-01T00:00:00.000Z"}]}]
+
+
+@pytest.mark.parametrize("over, words", [
+    ({"worker_account": "svc_prefect"}, "runs both the Prefect server and a worker"),
+    ({"worker_api_url": "https://prefect.corp.local/api"}, "PREFECT_API_SSL_CERT_FILE"),
+    ({"prefect__api_auth_string": "u:%USERNAME%x"}, "contains %NAME% (hidden here)"),
+    ({"prefect__database_url": "postgresql+asyncpg://p:a%TEMP%b@db/prefect"}, "PREFECT_SERVER_DATABASE_CONNECTION_URL contains %NAME%"),
+    ({"account_password": ""}, "Account svc_prefect needs a password"),
+    ({"account": "CORP\\Administrator"}, "unprivileged account"),
+    ({"account": "NT AUTHORITY\\LocalService"}, "unprivileged account"),
+    ({"workers": [{"service": "W", "pool": "p"}, {"service": "w", "pool": "q"}]}, "service names must be unique"),
+    ({"workers": [{"service": "PrefectServer", "pool": "p"}]}, "must differ from the server's"),
+    ({"server_enabled": False, "worker_api_url": ""}, "has no API URL"),
+    ({"worker_home": "D:\\w"}, "nssm_services_worker_home must be under prefect_root"),
+    ({"worker_failure_delays_ms": [0]}, "nssm_services_worker_failure_delays_ms"),
+    ({"account": {"x": 1}}, "nssm_services_account must be an account name"),
+])
+def test_plan_errors(over, words):
+    errors = nssm_services_plan(_cfg(**over))["errors"]
+    assert any(words in e for e in errors), errors
+    for secret in ("%USERNAME%", "%TEMP%", "S3rver-pw", "W0rker-pw"):
+        assert not any(secret in e for e in errors), errors
+
+
+def test_url_encoded_password_is_accepted():
+    """One '%' (URL encoding of @ : / # %) is never expanded by ExpandEnvironmentStrings: only %NAME% pairs are refused."""
+    plan = nssm_services_plan(_cfg(prefect__database_url="postgresql+asyncpg://prefect:p%40ss@db/prefect"))
+    assert plan["errors"] == []
+
+
+def test_shared_account_can_be_allowed_explicitly():
+    plan = nssm_services_plan(_cfg(worker_account="svc_prefect", shared_account_allowed=True))
+    assert plan["errors"] == [] and plan["accounts"][0]["roles"] == ["server", "worker"]
+
+
+def test_restarts_leave_out_local_workers_when_the_server_restarts():
+    plan = nssm_services_plan(_cfg())
+    report = {"PrefectServer": {"restart": True}, "PrefectWorker": {"restart": True}}
+    assert nssm_services_restarts(plan, report) == ["PrefectServer"]
+    assert nssm_services_restarts(plan, {"PrefectWorker": {"restart": True}}) == ["PrefectWorker"]
+    assert nssm_services_restarts(plan, {}) == []
+    remote = nssm_services_plan(_cfg(worker_api_url="http://127.0.0.2:4200/api"))
+    assert nssm_services_restarts(remote, report) == ["PrefectServer", "PrefectWorker"]
+
+
+def test_verify_problems():
+    plan = nssm_services_plan(_cfg())
+    good = {"exists": True, "state": "Running", "app_running": True, "restarted_during_settle": False}
+    status = {"PrefectServer": dict(good, account=".\\svc_prefect"), "PrefectWorker": dict(good, account=".\\svc_prefect_worker")}
+    assert nssm_services_verify_problems(plan, status, 20) == []
+    cases = [
+        ({"state": "Paused"}, "PrefectWorker is PAUSED: NSSM throttles it"),
+        ({"state": "Stopped"}, "PrefectWorker is Stopped, expected Running"),
+        ({"restarted_during_settle": True}, "application restarted within 20 s"),
+        ({"app_running": False}, "application is not running within 20 s"),
+        ({"account": "LocalSystem"}, "runs as LocalSystem, expected .\\svc_prefect_worker"),
+        ({"exists": False}, "PrefectWorker is not installed"),
+    ]
+    for change, words in cases:
+        broken = copy.deepcopy(status)
+        broken["PrefectWorker"].update(change)
+        [problem] = nssm_services_verify_problems(plan, broken, 20)
+        assert words in problem and ("PrefectWorker.err.log" in problem or "state" not in change and "app_running" not in change
+                                     and "restarted_during_settle" not in change), problem
