@@ -245,7 +245,13 @@ elif NAME == "win_file":
     if not CHECK:
         dirs.setdefault(args["path"].lower(), {"acl": {}, "protected": False})
 elif NAME == "win_copy":
-    source = args["src"].replace("\\", "/") if args.get("remote_src") else args["src"]
+    source = args["src"]
+    if args.get("remote_src"):
+        # A UNC path of the enclave file share: the test maps the share to a local directory.
+        for share, local in host.get("unc", {}).items():
+            if source.lower().startswith(share.lower()):
+                source = local + source[len(share):]
+        source = source.replace("\\", "/")
     digest = hashlib.sha256(open(source, "rb").read()).hexdigest()
     out["changed"] = files.get(args["dest"].lower()) != digest
     if not CHECK:
@@ -303,40 +309,49 @@ elif NAME == "win_package":
     options = dict(a.split("=", 1) for a in argv if a[:1] not in "/-" and "=" in a)
     if not CHECK:
         host.setdefault("installer_runs", []).append(argv)
-    # Files of the interpreter held by a running process (a venv's python.exe runs the base interpreter).
-    in_use = [n for n, s in services.items()
-              if s.get("running") and s.get("registry", {}).get("Application", "").lower().endswith("python.exe")]
+    # Files of the interpreter are held by a running service that runs it, directly or through a venv (a venv's
+    # Scripts\python.exe starts the base interpreter it was made from).
+    base = host.get("python_dir", "").lower() + "\\"
+    in_use = [n for n, s in services.items() if s.get("running") and host.get("python") and (
+        s.get("registry", {}).get("Application", "").lower().startswith(base)
+        or s.get("registry", {}).get("Application", "").lower().endswith("\\scripts\\python.exe"))]
     creates = args.get("creates_path")
-    if "norestart" not in switches:
-        # PythonBootstrapperApplication OnApplyComplete: without /norestart a quiet run that needs a restart
-        # restarts the host (exit 1641).
-        out.update(failed=True, msg="the installer restarted the host (exit 1641): /norestart missing")
-    elif args.get("state") == "absent":
+    if args.get("state") == "absent":
         # Not installed for win_package unless creates_path exists (no product_id); the bundle removes itself.
-        installed = bool(host.get("python")) and bool(creates) and \
+        runs = bool(host.get("python")) and bool(creates) and \
             creates.lower() == (host.get("python_dir", "") + "\\python.exe").lower()
-        out.update(changed=installed, rc=0, reboot_required=False)
-        if installed and not CHECK:
-            if "uninstall" not in switches:
-                out.update(failed=True, msg="the installer without /uninstall repaired Python instead of removing it")
-            else:
-                host.pop("python", None)
-                host.pop("python_dir", None)
-                # Invoke-Executable sets failed=false for a return code in expected_return_code (0, 3010).
-                out.update(rc=3010 if in_use else 0, reboot_required=bool(in_use), failed=False)
     else:
         # An exe without product_id or creates_path is never "installed": it runs every time.
-        out.update(changed=True, rc=0, reboot_required=False)
-        if not CHECK:
-            upgrade = bool(host.get("python"))
+        runs = True
+    out.update(changed=runs, rc=0, reboot_required=False)
+    if runs and not CHECK:
+        upgrade = bool(host.get("python"))
+        if "norestart" not in switches:
+            # PythonBootstrapperApplication OnApplyComplete: without /norestart a quiet run that needs a restart
+            # restarts the host (exit 1641); this stand-in refuses every run without it.
+            out.update(failed=True, msg="the installer restarted the host (exit 1641): /norestart missing")
+        elif args.get("state") == "absent" and "uninstall" not in switches:
+            out.update(failed=True, msg="the installer without /uninstall repaired Python instead of removing it")
+        elif args.get("state") == "absent":
+            host.pop("python", None)
+            host.pop("python_dir", None)
+        else:
             host["python"] = args["path"].rsplit("\\", 1)[-1].split("-")[1]
             if not upgrade:
-                # An upgrade keeps the registered directory (LoadTargetDirFromKey) whatever TargetDir says.
-                host["python_dir"] = options["TargetDir"]
-                # A new directory outside Program Files inherits C:\'s ACL: Users may create files there.
-                inherited = {} if options["TargetDir"].lower().startswith("c:\\program files") else {"S-1-5-32-545": "CreateFiles"}
-                dirs[options["TargetDir"].lower()] = {"acl": inherited, "protected": False}
+                # An upgrade keeps the registered directory (LoadTargetDirFromKey) whatever TargetDir says; without
+                # TargetDir a new install goes to DefaultAllUsersTargetDir or DefaultJustForMeTargetDir (bundle.wxs).
+                nodot = "".join(host["python"].split(".")[:2])
+                target = options.get("TargetDir") or (
+                    "C:\\Program Files\\Python" + nodot if options.get("InstallAllUsers") == "1"
+                    else "C:\\Users\\Administrator\\AppData\\Local\\Programs\\Python\\Python" + nodot)
+                host["python_dir"] = target
+                # A new directory outside Program Files inherits its parent's ACL (C:\ lets Users create files).
+                inherited = {} if target.lower().startswith("c:\\program files") else {"S-1-5-32-545": "CreateFiles"}
+                dirs[target.lower()] = {"acl": inherited, "protected": False}
             host["python_options"] = options
+        if not out.get("failed"):
+            # Files in use are replaced at the next restart: exit 3010, which Invoke-Executable accepts
+            # (expected_return_code 0, 3010) and reports with failed=false and reboot_required.
             out.update(rc=3010 if (upgrade and in_use) else 0, reboot_required=bool(upgrade and in_use), failed=False)
 elif NAME == "win_user":
     exists = args["name"].lower() in {a.lower() for a in accounts}
