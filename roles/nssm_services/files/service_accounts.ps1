@@ -24,7 +24,8 @@ $group = [ADSI]"WinNT://$env:COMPUTERNAME/$adminsName,group"
 $direct = @{}
 foreach ($raw in $group.psbase.Invoke('Members')) {
     $member = [ADSI]$raw
-    $sid = New-Object System.Security.Principal.SecurityIdentifier -ArgumentList $member.InvokeGet('objectSID'), 0
+    $sidBytes = $member.InvokeGet('objectSID')
+    $sid = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList $sidBytes, 0
     $direct[$sid.Value] = $true
 }
 $computerDomain = (Get-CimInstance -ClassName Win32_ComputerSystem).Domain
