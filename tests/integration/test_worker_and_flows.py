@@ -47,6 +47,26 @@ def test_work_pools_ready_with_a_real_worker(playbook, sqlite_server, worker):
     assert checks[f"work_pool:{worker.pool}"]["ok"] is True
 
 
+def test_workers_online_by_name_with_a_recent_heartbeat(playbook, sqlite_server, worker):
+    """The verify stage's question to a real server: this worker, by name, ONLINE, with a heartbeat newer than a
+    given time (the start of its process). A time after the last heartbeat, or another name, fails and says why."""
+    online = [{"pool": worker.pool, "name": worker.name, "heartbeat_after": "2000-01-01T00:00:00.0000000Z"}]
+    future = [dict(online[0], heartbeat_after=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600)))]
+    unknown = [dict(online[0], name="itest-no-such-worker")]
+    res = playbook.run([
+        module_task("online", "server_health", connection(sqlite_server, timeout=30, workers_online=online)),
+        module_task("future", "server_health", connection(sqlite_server, timeout=2, interval=1, workers_online=future),
+                    ignore_errors=True),
+        module_task("unknown", "server_health", connection(sqlite_server, timeout=2, interval=1, workers_online=unknown),
+                    ignore_errors=True),
+    ])
+    checks = {c["name"]: c for c in res.task("online")["checks"]}
+    assert checks[f"worker:{worker.pool}/{worker.name}"]["ok"], res.explain()
+    assert "is ONLINE, last heartbeat" in checks[f"worker:{worker.pool}/{worker.name}"]["detail"]
+    assert "not after its start" in res.task("future")["msg"], res.task("future")
+    assert "itest-no-such-worker' is not listed" in res.task("unknown")["msg"], res.task("unknown")
+
+
 def test_work_pools_ready_names_the_pool_without_worker(playbook, sqlite_server, pool_name):
     assert playbook.run([module_task("pool", "work_pool", connection(sqlite_server, name=pool_name))]).rc == 0
     started = time.monotonic()
