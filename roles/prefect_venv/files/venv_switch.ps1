@@ -1,4 +1,6 @@
 # Points the `current` junction at a venv, but only after `python -m prefect version` succeeds in it.
+# The new junction is made under a temporary name and renamed into place, so `current` is missing only between two
+# renames; links left by a run interrupted between the steps are put right by the next run.
 [CmdletBinding(SupportsShouldProcess)]
 param (
     [Parameter(Mandatory)][string]$Link,
@@ -9,15 +11,58 @@ param (
 $ErrorActionPreference = 'Stop'
 $Ansible.Changed = $false
 
-$before = ''
-$item = Get-Item -LiteralPath $Link -Force -ErrorAction SilentlyContinue
-if ($item) {
-    if ($item.LinkType -ne 'Junction') {
-        throw "'$Link' exists and is not a junction; move it away so it can point at the current venv."
+$newLink = "$Link.new"
+$oldLink = "$Link.old"
+
+function Get-Junction {
+    param ([string]$Path)
+    $item = Get-Item -LiteralPath $Path -Force -ErrorAction SilentlyContinue
+    if ($item -and $item.LinkType -ne 'Junction') {
+        throw "'$Path' exists and is not a junction; move it away so it can point at the current venv."
     }
+    $item
+}
+
+function Remove-Junction {
+    param ([string]$Path)
+    # Deleting a junction removes the link only, never the venv it points to.
+    (Get-Item -LiteralPath $Path -Force).Delete()
+}
+
+$item = Get-Junction -Path $Link
+$old = Get-Junction -Path $oldLink
+$new = Get-Junction -Path $newLink
+$recovered = [System.Collections.Generic.List[string]]@()
+
+# Stopped after the old link stepped aside: it comes back, so `current` is again the last venv that passed the check.
+if (-not $item -and $old) {
+    $recovered.Add("restored $Link from $oldLink")
+    if ($PSCmdlet.ShouldProcess($Link, "Restore junction from $oldLink")) {
+        [System.IO.Directory]::Move($oldLink, $Link)
+        $item = Get-Junction -Path $Link
+    }
+    else {
+        $item = $old
+    }
+    $old = $null
+}
+foreach ($leftover in @($new, $old)) {
+    if ($leftover) {
+        $recovered.Add("removed leftover link $($leftover.FullName)")
+        if ($PSCmdlet.ShouldProcess($leftover.FullName, 'Remove leftover junction')) {
+            Remove-Junction -Path $leftover.FullName
+        }
+    }
+}
+if ($recovered.Count -gt 0) {
+    $Ansible.Changed = $true
+}
+
+$before = ''
+if ($item) {
     $before = (@($item.Target)[0]).TrimEnd('\')
 }
-$Ansible.Result = @{ before = $before; after = $Target }
+$Ansible.Result = @{ before = $before; after = $Target; recovered = @($recovered) }
 if ($before -eq $Target.TrimEnd('\')) {
     return
 }
@@ -42,8 +87,12 @@ if ($exitCode -ne 0 -or $output -notmatch "(?m)^\s*Version:\s+$([regex]::Escape(
     throw "Not switching '$Link': python -m prefect version in '$Target' did not report $PrefectVersion ($exitCode): $output"
 }
 
+$null = New-Item -ItemType Junction -Path $newLink -Target $Target
 if ($item) {
-    # Deleting a junction removes the link only, never the venv it points to.
-    $item.Delete()
+    # Windows cannot rename a directory over an existing one (MoveFileEx REPLACE_EXISTING is for files only).
+    [System.IO.Directory]::Move($Link, $oldLink)
 }
-$null = New-Item -ItemType Junction -Path $Link -Target $Target
+[System.IO.Directory]::Move($newLink, $Link)
+if ($item) {
+    Remove-Junction -Path $oldLink
+}

@@ -1,0 +1,61 @@
+"""The `current` junction switch (roles/prefect_venv/files/venv_switch.ps1) on the simulated host (simhost.py).
+
+The stand-in follows the script step by step (current.new made, current renamed to current.old, current.new renamed
+to current, current.old deleted) and can stop the run after any step, as a lost connection or a crash would. The
+next run of playbooks/prefect_venv.yml must find the switch unfinished and put it right. This checks the role's
+control flow and the stand-in's model of the script; the script itself runs only on Windows.
+"""
+from __future__ import annotations
+
+import pytest
+
+from simhost import LOCK, Sim, by_name, make_bundle, reached
+
+pytestmark = pytest.mark.static
+
+SWITCH = "Current junction points at the venv that reports the pinned Prefect"
+LINK = "c:\\prefect\\venvs\\current"
+
+
+def _switch(data: dict) -> dict:
+    return by_name(reached(data))[SWITCH]
+
+
+def _interrupted(tmp_path, ansible_env, step: str) -> tuple[Sim, dict, str]:
+    """A host whose venv was built and switched once, then a new lock whose switch stops after `step`."""
+    sim = Sim(tmp_path, ansible_env)
+    extra = {"prefect_bundle_dir": str(make_bundle(tmp_path))}
+    sim.run(extra, playbook="prefect_venv.yml")
+    first_venv = sim.state["junctions"][LINK]
+    make_bundle(tmp_path, LOCK + b"extra==1.0 --hash=sha256:1111\n")
+    extra["prefect_venv_check_committed_lock"] = False
+    sim.update(interrupt_switch=step)
+    sim.run(extra, playbook="prefect_venv.yml", expect_rc=2)
+    return sim, extra, first_venv
+
+
+@pytest.mark.parametrize("step", ["new", "old_aside"])
+def test_interrupted_switch_is_finished_by_the_next_run(tmp_path, ansible_env, step):
+    """Stopped before the new link was in place: `current` still leads to the old lock (after "old_aside" it is
+    missing), so the next run reaches the switch, which restores or clears the leftovers and switches."""
+    sim, extra, first_venv = _interrupted(tmp_path, ansible_env, step)
+    assert {LINK + ".new", LINK + ".old"} & set(sim.state["junctions"]), sim.state["junctions"]
+    data = sim.run(extra, playbook="prefect_venv.yml")[1]
+    junctions = sim.state["junctions"]
+    assert set(junctions) == {LINK} and junctions[LINK] != first_venv, junctions
+    result = _switch(data)
+    assert result["changed"] and result["result"]["recovered"], result
+    again = sim.run(extra, playbook="prefect_venv.yml")[1]
+    assert SWITCH not in by_name(reached(again))
+
+
+def test_leftover_old_link_after_a_finished_switch_goes_with_the_next_switch(tmp_path, ansible_env):
+    """Stopped after the new link was in place: `current` already leads to the new venv, so the next run has nothing
+    to switch and leaves current.old (a link, never read); the next switch removes it, never the venv behind it."""
+    sim, extra, first_venv = _interrupted(tmp_path, ansible_env, "new_in_place")
+    assert sim.state["junctions"] == {LINK: sim.state["junctions"][LINK], LINK + ".old": first_venv}
+    assert SWITCH not in by_name(reached(sim.run(extra, playbook="prefect_venv.yml")[1]))
+    make_bundle(tmp_path, LOCK + b"extra==2.0 --hash=sha256:2222\n")
+    result = _switch(sim.run(extra, playbook="prefect_venv.yml")[1])
+    assert result["changed"] and result["result"]["recovered"] == ["removed leftover link " + LINK + ".old"], result
+    assert set(sim.state["junctions"]) == {LINK}
