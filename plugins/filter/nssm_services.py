@@ -219,6 +219,7 @@ def nssm_services_plan(cfg):
         svc["params"] = _settings(cfg, svc, srv["restart_delay_ms"], srv["stop_timeout_ms"])
         services.append(svc)
 
+    worker_logs = r"%s\workers" % p["logs_dir"]
     present = [w for w in cfg["workers"] if (w.get("state") or "present") == "present"]
     absent = [w["service"] for w in cfg["workers"] if w.get("state") == "absent"]
     for w in present:
@@ -258,7 +259,7 @@ def nssm_services_plan(cfg):
             "environment": env, "failure_actions": _failure_actions(cfg["worker_failure_delays_ms"]),
             "pool": w["pool"], "worker_name": worker_name, "api_url": api_url, "local": local,
         }
-        svc["stdout"], svc["stderr"] = (r"%s\%s.out.log" % (p["logs_dir"], svc["name"]), r"%s\%s.err.log" % (p["logs_dir"], svc["name"]))
+        svc["stdout"], svc["stderr"] = (r"%s\%s.out.log" % (worker_logs, svc["name"]), r"%s\%s.err.log" % (worker_logs, svc["name"]))
         svc["params"] = _settings(cfg, svc, cfg["worker_restart_delay_ms"], cfg["worker_stop_timeout_ms"])
         services.append(svc)
 
@@ -301,11 +302,14 @@ def nssm_services_plan(cfg):
     server_accounts = [a["name"] for a in accounts if "server" in a["roles"]]
     worker_accounts = [a["name"] for a in accounts if "worker" in a["roles"]]
     rules = lambda names, rights: [{"account": n, "rights": rights} for n in names]  # noqa: E731
+    # The server's data and logs inherit nothing from the root, which every account may read: flow code, run by the
+    # worker accounts, must not read the SQLite database or the server's logs. Workers log one level below.
     directories = []
     if server_accounts:
-        directories.append({"path": p["home"], "rules": rules(server_accounts, "Modify")})
-    directories.append({"path": p["logs_dir"], "rules": rules(server_accounts + worker_accounts, "Modify")})
+        directories.append({"path": p["home"], "rules": rules(server_accounts, "Modify"), "exclusive": True})
+    directories.append({"path": p["logs_dir"], "rules": rules(server_accounts, "Modify"), "exclusive": True})
     if worker_accounts:
+        directories.append({"path": worker_logs, "rules": rules(worker_accounts, "Modify")})
         directories.append({"path": p["flows_dir"], "rules": rules(worker_accounts, "Modify")})
         directories.append({"path": cfg["worker_home"], "rules": rules(worker_accounts, "Modify")})
     directories.append({"path": p["venvs_dir"], "rules": []})
@@ -337,15 +341,19 @@ def nssm_services_settings_input(plan):
 
 
 def nssm_services_restarts(plan, report):
-    """Running services to restart, from what nssm_settings.ps1 read on the host. A local worker is left out when
-    the server restarts: win_service's force_dependent_services restarts it with the server."""
+    """What to restart, from what nssm_settings.ps1 read on the host: {"restart": running services with outdated
+    settings, venv or account; "dependents": local workers of a server that restarts, stopped before it and started
+    after it}. Restart-Service -Force would stop them with .NET's 30 s limit per dependent (ServiceController.Stop),
+    shorter than a worker's clean shutdown, and would not start a paused one again."""
     report = report or {}
-    wanted = [s["name"] for s in plan["services"] if (report.get(s["name"]) or {}).get("restart")]
+    restart = [s["name"] for s in plan["services"] if (report.get(s["name"]) or {}).get("restart")]
     server = [s["name"] for s in plan["services"] if s["kind"] == "server"]
-    if server and server[0] in wanted:
-        dependents = {s["name"] for s in plan["services"] if server[0] in s["dependencies"]}
-        wanted = [n for n in wanted if n not in dependents]
-    return wanted
+    dependents = []
+    if server and server[0] in restart:
+        # All of them: the service task before has started every one (state started is what the role wants).
+        dependents = [s["name"] for s in plan["services"] if server[0] in s["dependencies"]]
+        restart = [n for n in restart if n not in dependents]
+    return {"restart": restart, "dependents": dependents}
 
 
 def _parse_time(value):

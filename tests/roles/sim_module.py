@@ -18,9 +18,10 @@ dirs, accounts = host.setdefault("dirs", {}), host.setdefault("accounts", {})
 out = {"changed": False}
 CHECK = bool(args.get("_ansible_check_mode"))
 
-# NSSM 2.24-101 (commit 897c7ad) settings.cpp `settings[]`: the default of each setting. `nssm set` to the
-# default DELETES the value (setting_set_number; setting_set_string when the default is not empty), and NSSM
-# uses the default when the value is absent.
+# NSSM 2.24-101 (commit 897c7ad) settings.cpp `settings[]`: the default of each setting. `nssm set` to a non-zero,
+# non-empty default DELETES the value (setting_set_number: `if (default_value && number == default)`;
+# setting_set_string: `if (default_value && _tcslen(default_value) && str_equiv(...))`); a zero default is written
+# as 0. NSSM uses the default when the value is absent.
 NSSM_DEFAULTS = {
     "AppParameters": "", "AppDirectory": "", "AppNoConsole": 0, "AppRestartDelay": 0,
     "AppStdoutShareMode": 3, "AppStdoutCreationDisposition": 4, "AppStdoutFlagsAndAttributes": 128,
@@ -30,9 +31,6 @@ NSSM_DEFAULTS = {
     "AppKillProcessTree": 1, "AppThrottle": 1500, "AppRedirectHook": 0, "AppRotateFiles": 0, "AppRotateOnline": 0,
     "AppRotateSeconds": 0, "AppRotateBytes": 0, "AppRotateBytesHigh": 0, "AppRotateDelay": 0, "AppTimestampLog": 0,
 }
-# registry.cpp get_number leaves the caller's variable untouched for an absent value and service.cpp prints it:
-# `nssm get` of an absent numeric setting prints whatever was on the stack (MSVC debug fill shown here).
-UNINITIALISED = 3435973836
 BROAD = {"S-1-1-0", "S-1-5-32-545", "S-1-5-11", "S-1-5-4", "S-1-3-0"}
 
 
@@ -65,7 +63,7 @@ def nssm_set(registry, key, value):
     default = NSSM_DEFAULTS.get(key)
     if isinstance(default, int):
         number = int(value)
-        if number == default:
+        if default and number == default:
             registry.pop(key, None)
         else:
             registry[key] = number
@@ -76,11 +74,12 @@ def nssm_set(registry, key, value):
 
 
 def nssm_get(registry, key):
-    """`nssm get <service> <key>` as the real one prints it."""
+    """`nssm get <service> <key>` as the real one prints it: settings.cpp get_setting presets the value with the
+    default before registry.cpp get_number leaves it untouched for an absent value, so an absent value prints the
+    default. Not used by the role's script (one nssm.exe per setting and service is slow); kept for contrast."""
     if key in registry:
         return str(registry[key])
-    default = NSSM_DEFAULTS.get(key)
-    return str(UNINITIALISED) if isinstance(default, int) else (default or "")
+    return str(NSSM_DEFAULTS.get(key, ""))
 
 
 def nssm_settings():
@@ -109,11 +108,17 @@ def nssm_settings():
                                     "acl": {"S-1-5-32-545": "ReadKey", "S-1-5-18": "FullControl", "S-1-5-32-544": "FullControl"},
                                     "protected": False, "running": False, "object_name": "LocalSystem",
                                     "image_path": params["Nssm"]}
+        elif old.get("image_path", "").lower() != params["Nssm"].lower():
+            entry["changes"].append("ImagePath")
+            if not CHECK:
+                old["image_path"] = params["Nssm"]
         registry = old["registry"]
         wanted = dict(svc["params"], Application=application)
         for key, value in sorted(wanted.items()):
-            if host.get("read_via_nssm_get"):
-                # The defect this stand-in exists to catch: comparing with what `nssm get` prints.
+            if host.get("read_absent_as_empty"):
+                # The defect this stand-in exists to catch: a registry read that ignores NSSM's deleted defaults.
+                current = registry.get(key, "")
+            elif host.get("read_via_nssm_get"):
                 current = nssm_get(registry, key)
             else:
                 current = registry.get(key, table.get(key, ""))
@@ -179,8 +184,9 @@ def prefect_dirs():
     params = args["parameters"]
     root = params["Root"].lower()
     changes = []
-    wanted = [(root, params.get("RootRules", []))] + [(d["path"].lower(), d.get("rules", [])) for d in params.get("Directories", [])]
-    for directory, rules in wanted:
+    wanted = [(root, params.get("RootRules", []), False)] + [(d["path"].lower(), d.get("rules", []), bool(d.get("exclusive")))
+                                                             for d in params.get("Directories", [])]
+    for directory, rules, exclusive in wanted:
         current = dirs.get(directory)
         if current is None:
             changes.append("create " + directory)
@@ -194,6 +200,14 @@ def prefect_dirs():
                 current["acl"] = {s: r for s, r in current["acl"].items() if s not in BROAD}
                 current["protected"] = True
             rules = [{"account": "S-1-5-18", "rights": "FullControl"}, {"account": "S-1-5-32-544", "rights": "FullControl"}] + rules
+        if exclusive:
+            # Inherits nothing and keeps exactly SYSTEM, Administrators and the listed rules.
+            rules = [{"account": "S-1-5-18", "rights": "FullControl"}, {"account": "S-1-5-32-544", "rights": "FullControl"}] + rules
+            keep = {sid_of(r["account"]) for r in rules}
+            if not current["protected"] or set(current["acl"]) - keep:
+                changes.append("exclusive " + directory)
+                current["acl"] = {s: r for s, r in current["acl"].items() if s in keep}
+                current["protected"] = True
         for rule in rules:
             sid = sid_of(rule["account"])
             if sid is None:
@@ -493,7 +507,11 @@ elif NAME == "win_service":
             out["changed"] = True
             svc["running"] = False
         elif state == "restarted":
-            if host.get("fail_restart"):
+            running_dependents = [n for n, x in services.items() if name in x.get("dependencies", []) and x.get("running")]
+            if running_dependents and not args.get("force_dependent_services"):
+                # Restart-Service without -Force refuses a service whose dependents run.
+                out.update(failed=True, msg="Cannot stop service '%s' because it has dependent services" % name)
+            elif host.get("fail_restart"):
                 out.update(failed=True, msg="simulated interruption before the restart")
                 host["fail_restart"] = False
             else:

@@ -2,9 +2,9 @@
 changes nothing and stays cheap, a new lock switches the venv and restarts the services, and an interrupted run
 is finished by the next one, because the restart decision is read from the host, not remembered by a run.
 
-The NSSM stand-in behaves as NSSM 2.24-101 does (read in its source): `nssm set` to a default deletes the value and
-`nssm get` of an absent number prints garbage. A negative control shows that comparing with `nssm get` output,
-the defect the review found, makes every re-run report changes here.
+The NSSM stand-in behaves as NSSM 2.24-101 does (read in its source): `nssm set` to a non-zero default deletes the
+value, and NSSM uses the default when a value is absent. A negative control shows that a registry read which
+ignores those deleted defaults makes every re-run report changes and restart the services here.
 
 Counted, not measured on Windows: the numbers are documented in docs/roles.md ("No-op re-run").
 """
@@ -19,7 +19,7 @@ from simhost import FORBIDDEN_ON_RERUN, INSTALLER, LOCK, SECRETS, Sim, by_name, 
 pytestmark = pytest.mark.static
 
 # Documented in docs/roles.md; update both together.
-EXPECTED_HOST_TASKS = 15
+EXPECTED_HOST_TASKS = 13
 EXPECTED_MODULE_RUNS = 19
 # An all-in-one host with N worker services (one worker account): each extra worker adds this many module runs.
 EXPECTED_RUNS_PER_EXTRA_WORKER = 1
@@ -61,15 +61,17 @@ def test_first_run_installs_everything(runs):
 
 
 def test_host_state_after_the_first_run(runs):
-    """What the host ends up with: NSSM values at their defaults are absent (NSSM deleted them), the Parameters
+    """What the host ends up with: NSSM values at non-zero defaults are absent (NSSM deleted them), the Parameters
     key is restricted to SYSTEM, Administrators and the account, server and worker run as different accounts with
     -P, the root inherits nothing and each account writes only its directories, and the services run the venv
     the junction points to, not the junction."""
     state = runs[4].state
     server, worker = state["services"]["PrefectServer"], state["services"]["PrefectWorker"]
-    for key in ["AppStdoutCreationDisposition", "AppStopMethodWindow", "AppStopMethodThreads", "AppKillProcessTree",
-                "AppNoConsole", "AppStopMethodSkip"]:
+    # The role never needs `nssm set` for a value at its default, and NSSM would delete a non-zero one anyway.
+    for key in ["AppStdoutCreationDisposition", "AppStopMethodWindow", "AppStopMethodThreads", "AppKillProcessTree"]:
         assert key not in server["registry"], key
+    # Zero defaults asked for are never set at all: absent already reads as NSSM's 0.
+    assert "AppNoConsole" not in server["registry"] and "AppStopMethodSkip" not in server["registry"]
     assert server["registry"]["AppThrottle"] == 5000 and server["registry"]["AppRotateFiles"] == 1
     venv = state["junctions"]["c:\\prefect\\venvs\\current"]
     assert server["registry"]["Application"] == venv + "\\scripts\\python.exe"
@@ -84,9 +86,13 @@ def test_host_state_after_the_first_run(runs):
     assert "PREFECT_SERVER_DATABASE_CONNECTION_URL" not in worker["environment"]
     dirs = state["dirs"]
     assert dirs["c:\\prefect"]["protected"] and "S-1-5-32-545" not in dirs["c:\\prefect"]["acl"]
-    assert dirs["c:\\prefect\\data"]["acl"] == {sids["svc_prefect"]: "Modify"}
+    # The server's data and logs inherit nothing: the worker account, which runs flow code, cannot read them.
+    admins = {"S-1-5-18": "FullControl", "S-1-5-32-544": "FullControl"}
+    assert dirs["c:\\prefect\\data"] == {"acl": dict(admins, **{sids["svc_prefect"]: "Modify"}), "protected": True}
+    assert dirs["c:\\prefect\\logs"] == {"acl": dict(admins, **{sids["svc_prefect"]: "Modify"}), "protected": True}
+    assert dirs["c:\\prefect\\logs\\workers"]["acl"] == {sids["svc_prefect_worker"]: "Modify"}
     assert dirs["c:\\prefect\\flows"]["acl"] == {sids["svc_prefect_worker"]: "Modify"}
-    assert dirs["c:\\prefect\\logs"]["acl"] == {sids["svc_prefect"]: "Modify", sids["svc_prefect_worker"]: "Modify"}
+    assert worker["registry"]["AppStdout"] == "C:\\Prefect\\logs\\workers\\PrefectWorker.out.log"
     for right in ["SeServiceLogonRight", "SeDenyInteractiveLogonRight", "SeDenyRemoteInteractiveLogonRight",
                   "SeDenyNetworkLogonRight"]:
         assert sorted(state["rights"][right]) == sorted(sids.values()), right
@@ -107,10 +113,13 @@ def test_new_lock_switches_venv_and_restarts_running_services(runs):
     third = by_name(reached(runs[2]))
     assert third["Venv for this Prefect version and lock is built"]["changed"]
     assert third["Current junction points at the venv that reports the pinned Prefect"]["changed"]
-    restarted = third[RESTART]["results"]
-    # The local worker depends on the server and restarts with it (force_dependent_services).
-    assert [r["item"] for r in restarted] == ["PrefectServer"]
-    assert all(r["invocation"]["module_args"]["force_dependent_services"] for r in restarted)
+    # The local worker depends on the server: stopped before it (its full clean-shutdown time), started after it.
+    assert [r["item"] for r in third[RESTART]["results"]] == ["PrefectServer"]
+    assert [r["item"] for r in third["Local workers are stopped before their server restarts"]["results"]] == ["PrefectWorker"]
+    assert [r["item"] for r in third["Local workers stopped for their server's restart run again"]["results"]] == ["PrefectWorker"]
+    order = [n.split(" : ", 1)[-1] for n, _r in reached(runs[2])]
+    assert order.index("Local workers are stopped before their server restarts") < order.index(RESTART) < \
+        order.index("Local workers stopped for their server's restart run again")
     state = runs[4].state
     venv = state["junctions"]["c:\\prefect\\venvs\\current"]
     for service in ("PrefectServer", "PrefectWorker"):
@@ -177,18 +186,32 @@ def test_account_changed_by_win_service_but_not_restarted_is_finished_by_the_nex
     assert [r["item"] for r in second[RESTART]["results"]] == ["PrefectWorker"]
 
 
-def test_comparing_with_nssm_get_output_never_converges(converged, tmp_path, ansible_env):
-    """Negative control: with the stand-in's script reading values the way `nssm get` prints them, the settings
-    at NSSM's defaults (deleted by `nssm set`) read as garbage and every run changes and restarts the services:
-    the simulated host catches this class of defect."""
+def test_reading_the_registry_without_nssm_defaults_never_converges(converged, tmp_path, ansible_env):
+    """Negative control: NSSM deleted the five settings the role asks for at their defaults (`nssm set` to a default
+    deletes the value). A script that read an absent value as empty instead of NSSM's default would see a difference
+    on every run, set it again (NSSM deletes it again) and restart the services: the simulated host catches this
+    class of defect, and the role's script, which applies the defaults table, does not have it."""
     sim, bundle = _fresh(converged, tmp_path, ansible_env)
-    sim.update(read_via_nssm_get=True)
+    assert "AppKillProcessTree" not in sim.state["services"]["PrefectServer"]["registry"]
+    sim.update(read_absent_as_empty=True)
     second = by_name(reached(sim.run(_extra(bundle), playbook="nssm_services.yml")[1]))
     assert second[SETTINGS]["changed"]
     assert set(sim.state["last_nssm_report"]["PrefectServer"]["changes"]) >= {
         "AppStdoutCreationDisposition", "AppStderrCreationDisposition", "AppStopMethodWindow", "AppStopMethodThreads",
         "AppKillProcessTree"}
     assert [r["item"] for r in second[RESTART]["results"]] == ["PrefectServer"]
+    # `nssm set` deleted the values again, so the next run finds the same "difference": it never converges.
+    third = by_name(reached(sim.run(_extra(bundle), playbook="nssm_services.yml")[1]))
+    assert third[SETTINGS]["changed"] and "AppKillProcessTree" in sim.state["last_nssm_report"]["PrefectServer"]["changes"]
+
+
+def test_nssm_get_prints_the_default_of_an_absent_value(converged, tmp_path, ansible_env):
+    """What `nssm get` really prints for a deleted default (settings.cpp get_setting presets it): comparing with it
+    converges too. The role reads the registry once per service instead of starting nssm.exe once per setting."""
+    sim, bundle = _fresh(converged, tmp_path, ansible_env)
+    sim.update(read_via_nssm_get=True)
+    second = by_name(reached(sim.run(_extra(bundle), playbook="nssm_services.yml")[1]))
+    assert not second[SETTINGS]["changed"] and RESTART not in second
 
 
 def test_crash_looping_or_throttled_service_fails_verify(converged, tmp_path, ansible_env):

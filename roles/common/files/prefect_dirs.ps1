@@ -2,13 +2,15 @@
 # Root: no inheritance from the drive (C:\ lets Users create files and folders, so the venvs, NSSM and the tools
 # would be writable by every user), full control for SYSTEM and Administrators by SID (independent of the display
 # language), no rule for a broad group, plus RootRules. Directories: created if missing (they inherit the root's
-# rules), each listed rule present. Rules are added, never removed, except the broad ones on the root.
+# rules), each listed rule present. Rules are added, never removed, except the broad ones on the root and on an
+# exclusive directory, which inherits nothing and keeps exactly SYSTEM, Administrators and its listed rules (the
+# server's data and logs: the worker accounts, which run flow code, must not read them).
 [CmdletBinding(SupportsShouldProcess)]
 param (
     [Parameter(Mandatory)][string]$Root,
     # Each: account (name, DOMAIN\name or SID string), rights (a FileSystemRights name such as ReadAndExecute).
     [object[]]$RootRules = @(),
-    # Each: path, rules (as RootRules).
+    # Each: path, rules (as RootRules), exclusive (bool, optional).
     [object[]]$Directories = @()
 )
 
@@ -50,7 +52,7 @@ function Test-Rule {
 }
 
 function Set-Directory {
-    param([string]$Path, [object[]]$Rules, [bool]$IsRoot)
+    param([string]$Path, [object[]]$Rules, [bool]$IsRoot, [bool]$Exclusive)
     if (-not (Test-Path -LiteralPath $Path -PathType Container)) {
         $changes.Add("create $Path")
         if (-not $PSCmdlet.ShouldProcess($Path, 'Create directory')) { return }
@@ -59,12 +61,29 @@ function Set-Directory {
     $item = Get-Item -LiteralPath $Path -Force
     $acl = $item.GetAccessControl([System.Security.AccessControl.AccessControlSections]::Access)
     $before = $changes.Count
-    if ($IsRoot) {
+    if ($IsRoot -or $Exclusive) {
         if (-not $acl.AreAccessRulesProtected) {
-            # Inherited rules are dropped, not copied: they are the drive's.
+            # Inherited rules are dropped, not copied: they are the drive's (or the root's, readable by every account).
             $acl.SetAccessRuleProtection($true, $false)
             $changes.Add("$Path inherits nothing from its parent")
         }
+    }
+    if ($Exclusive) {
+        $keep = @{ 'S-1-5-18' = $true; 'S-1-5-32-544' = $true }
+        foreach ($wanted in $Rules) {
+            if (-not $wanted) { continue }
+            $keepSid = ConvertTo-Sid ([string]$wanted.account)
+            if ($keepSid) { $keep[$keepSid.Value] = $true }
+        }
+        foreach ($rule in $acl.GetAccessRules($true, $false, [System.Security.Principal.SecurityIdentifier])) {
+            if (-not $keep.ContainsKey($rule.IdentityReference.Value)) {
+                $changes.Add("$Path no rule for $($rule.IdentityReference.Value)")
+                $null = $acl.PurgeAccessRules($rule.IdentityReference)
+            }
+        }
+        $Rules = @(@{ account = 'S-1-5-18'; rights = 'FullControl' }, @{ account = 'S-1-5-32-544'; rights = 'FullControl' }) + @($Rules)
+    }
+    if ($IsRoot) {
         foreach ($sid in $broad) {
             $identity = New-Object System.Security.Principal.SecurityIdentifier $sid
             foreach ($rule in $acl.GetAccessRules($true, $false, [System.Security.Principal.SecurityIdentifier])) {
@@ -94,9 +113,9 @@ function Set-Directory {
 }
 
 # The root first, so that everything created below it inherits its rules.
-Set-Directory -Path $Root -Rules $RootRules -IsRoot $true
+Set-Directory -Path $Root -Rules $RootRules -IsRoot $true -Exclusive $false
 foreach ($directory in $Directories) {
-    Set-Directory -Path ([string]$directory.path) -Rules @($directory.rules) -IsRoot $false
+    Set-Directory -Path ([string]$directory.path) -Rules @($directory.rules) -IsRoot $false -Exclusive ([bool]$directory.exclusive)
 }
 
 $Ansible.Changed = $changes.Count -gt 0

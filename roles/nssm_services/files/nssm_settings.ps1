@@ -1,8 +1,9 @@
 # Registers the Prefect NSSM services of a host and keeps their NSSM settings, in one pass for all services.
-# Read in NSSM's source (2.24-101, commit 897c7ad): `nssm set` to a setting's default DELETES the registry value
-# (settings.cpp setting_set_number), and `nssm get` of an absent number prints an uninitialised variable
-# (registry.cpp get_number). So current values are read from the service's Parameters key here, an absent value
-# counts as NSSM's default (the Defaults table the role passes), and `nssm set` runs only for real differences.
+# Read in NSSM's source (2.24-101, commit 897c7ad): `nssm set` to a setting's non-zero default DELETES the registry
+# value (settings.cpp setting_set_number / setting_set_string), and NSSM uses the default for an absent value. The
+# current values are read from the service's Parameters key here (one read instead of one nssm.exe per setting),
+# an absent value counts as NSSM's default (the Defaults table the role passes), and `nssm set` runs only for real
+# differences.
 # The environment holds secrets: it never goes on a command line or through a cmdlet pipeline (module logging
 # records pipeline input); it is written as the REG_MULTI_SZ AppEnvironmentExtra, as NSSM keeps and reads it.
 # The Parameters key gets exactly: SYSTEM and Administrators full control, the service account read, nothing
@@ -212,7 +213,8 @@ foreach ($svc in $Services) {
     foreach ($key in $svc.params.Keys) { $wanted[[string]$key] = [string]$svc.params[$key] }
 
     $service = Get-CimInstance -ClassName Win32_Service -Filter "Name='$name'"
-    $running = [bool]($service -and ($service.State -eq 'Running' -or $service.State -eq 'Paused'))
+    # Running, paused (NSSM throttling restarts) or start pending: nssm.exe has a process.
+    $running = [bool]($service -and [int]$service.ProcessId -gt 0)
     $entry = @{
         installed = $false; was_running = $running; changes = New-Object System.Collections.Generic.List[string]
         acl_changed = $false; account_differs = $false; restart = $false; application = $application
@@ -223,24 +225,37 @@ foreach ($svc in $Services) {
     $after[$name]['AppExit'] = [string]$svc.exit_action
     $after[$name]['AppEnvironmentExtra'] = Get-MaskedEnvironment $wantEnv $null
 
-    if (-not $service) {
-        $entry.installed = $true
-        $entry.changes.Add('install')
-        $before[$name] = @{}
-        if (-not $PSCmdlet.ShouldProcess($name, 'Install NSSM service')) { continue }
-        Invoke-Nssm @('install', $name, $application)
-        $service = Get-CimInstance -ClassName Win32_Service -Filter "Name='$name'"
-    }
-
-    $parametersPath = "SYSTEM\CurrentControlSet\Services\$name\Parameters"
+    # The account first: nothing is installed for an account that does not exist.
     $accountSid = ConvertTo-Sid ([string]$svc.account)
     if (-not $accountSid -and -not $WhatIfPreference) {
         throw "Service account '$($svc.account)' of $name does not exist or cannot be resolved on $env:COMPUTERNAME"
     }
+    if (-not $service) {
+        $entry.installed = $true
+        $entry.changes.Add('install')
+        $before[$name] = @{}
+        $Ansible.Changed = $true
+        if (-not $PSCmdlet.ShouldProcess($name, 'Install NSSM service')) { continue }
+        Invoke-Nssm @('install', $name, $application)
+        # nssm install registers an automatic service as LocalSystem (service.cpp install_service): until win_service
+        # sets the account, a reboot must not start Prefect as SYSTEM.
+        Invoke-Nssm @('set', $name, 'Start', 'SERVICE_DEMAND_START')
+        $service = Get-CimInstance -ClassName Win32_Service -Filter "Name='$name'"
+    }
+    elseif (([string]$service.PathName).Trim('"', ' ') -ne $Nssm) {
+        # Another NSSM build (a new bundle unpacks it under another digest directory).
+        $entry.changes.Add('ImagePath')
+        $imagePath = if ($Nssm.Contains(' ')) { '"' + $Nssm + '"' } else { $Nssm }
+        if ($PSCmdlet.ShouldProcess($name, 'Set ImagePath')) { Invoke-Nssm @('set', $name, 'ImagePath', $imagePath) }
+    }
+
+    $parametersPath = "SYSTEM\CurrentControlSet\Services\$name\Parameters"
+    $parameters = [Microsoft.Win32.Registry]::LocalMachine.OpenSubKey($parametersPath)
+    if (-not $parameters) { throw "$name is not an NSSM service: HKLM\$parametersPath does not exist" }
+    $parameters.Dispose()
     $entry.acl_changed = Set-ParametersAcl -Path $parametersPath -AccountSid $accountSid
 
     $parameters = [Microsoft.Win32.Registry]::LocalMachine.OpenSubKey($parametersPath)
-    if (-not $parameters) { throw "$name is not an NSSM service: HKLM\$parametersPath does not exist" }
     try {
         $current = [ordered]@{}
         foreach ($key in $wanted.Keys) { $current[$key] = Read-Setting -Key $parameters -Name $key }
@@ -309,7 +324,8 @@ foreach ($svc in $Services) {
                 -not [string]::Equals([string]$app.ExecutablePath, $application, [System.StringComparison]::OrdinalIgnoreCase)
         }
         $nssmProcess = Get-CimInstance -ClassName Win32_Process -Filter "ProcessId=$([int]$service.ProcessId)"
-        $owner = if ($nssmProcess) { Invoke-CimMethod -InputObject $nssmProcess -MethodName GetOwnerSid } else { $null }
+        # -WhatIf:$false: Invoke-CimMethod honours check mode's -WhatIf and would return nothing.
+        $owner = if ($nssmProcess) { Invoke-CimMethod -InputObject $nssmProcess -MethodName GetOwnerSid -WhatIf:$false -Confirm:$false } else { $null }
         $ownerDiffers = -not $owner -or -not $objectSid -or $owner.Sid -ne $objectSid.Value
         $entry.restart = $entry.changes.Count -gt 0 -or $entry.account_differs -or $ownerDiffers -or $stale
     }

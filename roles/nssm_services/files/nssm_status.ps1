@@ -56,7 +56,8 @@ foreach ($name in $Services) {
         state = $now.state
         account = $now.account
         app_running = $now.app_pid -gt 0
-        app_started = if ($now.app_started_utc) { $now.app_started_utc.ToString('yyyy-MM-ddTHH:mm:ss.fffZ') } else { '' }
+        # Round-trip format: ISO 8601 whatever the host's culture.
+        app_started = if ($now.app_started_utc) { $now.app_started_utc.ToString('o') } else { '' }
         restarted_during_settle = $now.app_pid -ne $then.app_pid -or ($now.app_pid -eq 0)
     }
 }

@@ -2,9 +2,13 @@
 # - Administrators is found by its SID (S-1-5-32-544): its name is translated on German, French, ... Windows.
 #   A direct member is removed (the ADSI calls of ansible.windows.win_group_membership, which finds a group by
 #   display name only).
-# - Membership through nested groups (a domain group inside Administrators) is read from a token of the account
-#   itself (S4U logon through the host's LSA, so no delegation of the Ansible user's credentials is needed); it
-#   cannot be removed from here, so the script fails naming the account.
+# - Membership through nested groups (a domain group inside Administrators) is read from the account's
+#   tokenGroups in the directory; when the directory cannot be asked (a Kerberos session without delegation has no
+#   credentials for the domain controller), from an S4U token made by the host's LSA, which needs no delegation but
+#   fails once the account is denied network logon. Such a membership cannot be removed from here: the script fails
+#   naming the account. If neither works, it warns.
+# - A broad group in Administrators (Everyone, Authenticated Users, Users, INTERACTIVE, SERVICE) makes every account
+#   an administrator: refused.
 # - A Group Policy that defines one of the user rights the role sets replaces the local setting at its next
 #   refresh; such a policy is reported (Resultant Set of Policy) as a warning.
 [CmdletBinding(SupportsShouldProcess)]
@@ -29,6 +33,40 @@ foreach ($raw in $group.psbase.Invoke('Members')) {
     $direct[$sid.Value] = $true
 }
 $computerDomain = (Get-CimInstance -ClassName Win32_ComputerSystem).Domain
+foreach ($broadSid in @('S-1-1-0', 'S-1-5-11', 'S-1-5-32-545', 'S-1-5-4', 'S-1-5-6')) {
+    if ($direct.ContainsKey($broadSid)) {
+        $broadName = (New-Object System.Security.Principal.SecurityIdentifier $broadSid).Translate([System.Security.Principal.NTAccount]).Value
+        throw "$adminsName on $env:COMPUTERNAME contains $broadName ($broadSid): every account, the Prefect service accounts included, is an administrator; remove it from the group"
+    }
+}
+
+function Get-NestedAdministrator {
+    # $true / $false, or a string saying why it could not be found out.
+    param([System.Security.Principal.SecurityIdentifier]$Sid, [string]$Name)
+    $reasons = New-Object System.Collections.Generic.List[string]
+    try {
+        $entry = [ADSI]"LDAP://<SID=$($Sid.Value)>"
+        $entry.RefreshCache([string[]]@('tokenGroups'))
+        $nested = $false
+        foreach ($bytes in $entry.Properties['tokenGroups']) {
+            $groupSid = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList $bytes, 0
+            if ($direct.ContainsKey($groupSid.Value)) { $nested = $true }
+        }
+        return $nested
+    }
+    catch {
+        $reasons.Add("directory: $($_.Exception.Message)")
+    }
+    $upn = '{0}@{1}' -f $Name.Split('\')[-1], $computerDomain
+    try {
+        $identity = New-Object System.Security.Principal.WindowsIdentity $upn
+        try { return $identity.Groups.Contains($adminsSid) } finally { $identity.Dispose() }
+    }
+    catch {
+        $reasons.Add("S4U logon as ${upn}: $($_.Exception.Message)")
+    }
+    [string]::Join('; ', $reasons.ToArray())
+}
 
 function ConvertTo-Sid {
     param([string]$Name)
@@ -64,20 +102,12 @@ foreach ($account in $Accounts) {
         $entry.effective_administrator = $false
         continue
     }
-    $upn = '{0}@{1}' -f $name.Split('\')[-1], $computerDomain
-    try {
-        $identity = New-Object System.Security.Principal.WindowsIdentity $upn
-        try {
-            $entry.effective_administrator = $identity.Groups.Contains($adminsSid)
-        }
-        finally {
-            $identity.Dispose()
-        }
-    }
-    catch {
-        $warnings.Add("Could not check nested Administrators membership of ${name} (S4U logon as $upn): $($_.Exception.Message)")
+    $nested = Get-NestedAdministrator -Sid $sid -Name $name
+    if ($nested -is [string]) {
+        $warnings.Add("Could not check nested $adminsName membership of $name ($nested); check it by hand or run with Kerberos delegation")
         continue
     }
+    $entry.effective_administrator = $nested
     if ($entry.effective_administrator) {
         throw "Service account '$name' is a member of $adminsName on $env:COMPUTERNAME through a nested group; remove it from that group (services must never run as administrators)"
     }
@@ -99,7 +129,7 @@ foreach ($policy in $policies) {
     }
     foreach ($sidValue in $resolved.Keys) {
         if (-not $listed.ContainsKey($sidValue)) {
-            $warnings.Add("Group Policy $($policy.GPOID) defines $($policy.UserRight) on $env:COMPUTERNAME without $($resolved[$sidValue]): its next refresh replaces what this role set; add the account to that policy")
+            $warnings.Add("Group Policy $($policy.GPOID) defines $($policy.UserRight) on $env:COMPUTERNAME and does not name $($resolved[$sidValue]) (a group it names may hold it): its next refresh replaces what this role set; add the account to that policy")
         }
     }
 }

@@ -98,6 +98,11 @@ def test_all_in_one_plan():
     assert set(server["params"]) <= set(NSSM_DEFAULTS)
     assert [a["name"] for a in plan["accounts"]] == ["svc_prefect", "svc_prefect_worker"]
     rules = {d["path"]: d["rules"] for d in plan["dirs"]["directories"]}
+    exclusive = [d["path"] for d in plan["dirs"]["directories"] if d.get("exclusive")]
+    assert exclusive == ["C:\\Prefect\\data", "C:\\Prefect\\logs"]
+    assert rules["C:\\Prefect\\logs"] == [{"account": "svc_prefect", "rights": "Modify"}]
+    assert rules["C:\\Prefect\\logs\\workers"] == [{"account": "svc_prefect_worker", "rights": "Modify"}]
+    assert worker["stderr"] == "C:\\Prefect\\logs\\workers\\PrefectWorker.err.log"
     assert rules["C:\\Prefect\\data"] == [{"account": "svc_prefect", "rights": "Modify"}]
     assert rules["C:\\Prefect\\flows"] == [{"account": "svc_prefect_worker", "rights": "Modify"}]
     assert rules["C:\\Prefect\\worker-data"] == [{"account": "svc_prefect_worker", "rights": "Modify"}]
@@ -128,8 +133,9 @@ def test_remote_worker_with_https_gets_the_ca_and_no_server_account():
     assert worker["environment"]["PREFECT_API_SSL_CERT_FILE"] == "C:\\Prefect\\tools\\enclave-ca.pem"
     assert worker["dependencies"] == [] and not worker["local"] and worker["logon"] == "CORP\\gmsa_prefect$"
     assert plan["https"] and plan["accounts"] == [{"name": "CORP\\gmsa_prefect$", "kind": "gmsa", "roles": ["worker"], "password": ""}]
-    assert [d["path"] for d in plan["dirs"]["directories"]] == ["C:\\Prefect\\logs", "C:\\Prefect\\flows",
-                                                               "C:\\Prefect\\worker-data", "C:\\Prefect\\venvs"]
+    assert [d["path"] for d in plan["dirs"]["directories"]] == ["C:\\Prefect\\logs", "C:\\Prefect\\logs\\workers",
+                                                               "C:\\Prefect\\flows", "C:\\Prefect\\worker-data",
+                                                               "C:\\Prefect\\venvs"]
     groups = nssm_services_workers_online(plan, {"PrefectWorker": {"app_started": "2026-01-01T00:00:00.000Z"}})
     assert groups == [{"api_url": "https://prefect.corp.local/api", "local": False, "auth_string": "CORP\\api:pw",
                        "workers": [{"pool": "windows-process", "name": "PrefectWorker-prefect-aio",
@@ -169,14 +175,18 @@ def test_shared_account_can_be_allowed_explicitly():
     assert plan["errors"] == [] and plan["accounts"][0]["roles"] == ["server", "worker"]
 
 
-def test_restarts_leave_out_local_workers_when_the_server_restarts():
+def test_local_workers_stop_before_and_start_after_their_server_restarts():
     plan = nssm_services_plan(_cfg())
-    report = {"PrefectServer": {"restart": True}, "PrefectWorker": {"restart": True}}
-    assert nssm_services_restarts(plan, report) == ["PrefectServer"]
-    assert nssm_services_restarts(plan, {"PrefectWorker": {"restart": True}}) == ["PrefectWorker"]
-    assert nssm_services_restarts(plan, {}) == []
+    report = {"PrefectServer": {"restart": True, "was_running": True}, "PrefectWorker": {"restart": True, "was_running": True}}
+    assert nssm_services_restarts(plan, report) == {"restart": ["PrefectServer"], "dependents": ["PrefectWorker"]}
+    # A worker that was stopped when the settings were read has been started by the service task since.
+    stopped = dict(report, PrefectWorker={"restart": False, "was_running": False})
+    assert nssm_services_restarts(plan, stopped) == {"restart": ["PrefectServer"], "dependents": ["PrefectWorker"]}
+    assert nssm_services_restarts(plan, {"PrefectWorker": {"restart": True, "was_running": True}}) == {
+        "restart": ["PrefectWorker"], "dependents": []}
+    assert nssm_services_restarts(plan, {}) == {"restart": [], "dependents": []}
     remote = nssm_services_plan(_cfg(worker_api_url="http://127.0.0.2:4200/api"))
-    assert nssm_services_restarts(remote, report) == ["PrefectServer", "PrefectWorker"]
+    assert nssm_services_restarts(remote, report) == {"restart": ["PrefectServer", "PrefectWorker"], "dependents": []}
 
 
 def test_verify_problems():
