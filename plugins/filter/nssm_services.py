@@ -100,6 +100,10 @@ def is_secret(name):
     return name in SECRET_ENV or bool(SECRET_NAME.search(name))
 
 
+def rules(names, rights):
+    return [{"account": n, "rights": rights} for n in names]
+
+
 def _failure_actions(delays):
     return [{"type": "restart", "delay_ms": int(d)} for d in delays]
 
@@ -287,7 +291,7 @@ def nssm_services_plan(cfg):
         accounts.append({"name": _short(svc["account"]), "kind": kind, "roles": [svc["kind"]],
                          "password": "" if kind == "gmsa" else svc["password"]})
     for a in accounts:
-        base = a["name"].split("\\")[-1].lower()
+        base = a["name"].rsplit("\\", maxsplit=1)[-1].lower()
         if base in PRIVILEGED or base.startswith("nt authority"):
             errors.append("Every service account must be a dedicated, unprivileged account (not Administrator, LocalSystem, "
                           "NetworkService or LocalService): got %s" % a["name"])
@@ -301,7 +305,6 @@ def nssm_services_plan(cfg):
 
     server_accounts = [a["name"] for a in accounts if "server" in a["roles"]]
     worker_accounts = [a["name"] for a in accounts if "worker" in a["roles"]]
-    rules = lambda names, rights: [{"account": n, "rights": rights} for n in names]  # noqa: E731
     # The server's data and logs inherit nothing from the root, which every account may read: flow code, run by the
     # worker accounts, must not read the SQLite database or the server's logs. Workers log one level below.
     directories = []
@@ -382,7 +385,7 @@ def nssm_services_verify_problems(plan, status, settle_seconds):
         elif not seen.get("app_running") or seen.get("restarted_during_settle"):
             problems.append("%s is Running but its application %s within %s s (NSSM restarts it: a crash loop); %s"
                             % (svc["name"], "restarted" if seen.get("app_running") else "is not running", settle_seconds, log))
-        elif str(seen.get("account") or "").split("\\")[-1].lower() != svc["logon"].split("\\")[-1].lower():
+        elif str(seen.get("account") or "").rsplit("\\", maxsplit=1)[-1].lower() != svc["logon"].rsplit("\\", maxsplit=1)[-1].lower():
             problems.append("%s runs as %s, expected %s" % (svc["name"], seen.get("account"), svc["logon"]))
     return problems
 

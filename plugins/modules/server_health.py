@@ -47,7 +47,7 @@ options:
     description:
       - Workers that must be listed C(ONLINE) by name in their pool before O(timeout).
       - With O(workers_online[].heartbeat_after), the last heartbeat must also be newer than that time, for example
-        the start of the worker's process: a heartbeat from before it came from a process that has since died.
+        the start of the worker's process, because a heartbeat from before it came from a process that has since died.
     type: list
     elements: dict
     default: []

@@ -91,10 +91,9 @@ def test_all_in_one_plan():
     assert worker["environment"]["PREFECT_HOME"] == "C:\\Prefect\\worker-data"
     assert server["environment"]["PREFECT_HOME"] == "C:\\Prefect\\data"
     # NSSM settings: the five at NSSM's default are still asked for (and read as absent = default on the host).
-    assert {k: server["params"][k] for k in ("AppStdoutCreationDisposition", "AppStopMethodWindow", "AppKillProcessTree",
-                                              "AppNoConsole")} == {"AppStdoutCreationDisposition": "4",
-                                                                   "AppStopMethodWindow": "1500", "AppKillProcessTree": "1",
-                                                                   "AppNoConsole": "0"}
+    asked = ("AppStdoutCreationDisposition", "AppStopMethodWindow", "AppKillProcessTree", "AppNoConsole")
+    assert {k: server["params"][k] for k in asked} == {"AppStdoutCreationDisposition": "4", "AppStopMethodWindow": "1500",
+                                                       "AppKillProcessTree": "1", "AppNoConsole": "0"}
     assert set(server["params"]) <= set(NSSM_DEFAULTS)
     assert [a["name"] for a in plan["accounts"]] == ["svc_prefect", "svc_prefect_worker"]
     rules = {d["path"]: d["rules"] for d in plan["dirs"]["directories"]}
@@ -133,9 +132,9 @@ def test_remote_worker_with_https_gets_the_ca_and_no_server_account():
     assert worker["environment"]["PREFECT_API_SSL_CERT_FILE"] == "C:\\Prefect\\tools\\enclave-ca.pem"
     assert worker["dependencies"] == [] and not worker["local"] and worker["logon"] == "CORP\\gmsa_prefect$"
     assert plan["https"] and plan["accounts"] == [{"name": "CORP\\gmsa_prefect$", "kind": "gmsa", "roles": ["worker"], "password": ""}]
-    assert [d["path"] for d in plan["dirs"]["directories"]] == ["C:\\Prefect\\logs", "C:\\Prefect\\logs\\workers",
-                                                               "C:\\Prefect\\flows", "C:\\Prefect\\worker-data",
-                                                               "C:\\Prefect\\venvs"]
+    paths = [d["path"] for d in plan["dirs"]["directories"]]
+    assert paths == ["C:\\Prefect\\logs", "C:\\Prefect\\logs\\workers", "C:\\Prefect\\flows", "C:\\Prefect\\worker-data",
+                     "C:\\Prefect\\venvs"]
     groups = nssm_services_workers_online(plan, {"PrefectWorker": {"app_started": "2026-01-01T00:00:00.000Z"}})
     assert groups == [{"api_url": "https://prefect.corp.local/api", "local": False, "auth_string": "CORP\\api:pw",
                        "workers": [{"pool": "windows-process", "name": "PrefectWorker-prefect-aio",
