@@ -20,8 +20,8 @@ description:
     kind; an empty list means all are good. Used by the roles' validation tasks before any host is touched.
   - "Kinds: C(win_path) (absolute, C(C:\\...), no C(%) or characters Windows forbids), C(unc_path), C(url)
     (http or https, no spaces or quotes), C(url_or_path) (a URL or a path such as C(/api)), C(https_url), C(sha256),
-    C(account) (C(name), C(.\\name), C(DOMAIN\\name), C(DOMAIN\\gmsa$)), C(service_name), C(plain_name) (letters, digits, C(.), C(_), C(-)), C(version) (C(3.8.8)),
-    C(python_minor) (C(3.12)), C(file_name)."
+    C(account) (C(name), C(.\\name), C(DOMAIN\\name), C(DOMAIN\\gmsa$)), C(service_name),
+    C(plain_name) (letters, digits, C(.), C(_), C(-)), C(version) (C(3.8.8)), C(python_minor) (C(3.12)), C(file_name)."
   - A kind ending in C(?) also accepts an empty string.
 positional: _input
 options:
