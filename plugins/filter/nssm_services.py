@@ -176,6 +176,20 @@ def _errors(cfg):
         errors.append("nssm_services_workers: service names must be unique (got %s)" % services)
     if str(cfg["server"]["service"]).lower() in lowered:
         errors.append("nssm_services_workers: service names must differ from the server's (%s)" % cfg["server"]["service"])
+    # NSSM parses numbers into a 32-bit unsigned long (nssm.cpp str_number): anything else would be stored as another
+    # number and differ on every run.
+    for name, value in (("nssm_services_rotate_bytes", cfg["rotate_bytes"]), ("nssm_services_rotate_seconds", cfg["rotate_seconds"]),
+                        ("nssm_services_throttle_ms", cfg["throttle_ms"]),
+                        ("nssm_services_server_restart_delay_ms", cfg["server"]["restart_delay_ms"]),
+                        ("nssm_services_server_stop_timeout_ms", cfg["server"]["stop_timeout_ms"]),
+                        ("nssm_services_worker_restart_delay_ms", cfg["worker_restart_delay_ms"]),
+                        ("nssm_services_worker_stop_timeout_ms", cfg["worker_stop_timeout_ms"])):
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            number = -1
+        if not 0 <= number <= 4294967295:
+            errors.append("%s must be a whole number from 0 to 4294967295 (got %r)" % (name, value))
     for name, delays in (("server", cfg["server"]["failure_delays_ms"]), ("worker", cfg["worker_failure_delays_ms"])):
         if not delays or any(int(d) <= 0 for d in delays):
             errors.append("nssm_services_%s_failure_delays_ms must list at least one restart delay in milliseconds, every one "

@@ -155,6 +155,8 @@ def test_remote_worker_with_https_gets_the_ca_and_no_server_account():
     ({"worker_home": "D:\\w"}, "nssm_services_worker_home must be under prefect_root"),
     ({"worker_failure_delays_ms": [0]}, "nssm_services_worker_failure_delays_ms"),
     ({"account": {"x": 1}}, "nssm_services_account must be an account name"),
+    ({"rotate_bytes": 5 * 2 ** 30}, "nssm_services_rotate_bytes must be a whole number from 0 to 4294967295"),
+    ({"worker_stop_timeout_ms": -1}, "nssm_services_worker_stop_timeout_ms must be a whole number"),
 ])
 def test_plan_errors(over, words):
     errors = nssm_services_plan(_cfg(**over))["errors"]
