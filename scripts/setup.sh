@@ -5,18 +5,47 @@
 #   .venv/collections/ansible_collections/enclave/prefect -> this checkout (found through ./ansible.cfg)
 # Usage: bash scripts/setup.sh [--with-test-servers]
 set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$top"
-PYTHON=${PYTHON:-python3}
+# The interpreter of the virtual environments: PYTHON if set, else the first of python3, python3.12, python3.11
+# that is 3.11 or newer (find_python below).
+PYTHON=${PYTHON:-}
 with_servers=0
 [ "${1:-}" = "--with-test-servers" ] && with_servers=1
 
 say() { printf '[setup] %s\n' "$*"; }
 
+python_version() {  # python_version CMD: "3.11", or nothing when CMD does not run
+  "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null
+}
+
+find_python() {  # prints the interpreter to use; fails with what to do when there is none
+  local candidate version seen=()
+  if [ -n "$PYTHON" ]; then
+    version=$(python_version "$PYTHON") || version=""
+    if [[ $version =~ ^3\.([0-9]+)$ ]] && [ "${BASH_REMATCH[1]}" -ge 11 ]; then echo "$PYTHON"; return 0; fi
+    printf '[setup] ERROR: PYTHON=%s is %s; Python 3.11 or newer is needed (ansible-core 2.19)\n' \
+      "$PYTHON" "${version:-not a working interpreter}" >&2
+    return 1
+  fi
+  # RHEL 9's python3 is 3.9; its python3.12 and python3.11 packages work.
+  for candidate in python3 python3.12 python3.11; do
+    command -v "$candidate" >/dev/null 2>&1 || continue
+    version=$(python_version "$candidate") || version=""
+    if [[ $version =~ ^3\.([0-9]+)$ ]] && [ "${BASH_REMATCH[1]}" -ge 11 ]; then echo "$candidate"; return 0; fi
+    seen+=("$candidate is ${version:-broken}")
+  done
+  printf '[setup] ERROR: Python 3.11 or newer is needed (ansible-core 2.19); found: %s.\n' "${seen[*]:-no python3}" >&2
+  printf '[setup] Install python3.11 or python3.12 (RHEL 9: dnf install python3.11 python3.11-devel), or name an interpreter:\n' >&2
+  printf '[setup]   PYTHON=/path/to/python3.12 bash scripts/setup.sh\n' >&2
+  return 1
+}
+
 need_pkgs() {  # system packages: compilers and headers for gssapi (Kerberos), PostgreSQL server for tests
   local deb=(gcc python3-dev python3-venv libkrb5-dev) rpm=(gcc python3-devel krb5-devel)
   # Test-only: PostgreSQL for the integration tests, unshare for the offline install test, shellcheck for sanity.
   if [ "$with_servers" = 1 ]; then deb+=(postgresql util-linux shellcheck); rpm+=(postgresql-server util-linux ShellCheck); fi
+  deb=("${deb[@]/#python3-/$py_pkg-}") rpm=("${rpm[@]/#python3-/$py_pkg-}")
   if command -v dpkg-query >/dev/null; then
     local missing=()
     for p in "${deb[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
@@ -45,6 +74,12 @@ make_venv() {  # make_venv DIR LOCK
   echo "$stamp" > "$dir/.lock-stamp"
 }
 
+# Sourced (as the tests do): define the functions above, run nothing.
+(return 0 2>/dev/null) && return 0
+PYTHON=$(find_python) || exit 1
+# Headers and venv of that interpreter: python3-dev, or python3.11-dev / python3.11-devel beside the system's python3.
+py_version=$(python_version "$PYTHON")
+if [ "$py_version" != "$(python_version python3 || true)" ]; then py_pkg=python$py_version; else py_pkg=python3; fi
 need_pkgs
 make_venv .venv requirements/dev.lock
 [ "$with_servers" = 1 ] && make_venv .venv-prefect requirements/prefect-linux-py311.lock

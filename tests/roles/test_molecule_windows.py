@@ -33,3 +33,22 @@ def test_molecule_windows(ansible_env):
     assert proc.returncode == 0, out[-12000:]
     assert re.search(r"idempotence.*Successful|Idempotence completed successfully", out, re.S), out[-6000:]
     assert re.search(r"verify.*Successful", out, re.S), out[-6000:]
+
+
+@pytest.mark.molecule
+def test_molecule_windows_names_what_is_not_set(ansible_env):
+    """Without a VM, `create` stops before any connection and names every variable that is missing.
+
+    molecule writes an unset ${VAR} as an empty value, which arrives as null: it must count as not set."""
+    env = {k: v for k, v in ansible_env.items() if not k.startswith(("PREFECT_", "MOLECULE_WINDOWS_"))}
+    env.pop("ANSIBLE_CONFIG", None)
+    env.update(NO_COLOR="1", ANSIBLE_FORCE_COLOR="0", PY_COLORS="0", MOLECULE_WINDOWS_HOST="win-lab.invalid")
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "molecule"), "create", "-s", "windows"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-6000:]
+    missing = re.search(r"Not set: ([A-Z_, ]+)\. See molecule/windows/README.md", out)
+    assert missing, out[-6000:]
+    assert sorted(missing.group(1).split(", ")) == sorted(
+        [*REQUIRED[1:], "MOLECULE_WINDOWS_SERVICE_PASSWORD"]), missing.group(1)
+    assert "win_ping" not in out and "Failed to connect" not in out, out[-6000:]
