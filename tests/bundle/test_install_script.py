@@ -108,10 +108,11 @@ def test_changed_missing_and_unlisted_files_are_each_named_once(tmp_path: Path) 
 
 
 def test_verification_does_not_depend_on_the_locale(tmp_path: Path) -> None:
-    """sha256sum --check prints translated words (FAILED) in other locales; the script never parses them."""
+    """`sha256sum --check` says FEHLSCHLAG, not FAILED, in German (coreutils' own translation, LANGUAGE=de): a
+    script that parsed its words let a changed file through. This one compares the digests itself."""
     bundle = small_bundle(tmp_path)
     (bundle / "MANIFEST.json").write_bytes(b"{}\n\n")
-    env = {"PATH": "/usr/bin:/bin", "LANG": "de_DE.UTF-8", "LC_ALL": "de_DE.UTF-8", "LANGUAGE": "de"}
+    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "LANGUAGE": "de"}
     proc = call("verify_bundle", str(bundle), cwd=tmp_path, env=env)
     assert proc.returncode == 1
     assert "digest mismatch (file changed): MANIFEST.json" in proc.stderr
