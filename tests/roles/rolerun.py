@@ -16,11 +16,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK_BIN = REPO / ".venv" / "bin" / "ansible-playbook"
-# Actions that run on the control node only: a task with any other action would reach the host.
+# Actions that run on the control node only: a task with any other action would reach the host. Dynamic includes
+# (the preflight's, playbooks/preflight.yml) only load tasks on the control node; what they load is counted itself.
 CONTROLLER_ACTIONS = {
     "ansible.builtin.validate_argument_spec", "validate_argument_spec",
-    "ansible.builtin.assert", "assert", "ansible.builtin.set_fact", "set_fact",
+    "ansible.builtin.assert", "assert", "ansible.builtin.fail", "fail", "ansible.builtin.set_fact", "set_fact",
     "ansible.builtin.debug", "debug", "ansible.builtin.meta", "meta",
+    "ansible.builtin.include_tasks", "include_tasks", "ansible.builtin.include_role", "include_role",
 }
 VALIDATION_ACTIONS = {"ansible.builtin.validate_argument_spec", "validate_argument_spec",
                       "ansible.builtin.assert", "assert"}

@@ -1,0 +1,153 @@
+"""The preflight (playbooks/preflight.yml): site.yml and every layer playbook check every targeted host's input on the
+control node first. One wrongly typed or missing variable of one host stops the whole run there: no task of a later
+play reaches any host, and the output names the host and the variable, one line per problem.
+
+The runs use the real playbooks and roles with the simulated host's stand-ins (simhost.py) against a copy of
+inventories/example whose Vault values are set. Every stand-in writes the simulated state file when it runs, so an
+untouched file proves that no Windows module ran; a good-input run of the same setup changes it (control).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rolerun import REPO
+from simhost import INSTALLER, SECRETS, Sim, host_results, make_bundle, reached
+
+pytestmark = pytest.mark.static
+
+HOSTS = ["prefect-aio.corp.local", "prefect-srv01.corp.local", "prefect-wrk01.corp.local", "prefect-wrk02.corp.local"]
+PREFLIGHT_PLAY = "Preflight of every targeted host's input, on the control node"
+VERDICT = "Every targeted host's input is valid"
+CA = REPO / "tests" / "fixtures" / "roles" / "enclave-ca.pem"
+
+
+def _inventory(root: Path, bundle: Path, host: str | None = None, bad: dict | None = None) -> Path:
+    """inventories/example with its Vault values and CA set (good for every host), plus `bad` in one host's host_vars."""
+    inventory = root / "inventory"
+    shutil.copytree(REPO / "inventories" / "example", inventory)
+    # The stand-in installer is not python.org's, so its digest replaces the catalogue's.
+    vault = {**SECRETS, "prefect_api_ca_cert": str(CA), "prefect_bundle_dir": str(bundle),
+             "python_installer_sha256": hashlib.sha256(INSTALLER).hexdigest()}
+    (inventory / "group_vars" / "all" / "vault.yml").write_text(yaml.safe_dump(vault))
+    if host:
+        path = inventory / "host_vars" / f"{host}.yml"
+        host_vars = yaml.safe_load(path.read_text()) or {}
+        path.write_text(yaml.safe_dump({**host_vars, **(bad or {})}))
+    return inventory
+
+
+def _run(sim: Sim, inventory: Path, playbook: str, args: list[str] | None = None, env: dict | None = None,
+         local: bool = True) -> subprocess.CompletedProcess:
+    """ansible-playbook on every host of the inventory (no --limit unless in args), as an operator runs it."""
+    extra = ["-e", f"@{sim.root / 'local.json'}"] if local else []
+    (sim.root / "local.json").write_text(json.dumps(sim.base))
+    argv = [str(REPO / ".venv/bin/ansible-playbook"), "-i", str(inventory),
+            str(sim.collections / "ansible_collections/enclave/prefect/playbooks" / playbook), *extra, *(args or [])]
+    return subprocess.run(argv, env=env or sim.env, cwd=sim.root, capture_output=True, text=True, timeout=600,
+                          check=False)
+
+
+def _json(proc: subprocess.CompletedProcess) -> dict:
+    start = proc.stdout.find("{")
+    assert start >= 0, f"no json output, rc={proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-3000:]}"
+    return json.loads(proc.stdout[start:])
+
+
+@pytest.fixture
+def sim(tmp_path, ansible_env):
+    sim = Sim(tmp_path, ansible_env)
+    sim.bundle = make_bundle(tmp_path)
+    return sim
+
+
+CASES = [
+    # playbook, host, bad host variables, words the host's line must hold
+    ("site.yml", "prefect-wrk01.corp.local", {"nssm_services_rotate_bytes": "10MB"},
+     ["argument 'nssm_services_rotate_bytes' is of type str", "int"]),
+    ("site.yml", "prefect-aio.corp.local", {"prefect_server_port": "http"}, ["prefect_server_port", "int"]),
+    # A Vault variable missing for one host: a consistency check of the role, not an argument spec.
+    ("site.yml", "prefect-srv01.corp.local", {"nssm_services_account_password": ""}, ["Account svc_prefect needs a password"]),
+    ("python.yml", "prefect-wrk02.corp.local", {"python_prepend_path": "sometimes"}, ["python_prepend_path", "bool"]),
+    ("prefect_venv.yml", "prefect-srv01.corp.local", {"prefect_venv_keep": "all"}, ["prefect_venv_keep", "int"]),
+    ("nssm_services.yml", "prefect-wrk01.corp.local", {"nssm_services_workers": [{"service": "W", "pool": "p", "queue": "x"}]},
+     ["nssm_services_workers.queue", "queues"]),
+]
+
+
+@pytest.mark.parametrize("playbook, host, bad, words", CASES, ids=[f"{c[0]}-{next(iter(c[2]))}" for c in CASES])
+def test_one_bad_host_stops_every_host_in_the_preflight(sim, playbook, host, bad, words):
+    inventory = _inventory(sim.root, sim.bundle, host, bad)
+    before = sim.state_path.read_bytes()
+    # Even with only the verify stage asked for, the preflight runs.
+    proc = _run(sim, inventory, playbook, args=["--tags", "verify"] if playbook == "site.yml" else None)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output[-6000:]
+    data = _json(proc)
+    plays = [p["play"]["name"] for p in data["plays"] if p["tasks"]]
+    assert plays == [PREFLIGHT_PLAY], plays
+    for name in HOSTS:
+        assert reached(data, name) == [], (name, reached(data, name))
+    assert sim.state_path.read_bytes() == before, "a Windows module stand-in ran"
+    verdicts = {name: result for name, result in
+                ((h, dict(host_results(data, h)).get(VERDICT, {})) for h in HOSTS)}
+    assert verdicts[host].get("failed"), verdicts[host]
+    lines = verdicts[host]["msg"].splitlines()
+    assert lines and all(line.startswith(f"{host}: ") for line in lines), lines
+    for word in words:
+        assert any(word in line for line in lines), (word, lines)
+    for other in set(HOSTS) - {host}:
+        assert verdicts[other].get("skipped"), (other, verdicts[other])
+    for secret in SECRETS.values():
+        assert secret not in output
+
+
+def test_good_input_of_every_host_passes_the_preflight(sim):
+    """Control: the same inventory without the bad value passes every role's checks for all four hosts, then the
+    layer reaches the hosts and the simulated state changes."""
+    inventory = _inventory(sim.root, sim.bundle)
+    proc = _run(sim, inventory, "python.yml", args=["--forks", "1"])
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    data = _json(proc)
+    for name in HOSTS:
+        assert dict(host_results(data, name))[VERDICT].get("skipped"), name
+        assert reached(data, name), name
+    assert sim.state["python"] == "3.12.10"
+
+
+def test_limit_leaves_the_bad_host_out(sim):
+    """--limit applies to the preflight: a bad host outside the limit does not stop the others."""
+    inventory = _inventory(sim.root, sim.bundle, "prefect-wrk01.corp.local", {"python_prepend_path": "sometimes"})
+    proc = _run(sim, inventory, "python.yml", args=["--limit", "all_in_one"])
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    data = _json(proc)
+    assert reached(data, "prefect-aio.corp.local")
+    assert not host_results(data, "prefect-wrk01.corp.local")
+
+
+def test_readable_on_a_control_node_without_the_repository_configuration(sim):
+    """The command of the issue, `ansible-playbook playbooks/site.yml -i inventories/example`, with the inventory's own
+    connection settings (PSRP to hosts that do not exist) and no ansible.cfg, as on the installed control node: the
+    run stops in the preflight, nothing tries to connect, and the problem is one line naming host and variable,
+    without the argument spec dump of a failed role validation."""
+    inventory = _inventory(sim.root, sim.bundle, "prefect-wrk01.corp.local", {"nssm_services_rotate_bytes": "10MB"})
+    env = {k: v for k, v in sim.env.items() if k not in ("ANSIBLE_CONFIG", "ANSIBLE_STDOUT_CALLBACK")}
+    before = sim.state_path.read_bytes()
+    proc = _run(sim, inventory, "site.yml", env=env, local=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output[-6000:]
+    assert f"PLAY [{PREFLIGHT_PLAY}]" in output
+    assert output.count("PLAY [") == 1, "a play after the preflight started"
+    assert "UNREACHABLE" not in output and "psrp" not in output.lower(), output[-6000:]
+    assert sim.state_path.read_bytes() == before
+    wanted = ("Action failed: prefect-wrk01.corp.local: argument 'nssm_services_rotate_bytes' is of type str and we were "
+              "unable to convert to int")
+    assert any(wanted in line for line in output.splitlines()), output[-6000:]
+    # What Ansible's own role validation would print: the whole spec of the role.
+    assert "argument_spec_data" not in output and "Supported parameters include" not in output
