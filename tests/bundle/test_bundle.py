@@ -1,19 +1,18 @@
 """The offline bundle (playbooks/bundle.yml, install-control-node.sh, docs/bundle-layout.md).
 
-The bundle is built once per module with the stand-in installer catalogue of tests/fixtures/bundle
-(served over http on 127.0.0.1, one item from a local directory), the real Windows and control-node
-wheelhouses and the real collections. The download cache is the default one, so a second run is warm.
+The bundle is built once per session with the stand-in installer catalogue of tests/installer_fixtures.py (EXE
+and MSI files signed at test time with a throwaway CA, served over http on 127.0.0.1, NSSM's zip from a local
+directory), the real Windows and control-node wheelhouses and the real collections. The download cache is the
+tests' own (conftest.py): the user's default cache is never read or written, and a second run is warm.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
-import http.server
 import json
 import os
 import re
-import subprocess
-import threading
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -21,14 +20,12 @@ import jinja2
 import pytest
 import yaml
 
+from bundlerun import USER_CACHE, build, error_text, output_of, run, tree_state
+from installer_fixtures import GOOD_SIGNER
 from toolchain import REPO, tool
 
 pytestmark = pytest.mark.bundle
 
-FIXTURES = REPO / "tests" / "fixtures" / "bundle"
-CATALOGUE = FIXTURES / "installers.yml"
-LOCAL_DIR = FIXTURES / "local"
-SERVED_DIR = FIXTURES / "served"
 DEFAULTS = yaml.safe_load((REPO / "roles/common/defaults/main.yml").read_text())
 GALAXY = yaml.safe_load((REPO / "galaxy.yml").read_text())
 FIXTURE_INSTALLERS = ["python-3.12", "nssm", "url-rewrite", "arr", "postgresql-17", "unpinned-tool"]
@@ -50,45 +47,10 @@ def layout(python_version: str = "3.12") -> dict[str, str]:
     return {key: env.from_string(value).render(values) for key, value in raw.items()}
 
 
-def run(cmd: list[str], timeout: int, **kwargs) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout, **kwargs)
-
-
-def build(ansible_env: dict[str, str], output: Path, *extra: str, timeout: int = 3600) -> subprocess.CompletedProcess[str]:
-    """playbooks/bundle.yml with the stand-in catalogue; extra are more ansible-playbook arguments."""
-    cmd = [tool("ansible-playbook"), str(REPO / "playbooks/bundle.yml"),
-           "-e", f"bundle_output_dir={output}",
-           "-e", f"bundle_installers_file={CATALOGUE}",
-           "-e", f"bundle_installers_local_dir={LOCAL_DIR}", *extra]
-    return run(cmd, timeout=timeout, cwd=REPO, env=ansible_env)
-
-
-def output_of(proc: subprocess.CompletedProcess[str]) -> str:
-    return proc.stdout + proc.stderr
-
-
 @pytest.fixture(scope="module")
-def installer_server():
-    """The stand-in installers over http on 127.0.0.1 (the catalogue's bundle_fixture_base_url)."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SERVED_DIR))
-    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(scope="module")
-def base_url_arg(installer_server: str) -> list[str]:
-    return ["-e", f"bundle_fixture_base_url={installer_server}"]
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, ansible_env, base_url_arg) -> tuple[Path, subprocess.CompletedProcess[str]]:
+def built(tmp_path_factory, bundle_env, fixtures, installer_server, bundle_cache):
     output = tmp_path_factory.mktemp("dist")
-    proc = build(ansible_env, output, *base_url_arg,
+    proc = build(bundle_env, fixtures, installer_server, output, bundle_cache,
                  "-e", json.dumps({"bundle_installers": FIXTURE_INSTALLERS, "bundle_trust_on_first_download": True}))
     assert proc.returncode == 0, output_of(proc)[-6000:]
     return output, proc
@@ -165,7 +127,7 @@ def test_archive_and_its_digest(built, bundle: Path) -> None:
     assert f"{bundle.name}/SHA256SUMS" in listing.stdout.splitlines()
 
 
-def test_manifest_records_versions_and_sources(bundle: Path, manifest: dict) -> None:
+def test_manifest_records_versions_and_sources(bundle: Path, manifest: dict, fixtures) -> None:
     assert manifest["prefect_version"] == DEFAULTS["prefect_version"]
     assert manifest["collection"] == {"name": "enclave.prefect", "version": GALAXY["version"]}
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", manifest["build_date"])
@@ -185,11 +147,26 @@ def test_manifest_records_versions_and_sources(bundle: Path, manifest: dict) -> 
         assert sha256(bundle / item["path"]) == item["sha256"]
     assert installers["unpinned-tool"]["trusted_on_first_download"] is True
     assert installers["python-3.12"]["trusted_on_first_download"] is False
+    # The signer verified at build time; NSSM's zip is unsigned and rests on its digest alone.
+    assert {name: (i["kind"], i["signer"]) for name, i in installers.items()} == {
+        "python-3.12": ("pe", GOOD_SIGNER), "nssm": ("zip", ""), "url-rewrite": ("msi", GOOD_SIGNER),
+        "arr": ("msi", GOOD_SIGNER), "postgresql-17": ("pe", GOOD_SIGNER), "unpinned-tool": ("msi", GOOD_SIGNER)}
+    assert manifest["installer_signature_roots"] == str(fixtures.ca_file)
 
 
-def test_trust_on_first_download_prints_the_digest(built) -> None:
+def test_builds_leave_the_default_cache_alone(built, bundle_env, bundle_cache, user_cache_before) -> None:
+    """The build used the tests' cache: nothing appeared where the default cache would be (XDG_CACHE_HOME of the
+    builds), and the user's own default cache is as it was before the tests."""
+    assert not (Path(bundle_env["XDG_CACHE_HOME"]) / "enclave-prefect-bundle").exists()
+    assert {p.name for p in (bundle_cache / "installers").iterdir()} == {
+        "python-3.12.99-amd64.exe", "rewrite_amd64_en-US.msi", "requestRouter_amd64.msi",
+        "postgresql-17.99-1-windows-x64.exe", "unpinned-tool.msi"}
+    assert tree_state(USER_CACHE) == user_cache_before, f"{USER_CACHE} changed during the bundle tests"
+
+
+def test_trust_on_first_download_prints_the_digest(built, fixtures) -> None:
     _, proc = built
-    digest = sha256(SERVED_DIR / "unpinned-tool.msi")
+    digest = sha256(fixtures.served / "unpinned-tool.msi")
     assert re.search(rf"TRUSTED ON FIRST DOWNLOAD: unpinned-tool unpinned-tool.msi\s+sha256 {digest}", proc.stdout)
 
 
@@ -218,31 +195,37 @@ def test_windows_wheelhouse_has_pywin32_and_installs_offline(bundle: Path, tmp_p
 
 
 @pytest.mark.slow
-def test_rebuild_with_unchanged_locks_needs_no_network(built, tmp_path: Path, ansible_env, unshare_n) -> None:
-    """Everything expensive comes from the cache: the same build succeeds with no network at all."""
-    cmd = [*unshare_n, tool("ansible-playbook"), str(REPO / "playbooks/bundle.yml"),
-           "-e", f"bundle_output_dir={tmp_path}", "-e", f"bundle_installers_file={CATALOGUE}",
-           "-e", f"bundle_installers_local_dir={LOCAL_DIR}", "-e", "bundle_fixture_base_url=http://127.0.0.1:9",
-           "-e", json.dumps({"bundle_installers": FIXTURE_INSTALLERS, "bundle_trust_on_first_download": True,
-                             "bundle_archive": False})]
-    proc = run(cmd, timeout=1200, cwd=REPO, env=ansible_env)
+def test_rebuild_with_unchanged_locks_needs_no_network(built, bundle, tmp_path: Path, bundle_env, fixtures, bundle_cache,
+                                                       unshare_n) -> None:
+    """Everything expensive comes from the cache: the same build succeeds with no network at all. The installer
+    without a pinned digest is taken from the cache because the previous bundle in the output directory recorded
+    that digest."""
+    previous = tmp_path / "out" / "previous"
+    previous.mkdir(parents=True)
+    shutil.copyfile(bundle / "MANIFEST.json", previous / "MANIFEST.json")
+    (tmp_path / "out" / "bundle").symlink_to("previous")
+    proc = build(bundle_env, fixtures, "http://127.0.0.1:9", tmp_path / "out", bundle_cache,
+                 "-e", json.dumps({"bundle_installers": FIXTURE_INSTALLERS, "bundle_trust_on_first_download": True,
+                                   "bundle_archive": False}), timeout=1200, prefix=unshare_n)
     assert proc.returncode == 0, output_of(proc)[-6000:]
     for task in ("Windows wheels are downloaded into the cache for Python 3.12",
                  "Control-node wheels are downloaded or built into the cache"):
         assert re.search(rf"TASK \[{re.escape(task)}[^\]]*\] \**\nok: ", proc.stdout), f"{task}: not taken from the cache"
-    assert (tmp_path / "bundle" / "SHA256SUMS").is_file()
+    assert not re.search(r"TASK \[Installers missing from the local directory and the cache are downloaded\] \**\n"
+                         r"(skipping: .*\n)*(ok|changed|failed): ", proc.stdout), "an installer was downloaded again"
+    assert (tmp_path / "out" / "bundle" / "SHA256SUMS").is_file()
 
 
 @pytest.mark.slow
-def test_missing_windows_wheel_fails_the_build(built, bundle, tmp_path: Path, ansible_env, base_url_arg) -> None:
+def test_missing_windows_wheel_fails_the_build(built, bundle, tmp_path: Path, bundle_env, fixtures, installer_server,
+                                               bundle_cache) -> None:
     """Same build, a copy of the warm cache with one wheel removed: the offline dry run must stop it."""
-    default_cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "enclave-prefect-bundle"
     cache = tmp_path / "cache"
-    assert run(["cp", "-al", str(default_cache), str(cache)], timeout=300).returncode == 0
+    assert run(["cp", "-al", str(bundle_cache), str(cache)], timeout=300).returncode == 0
     (entry,) = [p for p in (cache / "windows").glob("py312-*") if (p / "complete").is_file()]
     (pywin32,) = (entry / "wheels").glob("pywin32-*.whl")
     pywin32.unlink()
-    proc = build(ansible_env, tmp_path / "out", *base_url_arg, "-e", f"bundle_cache_dir={cache}",
+    proc = build(bundle_env, fixtures, installer_server, tmp_path / "out", cache,
                  "-e", json.dumps({"bundle_installers": ["python-3.12"]}), timeout=1200)
     assert proc.returncode != 0
     out = output_of(proc)
@@ -251,20 +234,21 @@ def test_missing_windows_wheel_fails_the_build(built, bundle, tmp_path: Path, an
     assert not list((tmp_path / "out").glob("enclave-prefect-*[0-9]")), "no bundle may be published"
 
 
-def test_installer_digest_mismatch_shows_both_digests(tmp_path: Path, ansible_env, base_url_arg) -> None:
+def test_installer_digest_mismatch_shows_both_digests(tmp_path: Path, bundle_env, fixtures, installer_server) -> None:
     cache = tmp_path / "cache"
-    proc = build(ansible_env, tmp_path / "out", *base_url_arg, "-e", f"bundle_cache_dir={cache}",
+    proc = build(bundle_env, fixtures, installer_server, tmp_path / "out", cache,
                  "-e", json.dumps({"bundle_installers": ["wrong-digest"]}), timeout=600)
     assert proc.returncode != 0
-    out = output_of(proc)
-    assert "0" * 64 in out, out[-3000:]
-    assert sha256(SERVED_DIR / "rewrite_amd64_en-US.msi") in out, out[-3000:]
+    out = error_text(proc)
+    assert "wrong-digest.msi" in out and "0" * 64 in out, out[-3000:]
+    assert sha256(fixtures.served / "wrong-digest.msi") in out, out[-3000:]
     assert not (cache / "installers" / "wrong-digest.msi").exists(), "a mismatching download must not stay in the cache"
 
 
-def test_installers_without_digest_are_refused_before_any_download(tmp_path: Path, ansible_env, base_url_arg) -> None:
+def test_installers_without_digest_are_refused_before_any_download(tmp_path: Path, bundle_env, fixtures,
+                                                                   installer_server) -> None:
     cache = tmp_path / "cache"
-    proc = build(ansible_env, tmp_path / "out", *base_url_arg, "-e", f"bundle_cache_dir={cache}",
+    proc = build(bundle_env, fixtures, installer_server, tmp_path / "out", cache,
                  "-e", json.dumps({"bundle_installers": ["python-3.12", "unpinned-tool"]}), timeout=600)
     assert proc.returncode != 0
     out = output_of(proc)
@@ -279,7 +263,9 @@ def test_installer_catalogue_is_well_formed() -> None:
     expected = {"python-3.11", "python-3.12", "python-3.13", "nssm", "url-rewrite", "arr", "postgresql-16", "postgresql-17"}
     assert expected <= set(catalogue)
     for name, item in catalogue.items():
-        assert {"version", "url", "filename", "sha256"} <= set(item), name
+        assert {"version", "url", "filename", "kind", "signer", "sha256"} <= set(item), name
+        assert item["kind"] == {"exe": "pe", "msi": "msi", "zip": "zip"}[item["filename"].rsplit(".", 1)[1]], name
+        assert isinstance(item["signer"], str), name
         assert item["url"].startswith("https://"), name
         assert item["url"].rsplit("/", 1)[1] == item["filename"], name
         assert isinstance(item["sha256"], str) and re.fullmatch(r"([0-9a-f]{64})?", item["sha256"]), name
@@ -287,6 +273,12 @@ def test_installer_catalogue_is_well_formed() -> None:
     for minor in ("3.11", "3.12", "3.13"):
         assert catalogue[f"python-{minor}"]["version"].startswith(minor + ".")
         assert catalogue[f"python-{minor}"]["filename"].endswith("-amd64.exe")
+    signers = {name: item["signer"] for name, item in catalogue.items()}
+    assert {signers[f"python-{minor}"] for minor in ("3.11", "3.12", "3.13")} == {"Python Software Foundation"}
+    assert signers["url-rewrite"] == signers["arr"] == "Microsoft Corporation"
+    assert signers["postgresql-16"] == signers["postgresql-17"] == "EnterpriseDB Corporation"
+    # NSSM publishes no signature: its digest is the only check (docs/bundle-layout.md).
+    assert signers["nssm"] == ""
 
 
 # --- the install inside the enclave ------------------------------------------------------------------

@@ -438,6 +438,18 @@ elif NAME == "win_powershell":
         prefect_dirs()
     elif script == "nssm_status.ps1":
         nssm_status()
+    elif script == "authenticode_signature.ps1":
+        # Get-AuthenticodeSignature reads the signature in the file's content: host["signatures"] maps a content
+        # digest to what Windows reports for it. A file with no entry is unsigned (Status NotSigned, no
+        # SignerCertificate, as for any file without a signature). Read-only, in check mode too.
+        digest = lookup(args["parameters"]["Path"])
+        if digest is None:
+            out["result"] = {"exists": False, "status": "", "status_message": args["parameters"]["Path"] + " does not exist",
+                             "signer": "", "subject": "", "thumbprint": ""}
+        else:
+            unsigned = {"status": "NotSigned", "status_message": "The file is not digitally signed.", "signer": "",
+                        "subject": "", "thumbprint": ""}
+            out["result"] = dict(host.get("signatures", {}).get(digest, unsigned), exists=True)
     else:
         out.update(failed=True, msg="no stand-in for " + script)
 elif NAME == "win_acl":

@@ -31,6 +31,11 @@ LOCK = (REPO / "requirements" / "windows" / "prefect-py312.lock").read_bytes()
 WHEELHOUSE = b"not a real wheelhouse"
 NSSM_ZIP = b"not a real nssm zip"
 INSTALLER = b"not a real python installer"
+# What Get-AuthenticodeSignature reports for the stand-in installer's content (authenticode_signature.ps1): the
+# python.org installer is signed by the Python Software Foundation and the host trusts its root.
+INSTALLER_SIGNATURE = {"status": "Valid", "status_message": "Signature verified.", "signer": "Python Software Foundation",
+                       "subject": "CN=Python Software Foundation, O=Python Software Foundation, L=Beaverton, S=Oregon, C=US",
+                       "thumbprint": "0" * 40}
 # Vault values of the example inventory; they must never show up in any output.
 SECRETS = {
     "vault_prefect_service_password": "Svc-Secret-4c1d",
@@ -81,7 +86,8 @@ class Sim:
         self.root = root
         self.collections = build_sim(root)
         self.state_path = root / "state.json"
-        self.state_path.write_text(json.dumps(state or {}))
+        self.state_path.write_text(json.dumps({"signatures": {hashlib.sha256(INSTALLER).hexdigest(): INSTALLER_SIGNATURE},
+                                               **(state or {})}))
         self.env = dict(ansible_env, ANSIBLE_COLLECTIONS_PATH=str(self.collections),
                         ENCLAVE_SIM_STATE=str(self.state_path), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
         self.base = {"ansible_connection": "local", "ansible_python_interpreter": str(REPO / ".venv/bin/python")}
