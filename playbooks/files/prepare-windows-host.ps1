@@ -147,8 +147,9 @@ function ConvertTo-CanonicalAddress {
                 $prefix += ([Convert]::ToString($maskByte, 2) -replace '0', '').Length
             }
         }
-        if ($prefix -lt 0 -or $prefix -gt $bits) {
-            throw "'$Address' has a prefix length outside 0..$bits."
+        if ($prefix -lt 1 -or $prefix -gt $bits) {
+            # /0 (0.0.0.0/0, ::/0) admits every address: refused like 'Any'.
+            throw "'$Address' has a prefix length outside 1..$bits."
         }
     }
     if ($prefix -eq $bits) {
@@ -281,6 +282,11 @@ function Get-CertificateProblem {
     if (-not ($sanNames | Where-Object { Test-NameMatch $_ $Name })) {
         $problems += "its Subject Alternative Name has no DNS name matching $Name (has: $(if ($sanNames) { $sanNames -join ', ' } else { 'none' }))"
     }
+    # WinRM refuses a listener whose Hostname differs from the certificate's CN ("The certificate CN and the hostname
+    # that were provided do not match"), so the CN must name the host too.
+    if (-not (Test-NameMatch (Get-SubjectName $Certificate) $Name)) {
+        $problems += "its subject CN '$(Get-SubjectName $Certificate)' is not $Name (WinRM compares the listener's Hostname with the CN)"
+    }
     return ($problems -join '; ')
 }
 
@@ -342,203 +348,210 @@ if ($wantedAddresses.Count -eq 0) {
     throw '-ControlNodeAddress names no address.'
 }
 
-# 1. WinRM service
-$service = Get-Service -Name WinRM
-if ([string]$service.StartType -ne 'Automatic') {
-    Invoke-Change -Item 'WinRM service start type' -Detail "$($service.StartType) -> Automatic" -Action {
-        Set-Service -Name WinRM -StartupType Automatic -Confirm:$false
-    }
-}
-else {
-    Add-Result -Status 'ok' -Item 'WinRM service start type' -Detail 'Automatic'
-}
-if ([string]$service.Status -ne 'Running') {
-    Invoke-Change -Item 'WinRM service' -Detail "$($service.Status) -> Running" -Action {
-        Start-Service -Name WinRM -Confirm:$false
-    }
-}
-else {
-    Add-Result -Status 'ok' -Item 'WinRM service' -Detail 'Running'
-}
-$winrmRunning = [string](Get-Service -Name WinRM).Status -eq 'Running'
-
-# 2. certificate
-$certificate = Select-ListenerCertificate -Name $HostName
-$thumbprint = $certificate.Thumbprint.ToUpperInvariant()
-Add-Result -Status 'ok' -Item 'listener certificate' -Detail ("$thumbprint $($certificate.Subject), issued by $($certificate.Issuer), " +
-    'valid until ' + $certificate.NotAfter.ToString('yyyy-MM-dd'))
-if (-not (Test-NameMatch (Get-SubjectName $certificate) $HostName)) {
-    Add-Result -Status 'warning' -Item 'certificate subject' -Detail ("CN '$(Get-SubjectName $certificate)' is not $HostName" +
-        ': WinRM may refuse a listener whose Hostname differs from the CN; a certificate with both in order is safest')
-}
-$chain = New-Object -TypeName System.Security.Cryptography.X509Certificates.X509Chain
-# Revocation lists are usually out of reach in an enclave; the control node does not check them either.
-$chain.ChainPolicy.RevocationMode = [System.Security.Cryptography.X509Certificates.X509RevocationMode]::NoCheck
-if (-not $chain.Build($certificate)) {
-    $status = @($chain.ChainStatus | ForEach-Object { $_.StatusInformation.Trim() }) -join ' '
-    Add-Result -Status 'warning' -Item 'certificate chain' -Detail ("does not build on this host ($status): the listener sends only the " +
-        'chain Windows can build, so the control node needs every CA certificate up to the root in its CA file')
-}
-
-# 3. HTTPS listener
-$listenerItem = "WinRM HTTPS listener (*:$Port)"
-$listenerValues = @{ Hostname = $HostName; CertificateThumbprint = $thumbprint; Port = [string]$Port }
-if (-not $winrmRunning) {
-    Add-Result -Status 'would change' -Item $listenerItem -Detail "checked once WinRM runs: Hostname $HostName, certificate $thumbprint"
-}
-else {
-    $listener = @(Get-WSManInstance -ResourceURI 'winrm/config/Listener' -Enumerate |
-        Where-Object { (Get-PropertyText $_ 'Transport') -eq 'HTTPS' -and (Get-PropertyText $_ 'Address') -eq '*' -and
-            (Get-PropertyText $_ 'Source') -ne 'Compatibility' })
-    if ($listener.Count -eq 0) {
-        Invoke-Change -Item $listenerItem -Detail "created: Hostname $HostName, certificate $thumbprint" -Action {
-            New-WSManInstance -ResourceURI 'winrm/config/Listener' -SelectorSet @{ Address = '*'; Transport = 'HTTPS' } `
-                -ValueSet $listenerValues | Out-Null
+# Every step records what it found and did; an error stops the steps, never the report of what was done before it.
+$failure = $null
+try {
+    # 1. WinRM service
+    $service = Get-Service -Name WinRM
+    if ([string]$service.StartType -ne 'Automatic') {
+        Invoke-Change -Item 'WinRM service start type' -Detail "$($service.StartType) -> Automatic" -Action {
+            Set-Service -Name WinRM -StartupType Automatic -Confirm:$false
         }
     }
     else {
-        $current = $listener[0]
-        $differences = @()
-        if ((Get-PropertyText $current 'Port') -ne [string]$Port) {
-            $differences += "port $(Get-PropertyText $current 'Port') -> $Port"
+        Add-Result -Status 'ok' -Item 'WinRM service start type' -Detail 'Automatic'
+    }
+    if ([string]$service.Status -ne 'Running') {
+        Invoke-Change -Item 'WinRM service' -Detail "$($service.Status) -> Running" -Action {
+            Start-Service -Name WinRM -Confirm:$false
         }
-        if ((Get-PropertyText $current 'Hostname') -ne $HostName) {
-            $differences += "Hostname '$(Get-PropertyText $current 'Hostname')' -> $HostName"
-        }
-        $currentThumbprint = (Get-PropertyText $current 'CertificateThumbprint') -replace '[^0-9A-Fa-f]', ''
-        if ($currentThumbprint.ToUpperInvariant() -ne $thumbprint) {
-            $differences += "certificate '$currentThumbprint' -> $thumbprint"
-        }
-        if ((Get-PropertyText $current 'Enabled') -ne 'true') {
-            $differences += 'disabled -> enabled'
-        }
-        if ($differences.Count -eq 0) {
-            Add-Result -Status 'ok' -Item $listenerItem -Detail "Hostname $HostName, certificate $thumbprint"
-        }
-        elseif ((Get-PropertyText $current 'Source') -eq 'GPO') {
-            Add-Result -Status 'blocked' -Item $listenerItem -Detail ("set by Group Policy, which must change instead: " + ($differences -join '; '))
-        }
-        else {
-            $listenerValues['Enabled'] = 'true'
-            Invoke-Change -Item $listenerItem -Detail ($differences -join '; ') -Action {
-                Set-WSManInstance -ResourceURI 'winrm/config/Listener' -SelectorSet @{ Address = '*'; Transport = 'HTTPS' } `
+    }
+    else {
+        Add-Result -Status 'ok' -Item 'WinRM service' -Detail 'Running'
+    }
+    $winrmRunning = [string](Get-Service -Name WinRM).Status -eq 'Running'
+
+    # 2. certificate
+    $certificate = Select-ListenerCertificate -Name $HostName
+    $thumbprint = $certificate.Thumbprint.ToUpperInvariant()
+    Add-Result -Status 'ok' -Item 'listener certificate' -Detail ("$thumbprint $($certificate.Subject), issued by $($certificate.Issuer), " +
+        'valid until ' + $certificate.NotAfter.ToString('yyyy-MM-dd'))
+    $chain = New-Object -TypeName System.Security.Cryptography.X509Certificates.X509Chain
+    # Revocation lists are usually out of reach in an enclave; the control node does not check them either.
+    $chain.ChainPolicy.RevocationMode = [System.Security.Cryptography.X509Certificates.X509RevocationMode]::NoCheck
+    if (-not $chain.Build($certificate)) {
+        $status = @($chain.ChainStatus | ForEach-Object { $_.StatusInformation.Trim() }) -join ' '
+        Add-Result -Status 'warning' -Item 'certificate chain' -Detail ("does not build on this host ($status): the listener sends only the " +
+            'chain Windows can build, so the control node needs every CA certificate up to the root in its CA file')
+    }
+
+    # 3. HTTPS listener
+    $listenerItem = "WinRM HTTPS listener (*:$Port)"
+    $listenerValues = @{ Hostname = $HostName; CertificateThumbprint = $thumbprint; Port = [string]$Port }
+    if (-not $winrmRunning) {
+        Add-Result -Status 'would change' -Item $listenerItem -Detail "checked once WinRM runs: Hostname $HostName, certificate $thumbprint"
+    }
+    else {
+        $listener = @(Get-WSManInstance -ResourceURI 'winrm/config/Listener' -Enumerate |
+            Where-Object { (Get-PropertyText $_ 'Transport') -eq 'HTTPS' -and (Get-PropertyText $_ 'Address') -eq '*' -and
+                (Get-PropertyText $_ 'Source') -ne 'Compatibility' })
+        if ($listener.Count -eq 0) {
+            Invoke-Change -Item $listenerItem -Detail "created: Hostname $HostName, certificate $thumbprint" -Action {
+                New-WSManInstance -ResourceURI 'winrm/config/Listener' -SelectorSet @{ Address = '*'; Transport = 'HTTPS' } `
                     -ValueSet $listenerValues | Out-Null
             }
         }
-    }
-}
-
-# 4. service authentication: no Basic, no unencrypted messages; Kerberos or Negotiate must stay usable
-if ($winrmRunning) {
-    $settings = @(
-        @{ Path = 'WSMan:\localhost\Service\Auth\Basic'; Item = 'WinRM service Basic authentication' },
-        @{ Path = 'WSMan:\localhost\Service\AllowUnencrypted'; Item = 'WinRM service unencrypted traffic' }
-    )
-    foreach ($setting in $settings) {
-        $current = Get-Item -Path $setting.Path
-        if ([string]$current.Value -ne 'true') {
-            Add-Result -Status 'ok' -Item $setting.Item -Detail 'off'
-        }
-        elseif (Get-PropertyText $current 'SourceOfValue') {
-            Add-Result -Status 'blocked' -Item $setting.Item -Detail ('on by Group Policy (Administrative Templates > Windows Components > ' +
-                'Windows Remote Management > WinRM Service): turn it off there')
-        }
         else {
-            Invoke-Change -Item $setting.Item -Detail 'on -> off' -Action {
-                Set-Item -Path $setting.Path -Value $false -Force -Confirm:$false
+            $current = $listener[0]
+            $differences = @()
+            if ((Get-PropertyText $current 'Port') -ne [string]$Port) {
+                $differences += "port $(Get-PropertyText $current 'Port') -> $Port"
             }
-        }
-    }
-    $kerberos = [string](Get-Item -Path 'WSMan:\localhost\Service\Auth\Kerberos').Value
-    $negotiate = [string](Get-Item -Path 'WSMan:\localhost\Service\Auth\Negotiate').Value
-    if ($kerberos -ne 'true' -and $negotiate -ne 'true') {
-        Add-Result -Status 'warning' -Item 'WinRM service Kerberos and Negotiate' -Detail 'both off: the control node cannot log on'
-    }
-}
-else {
-    Add-Result -Status 'would change' -Item 'WinRM service Basic and unencrypted' -Detail 'checked once WinRM runs'
-}
-
-# 5. firewall: one allow rule for the control node; the default inbound policy blocks everything else
-$ruleItem = "firewall rule $FirewallRuleName (TCP $Port in)"
-$ruleSettings = @{
-    Direction     = 'Inbound'
-    Action        = 'Allow'
-    Enabled       = 'True'
-    Profile       = 'Any'
-    Protocol      = 'TCP'
-    LocalPort     = [string]$Port
-    RemoteAddress = $wantedAddresses
-}
-$rule = Get-NetFirewallRule -Name $FirewallRuleName -ErrorAction SilentlyContinue
-if (-not $rule) {
-    Invoke-Change -Item $ruleItem -Detail ('created: from ' + ($wantedAddresses -join ', ')) -Action {
-        New-NetFirewallRule -Name $FirewallRuleName -DisplayName "enclave.prefect: WinRM over HTTPS ($Port) from the control node" `
-            -Description 'Created by prepare-windows-host.ps1 of the enclave.prefect collection.' -Group 'enclave.prefect' `
-            @ruleSettings -Confirm:$false | Out-Null
-    }
-}
-else {
-    $portFilter = $rule | Get-NetFirewallPortFilter
-    $haveAddresses = @(Get-CanonicalAddressList -Addresses @(($rule | Get-NetFirewallAddressFilter).RemoteAddress))
-    $differences = @()
-    foreach ($name in 'Direction', 'Action', 'Enabled', 'Profile') {
-        if ([string]$rule.$name -ne $ruleSettings[$name]) {
-            $differences += "$name $($rule.$name) -> $($ruleSettings[$name])"
-        }
-    }
-    if ([string]$portFilter.Protocol -ne 'TCP' -or (@($portFilter.LocalPort) -join ',') -ne [string]$Port) {
-        $differences += "TCP $(@($portFilter.LocalPort) -join ',') -> $Port"
-    }
-    if (($haveAddresses -join ',') -ne ($wantedAddresses -join ',')) {
-        $differences += "from $($haveAddresses -join ', ') -> $($wantedAddresses -join ', ')"
-    }
-    if ($differences.Count -eq 0) {
-        Add-Result -Status 'ok' -Item $ruleItem -Detail ('from ' + ($wantedAddresses -join ', '))
-    }
-    else {
-        Invoke-Change -Item $ruleItem -Detail ($differences -join '; ') -Action {
-            Set-NetFirewallRule -Name $FirewallRuleName @ruleSettings -Confirm:$false
-        }
-    }
-}
-
-# Any enabled allow rule that lists the port admits it too (rules for every port are not listed).
-$portFilters = @(Get-NetFirewallPortFilter -All -PolicyStore ActiveStore | Where-Object {
-        $listed = $false
-        foreach ($range in @($_.LocalPort)) {
-            if ([string]$range -match '^(\d+)(-(\d+))?$') {
-                $low = [int]$Matches[1]
-                $high = if ($Matches[3]) { [int]$Matches[3] } else { $low }
-                if ($Port -ge $low -and $Port -le $high) {
-                    $listed = $true
+            if ((Get-PropertyText $current 'Hostname') -ne $HostName) {
+                $differences += "Hostname '$(Get-PropertyText $current 'Hostname')' -> $HostName"
+            }
+            $currentThumbprint = (Get-PropertyText $current 'CertificateThumbprint') -replace '[^0-9A-Fa-f]', ''
+            if ($currentThumbprint.ToUpperInvariant() -ne $thumbprint) {
+                $differences += "certificate '$currentThumbprint' -> $thumbprint"
+            }
+            if ((Get-PropertyText $current 'Enabled') -ne 'true') {
+                $differences += 'disabled -> enabled'
+            }
+            if ($differences.Count -eq 0) {
+                Add-Result -Status 'ok' -Item $listenerItem -Detail "Hostname $HostName, certificate $thumbprint"
+            }
+            elseif ((Get-PropertyText $current 'Source') -eq 'GPO') {
+                Add-Result -Status 'blocked' -Item $listenerItem -Detail ("set by Group Policy, which must change instead: " + ($differences -join '; '))
+            }
+            else {
+                $listenerValues['Enabled'] = 'true'
+                Invoke-Change -Item $listenerItem -Detail ($differences -join '; ') -Action {
+                    Set-WSManInstance -ResourceURI 'winrm/config/Listener' -SelectorSet @{ Address = '*'; Transport = 'HTTPS' } `
+                        -ValueSet $listenerValues | Out-Null
                 }
             }
         }
-        $listed -and @('TCP', 'Any') -contains [string]$_.Protocol
-    })
-foreach ($filter in $portFilters) {
-    $other = $filter | Get-NetFirewallRule
-    if ($other.Name -eq $FirewallRuleName -or [string]$other.Enabled -ne 'True' -or [string]$other.Direction -ne 'Inbound' -or
-        [string]$other.Action -ne 'Allow') {
-        continue
     }
-    $from = @(($other | Get-NetFirewallAddressFilter).RemoteAddress) -join ', '
-    Add-Result -Status 'warning' -Item "firewall rule $($other.Name)" -Detail ("'$($other.DisplayName)' also admits TCP $Port from ${from}: " +
-        "Disable-NetFirewallRule -Name '$($other.Name)' unless something else needs it")
+
+    # 4. service authentication: no Basic, no unencrypted messages; Kerberos or Negotiate must stay usable
+    if ($winrmRunning) {
+        $settings = @(
+            @{ Path = 'WSMan:\localhost\Service\Auth\Basic'; Item = 'WinRM service Basic authentication' },
+            @{ Path = 'WSMan:\localhost\Service\AllowUnencrypted'; Item = 'WinRM service unencrypted traffic' }
+        )
+        foreach ($setting in $settings) {
+            $current = Get-Item -Path $setting.Path
+            if ([string]$current.Value -ne 'true') {
+                Add-Result -Status 'ok' -Item $setting.Item -Detail 'off'
+            }
+            elseif (Get-PropertyText $current 'SourceOfValue') {
+                Add-Result -Status 'blocked' -Item $setting.Item -Detail ('on by Group Policy (Administrative Templates > Windows Components > ' +
+                    'Windows Remote Management > WinRM Service): turn it off there')
+            }
+            else {
+                Invoke-Change -Item $setting.Item -Detail 'on -> off' -Action {
+                    Set-Item -Path $setting.Path -Value $false -Force -Confirm:$false
+                }
+            }
+        }
+        $kerberos = [string](Get-Item -Path 'WSMan:\localhost\Service\Auth\Kerberos').Value
+        $negotiate = [string](Get-Item -Path 'WSMan:\localhost\Service\Auth\Negotiate').Value
+        if ($kerberos -ne 'true' -and $negotiate -ne 'true') {
+            Add-Result -Status 'warning' -Item 'WinRM service Kerberos and Negotiate' -Detail 'both off: the control node cannot log on'
+        }
+    }
+    else {
+        Add-Result -Status 'would change' -Item 'WinRM service Basic and unencrypted' -Detail 'checked once WinRM runs'
+    }
+
+    # 5. firewall: one allow rule for the control node; the default inbound policy blocks everything else
+    $ruleItem = "firewall rule $FirewallRuleName (TCP $Port in)"
+    $ruleSettings = @{
+        Direction     = 'Inbound'
+        Action        = 'Allow'
+        Enabled       = 'True'
+        Profile       = 'Any'
+        Protocol      = 'TCP'
+        LocalPort     = [string]$Port
+        RemoteAddress = $wantedAddresses
+    }
+    $rule = Get-NetFirewallRule -Name $FirewallRuleName -ErrorAction SilentlyContinue
+    if (-not $rule) {
+        Invoke-Change -Item $ruleItem -Detail ('created: from ' + ($wantedAddresses -join ', ')) -Action {
+            New-NetFirewallRule -Name $FirewallRuleName -DisplayName "enclave.prefect: WinRM over HTTPS ($Port) from the control node" `
+                -Description 'Created by prepare-windows-host.ps1 of the enclave.prefect collection.' -Group 'enclave.prefect' `
+                @ruleSettings -Confirm:$false | Out-Null
+        }
+    }
+    else {
+        $portFilter = $rule | Get-NetFirewallPortFilter
+        $haveAddresses = @(Get-CanonicalAddressList -Addresses @(($rule | Get-NetFirewallAddressFilter).RemoteAddress))
+        $differences = @()
+        foreach ($name in 'Direction', 'Action', 'Enabled', 'Profile') {
+            if ([string]$rule.$name -ne $ruleSettings[$name]) {
+                $differences += "$name $($rule.$name) -> $($ruleSettings[$name])"
+            }
+        }
+        if ([string]$portFilter.Protocol -ne 'TCP' -or (@($portFilter.LocalPort) -join ',') -ne [string]$Port) {
+            $differences += "TCP $(@($portFilter.LocalPort) -join ',') -> $Port"
+        }
+        if (($haveAddresses -join ',') -ne ($wantedAddresses -join ',')) {
+            $differences += "from $($haveAddresses -join ', ') -> $($wantedAddresses -join ', ')"
+        }
+        if ($differences.Count -eq 0) {
+            Add-Result -Status 'ok' -Item $ruleItem -Detail ('from ' + ($wantedAddresses -join ', '))
+        }
+        else {
+            Invoke-Change -Item $ruleItem -Detail ($differences -join '; ') -Action {
+                Set-NetFirewallRule -Name $FirewallRuleName @ruleSettings -Confirm:$false
+            }
+        }
+    }
+
+    # Any enabled allow rule that lists the port admits it too (rules for every port are not listed).
+    $portFilters = @(Get-NetFirewallPortFilter -All -PolicyStore ActiveStore | Where-Object {
+            $listed = $false
+            foreach ($range in @($_.LocalPort)) {
+                if ([string]$range -match '^(\d+)(-(\d+))?$') {
+                    $low = [int]$Matches[1]
+                    $high = if ($Matches[3]) { [int]$Matches[3] } else { $low }
+                    if ($Port -ge $low -and $Port -le $high) {
+                        $listed = $true
+                    }
+                }
+            }
+            $listed -and @('TCP', 'Any') -contains [string]$_.Protocol
+        })
+    foreach ($filter in $portFilters) {
+        $other = $filter | Get-NetFirewallRule
+        if ($other.Name -eq $FirewallRuleName -or [string]$other.Enabled -ne 'True' -or [string]$other.Direction -ne 'Inbound' -or
+            [string]$other.Action -ne 'Allow') {
+            continue
+        }
+        $from = @(($other | Get-NetFirewallAddressFilter).RemoteAddress) -join ', '
+        Add-Result -Status 'warning' -Item "firewall rule $($other.Name)" -Detail ("'$($other.DisplayName)' also admits TCP $Port from ${from}: " +
+            "Disable-NetFirewallRule -Name '$($other.Name)' unless something else needs it")
+    }
+    foreach ($firewallProfile in Get-NetFirewallProfile -PolicyStore ActiveStore) {
+        if ([string]$firewallProfile.Enabled -eq 'False') {
+            Add-Result -Status 'warning' -Item "firewall profile $($firewallProfile.Name)" -Detail 'Windows Firewall is off: the rule restricts nothing there'
+        }
+        elseif ([string]$firewallProfile.DefaultInboundAction -eq 'Allow') {
+            Add-Result -Status 'warning' -Item "firewall profile $($firewallProfile.Name)" -Detail 'inbound traffic is allowed by default: the rule restricts nothing there'
+        }
+    }
 }
-foreach ($firewallProfile in Get-NetFirewallProfile -PolicyStore ActiveStore) {
-    if ([string]$firewallProfile.Enabled -eq 'False') {
-        Add-Result -Status 'warning' -Item "firewall profile $($firewallProfile.Name)" -Detail 'Windows Firewall is off: the rule restricts nothing there'
-    }
-    elseif ([string]$firewallProfile.DefaultInboundAction -eq 'Allow') {
-        Add-Result -Status 'warning' -Item "firewall profile $($firewallProfile.Name)" -Detail 'inbound traffic is allowed by default: the rule restricts nothing there'
-    }
+catch {
+    $failure = $_
 }
 
 # --- report ------------------------------------------------------------------------------------------------
 
 $script:Results | Format-Table -Property 'Status', 'Item', 'Detail' -AutoSize -Wrap | Out-String -Width 220 | Write-Host
+if ($failure) {
+    Write-Host "Stopped by an error; the items above were found or done before it: $($failure.Exception.Message)"
+    exit 1
+}
 $changed = @($script:Results | Where-Object { $_.Status -eq 'changed' }).Count
 $pending = @($script:Results | Where-Object { $_.Status -eq 'would change' -or $_.Status -eq 'declined' }).Count
 $blocked = @($script:Results | Where-Object { $_.Status -eq 'blocked' }).Count
