@@ -13,8 +13,9 @@
     2. picks the listener certificate from Cert:\LocalMachine\My: the one named by -CertificateThumbprint, or
        else the usable one valid longest whose Subject Alternative Name holds -HostName. It refuses a
        certificate that is expired or not yet valid, has no private key, lacks the Server Authentication EKU
-       (1.3.6.1.5.5.7.3.1), is self-signed, or has no DNS name in its Subject Alternative Name matching
-       -HostName (the control node's TLS library ignores the subject CN);
+       (1.3.6.1.5.5.7.3.1), is self-signed, has no DNS name in its Subject Alternative Name matching
+       -HostName (the control node's TLS library ignores the subject CN), or whose subject CN is not -HostName
+       (WinRM compares the listener's Hostname with the CN);
     3. creates or corrects the WinRM HTTPS listener (Address *, the port, Hostname, certificate);
     4. turns Basic authentication and unencrypted traffic off for the WinRM service;
     5. creates or corrects one inbound firewall rule admitting TCP 5986 only from -ControlNodeAddress.
