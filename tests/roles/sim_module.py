@@ -2,6 +2,9 @@
 # Each branch behaves as the real module or program does, as read in its source; the comments say where.
 # The host is one JSON document: files, junctions, registry values of the NSSM services, ACLs, accounts.
 # A "clock" counts module calls, so times compare without sleeping.
+# Stand-ins of other roles live in tests/roles/sim_<area>.py: simhost.py puts their text before this body; each
+# registers functions in STANDINS (by module name) or SCRIPTS (by win_powershell script file name), which run with
+# this body's globals (args, host, out, CHECK, NOW, lookup, sid_of).
 import hashlib
 import json
 import os
@@ -240,7 +243,9 @@ def nssm_status():
     out["result"] = {"services": report}
 
 
-if NAME == "win_reg_stat":
+if NAME in STANDINS:
+    STANDINS[NAME]()
+elif NAME == "win_reg_stat":
     # PEP 514 key of the python.org installer: Version under PythonCore\X.Y, the directory with a trailing
     # backslash as the (Default) value of its InstallPath subkey (name ''). win_reg_stat.ps1 returns exists=false and
     # no value for a missing key or value.
@@ -438,6 +443,8 @@ elif NAME == "win_powershell":
         prefect_dirs()
     elif script == "nssm_status.ps1":
         nssm_status()
+    elif script in SCRIPTS:
+        SCRIPTS[script]()
     elif script == "authenticode_signature.ps1":
         # Get-AuthenticodeSignature reads the signature in the file's content: host["signatures"] maps a content
         # digest to what Windows reports for it. A file with no entry is unsigned (Status NotSigned, no

@@ -16,6 +16,10 @@ from rolerun import CONTROLLER_ACTIONS, REPO
 
 HOST = "prefect-aio.corp.local"
 BODY = (Path(__file__).parent / "sim_module.py").read_text()
+# Stand-ins of other areas, one file each (sim_<area>.py). The first line names the modules it stands in for:
+# "# modules: microsoft.iis.website ansible.windows.win_feature ..."; the text defines functions and registers them
+# in STANDINS / SCRIPTS, which sim_module.py calls.
+PARTS = sorted(p for p in Path(__file__).parent.glob("sim_*.py") if p.name != "sim_module.py")
 
 WINDOWS_MODULES = {
     ("ansible", "windows"): ["win_reg_stat", "win_stat", "win_powershell", "win_service", "win_service_info", "win_user",
@@ -45,18 +49,31 @@ SECRETS = {
 }
 
 
+def part_modules() -> dict[tuple[str, str], list[str]]:
+    """WINDOWS_MODULES with the modules the sim_<area>.py parts stand in for."""
+    modules = {key: list(names) for key, names in WINDOWS_MODULES.items()}
+    for part in PARTS:
+        first = part.read_text().splitlines()[0]
+        assert first.startswith("# modules:"), f"{part.name}: the first line must be '# modules: <fqcn> ...'"
+        for fqcn in first.split(":", 1)[1].split():
+            namespace, name, module = fqcn.split(".")
+            modules.setdefault((namespace, name), []).append(module)
+    return modules
+
+
 def build_sim(root: Path) -> Path:
     """A collections path whose ansible.windows, community.windows and enclave.prefect hold the stand-ins;
     enclave.prefect carries the real roles, playbooks and filter plugins."""
     collections = root / "collections" / "ansible_collections"
-    for (namespace, name), modules in WINDOWS_MODULES.items():
+    parts = "".join(p.read_text() + "\n" for p in PARTS)
+    for (namespace, name), modules in part_modules().items():
         base = collections / namespace / name
         (base / "plugins" / "modules").mkdir(parents=True)
         (base / "meta").mkdir()
         (base / "meta" / "runtime.yml").write_text('requires_ansible: ">=2.19.0"\n')
         for module in modules:
             (base / "plugins" / "modules" / f"{module}.py").write_text(
-                f"#!/usr/bin/python\n# WANT_JSON\nNAME = {module!r}\n{BODY}")
+                f"#!/usr/bin/python\n# WANT_JSON\nNAME = {module!r}\nSTANDINS, SCRIPTS = {{}}, {{}}\n{parts}{BODY}")
     prefect = collections / "enclave" / "prefect"
     (prefect / "roles").symlink_to(REPO / "roles")
     (prefect / "playbooks").symlink_to(REPO / "playbooks")
