@@ -10,6 +10,7 @@ compile requirements/bootstrap.in --python-version 3.11 -o requirements/bootstra
 compile requirements/control-node.in --python-version 3.11 -o requirements/control-node.lock
 compile requirements/dev.in --python-version 3.11 -o requirements/dev.lock
 compile requirements/prefect.in --python-version 3.11 -o requirements/prefect-linux-py311.lock
+compile requirements/prefect-old-linux-py311.in --python-version 3.11 -o requirements/prefect-old-linux-py311.lock
 for py in 3.11 3.12 3.13; do
   in="requirements/prefect.in requirements/windows/extra.in"
   # shellcheck disable=SC2086

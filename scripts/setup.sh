@@ -2,6 +2,7 @@
 # Sets up the control-node / developer toolchain from the committed locks, idempotently.
 #   .venv          ansible-core 2.19, WinRM/PSRP libraries, linters, molecule, pytest (requirements/dev.lock)
 #   .venv-prefect  the pinned Prefect for the integration tests' real server (requirements/prefect-linux-py311.lock)
+#   .venv-prefect-old  an older Prefect 3 (3.6.x) for the upgrade tests (requirements/prefect-old-linux-py311.lock)
 #   .venv/collections/ansible_collections/enclave/prefect -> this checkout (found through ./ansible.cfg)
 # Usage: bash scripts/setup.sh [--with-test-servers]
 set -euo pipefail
@@ -83,6 +84,8 @@ if [ "$py_version" != "$(python_version python3 || true)" ]; then py_pkg=python$
 need_pkgs
 make_venv .venv requirements/dev.lock
 [ "$with_servers" = 1 ] && make_venv .venv-prefect requirements/prefect-linux-py311.lock
+# The newest 3.6.x, whose database the upgrade tests migrate with the pinned Prefect.
+[ "$with_servers" = 1 ] && make_venv .venv-prefect-old requirements/prefect-old-linux-py311.lock
 
 # The checkout is the collection: expose it as enclave.prefect without copying.
 mkdir -p .venv/collections/ansible_collections/enclave
