@@ -1,0 +1,51 @@
+# `prefect server database upgrade -y` with exactly the server service's program and environment (playbooks/restore.yml,
+# with the server stopped): the python NSSM starts and the variables NSSM gives it (the database URL among them) are
+# read from the service's Parameters key and set in this process only, never on a command line. The output is
+# returned with every value of those variables masked. Prefect's output does not say whether a migration ran, so a
+# run reports changed.
+[CmdletBinding(SupportsShouldProcess)]
+param (
+    [Parameter(Mandatory)][string]$ServiceName
+)
+
+$ErrorActionPreference = 'Stop'
+$Ansible.Changed = $false
+$key = "HKLM:\SYSTEM\CurrentControlSet\Services\$ServiceName\Parameters"
+if (-not (Test-Path -LiteralPath $key)) {
+    $Ansible.Failed = $true
+    $Ansible.Result = @{ error = "$ServiceName is not an NSSM service on this host (no $key)"; output = '' }
+    return
+}
+$params = Get-ItemProperty -LiteralPath $key
+$python = [string]$params.Application
+$directory = [string]$params.AppDirectory
+$environment = @($params.AppEnvironmentExtra)
+if (-not $PSCmdlet.ShouldProcess($python, 'prefect server database upgrade -y')) {
+    $Ansible.Result = @{ plan = "$python -m prefect server database upgrade -y with the environment of $ServiceName"; output = '' }
+    return
+}
+$saved = @{}
+$secrets = New-Object System.Collections.Generic.List[string]
+foreach ($entry in $environment) {
+    $name, $value = ([string]$entry).Split('=', 2)
+    if (-not $name) { continue }
+    $saved[$name] = [Environment]::GetEnvironmentVariable($name, 'Process')
+    [Environment]::SetEnvironmentVariable($name, $value, 'Process')
+    if ($value -and $value.Length -ge 4) { $secrets.Add($value) }
+}
+$here = Get-Location
+try {
+    if ($directory) { Set-Location -LiteralPath $directory }
+    $ErrorActionPreference = 'Continue'
+    $output = (& $python -m prefect server database upgrade -y 2>&1 | ForEach-Object { "$_" }) -join "`n"
+    $exitCode = $LASTEXITCODE
+    $ErrorActionPreference = 'Stop'
+}
+finally {
+    Set-Location -LiteralPath $here
+    foreach ($name in $saved.Keys) { [Environment]::SetEnvironmentVariable($name, $saved[$name], 'Process') }
+}
+foreach ($secret in $secrets) { $output = $output.Replace($secret, '***') }
+$Ansible.Changed = $exitCode -eq 0
+$Ansible.Failed = $exitCode -ne 0
+$Ansible.Result = @{ exit_code = $exitCode; output = $output; python = $python }
