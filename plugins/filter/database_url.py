@@ -1,0 +1,228 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The Prefect server's database URL, and what the postgresql role writes on the database host.
+
+``database_url`` composes ``postgresql+asyncpg://user:password@host:port/database`` from the collection-wide
+``prefect_database_*`` values: the password and user URL-encoded (SQLAlchemy's ``make_url`` decodes them), 127.0.0.1
+when the database is on the server's own host, ``?ssl=verify-full`` when it is not (asyncpg then validates the
+server certificate against ``PGSSLROOTCERT`` and refuses to connect without one).
+
+``postgresql_plan`` derives the settings of the role's configuration file and the ``pg_hba.conf`` entries from the
+role's variables and the host's memory, with one message per bad value.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from urllib.parse import quote
+
+from ansible.errors import AnsibleFilterError
+
+DOCUMENTATION = r"""
+name: database_url
+short_description: The Prefect server's PostgreSQL URL, password URL-encoded
+version_added: 0.2.0
+description:
+  - Composes C(postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE) for C(PREFECT_SERVER_DATABASE_CONNECTION_URL).
+  - User, password and database name are percent-encoded (every character but letters, digits and C(-._~)), so that
+    C(@ : / % # ? &) and spaces in a password work.
+  - With O(local) the host is C(127.0.0.1) (the server and PostgreSQL share the host; no TLS over loopback).
+    Otherwise the database host's name is used and C(?ssl=verify-full) is appended; asyncpg then requires the server
+    certificate to be valid for that name and signed by the CA file named in C(PGSSLROOTCERT) in the server's
+    environment.
+  - An empty host gives an empty string (no PostgreSQL; Prefect stays on SQLite).
+positional: _input
+options:
+  _input:
+    description: The database host's inventory name (C(prefect_database_host)).
+    type: str
+    required: true
+  port:
+    description: TCP port.
+    type: int
+    default: 5432
+  name:
+    description: Database name.
+    type: str
+    default: prefect
+  user:
+    description: Database role.
+    type: str
+    default: prefect
+  password:
+    description: The role's password; required when the host is not empty.
+    type: str
+    required: true
+  local:
+    description: The database is on the Prefect server's own host.
+    type: bool
+    default: false
+"""
+
+EXAMPLES = r"""
+- name: Server database URL
+  ansible.builtin.set_fact:
+    server_db_url: >-
+      {{ prefect_database_host | enclave.prefect.database_url(port=prefect_database_port, name=prefect_database_name,
+         user=prefect_database_user, password=prefect_database_password,
+         local=prefect_database_host == inventory_hostname) }}
+  no_log: true
+"""
+
+RETURN = r"""
+_value:
+  description: The URL, or an empty string without a host.
+  type: str
+"""
+
+_SIZE = re.compile(r"^[1-9][0-9]*(kB|MB|GB|TB)$")
+_SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+# Prefect's "How to maintain your Prefect database" (docs/v3/advanced/database-maintenance, section "Tune autovacuum
+# for Prefect workloads"): cluster-wide values here; the per-table values are applied by prefect_objects.sql.
+AUTOVACUUM = {"autovacuum": "on", "autovacuum_vacuum_scale_factor": "0.1"}
+
+
+def _quote(text) -> str:
+    return quote(str(text), safe="")
+
+
+def database_url(host, port=5432, name="prefect", user="prefect", password=None, local=False):
+    if not host:
+        return ""
+    if not password:
+        raise AnsibleFilterError("database_url: the database host %s is set but the password of %s is empty" % (host, user))
+    address = "127.0.0.1" if local else str(host)
+    if ":" in address and not address.startswith("["):
+        address = "[%s]" % address
+    url = "postgresql+asyncpg://%s:%s@%s:%d/%s" % (_quote(user), _quote(password), address, int(port), _quote(name))
+    return url if local else url + "?ssl=verify-full"
+
+
+def _size(kb: int) -> str:
+    """A size in the largest unit PostgreSQL accepts that keeps it whole (MB at least)."""
+    mb = max(1, kb // 1024)
+    return "%dGB" % (mb // 1024) if mb % 1024 == 0 else "%dMB" % mb
+
+
+def _memory(ram_mb: int) -> dict:
+    """Sizes derived from the host's memory: shared_buffers a quarter (128MB to 8GB), effective_cache_size a half,
+    maintenance_work_mem a sixteenth (64MB to 1GB)."""
+    ram_kb = max(int(ram_mb), 1024) * 1024
+    return {"shared_buffers": _size(min(max(ram_kb // 4, 128 * 1024), 8 * 1024 ** 2)),
+            "effective_cache_size": _size(max(ram_kb // 2, 256 * 1024)),
+            "maintenance_work_mem": _size(min(max(ram_kb // 16, 64 * 1024), 1024 ** 2))}
+
+
+def _ipv4(text):
+    try:
+        return ipaddress.IPv4Address(str(text))
+    except ValueError:
+        return None
+
+
+def _errors(cfg) -> list:
+    errors = []
+    for key in ("shared_buffers", "effective_cache_size", "maintenance_work_mem", "work_mem"):
+        value = cfg.get(key)
+        if value in ("", None) and key != "work_mem":
+            continue
+        if not isinstance(value, str) or not _SIZE.match(value):
+            errors.append("postgresql_%s must be a size such as 512MB or 2GB (a whole number and kB, MB, GB or TB; "
+                          "got %r)" % (key, value))
+    for cidr in cfg.get("extra_client_cidrs") or []:
+        try:
+            network = ipaddress.IPv4Network(str(cidr), strict=True)
+        except ValueError:
+            network = None
+        if network is None or not isinstance(cidr, str) or "/" not in cidr or network.prefixlen == 0:
+            errors.append("postgresql_extra_client_cidrs must list IPv4 networks such as 10.20.0.0/28, with no host "
+                          "bits set and not /0 (got %r)" % (cidr,))
+    settings = cfg.get("settings") or {}
+    if not isinstance(settings, Mapping):
+        errors.append("postgresql_settings must be a mapping of setting names to values (got %r)" % (settings,))
+        settings = {}
+    for key, value in settings.items():
+        if not _SETTING_NAME.match(str(key)) or isinstance(value, (Mapping, list)) or "\n" in str(value) or "\r" in str(value):
+            errors.append("postgresql_settings: %r must be a setting name with one value on one line (got %r)" % (key, value))
+    if cfg.get("listen_addresses") and not re.match(r"^[A-Za-z0-9.:*,\- ]+$", str(cfg["listen_addresses"])):
+        errors.append("postgresql_listen_addresses must be host names or addresses separated by commas (got %r)"
+                      % (cfg["listen_addresses"],))
+    for server in cfg.get("servers") or []:
+        if server["name"] != cfg["host"] and not _ipv4(server.get("address")):
+            errors.append("prefect_host_address of %s must be its IPv4 address: PostgreSQL on %s admits the Prefect "
+                          "server from that address only (got %r)" % (server["name"], cfg["host"], server.get("address")))
+    if cfg.get("remote_clients") and not _ipv4(cfg.get("host_address")):
+        errors.append("prefect_host_address of %s must be its IPv4 address: PostgreSQL listens on it for the Prefect "
+                      "servers on other hosts (got %r)" % (cfg["host"], cfg.get("host_address")))
+    return errors
+
+
+def postgresql_plan(cfg):
+    """Settings for the role's configuration file, pg_hba.conf entries and input errors."""
+    host = cfg["host"]
+    servers = [{"name": n, "address": a} for n, a in zip(cfg.get("server_names") or [], cfg.get("server_addresses") or [])]
+    remote = any(s["name"] != host for s in servers) or bool(cfg.get("extra_client_cidrs"))
+    cfg = dict(cfg, remote_clients=remote, servers=servers)
+    errors = _errors(cfg)
+    method = "scram-sha-256"
+    database, user = cfg["database"], cfg["user"]
+    superuser = cfg["superuser"]
+    # The superuser from this host only: psql.exe of the role connects over loopback TCP (PostgreSQL on Windows has
+    # no Unix socket by default), `local` serves where sockets exist.
+    hba = [{"type": "local", "database": "all", "user": superuser, "address": "", "method": method},
+           {"type": "host", "database": "all", "user": superuser, "address": "127.0.0.1/32", "method": method},
+           {"type": "host", "database": "all", "user": superuser, "address": "::1/128", "method": method}]
+    if any(s["name"] == host for s in servers):
+        hba.append({"type": "host", "database": database, "user": user, "address": "127.0.0.1/32", "method": method})
+    clients = [str(s.get("address")) + "/32" for s in servers if s["name"] != host and _ipv4(s.get("address"))]
+    clients += [str(c) for c in cfg.get("extra_client_cidrs") or []]
+    for address in sorted(set(clients), key=clients.index):
+        hba.append({"type": "hostssl", "database": database, "user": user, "address": address, "method": method})
+    listen = cfg.get("listen_addresses") or ("localhost,%s" % cfg.get("host_address") if remote else "localhost")
+    settings = {
+        "listen_addresses": listen,
+        "port": int(cfg["port"]) if str(cfg["port"]).isdigit() else cfg["port"],
+        "max_connections": cfg["max_connections"],
+        "password_encryption": method,
+        "logging_collector": "on",
+        "log_destination": "stderr",
+        "log_directory": str(cfg["log_dir"]).replace("\\", "/"),
+        "log_filename": "postgresql-%Y-%m-%d.log",
+        "log_rotation_age": "1d",
+        "log_rotation_size": "0",
+        "log_truncate_on_rotation": "off",
+        "log_line_prefix": "%m [%p] %q%u@%d ",
+        "log_connections": "on",
+        "log_disconnections": "on",
+        "ssl": "on" if remote else "off",
+    }
+    if remote:
+        settings.update(ssl_cert_file="server.crt", ssl_key_file="server.key", ssl_min_protocol_version="TLSv1.2")
+    ram_mb = int(cfg.get("ram_mb") or 0)
+    derived = _memory(ram_mb) if ram_mb else {}
+    for key in ("shared_buffers", "effective_cache_size", "maintenance_work_mem"):
+        value = cfg.get(key) or derived.get(key)
+        if value:
+            settings[key] = value
+    settings["work_mem"] = cfg.get("work_mem")
+    settings.update(AUTOVACUUM)
+    if not errors:
+        settings.update({str(k): v for k, v in (cfg.get("settings") or {}).items()})
+    return {"settings": settings, "hba": hba, "remote": remote, "errors": errors}
+
+
+def postgresql_conf_value(value) -> str:
+    """A value as postgresql.conf reads it: numbers and on/off bare, anything else single-quoted."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    text = str(value)
+    if re.match(r"^-?[0-9]+(\.[0-9]+)?$", text) or text in ("on", "off"):
+        return text
+    return "'%s'" % text.replace("\\", "\\\\").replace("'", "''")
+
+
+class FilterModule:
+    def filters(self):
+        return {"database_url": database_url, "postgresql_plan": postgresql_plan,
+                "postgresql_conf_value": postgresql_conf_value}

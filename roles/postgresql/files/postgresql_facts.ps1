@@ -1,0 +1,43 @@
+# Read-only (roles/postgresql/tasks/facts.yml): EDB's registrations of PostgreSQL, the service, the host's memory.
+# EDB's installer (edb-installers server/installer.xml.in) writes HKLM:\SOFTWARE\PostgreSQL\Installations\
+# postgresql-x64-<major> with 'Base Directory', 'Data Directory', 'Version' and 'Service ID'.
+[CmdletBinding(SupportsShouldProcess)]
+param (
+    [Parameter(Mandatory)][string]$ServiceName
+)
+
+$ErrorActionPreference = 'Stop'
+$Ansible.Changed = $false
+
+$installations = New-Object System.Collections.Generic.List[object]
+$root = 'HKLM:\SOFTWARE\PostgreSQL\Installations'
+if (Test-Path -LiteralPath $root) {
+    foreach ($key in Get-ChildItem -LiteralPath $root) {
+        $values = Get-ItemProperty -LiteralPath $key.PSPath
+        $major = ''
+        if ($key.PSChildName -match '-(\d+)$') {
+            $major = $Matches[1]
+        }
+        $installations.Add(@{
+                id = $key.PSChildName
+                major = $major
+                version = [string]$values.'Version'
+                base_dir = [string]$values.'Base Directory'
+                data_dir = [string]$values.'Data Directory'
+                service = [string]$values.'Service ID'
+            })
+    }
+}
+
+$service = @{ exists = $false; state = ''; account = ''; start_mode = '' }
+$cim = Get-CimInstance -ClassName Win32_Service -Filter "Name='$($ServiceName -replace "'", "''")'"
+if ($cim) {
+    $service = @{ exists = $true; state = [string]$cim.State; account = [string]$cim.StartName; start_mode = [string]$cim.StartMode }
+}
+
+$memory = (Get-CimInstance -ClassName Win32_ComputerSystem).TotalPhysicalMemory
+$Ansible.Result = @{
+    installations = @($installations)
+    service = $service
+    ram_mb = [int64][math]::Floor($memory / 1048576)
+}
