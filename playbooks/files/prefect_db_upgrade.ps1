@@ -1,0 +1,45 @@
+# `prefect server database upgrade -y` once, against the database the server service uses: its environment
+# (PREFECT_HOME, the database URL, ...) is read from the service's NSSM Parameters key, where the services layer keeps
+# it, so no secret passes through Ansible or a command line. Prefect has no lock around migrations: run only from one
+# host, with every server stopped (playbooks/upgrade.yml).
+[CmdletBinding(SupportsShouldProcess)]
+param (
+    [Parameter(Mandatory)][string]$Service,
+    [Parameter(Mandatory)][string]$VenvPython
+)
+
+$ErrorActionPreference = 'Stop'
+$Ansible.Changed = $false
+
+$key = "HKLM:\SYSTEM\CurrentControlSet\Services\$Service\Parameters"
+$item = Get-Item -LiteralPath $key -ErrorAction SilentlyContinue
+if (-not $item) {
+    throw "Service '$Service' has no NSSM Parameters key: the services layer has not configured it on this host."
+}
+$running = Get-Service -Name $Service -ErrorAction SilentlyContinue
+if ($running -and $running.Status -ne 'Stopped') {
+    throw "Service '$Service' is $($running.Status): migrations run only with the server stopped."
+}
+$Ansible.Changed = $true
+$Ansible.Result = @{ service = $Service; python = $VenvPython; output = '' }
+if (-not $PSCmdlet.ShouldProcess($Service, 'prefect server database upgrade -y')) {
+    return
+}
+foreach ($line in @($item.GetValue('AppEnvironmentExtra', @(), 'DoNotExpandEnvironmentNames'))) {
+    $pair = "$line" -split '=', 2
+    if ($pair.Count -eq 2) {
+        # NSSM expands %VAR% in these values when it starts the service (ExpandEnvironmentStrings): so does this.
+        [Environment]::SetEnvironmentVariable($pair[0], [Environment]::ExpandEnvironmentVariables($pair[1]), 'Process')
+    }
+}
+$env:PREFECT_SERVER_ANALYTICS_ENABLED = 'false'
+$previous = $ErrorActionPreference
+$ErrorActionPreference = 'Continue'
+$output = (& $VenvPython -m prefect server database upgrade -y 2>&1 | ForEach-Object { "$_" }) -join "`n"
+$exitCode = $LASTEXITCODE
+$ErrorActionPreference = $previous
+# The output names migrations, never the database URL's password (Prefect masks it in its own messages).
+$Ansible.Result.output = $output
+if ($exitCode -ne 0) {
+    throw "prefect server database upgrade -y failed ($exitCode): $output"
+}
