@@ -161,7 +161,10 @@ def _errors(cfg) -> list:
 def postgresql_plan(cfg):
     """Settings for the role's configuration file, pg_hba.conf entries and input errors."""
     host = cfg["host"]
-    servers = [{"name": n, "address": a} for n, a in zip(cfg.get("server_names") or [], cfg.get("server_addresses") or [])]
+    names = cfg.get("server_names") or []
+    servers = [{"name": n, "address": a} for n, a, d in zip(names, cfg.get("server_addresses") or [],
+                                                              cfg.get("server_database_hosts") or [host] * len(names))
+               if d == host]
     remote = any(s["name"] != host for s in servers) or bool(cfg.get("extra_client_cidrs"))
     cfg = dict(cfg, remote_clients=remote, servers=servers)
     errors = _errors(cfg)

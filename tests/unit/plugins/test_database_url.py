@@ -1,0 +1,137 @@
+"""The database_url filter (the server's PostgreSQL URL) and postgresql_plan (the postgresql role's settings, pg_hba
+entries and input errors), as ordinary Python tests. The URL is parsed back with SQLAlchemy's make_url from the pinned
+Prefect's environment (.venv-prefect), which is what Prefect does with PREFECT_SERVER_DATABASE_CONNECTION_URL."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.enclave.prefect.plugins.filter.database_url import (
+    database_url,
+    postgresql_conf_value,
+    postgresql_plan,
+)
+
+pytestmark = pytest.mark.unit
+
+HARD = "p@ss:w/rd%#?&= x+y'\"\\é"
+PREFECT_PYTHON = Path(__file__).resolve().parents[3] / ".venv-prefect" / "bin" / "python"
+PARSE = ("import json, sys\nfrom sqlalchemy.engine import make_url\n"
+         "print(json.dumps([dict(drivername=u.drivername, host=u.host, port=u.port, database=u.database, username=u.username,"
+         " password=u.password, query=dict(u.query)) for u in map(make_url, json.load(sys.stdin))]))")
+
+
+def make_url(url):
+    """SQLAlchemy's parse of the URL, run by the pinned Prefect's interpreter."""
+    if not PREFECT_PYTHON.exists():
+        pytest.skip(f"{PREFECT_PYTHON} is missing: bash scripts/setup.sh --with-test-servers")
+    out = subprocess.run([str(PREFECT_PYTHON), "-c", PARSE], input=json.dumps([url]), capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    return SimpleNamespace(**json.loads(out)[0])
+
+
+@pytest.mark.parametrize("password", ["simple", HARD, "%40%3A", "#", "@@@", "a/b/c"])
+def test_password_survives_the_url(password):
+    url = make_url(database_url("db01.corp.local", 5433, "prefect", "prefect", password, local=False))
+    assert url.password == password
+    assert (url.drivername, url.host, url.port, url.database, url.username) == \
+        ("postgresql+asyncpg", "db01.corp.local", 5433, "prefect", "prefect")
+    assert url.query == {"ssl": "verify-full"}
+
+
+def test_local_database_is_loopback_without_tls():
+    url = database_url("prefect-aio.corp.local", 5432, "prefect", "prefect", HARD, local=True)
+    parsed = make_url(url)
+    assert parsed.host == "127.0.0.1" and parsed.query == {} and parsed.password == HARD
+    assert "@" not in url.split("@", 1)[0].split("://", 1)[1].replace("%40", "")
+
+
+def test_no_host_no_url_and_no_password_refused():
+    assert database_url("", password="") == ""
+    with pytest.raises(AnsibleFilterError) as exc:
+        database_url("db01", password="")
+    assert "password" in str(exc.value)
+
+
+def plan(**changes):
+    cfg = dict(host="db01", host_address="10.20.1.30", server_names=["aio", "srv01"],
+               server_addresses=["10.20.1.10", "10.20.1.20"], server_database_hosts=["aio", "db01"],
+               extra_client_cidrs=[], listen_addresses="", port=5432, database="prefect", user="prefect",
+               superuser="postgres", log_dir="D:\\PostgreSQL\\17\\log", max_connections=100, shared_buffers="",
+               effective_cache_size="", maintenance_work_mem="", work_mem="16MB", settings={}, ram_mb=16384)
+    cfg.update(changes)
+    return postgresql_plan(cfg)
+
+
+def test_remote_server_gets_hostssl_from_its_address_only():
+    result = plan()
+    assert result["errors"] == [] and result["remote"]
+    prefect = [e for e in result["hba"] if e["user"] == "prefect"]
+    # Only the server whose database host is db01; the all-in-one server uses its own.
+    assert prefect == [{"type": "hostssl", "database": "prefect", "user": "prefect", "address": "10.20.1.20/32",
+                        "method": "scram-sha-256"}]
+    assert {e["user"] for e in result["hba"]} == {"prefect", "postgres"}
+    assert all(e["method"] == "scram-sha-256" for e in result["hba"])
+    assert all(e["address"] in ("", "127.0.0.1/32", "::1/128") for e in result["hba"] if e["user"] == "postgres")
+    s = result["settings"]
+    assert s["listen_addresses"] == "localhost,10.20.1.30" and s["ssl"] == "on" and s["ssl_cert_file"] == "server.crt"
+    assert s["log_directory"] == "D:/PostgreSQL/17/log" and s["password_encryption"] == "scram-sha-256"
+    assert (s["shared_buffers"], s["effective_cache_size"], s["maintenance_work_mem"]) == ("4GB", "8GB", "1GB")
+
+
+def test_all_in_one_is_loopback_only():
+    result = plan(host="aio", host_address="10.20.1.10")
+    assert not result["remote"]
+    assert [e for e in result["hba"] if e["user"] == "prefect"] == [
+        {"type": "host", "database": "prefect", "user": "prefect", "address": "127.0.0.1/32", "method": "scram-sha-256"}]
+    assert result["settings"]["listen_addresses"] == "localhost" and result["settings"]["ssl"] == "off"
+
+
+@pytest.mark.parametrize("ram_mb, expected", [
+    (1024, ("256MB", "512MB", "64MB")), (2048, ("512MB", "1GB", "128MB")), (65536, ("8GB", "32GB", "1GB")),
+    (3000, ("750MB", "1500MB", "187MB")), (0, (None, None, None))])
+def test_memory_follows_the_host(ram_mb, expected):
+    s = plan(ram_mb=ram_mb)["settings"]
+    assert (s.get("shared_buffers"), s.get("effective_cache_size"), s.get("maintenance_work_mem")) == expected
+
+
+def test_overrides_win():
+    s = plan(shared_buffers="2GB", settings={"max_wal_size": "4GB", "shared_buffers": "3GB"})["settings"]
+    assert s["shared_buffers"] == "3GB" and s["max_wal_size"] == "4GB"
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"shared_buffers": "512"}, "postgresql_shared_buffers"),
+    ({"work_mem": "16 MB"}, "postgresql_work_mem"),
+    ({"maintenance_work_mem": "1gb"}, "postgresql_maintenance_work_mem"),
+    ({"effective_cache_size": {"a": 1}}, "postgresql_effective_cache_size"),
+    ({"extra_client_cidrs": ["10.0.0.1/24"]}, "postgresql_extra_client_cidrs"),
+    ({"extra_client_cidrs": ["0.0.0.0/0"]}, "postgresql_extra_client_cidrs"),
+    ({"extra_client_cidrs": ["10.0.0.300/32"]}, "postgresql_extra_client_cidrs"),
+    ({"extra_client_cidrs": ["10.0.0.1"]}, "postgresql_extra_client_cidrs"),
+    ({"settings": {"bad name": 1}}, "postgresql_settings"),
+    ({"settings": {"x": "a\nb"}}, "postgresql_settings"),
+    ({"listen_addresses": "'*'; drop"}, "postgresql_listen_addresses"),
+    ({"server_addresses": ["10.20.1.10", ""]}, "prefect_host_address of srv01"),
+    ({"host_address": "db01.corp.local"}, "prefect_host_address of db01"),
+])
+def test_bad_input_is_named(changes, needle):
+    errors = plan(**changes)["errors"]
+    assert len(errors) == 1 and errors[0].startswith(needle), errors
+
+
+def test_extra_networks_make_it_remote():
+    result = plan(host="aio", extra_client_cidrs=["10.20.5.0/28"])
+    assert result["remote"] and result["errors"] == []
+    assert result["hba"][-1]["type"] == "hostssl" and result["hba"][-1]["address"] == "10.20.5.0/28"
+
+
+@pytest.mark.parametrize("value, text", [(100, "100"), ("on", "on"), (True, "on"), ("0.1", "0.1"), ("512MB", "'512MB'"),
+                                         ("a'b", "'a''b'"), ("D:/x", "'D:/x'"), ("%m [%p] ", "'%m [%p] '")])
+def test_conf_values_are_quoted_as_postgresql_reads_them(value, text):
+    assert postgresql_conf_value(value) == text
