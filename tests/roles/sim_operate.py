@@ -1,0 +1,240 @@
+# modules: enclave.prefect.work_pool_info enclave.prefect.flow_runs enclave.prefect.flow_run ansible.windows.win_find
+# Stand-ins of the operator playbooks (verify, diagnose, upgrade, uninstall) for the simulated host (simhost.py PARTS).
+# The Prefect side lives in host["pools"] ({name: {type, is_paused, status, workers: [...]}}) and host["flow_runs"];
+# the database is host["database"] ({"migrated_to": version}). A failure can be injected into one call:
+# host["inject_failure"] = {"target": <module name or win_powershell path>, "match": <text in its arguments>}; the call
+# fails as the real one would on an error, and the injection is used up.
+
+
+def _operate_inject_failure():
+    """Runs before the body: the matching call fails without touching the host."""
+    import json as _json
+    import os as _os
+    import sys as _sys
+    state_path = _os.environ["ENCLAVE_SIM_STATE"]
+    state = _json.load(open(state_path))
+    rule = state.get("inject_failure")
+    if not rule:
+        return
+    call = _json.load(open(_sys.argv[1]))
+    target = call.get("path") if NAME == "win_powershell" else NAME
+    if target != rule["target"] or rule.get("match", "") not in _json.dumps(call):
+        return
+    state.pop("inject_failure")
+    state.setdefault("injected", []).append(rule)
+    _json.dump(state, open(state_path, "w"))
+    print(_json.dumps({"failed": True, "changed": False, "msg": "injected failure of %s" % target}))
+    _sys.exit(0)
+
+
+_operate_inject_failure()
+
+
+def _pools():
+    return host.setdefault("pools", {})
+
+
+def operate_work_pool():
+    # work_pool (plugins/module_utils/work_pools.py): only the options the task sets are compared; `paused` maps to
+    # is_paused; check mode writes nothing.
+    pool = _pools().get(args["name"])
+    if args.get("state") == "absent":
+        out["changed"] = pool is not None
+        if pool is not None and not CHECK:
+            del _pools()[args["name"]]
+        return
+    if pool is None:
+        out["changed"] = True
+        if not CHECK:
+            _pools()[args["name"]] = {"type": args.get("type") or "process", "is_paused": bool(args.get("paused")),
+                                      "status": "NOT_READY", "workers": []}
+        return
+    if args.get("paused") is not None and bool(args["paused"]) != pool["is_paused"]:
+        out["changed"] = True
+        if not CHECK:
+            pool["is_paused"] = bool(args["paused"])
+    out["work_pool"] = dict(pool, name=args["name"])
+
+
+def operate_work_pool_info():
+    # work_pool_info: every pool with its queues and workers; a paused pool's status is PAUSED (the server's).
+    pools = [dict(p, name=n, status="PAUSED" if p["is_paused"] else p["status"], queues=[]) for n, p in sorted(_pools().items())
+             if args.get("name") in (None, n)]
+    out["work_pools"] = pools
+
+
+def operate_flow_runs():
+    # flow_runs (plugins/modules/flow_runs.py): cancel first (not in check mode), then wait until none is selected;
+    # at the timeout it fails listing the runs that are left. The simulated worker finishes a run after `drains_after`
+    # polls when its pool is paused.
+    runs = host.setdefault("flow_runs", [])
+    selected = [r for r in runs if r["state"] in (args.get("states") or ["PENDING", "RUNNING", "CANCELLING"])]
+    if args.get("cancel") and not CHECK:
+        for r in selected:
+            r["state"] = "CANCELLED"
+        out["changed"] = bool(selected)
+        selected = []
+    out["cancelled"] = [r["name"] for r in selected] if args.get("cancel") and CHECK else []
+    if args.get("wait_until_none") and not CHECK:
+        left = [r for r in selected if not r.get("finishes")]
+        for r in selected:
+            if r.get("finishes"):
+                r["state"] = "COMPLETED"
+        if left:
+            out.update(failed=True, remaining=left, msg="%d flow run(s) still active after %ss: %s"
+                       % (len(left), args.get("timeout"), ", ".join(r["name"] for r in left)))
+            return
+        selected = []
+    out.update(flow_runs=selected, count=len(selected))
+
+
+def operate_flow_run():
+    # flow_run: check mode creates no run; a run completes when a worker of its pool is ONLINE and the pool not paused.
+    if CHECK:
+        out.update(changed=True, flow_run={})
+        return
+    pool = _pools().get(host.get("smoke_pool_of", {}).get(args["deployment"], ""))
+    ok = bool(pool) and not pool["is_paused"] and any(w["status"] == "ONLINE" for w in pool["workers"])
+    state = "COMPLETED" if ok else "SCHEDULED"
+    out.update(changed=True, flow_run={"name": "sim-run", "state_type": state, "duration_s": 2.5},
+               logs=["INFO enclave.prefect smoke flow", "INFO Finished in state Completed()"] if ok else [])
+    if not ok:
+        out.update(failed=True, msg="Flow run sim-run is still SCHEDULED: no worker picked it up")
+
+
+def operate_win_find():
+    # win_find.ps1: a missing path is a warning and no match; directories only with file_type=directory.
+    import fnmatch
+    base = args["paths"][0].lower() if isinstance(args["paths"], list) else args["paths"].lower()
+    names = {p for p in list(dirs) + list(files) if p.startswith(base + "\\") and "\\" not in p[len(base) + 1:]}
+    pattern = [p.lower() for p in args.get("patterns") or ["*"]]
+    out["files"] = [{"path": p, "filename": p.rsplit("\\", 1)[-1]} for p in sorted(names)
+                    if any(fnmatch.fnmatch(p.rsplit("\\", 1)[-1], x) for x in pattern)
+                    and (args.get("file_type") != "directory" or p in dirs)]
+    out["matched"] = len(out["files"])
+
+
+def operate_win_file():
+    # win_file.ps1: state=absent removes the file or the directory with everything below it (junctions as links);
+    # directory creates it. Check mode reports without acting.
+    target = args["path"].lower()
+    if args.get("state") == "absent":
+        below = [p for p in list(dirs) + list(files) if p == target or p.startswith(target + "\\")]
+        links = [j for j in host.setdefault("junctions", {}) if j == target or j.startswith(target + "\\")]
+        out["changed"] = bool(below or links)
+        if not CHECK:
+            for p in below:
+                dirs.pop(p, None)
+                files.pop(p, None)
+            for j in links:
+                host["junctions"].pop(j)
+        return
+    out["changed"] = target not in dirs
+    if not CHECK:
+        dirs.setdefault(target, {"acl": {}, "protected": False})
+
+
+def operate_win_copy():
+    # win_copy.ps1 with remote_src and a local path of the host: the file is copied on the host (its digest moves).
+    if args.get("remote_src") and ":" in args["src"][:3]:
+        digest = files.get(args["src"].lower())
+        if digest is None:
+            out.update(failed=True, msg="Cannot copy src file: '%s' as it does not exist" % args["src"])
+            return
+        out.update(changed=files.get(args["dest"].lower()) != digest, dest=args["dest"])
+        if not CHECK:
+            files[args["dest"].lower()] = digest
+        return
+    source = args["src"]
+    if args.get("remote_src"):
+        for share, local in host.get("unc", {}).items():
+            if source.lower().startswith(share.lower()):
+                source = local + source[len(share):]
+        source = source.replace("\\", "/")
+    digest = hashlib.sha256(open(source, "rb").read()).hexdigest()
+    out.update(changed=files.get(args["dest"].lower()) != digest, dest=args["dest"])
+    if not CHECK:
+        files[args["dest"].lower()] = digest
+
+
+def operate_venv_remove():
+    # venv_remove.ps1: refuses while a service runs from a venv; removes the links, the venvs and unpacked wheelhouses.
+    params = args["parameters"]
+    root, link = params["Root"].lower(), params["Link"].lower()
+    running = [n for n, s in services.items() if s.get("running") and s["registry"].get("Application", "").startswith(root + "\\")]
+    if running:
+        out.update(failed=True, msg="Not removing the Prefect venvs under '%s': these processes run from them: %s"
+                   % (params["Root"], ", ".join(running)))
+        return
+    removed = [j for j in (link, link + ".new", link + ".old") if j in host.setdefault("junctions", {})]
+    removed += [p for p in files if p.startswith(root + "\\prefect-")]
+    removed += [d for d in host.get("unpacked", []) if d.startswith(params["Staging"].lower() + "\\wheels-")]
+    out["changed"] = bool(removed)
+    if not CHECK:
+        for j in (link, link + ".new", link + ".old"):
+            host["junctions"].pop(j, None)
+        for p in [p for p in files if p.startswith(root + "\\prefect-")]:
+            del files[p]
+        host["unpacked"] = [d for d in host.get("unpacked", []) if d not in removed]
+    out["result"] = {"removed": removed}
+
+
+def operate_log_prune():
+    # nssm_log_prune.ps1: rotated files older than Days (host["rotated_logs"]: {path: age_days}); live logs stay.
+    old = [p for p, age in host.get("rotated_logs", {}).items() if age > int(args["parameters"]["Days"])]
+    out["changed"] = bool(old)
+    if not CHECK:
+        for p in old:
+            host["rotated_logs"].pop(p)
+    out["result"] = {"removed": old, "bytes": 0}
+
+
+def operate_upgrade_preflight():
+    link = args["parameters"]["Link"].lower()
+    out["result"] = {"drive": "C:", "free_bytes": host.get("free_bytes", 50 * 1024 ** 3),
+                     "current_venv": host.setdefault("junctions", {}).get(link, ""),
+                     "backup_file": "", "backup_age_hours": -1}
+
+
+def operate_db_upgrade():
+    # prefect_db_upgrade.ps1: refuses a running server; migrates the database to the venv's release.
+    name = args["parameters"]["Service"]
+    if services.get(name, {}).get("running"):
+        out.update(failed=True, msg="Service '%s' is Running: migrations run only with the server stopped." % name)
+        return
+    out["changed"] = True
+    if not CHECK:
+        db = host.setdefault("database", {})
+        db["migrations"] = db.get("migrations", 0) + 1
+        # The schema changes in place: the SQLite file is no longer the one backed up.
+        sqlite = "c:\\prefect\\data\\prefect.db"
+        if sqlite in files:
+            files[sqlite] = "migrated-%d" % db["migrations"]
+    out["result"] = {"output": "Migrating database\nMigration complete"}
+
+
+def operate_smoke_deploy():
+    if CHECK:
+        out["changed"] = True
+        return
+    host.setdefault("smoke_pool_of", {})["enclave-smoke/" + args["parameters"]["Name"]] = args["parameters"]["Pool"]
+    out.update(changed=True, result={"id": "sim"})
+
+
+def operate_diagnose():
+    # diagnose.ps1: one section per part of the host; host["diagnose"] holds what a broken host shows, and
+    # host["diagnose_errors"] the sections whose try/catch caught an error.
+    report = dict(host.get("diagnose", {}), collected_at="2026-03-01T12:00:00+00:00", host="SIM")
+    report["services"] = [{"name": n, "state": s.get("state_override") or ("Running" if s.get("running") else "Stopped"),
+                           "start_mode": "Auto", "app_pid": 4242 if s.get("running") else 0} for n, s in sorted(services.items())]
+    report["errors"] = host.get("diagnose_errors", {})
+    for section in report["errors"]:
+        report.pop(section, None)
+    out["result"] = report
+
+
+STANDINS.update(work_pool=operate_work_pool, work_pool_info=operate_work_pool_info, flow_runs=operate_flow_runs,
+                flow_run=operate_flow_run, win_find=operate_win_find, win_file=operate_win_file, win_copy=operate_win_copy)
+SCRIPTS.update({"venv_remove.ps1": operate_venv_remove, "nssm_log_prune.ps1": operate_log_prune,
+                "files/upgrade_preflight.ps1": operate_upgrade_preflight, "files/prefect_db_upgrade.ps1": operate_db_upgrade,
+                "files/smoke_deploy.ps1": operate_smoke_deploy, "files/diagnose.ps1": operate_diagnose})

@@ -1,0 +1,194 @@
+"""The operator playbooks (upgrade, uninstall, diagnose) against the simulated Windows host (simhost.py, stand-ins in
+sim_operate.py): their control flow, not Windows itself. An upgrade with a failure injected at each step must roll
+back (junction, database, services, pools); --check changes nothing; uninstall removes in reverse order; diagnose
+completes on a host where everything is broken and ranks the problems."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from simhost import INSTALLER, LOCK, SECRETS, Sim, by_name, host_results, make_bundle
+
+pytestmark = pytest.mark.static
+
+LINK = "c:\\prefect\\venvs\\current"
+SQLITE = "c:\\prefect\\data\\prefect.db"
+
+
+def _extra(bundle, **more):
+    return {"prefect_bundle_dir": str(bundle), **SECRETS, "python_installer_sha256": hashlib.sha256(INSTALLER).hexdigest(),
+            **more}
+
+
+@pytest.fixture(scope="module")
+def converged(tmp_path_factory, ansible_env):
+    sim = Sim(tmp_path_factory.mktemp("operate"), ansible_env)
+    bundle = make_bundle(sim.root)
+    sim.run(_extra(bundle))
+    state = sim.state
+    # A Prefect with data: a SQLite database, one pool in use and one paused by its operator before the upgrade.
+    state["files"][SQLITE] = "original-db"
+    state["pools"] = {"windows-process": {"type": "process", "is_paused": False, "status": "READY",
+                                          "workers": [{"name": "PrefectWorker-prefect-aio", "status": "ONLINE"}]},
+                      "held": {"type": "process", "is_paused": True, "status": "PAUSED", "workers": []}}
+    state["flow_runs"] = [{"name": "nightly", "state": "RUNNING", "finishes": True}]
+    sim.update(**state)
+    return sim.state
+
+
+def _new_release(tmp_path, ansible_env, state):
+    """A converged host and a bundle whose lock changed: the upgrade builds and switches to a new venv."""
+    sim = Sim(tmp_path, ansible_env, state)
+    make_bundle(sim.root, LOCK + b"extra==9.9 --hash=sha256:9999\n")
+    return sim, _extra(sim.root / "bundle", prefect_venv_check_committed_lock=False)
+
+
+def _table(proc) -> str:
+    return proc.stdout
+
+
+def test_upgrade_switches_migrates_once_and_restores_the_pools(converged, tmp_path, ansible_env):
+    sim, extra = _new_release(tmp_path, ansible_env, converged)
+    old = sim.state["junctions"][LINK]
+    proc, data = sim.run(extra, playbook="upgrade.yml")
+    state = sim.state
+    assert state["junctions"][LINK] != old
+    assert state["database"]["migrations"] == 1
+    for name in ("PrefectServer", "PrefectWorker"):
+        assert state["services"][name]["running"]
+        assert state["services"][name]["registry"]["Application"].startswith(state["junctions"][LINK])
+    assert state["pools"]["windows-process"]["is_paused"] is False
+    assert state["pools"]["held"]["is_paused"] is True, "a pool the operator had paused must stay paused"
+    assert state["flow_runs"][0]["state"] == "COMPLETED"
+    # The migration ran with the server stopped, and the server environment turns migrate-on-start off.
+    assert state["services"]["PrefectServer"]["environment"]["PREFECT_SERVER_DATABASE_MIGRATE_ON_START"] == "false"
+    assert "database migrated" in proc.stdout and "FAILED" not in proc.stdout
+
+
+# (step, where to inject, what must have been restored)
+FAILURES = [
+    ("pools paused, runs drained", {"target": "work_pool", "match": '"paused": true'}, False),
+    ("services stopped", {"target": "win_service", "match": '"state": "stopped"'}, False),
+    ("database backed up", {"target": "win_copy", "match": "prefect.db"}, False),
+    ("venv switched", {"target": "venv_switch.ps1", "match": "Target"}, False),
+    ("database migrated", {"target": "files/prefect_db_upgrade.ps1", "match": "Service"}, True),
+    ("servers started", {"target": "server_health", "match": "api_url"}, True),
+    ("pools unpaused", {"target": "work_pool", "match": '"paused": false'}, True),
+]
+
+
+@pytest.mark.parametrize("step, inject, migrated", FAILURES, ids=[f[0] for f in FAILURES])
+def test_upgrade_failure_at_each_step_rolls_back(converged, tmp_path, ansible_env, step, inject, migrated):
+    sim, extra = _new_release(tmp_path, ansible_env, converged)
+    old = sim.state["junctions"][LINK]
+    sim.update(inject_failure=inject)
+    proc, data = sim.run(extra, playbook="upgrade.yml", expect_rc=2)
+    state = sim.state
+    assert state.get("injected") == [inject], "the failure was not injected where intended"
+    assert f"failed at step '{step}'" in proc.stdout, proc.stdout[-3000:]
+    # Junction back on the previous venv, services running it, pools as the operator left them.
+    assert state["junctions"][LINK] == old
+    for name in ("PrefectServer", "PrefectWorker"):
+        assert state["services"][name]["running"], name
+        assert state["services"][name]["registry"]["Application"].startswith(old), name
+    assert state["pools"]["windows-process"]["is_paused"] is False
+    assert state["pools"]["held"]["is_paused"] is True
+    # The database is the copy from before the migration when the migration ran (or started), untouched otherwise.
+    assert state["files"][SQLITE] == "original-db"
+    assert ("rollback: database" in proc.stdout) == migrated
+    assert "FAILED" in proc.stdout
+
+
+def test_upgrade_waits_for_running_flow_runs_and_rolls_back_at_the_timeout(converged, tmp_path, ansible_env):
+    """A flow run that does not finish: no service is stopped, the pools are unpaused again, the run is not cancelled."""
+    sim, extra = _new_release(tmp_path, ansible_env, converged)
+    sim.update(flow_runs=[{"name": "endless", "state": "RUNNING", "finishes": False}])
+    proc, _data = sim.run(extra, playbook="upgrade.yml", expect_rc=2)
+    state = sim.state
+    assert "failed at step 'pools paused, runs drained'" in proc.stdout
+    assert state["flow_runs"][0]["state"] == "RUNNING"
+    assert state["pools"]["windows-process"]["is_paused"] is False
+    assert "database" not in state
+
+
+def test_upgrade_check_mode_prints_the_plan_and_changes_nothing(converged, tmp_path, ansible_env):
+    sim, extra = _new_release(tmp_path, ansible_env, converged)
+    before = {k: v for k, v in sim.state.items() if k != "clock"}
+    proc, _data = sim.run(extra, playbook="upgrade.yml", args=["--check"])
+    after = {k: v for k, v in sim.state.items() if k != "clock"}
+    assert before == after
+    assert "prefect server database upgrade -y once" in proc.stdout
+
+
+def test_uninstall_needs_confirmation(converged, tmp_path, ansible_env):
+    sim = Sim(tmp_path, ansible_env, converged)
+    bundle = make_bundle(sim.root)
+    before = sim.state
+    sim.run(_extra(bundle), playbook="uninstall.yml", expect_rc=2)
+    assert sim.state["services"] == before["services"] and sim.state["junctions"] == before["junctions"]
+
+
+def test_uninstall_removes_in_reverse_order_and_keeps_data(converged, tmp_path, ansible_env):
+    sim = Sim(tmp_path, ansible_env, converged)
+    bundle = make_bundle(sim.root)
+    proc, data = sim.run(_extra(bundle, uninstall_confirm=True), playbook="uninstall.yml")
+    state = sim.state
+    assert state["services"] == {}
+    assert not [j for j in state["junctions"] if j.startswith("c:\\prefect\\venvs")]
+    assert not [p for p in state["files"] if p.startswith("c:\\prefect\\venvs\\")]
+    assert not [d for d in state["dirs"] if d.startswith("c:\\prefect\\tools\\nssm-")]
+    assert "python" not in state
+    assert state["files"][SQLITE] == "original-db", "data stays without uninstall_purge_data"
+    order = [name.split(" : ", 1)[-1] for name, r in host_results(data) if not r.get("skipped")]
+    first = {task: order.index(task) for task in (
+        "Prefect services are stopped and unregistered, workers before the server",
+        "No Prefect venv, current junction or unpacked wheelhouse remains",
+        "Python is uninstalled") if task in order}
+    assert list(first) == sorted(first, key=first.get) and len(first) == 3, order
+    removed = [r["item"]["name"] for n, r in by_name(host_results(data)).items()
+               if n == "Prefect services are stopped and unregistered, workers before the server" for r in r["results"]]
+    assert removed == ["PrefectWorker", "PrefectServer"]
+
+
+def test_uninstall_check_mode_changes_nothing(converged, tmp_path, ansible_env):
+    sim = Sim(tmp_path, ansible_env, converged)
+    bundle = make_bundle(sim.root)
+    before = {k: v for k, v in sim.state.items() if k != "clock"}
+    sim.run(_extra(bundle, uninstall_confirm=True), playbook="uninstall.yml", args=["--check"])
+    assert {k: v for k, v in sim.state.items() if k != "clock"} == before
+
+
+def test_diagnose_completes_on_a_broken_host_and_ranks_the_problems(converged, tmp_path, ansible_env):
+    sim = Sim(tmp_path, ansible_env, converged)
+    bundle = make_bundle(sim.root)
+    services = sim.state["services"]
+    services["PrefectServer"]["running"] = False
+    services["PrefectWorker"]["state_override"] = "Paused"
+    gb = 1024 ** 3
+    sim.update(services=services, diagnose_errors={"iis": "Import-Module: WebAdministration is not installed"}, diagnose={
+        "certificates": [{"subject": "CN=prefect.corp.local", "thumbprint": "AB" * 20, "days_left": 9}],
+        "disks": [{"drive": "C:", "used_percent": 93.4, "free": 5 * gb}],
+        "database": {"sqlite_bytes": int(1.2 * gb)},
+        "pools": [{"name": "etl", "status": "NOT_READY", "is_paused": False,
+                   "workers": [{"name": "w1", "status": "OFFLINE", "last_heartbeat_time": "2026-03-01T10:00:00Z"}]}],
+        "events": [{"message": "Program python.exe for service PrefectWorker exited with return code 1."}] * 14,
+    })
+    out = tmp_path / "diag"
+    proc, _data = sim.run(_extra(bundle, diagnose_output_dir=str(out)), playbook="diagnose.yml")
+    summary = (out / "SUMMARY.md").read_text()
+    assert (tmp_path / "diag.tar.gz").is_file()
+    report = json.loads((out / "prefect-aio.corp.local" / "report.json").read_text())
+    assert report["services"] and "iis" in report["errors"]
+    lines = [line for line in summary.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    text = "\n".join(lines)
+    for expected in ("PrefectServer is Stopped", "PrefectWorker is PAUSED", "restarted 14 times",
+                     "worker w1 of pool etl OFFLINE for 2 h", "expires in 9 days", "SQLite database 1.2 GB: move to PostgreSQL",
+                     "C: 93% full", "section iis could not be collected"):
+        assert expected in text, (expected, summary)
+    # Critical problems rank above warnings, warnings above notes.
+    severities = [line.split("|")[2].strip() for line in lines]
+    assert severities == sorted(severities, key=["critical", "warning", "info"].index)
+    for secret in ("Svc-Secret-4c1d", "Wrk-Secret-6e21", "Auth-Secret-93be", "Db-Secret-0a7f"):
+        assert secret not in proc.stdout and secret not in summary
