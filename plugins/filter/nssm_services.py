@@ -78,6 +78,8 @@ EXPANDABLE = re.compile(r"%[^%=\s]+%")
 LOOPBACK_URL = re.compile(r"^https?://(127\.0\.0\.1|localhost|\[::1\])[:/]")
 PRIVILEGED = {"administrator", "localsystem", "system", "networkservice", "localservice", "network service", "local service"}
 PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# What IIS Basic authentication checks on the machine path: a Windows account and its password.
+WORKER_CREDENTIAL = re.compile(r"^[^\\/:*?\"<>|@\s]+\\[^\\/:*?\"<>|@\s]+:\S.*$")
 
 
 def _short(account):
@@ -209,6 +211,15 @@ def nssm_services_plan(cfg):
     server_enabled = bool(cfg["server_enabled"])
     base_env = {"PYTHONUTF8": "1", "PYTHONIOENCODING": "UTF-8", "PYTHONUNBUFFERED": "1"}
     auth_string = p["api_auth_string"] or ""
+    worker_credential = cfg["worker_api_auth_string"] or ""
+    if server_enabled and auth_string and cfg["proxy_host"]:
+        # Measured on Prefect 3.8.8 (docs/architecture.md): with the server's auth string set, the Negotiate header that
+        # IIS passes on from a person's browser gets 401, /ui-settings included, so nobody could use the UI or API.
+        errors.append("prefect_api_auth_string must be empty on a host of the prefect_proxy group: IIS authenticates people "
+                      "with Windows Authentication and passes their 'Authorization: Negotiate' header on, which Prefect "
+                      "answers with 401 when PREFECT_SERVER_API_AUTH_STRING is set: every person would be locked out of "
+                      "the UI and the API. The API listens on loopback only; remote workers use the machine path with "
+                      "prefect_worker_api_auth_string")
     # `-P`: the working directory is not put first on sys.path, so a flow file named like a module the worker
     # imports (yaml.py in the flows directory) cannot shadow it.
     python_args = "-P -m prefect"
@@ -254,8 +265,25 @@ def nssm_services_plan(cfg):
         if w.get("limit") is not None:
             args.append("--limit %d" % int(w["limit"]))
         env = dict(base_env, PREFECT_HOME=cfg["worker_home"], PREFECT_API_URL=api_url)
-        if auth_string:
+        if local and auth_string:
+            # Only off proxy hosts (refused above): the local server itself demands it on loopback.
             env["PREFECT_API_AUTH_STRING"] = auth_string
+        elif not local and api_url:
+            # The machine path: IIS Basic authentication checks a Windows account; Prefect's own auth is off behind IIS.
+            if not worker_credential:
+                errors.append("nssm_services_workers: worker %s calls %s, which is not this host's server: it needs "
+                              "prefect_worker_api_auth_string (DOMAIN\\account:password of the Windows account IIS Basic "
+                              "authentication checks on the machine path, from Ansible Vault)" % (w["service"], api_url))
+            elif not WORKER_CREDENTIAL.match(worker_credential):
+                shape = ("prefect_worker_api_auth_string must be DOMAIN\\account:password, the Windows account IIS Basic "
+                         "authentication checks on the machine path (value hidden here)")
+                errors.extend([] if shape in errors else [shape])
+            elif not api_url.startswith("https://"):
+                errors.append("nssm_services_workers: worker %s would send a Windows password (Basic) to %s in clear text: "
+                              "remote workers call the machine path over https://, e.g. prefect_worker_api_url"
+                              % (w["service"], api_url))
+            if worker_credential:
+                env["PREFECT_API_AUTH_STRING"] = worker_credential
         # Prefect's client validates TLS with PREFECT_API_SSL_CERT_FILE or certifi, never the Windows store.
         if api_url.startswith("https://") and p["ca_host_path"]:
             env["PREFECT_API_SSL_CERT_FILE"] = p["ca_host_path"]

@@ -44,7 +44,7 @@ INSTALLER_SIGNATURE = {"status": "Valid", "status_message": "Signature verified.
 SECRETS = {
     "vault_prefect_service_password": "Svc-Secret-4c1d",
     "vault_prefect_worker_password": "Wrk-Secret-6e21",
-    "vault_prefect_api_auth_string": "prefect:Auth-Secret-93be",
+    "vault_prefect_worker_api_auth_string": "CORP\\svc_prefect_api:WrkApi-Secret-5b3c",
     "vault_prefect_database_url": "postgresql+asyncpg://prefect:Db-Secret-0a7f@db01:5432/prefect",
 }
 

@@ -131,7 +131,7 @@ def test_secrets_never_appear_in_any_result(runs):
     """Install, re-run and upgrade with auth string, database URL and passwords set: the json callback prints
     every task result in full, and none of them holds a secret."""
     for output in runs[3]:
-        for secret in ("Svc-Secret-4c1d", "Wrk-Secret-6e21", "Auth-Secret-93be", "Db-Secret-0a7f"):
+        for secret in ("Svc-Secret-4c1d", "Wrk-Secret-6e21", "WrkApi-Secret-5b3c", "Db-Secret-0a7f"):
             assert secret not in output, f"{secret} leaked"
 
 

@@ -15,6 +15,8 @@ pytestmark = pytest.mark.static
 SERVER = {"nssm_services_server_enabled": True, "nssm_services_account_password": "not-checked-here",
           "nssm_services_worker_account_password": "not-checked-either"}
 CA = str(REPO / "tests" / "fixtures" / "roles" / "enclave-ca.pem")
+# Not a variable: puts the case's host in the prefect_proxy group (IIS with Windows authentication in front).
+IN_PROXY_GROUP = {"<group>": "prefect_proxy"}
 
 CASES = [
     # role, vars, words the message must contain
@@ -56,8 +58,9 @@ CASES = [
      ["differ from the server's (PrefectServer)"]),
     ("nssm_services", {**SERVER, "nssm_services_workers": [{"service": "W", "pool": "my pool"}]},
      ["no spaces or quotes", "my pool"]),
-    ("nssm_services", {"nssm_services_account_password": "x", "nssm_services_workers": [{"service": "W", "pool": "p"}]},
-     ["nssm_services_worker_api_url"]),
+    ("nssm_services", {"nssm_services_account_password": "x", "nssm_services_worker_api_url": "",
+                       "nssm_services_workers": [{"service": "W", "pool": "p"}]},
+     ["worker W has no API URL", "nssm_services_worker_api_url"]),
     ("nssm_services", {**SERVER, "nssm_services_account": "Administrator"}, ["unprivileged account", "got Administrator"]),
     ("nssm_services", {**SERVER, "nssm_services_account": "LocalSystem"}, ["unprivileged account", "got LocalSystem"]),
     ("nssm_services", {**SERVER, "nssm_services_account": "CORP\\Administrator"}, ["unprivileged account", "CORP\\Administrator"]),
@@ -96,8 +99,22 @@ CASES = [
                        "nssm_services_workers": [{"service": "W", "pool": "p"}]},
      ["PREFECT_API_SSL_CERT_FILE", "prefect_api_ca_cert"]),
     ("nssm_services", {"nssm_services_worker_account_password": "x", "nssm_services_worker_api_url": "https://prefect.corp.local/api",
+                       "prefect_worker_api_auth_string": "CORP\\svc_api:x",
                        "prefect_api_ca_cert": str(REPO / "README.md"), "nssm_services_workers": [{"service": "W", "pool": "p"}]},
      ["prefect_api_ca_cert must be the enclave CA's PEM file"]),
+    # The front door: Prefect's own auth would lock out people behind IIS Windows authentication; remote workers send
+    # a Windows account's credential (IIS Basic) over https only. The refused secrets are never shown.
+    ("nssm_services", {**SERVER, "prefect_api_auth_string": "prefect:Lock-Out-2f4a", **IN_PROXY_GROUP},
+     ["prefect_api_auth_string must be empty on a host of the prefect_proxy group", "401", "locked out"]),
+    ("nssm_services", {"nssm_services_worker_account_password": "x", "prefect_api_ca_cert": CA,
+                       "nssm_services_workers": [{"service": "W", "pool": "p"}]},
+     ["worker W calls https://", ":8443/api", "it needs prefect_worker_api_auth_string"]),
+    ("nssm_services", {"nssm_services_worker_account_password": "x", "prefect_api_ca_cert": CA,
+                       "prefect_worker_api_auth_string": "svc_api:No-Domain-6a0e", "nssm_services_workers": [{"service": "W", "pool": "p"}]},
+     ["prefect_worker_api_auth_string must be DOMAIN\\account:password", "value hidden here"]),
+    ("nssm_services", {"nssm_services_worker_account_password": "x", "nssm_services_worker_api_url": "http://prefect.corp.local:8080/api",
+                       "prefect_worker_api_auth_string": "CORP\\svc_api:Clear-Text-91cd", "nssm_services_workers": [{"service": "W", "pool": "p"}]},
+     ["would send a Windows password (Basic) to http://prefect.corp.local:8080/api in clear text"]),
     ("python", {"prefect_root": {"drive": "C"}}, ["prefect_root must be an absolute Windows path", "not a mapping"]),
     ("python", {"prefect_logs_dir": "D:\\logs"}, ["must be under prefect_root", "D:\\logs"]),
     ("python", {"prefect_version": "latest"}, ["prefect_version must be a version", "latest"]),
@@ -131,8 +148,10 @@ def bad_runs(tmp_path_factory, ansible_env):
     """One ansible-playbook run per role for all bad-input cases."""
     runs = {}
     for role in sorted({c[0] for c in CASES}):
-        cases = {f"case{i}": c[1] for i, c in enumerate(CASES) if c[0] == role}
-        runs.update(run_cases(tmp_path_factory.mktemp(role), ansible_env, role, cases))
+        cases = {f"case{i}": {k: v for k, v in c[1].items() if k not in IN_PROXY_GROUP}
+                 for i, c in enumerate(CASES) if c[0] == role}
+        proxy = [f"case{i}" for i, c in enumerate(CASES) if c[0] == role and IN_PROXY_GROUP.items() <= c[1].items()]
+        runs.update(run_cases(tmp_path_factory.mktemp(role), ansible_env, role, cases, groups={"prefect_proxy": proxy}))
     return runs
 
 
@@ -145,8 +164,9 @@ def test_bad_input_is_rejected_before_the_host(bad_runs, index):
     for word in words:
         assert word in result.get("msg", ""), (word, result.get("msg"))
     assert run.host_actions() == [], run.host_actions()
-    # The refused secret of the %VAR% case is named, never shown.
-    assert "Pa%PATH%ss-7d1e" not in run.output
+    # The refused secrets are named, never shown.
+    for secret in ("Pa%PATH%ss-7d1e", "Lock-Out-2f4a", "No-Domain-6a0e", "Clear-Text-91cd"):
+        assert secret not in run.output
 
 
 GOOD = [
@@ -156,6 +176,11 @@ GOOD = [
                        "nssm_services_pools": [{"name": "p", "queues": [{"name": "a", "priority": 1}]}]},
      "NSSM executable presence is known"),
     ("nssm_services", {"nssm_services_worker_account": "CORP\\gmsa_prefect$", "nssm_services_worker_api_url": "https://prefect.corp.local/api",
+                       "prefect_worker_api_auth_string": "CORP\\svc_api:Good-4e7b",
+                       "prefect_api_ca_cert": CA, "nssm_services_workers": [{"service": "W", "pool": "p"}]},
+     "NSSM executable presence is known"),
+    # A worker-only host on the default machine path (prefect_worker_api_url).
+    ("nssm_services", {"nssm_services_worker_account": "CORP\\gmsa_prefect$", "prefect_worker_api_auth_string": "CORP\\svc_api:Good-4e7b",
                        "prefect_api_ca_cert": CA, "nssm_services_workers": [{"service": "W", "pool": "p"}]},
      "NSSM executable presence is known"),
 ]

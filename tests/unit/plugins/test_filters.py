@@ -54,6 +54,8 @@ def _cfg(**over):
     cfg = {
         "host": "prefect-aio",
         "server_enabled": True,
+        "proxy_host": True,
+        "worker_api_auth_string": "",
         "server": {"service": "PrefectServer", "display_name": "Prefect Server", "description": "d", "start_mode": "auto",
                    "ui_api_url": "/api", "ui_static_dir": "C:\\Prefect\\data\\ui", "env": {}, "restart_delay_ms": 10000,
                    "stop_timeout_ms": 15000, "failure_delays_ms": [10000, 30000, 60000]},
@@ -125,10 +127,11 @@ def test_NSSM_defaults_are_those_of_the_bundled_build():
 def test_remote_worker_with_https_gets_the_ca_and_no_server_account():
     cfg = _cfg(server_enabled=False, worker_api_url="https://prefect.corp.local/api",
                worker_account="CORP\\gmsa_prefect$", worker_account_password="",
-               prefect__ca_host_path="C:\\Prefect\\tools\\enclave-ca.pem", prefect__api_auth_string="CORP\\api:pw")
+               prefect__ca_host_path="C:\\Prefect\\tools\\enclave-ca.pem", worker_api_auth_string="CORP\\api:pw")
     plan = nssm_services_plan(cfg)
     assert plan["errors"] == []
     [worker] = plan["services"]
+    assert worker["environment"]["PREFECT_API_AUTH_STRING"] == "CORP\\api:pw"
     assert worker["environment"]["PREFECT_API_SSL_CERT_FILE"] == "C:\\Prefect\\tools\\enclave-ca.pem"
     assert worker["dependencies"] == [] and not worker["local"] and worker["logon"] == "CORP\\gmsa_prefect$"
     assert plan["https"] and plan["accounts"] == [{"name": "CORP\\gmsa_prefect$", "kind": "gmsa", "roles": ["worker"], "password": ""}]
@@ -152,6 +155,16 @@ def test_remote_worker_with_https_gets_the_ca_and_no_server_account():
     ({"workers": [{"service": "W", "pool": "p"}, {"service": "w", "pool": "q"}]}, "service names must be unique"),
     ({"workers": [{"service": "PrefectServer", "pool": "p"}]}, "must differ from the server's"),
     ({"server_enabled": False, "worker_api_url": ""}, "has no API URL"),
+    # People behind IIS Windows auth would get 401 from Prefect's own auth.
+    ({"prefect__api_auth_string": "admin:pw"}, "prefect_api_auth_string must be empty on a host of the prefect_proxy group"),
+    ({"server_enabled": False, "worker_api_url": "https://prefect.corp.local:8443/api", "prefect__ca_host_path": "C:\\Prefect\\ca.pem"},
+     "it needs prefect_worker_api_auth_string"),
+    ({"server_enabled": False, "worker_api_url": "https://prefect.corp.local:8443/api", "prefect__ca_host_path": "C:\\Prefect\\ca.pem",
+      "worker_api_auth_string": "svc_api:S3rver-pw"}, "prefect_worker_api_auth_string must be DOMAIN\\account:password"),
+    ({"server_enabled": False, "worker_api_url": "https://prefect.corp.local:8443/api", "prefect__ca_host_path": "C:\\Prefect\\ca.pem",
+      "worker_api_auth_string": "CORP\\svc_api:"}, "prefect_worker_api_auth_string must be DOMAIN\\account:password"),
+    ({"server_enabled": False, "worker_api_url": "http://prefect.corp.local:8080/api", "worker_api_auth_string": "CORP\\a:S3rver-pw"},
+     "in clear text"),
     ({"worker_home": "D:\\w"}, "nssm_services_worker_home must be under prefect_root"),
     ({"worker_failure_delays_ms": [0]}, "nssm_services_worker_failure_delays_ms"),
     ({"account": {"x": 1}}, "nssm_services_account must be an account name"),
@@ -163,6 +176,31 @@ def test_plan_errors(over, words):
     assert any(words in e for e in errors), errors
     for secret in ("%USERNAME%", "%TEMP%", "S3rver-pw", "W0rker-pw"):
         assert not any(secret in e for e in errors), errors
+
+
+def test_credentials_follow_the_path_a_worker_takes():
+    """Loopback workers send nothing (or the local server's own string off proxy hosts); remote ones the machine path's."""
+    design = nssm_services_plan(_cfg(worker_api_auth_string="CORP\\svc_api:W0rker-pw"))
+    assert design["errors"] == []
+    server, worker = design["services"]
+    assert "PREFECT_API_AUTH_STRING" not in worker["environment"] and worker["local"]
+    assert "PREFECT_SERVER_API_AUTH_STRING" not in server["environment"]
+    off_proxy = nssm_services_plan(_cfg(proxy_host=False, prefect__api_auth_string="admin:S3rver-pw"))
+    assert off_proxy["errors"] == []
+    server, worker = off_proxy["services"]
+    assert server["environment"]["PREFECT_SERVER_API_AUTH_STRING"] == worker["environment"]["PREFECT_API_AUTH_STRING"] == "admin:S3rver-pw"
+    # A worker-only host never gets the server's string, even when one is set for the inventory.
+    remote = nssm_services_plan(_cfg(server_enabled=False, worker_api_url="https://prefect.corp.local:8443/api",
+                                     prefect__ca_host_path="C:\\Prefect\\ca.pem", prefect__api_auth_string="admin:S3rver-pw",
+                                     worker_api_auth_string="CORP\\svc_api:W0rker-pw"))
+    assert remote["errors"] == []
+    assert remote["services"][0]["environment"]["PREFECT_API_AUTH_STRING"] == "CORP\\svc_api:W0rker-pw"
+    # Two remote workers, one shape error.
+    two = [{"service": "A", "pool": "p"}, {"service": "B", "pool": "p"}]
+    bad = nssm_services_plan(_cfg(server_enabled=False, workers=two, worker_api_url="https://prefect.corp.local:8443/api",
+                                  prefect__ca_host_path="C:\\Prefect\\ca.pem", worker_api_auth_string="nobody"))
+    assert [e for e in bad["errors"] if "DOMAIN" in e] == [bad["errors"][0]] and len(bad["errors"]) == 1
+    assert not any("nobody" in e for e in bad["errors"])
 
 
 def test_url_encoded_password_is_accepted():
