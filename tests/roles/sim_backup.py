@@ -1,0 +1,278 @@
+# modules: community.windows.win_scheduled_task
+# Stand-ins for the backup role (roles/backup): community.windows 3.1.0 plugins/modules/win_scheduled_task.ps1 as read in
+# its source, and the role's scripts (files/backup_setup.ps1, pg_backup_role.ps1, backup_run.ps1, backup_restore.ps1,
+# database_upgrade.ps1). host["tasks"] holds registered tasks by "<folder>\<name>" (lower case), each with its
+# definition as Task Scheduler keeps it: actions and triggers as lists of COM properties, the principal's SID, logon type
+# and run level, the settings, and the stored password's digest. host["pg"] is the PostgreSQL server of a database host
+# (roles and their passwords' digests, the superuser's), host["events"] what the restore steps saw, in order.
+
+BK_LOGON = {"none": 0, "password": 1, "s4u": 2, "interactive_token": 3, "group": 4, "service_account": 5,
+            "interactive_token_or_password": 6}
+# Compare-Setting's map: the module option -> the Settings COM property it compares with -cne when given.
+BK_SETTINGS = ["allow_demand_start", "allow_hard_terminate", "compatibility", "delete_expired_task_after",
+               "disallow_start_if_on_batteries", "execution_time_limit", "enabled", "hidden", "multiple_instances",
+               "priority", "restart_count", "restart_interval", "run_only_if_idle", "run_only_if_network_available",
+               "start_when_available", "stop_if_going_on_batteries", "wake_to_run"]
+# Compare-Trigger's map (mandatory + optional keys per type) for the types the role uses.
+BK_TRIGGER_KEYS = {"daily": ["start_boundary", "days_interval", "enabled", "end_boundary", "execution_time_limit",
+                             "random_delay", "repetition"],
+                   "time": ["start_boundary", "enabled", "end_boundary", "execution_time_limit", "random_delay", "repetition"]}
+BK_ACTION_KEYS = ["path", "arguments", "working_directory"]
+# ERROR_LOGON_TYPE_NOT_GRANTED as Task Scheduler reports it in LastTaskResult (0x80070569).
+BK_LOGON_NOT_GRANTED = 2147943785
+
+
+def bk_sha(text):
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def bk_norm_folder(folder):
+    """win_scheduled_task.ps1: add a leading backslash, strip a trailing one unless the path is the root."""
+    if not folder.startswith("\\"):
+        folder = "\\" + folder
+    if folder.endswith("\\") and len(folder) != 1:
+        folder = folder[:-1]
+    return folder
+
+
+def bk_compare_list(new, existing, keys_of):
+    """Compare-PropertyList: entry by entry, a key given (not null) differs when its text differs case-sensitively
+    (-cne); missing or extra entries are changes."""
+    changes = []
+    for i, entry in enumerate(new):
+        old = existing[i] if i < len(existing) else None
+        if old is None or old.get("type") != entry.get("type"):
+            changes.append("+%d" % i)
+            continue
+        for key in keys_of(entry):
+            if entry.get(key) is not None and str(entry[key]) != str(old.get(key)):
+                changes.append("%d.%s" % (i, key))
+    if len(existing) > len(new):
+        changes.append("-%d" % len(new))
+    return changes
+
+
+def win_scheduled_task():
+    name, folder = args["name"], bk_norm_folder(args.get("path") or "\\")
+    if any(c in name for c in '\\/:*?"<>|'):
+        out.update(failed=True, msg="Invalid task name '%s'" % name)
+        return
+    username, password = args.get("username"), args.get("password")
+    sid = None
+    if username:
+        sid = sid_of(username)
+        if sid is None:  # Convert-ToSID throws for an unknown account
+            out.update(failed=True, msg="account_name %s is not a valid account, cannot get SID" % username)
+            return
+    logon = args.get("logon_type")
+    if logon == "s4u" and password is None:
+        out.update(failed=True, msg="password must be set when logon_type=s4u")
+        return
+    if logon == "service_account" and sid not in ("S-1-5-18", "S-1-5-19", "S-1-5-20"):
+        out.update(failed=True, msg="username must be SYSTEM, LOCAL SERVICE or NETWORK SERVICE when logon_type=service_account")
+        return
+    tasks = host.setdefault("tasks", {})
+    key = (folder.rstrip("\\") + "\\" + name).lower()
+    task = tasks.get(key)
+    if args.get("state", "present") == "absent":
+        if task is not None:
+            out["changed"] = True
+            if not CHECK:
+                del tasks[key]
+        return
+    actions = [dict(a, type="exec") for a in args.get("actions") or []]
+    triggers = args.get("triggers")
+    if task is None:
+        if not actions:
+            out.update(failed=True, msg="cannot create a task with no actions, set at least one action with a path to an executable")
+            return
+        out["changed"] = True
+        if CHECK:  # TASK_VALIDATE_ONLY: nothing is registered, so nothing more is compared
+            return
+        # The bare task: its actions; every other property at Task Scheduler's defaults until the update below.
+        task = tasks[key] = {"actions": actions, "triggers": [], "principal": {"sid": None, "logon_type": 3, "run_level": 0},
+                             "settings": {"enabled": True, "allow_demand_start": True, "multiple_instances": 2,
+                                          "execution_time_limit": "PT72H", "start_when_available": False},
+                             "description": None, "password_sha": None, "registered": 0, "last_result": 267011,
+                             "last_run": 0, "running": False}
+    diff = []
+    if args.get("actions") is not None:
+        diff += bk_compare_list(actions, task["actions"], lambda e: BK_ACTION_KEYS)
+    if triggers is not None:
+        diff += bk_compare_list(triggers, task["triggers"], lambda e: BK_TRIGGER_KEYS.get(e["type"], []))
+    principal = task["principal"]
+    if logon is not None and principal["logon_type"] != BK_LOGON[logon]:
+        diff.append("LogonType")
+    run_level = {"limited": 0, "highest": 1}.get(args.get("run_level"))
+    if run_level is not None and principal["run_level"] != run_level:
+        diff.append("RunLevel")
+    if sid is not None and principal["sid"] != sid:
+        diff.append("UserId")
+    for option in BK_SETTINGS:
+        if args.get(option) is not None and task["settings"].get(option) != args[option]:
+            diff.append(option)
+    if args.get("description") is not None and task["description"] != args["description"]:
+        diff.append("Description")
+    # update_password (default true) re-registers with the password on every run, whatever else changed.
+    send_password = password is not None and (args.get("update_password", True) or diff)
+    if diff or send_password:
+        out["changed"] = True
+        if not CHECK:
+            task["actions"] = actions if args.get("actions") is not None else task["actions"]
+            task["triggers"] = triggers if triggers is not None else task["triggers"]
+            principal.update({k: v for k, v in {"sid": sid, "logon_type": BK_LOGON.get(logon), "run_level": run_level}.items()
+                              if v is not None})
+            task["settings"].update({o: args[o] for o in BK_SETTINGS if args.get(o) is not None})
+            task["description"] = args.get("description", task["description"])
+            if send_password:
+                task["password_sha"] = bk_sha(password)
+            task["registered"] += 1
+    out["diff_keys"] = diff
+
+
+def bk_backup_setup():
+    params = args["parameters"]
+    changes = []
+    wanted = {params["ConfigPath"]: json.dumps(json.loads(params["Config"]), sort_keys=True)}
+    if params.get("PassFile"):
+        wanted[params["PassFile"]] = params["PassLine"]
+    for path_, text in wanted.items():
+        if files.get(path_.lower()) != bk_sha(text):
+            changes.append(path_)
+            if not CHECK:
+                files[path_.lower()] = bk_sha(text)
+                if path_ == params["ConfigPath"]:
+                    host.setdefault("backup_configs", {})[path_.lower()] = json.loads(params["Config"])
+    out.update(changed=bool(changes), result={"changes": changes})
+
+
+def bk_pg_backup_role():
+    """pg_backup_role.ps1: logs in as the backup login with the PGPASSFILE; only when that fails is the superuser used."""
+    params = args["parameters"]
+    pg = host.setdefault("pg", {"roles": {}, "superuser_password_sha": None})
+    if lookup(params["Psql"]) is None:
+        out["result"] = {"error": "%s does not exist: is PostgreSQL installed" % params["Psql"]}
+        return
+    role = pg["roles"].get(params["Role"])
+    line_ok = files.get(params["PassFile"].lower()) is not None
+    if role and line_ok and role["password_sha"] == bk_sha(params["RolePassword"]) and role["read_all"] and not role.get("superuser"):
+        out["result"] = {"error": "", "applied": False}
+        return
+    out["changed"] = True
+    if CHECK:
+        out["result"] = {"error": "", "applied": False}
+        return
+    if not params.get("SuperPassword") or bk_sha(params["SuperPassword"]) != pg["superuser_password_sha"]:
+        out["changed"] = False
+        out["result"] = {"error": "psql as %s could not create the backup login %s: password authentication failed"
+                                  % (params["SuperUser"], params["Role"])}
+        return
+    pg["roles"][params["Role"]] = {"password_sha": bk_sha(params["RolePassword"]), "read_all": True, "superuser": False}
+    pg.setdefault("applied", 0)
+    pg["applied"] += 1
+    out["result"] = {"error": "", "applied": True}
+
+
+def bk_rights_of(sid, path_):
+    """The rule the account has on a directory (the sim keeps one right per SID)."""
+    entry = dirs.get(path_.lower(), {})
+    return entry.get("acl", {}).get(sid)
+
+
+def bk_backup_run():
+    """backup_run.ps1 starts the task and waits; the task's run is simulated from what the real run needs: the account
+    may log on as a batch job, reads backup_home (script, settings, PGPASSFILE), modifies the backup directory, and the
+    database login works. A run writes the backup file and one log line, and sets the last result."""
+    params = args["parameters"]
+    key = (bk_norm_folder(params["TaskFolder"]).rstrip("\\") + "\\" + params["TaskName"]).lower()
+    task = host.get("tasks", {}).get(key)
+    if task is None:
+        out.update(failed=not CHECK, result={"started": False, "exists": False, "last_result": -1, "file": "", "bytes": 0, "log": ""})
+        return
+    logs = host.setdefault("logs", {})
+    backups = sorted(p for p in files if p.startswith(params["BackupDir"].lower() + "\\") and re.match(params["Pattern"], p.rsplit("\\", 1)[-1]))
+    if CHECK:
+        out["result"] = {"started": False, "exists": True, "last_result": task["last_result"], "file": backups[-1] if backups else "",
+                         "bytes": 0, "log": (logs.get(params["LogPath"].lower()) or [""])[-1]}
+        return
+    sid = task["principal"]["sid"]
+    action = task["actions"][0]
+    config = host.get("backup_configs", {}).get(re.search(r'--?[Cc]onfig(?:Path)? "([^"]+)"', action["arguments"]).group(1).lower(), {})
+    home = action["working_directory"]
+    problems = []
+    result = 0
+    if sid not in host.get("rights", {}).get("SeBatchLogonRight", []):
+        result = BK_LOGON_NOT_GRANTED  # the task never starts: no log line
+    else:
+        if bk_rights_of(sid, home) not in ("ReadAndExecute", "Modify", "FullControl"):
+            problems.append("cannot read " + home)
+        if bk_rights_of(sid, config.get("dest_dir", "")) not in ("Modify", "FullControl"):
+            problems.append("cannot write " + config.get("dest_dir", "?"))
+        if lookup(action["path"]) is None and not action["path"].lower().endswith("powershell.exe"):
+            problems.append(action["path"] + " does not exist")
+        if config.get("kind") == "postgresql":
+            role = host.get("pg", {}).get("roles", {}).get(config.get("user"))
+            if not role or files.get(config["passfile"].lower()) is None:
+                problems.append("pg_dump: password authentication failed for user " + str(config.get("user")))
+        if config.get("kind") == "sqlite" and lookup(config["database"]) is None:
+            problems.append("database %s does not exist" % config["database"])
+        result = 1 if problems else 0
+        kind = config.get("kind", "?")
+        stamp = "20261130T%06dZ" % NOW
+        if problems:
+            line = "prefect-backup FAILED %s %s" % (kind, "; ".join(problems))
+        else:
+            name = ("prefect-pg-%s.dump" if kind == "postgresql" else "prefect-sqlite-%s.db") % stamp
+            files[(config["dest_dir"] + "\\" + name).lower()] = bk_sha(name)
+            backups.append((config["dest_dir"] + "\\" + name).lower())
+            line = "prefect-backup OK %s file=%s bytes=4096 removed=0" % (kind, name)
+        logs.setdefault(config.get("log", params["LogPath"]).lower(), []).append(line)
+    task.update(last_result=result, last_run=NOW)
+    out.update(changed=True, failed=result != 0,
+               result={"started": True, "exists": True, "finished": True, "last_result": result,
+                       "file": backups[-1] if backups and result == 0 else "", "bytes": 4096 if result == 0 else 0,
+                       "log": (logs.get(params["LogPath"].lower()) or [""])[-1]})
+
+
+def bk_running():
+    return sorted(n for n, s in services.items() if s.get("running"))
+
+
+def bk_backup_restore():
+    """backup_restore.ps1: the named file must exist; SQLite: the python script refuses a database in use (the server
+    running); PostgreSQL: pg_restore --clean in one transaction as the owner."""
+    params = args["parameters"]
+    if lookup(params["BackupPath"]) is None:
+        out["result"] = {"error": "%s does not exist: name a file of the backup directory" % params["BackupPath"]}
+        return
+    if CHECK:
+        out["result"] = {"plan": "restore %s" % params["BackupPath"], "restored": False}
+        return
+    if params["Kind"] == "sqlite" and any(s.get("running") for n, s in services.items() if not n.lower().startswith("prefectworker")):
+        out["result"] = {"error": "database is locked: stop the Prefect server first, nothing was changed", "restored": False}
+        return
+    host.setdefault("events", []).append(["restore", NOW, bk_running(), params["BackupPath"]])
+    replaced = (params["SqliteDatabase"] + ".replaced-20261130T%06dZ" % NOW) if params["Kind"] == "sqlite" else ""
+    out.update(changed=True, result={"restored": True, "from": params["BackupPath"], "replaced": replaced})
+
+
+def bk_database_upgrade():
+    params = args["parameters"]
+    if params["ServiceName"] not in services:
+        out["result"] = {"error": "%s is not an NSSM service on this host" % params["ServiceName"], "output": ""}
+        return
+    if CHECK:
+        out["result"] = {"plan": "prefect server database upgrade -y", "output": ""}
+        return
+    host.setdefault("events", []).append(["upgrade", NOW, bk_running()])
+    out.update(changed=True, result={"exit_code": 0, "output": "Migrations succeeded!", "python": "python.exe"})
+
+
+import re  # noqa: E402  (the body imports only what it uses itself)
+
+STANDINS["win_scheduled_task"] = win_scheduled_task
+SCRIPTS["backup_setup.ps1"] = bk_backup_setup
+SCRIPTS["pg_backup_role.ps1"] = bk_pg_backup_role
+SCRIPTS["backup_run.ps1"] = bk_backup_run
+SCRIPTS["backup_restore.ps1"] = bk_backup_restore
+SCRIPTS["database_upgrade.ps1"] = bk_database_upgrade

@@ -1,0 +1,322 @@
+"""The backup role, playbooks/backup.yml and playbooks/restore.yml against the simulated host (simhost.py with the
+stand-ins of sim_backup.py, which behave as community.windows win_scheduled_task.ps1 does as read in its source: the
+account compared by SID, actions and StartBoundary as case-sensitive text, a password with update_password re-registering
+on every run, s4u demanding a password). One Sim is one host.
+
+What these tests cannot show: that Task Scheduler, pg_dump.exe and the PowerShell scripts behave on Windows as the
+stand-ins do. The Python script and the SQL are run for real in tests/integration/test_backup_restore.py.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from rolerun import REPO
+from simhost import Sim, by_name, host_results, make_bundle, reached
+
+pytestmark = pytest.mark.static
+
+# The example inventory's all-in-one host is also its database host; LITE is an all-in-one host on SQLite (tmp inventory).
+AIO, LITE, DB = "prefect-aio.corp.local", "prefect-lite.corp.local", "prefect-db01.corp.local"
+SECRETS = {"vault_prefect_service_password": "Svc-Secret-4c1d", "vault_prefect_worker_password": "Wrk-Secret-6e21",
+           "vault_prefect_api_auth_string": "prefect:Auth-Secret-93be",
+           "backup_account_password": "Bkp-Secret-77aa", "backup_database_password": "PgBkp-Secret-1f3c",
+           "prefect_database_password": "PgOwner-Secret-5d0e", "postgresql_superuser_password": "PgSuper-Secret-8b21"}
+TASK_KEY = "\\enclave.prefect\\prefectdatabasebackup"
+PYTHON = "c:\\prefect\\venvs\\current\\scripts\\python.exe"
+SCHEDULE = "Backup runs daily as its account and shows a failed run in its last result"
+CONFIRM_SQLITE = "yes, overwrite prefect.db"
+
+
+def aio_state():
+    """An all-in-one host the earlier layers set up: the server's account, the venv, the services running."""
+    return {"accounts": {"svc_prefect": {"sid": "S-1-5-21-1000-1001"}, "svc_prefect_worker": {"sid": "S-1-5-21-1000-1002"}},
+            "files": {PYTHON: "python", "c:\\prefect\\data\\prefect.db": "db"},
+            "services": {"PrefectServer": {"registry": {}, "running": True, "object_name": ".\\svc_prefect"},
+                         "PrefectWorker": {"registry": {}, "running": True, "object_name": ".\\svc_prefect_worker",
+                                           "dependencies": ["PrefectServer"]}}}
+
+
+def db_state():
+    """A database host the postgresql role set up: psql.exe and the superuser's password."""
+    import hashlib
+    return {"files": {"c:\\program files\\postgresql\\17\\bin\\psql.exe": "psql"},
+            "pg": {"roles": {}, "superuser_password_sha": hashlib.sha256(SECRETS["postgresql_superuser_password"].encode()).hexdigest()}}
+
+
+@pytest.fixture(scope="module")
+def playbook(tmp_path_factory):
+    """The backup layer after its preflight, as site.yml runs it."""
+    path = tmp_path_factory.mktemp("backup-play") / "backup_layer.yml"
+    path.write_text(yaml.safe_dump([
+        {"name": "Preflight", "ansible.builtin.import_playbook": "enclave.prefect.preflight", "vars": {"preflight_roles": ["backup"]}},
+        {"name": "Backup layer", "ansible.builtin.import_playbook": "enclave.prefect.layers.backup"}], sort_keys=False))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def lite_inventory(tmp_path_factory):
+    """An all-in-one host without a database host (the example's all-in-one host is in prefect_database): SQLite."""
+    path = tmp_path_factory.mktemp("backup-inv") / "lite.yml"
+    lite = {"prefect_host_address": "10.20.1.40", "prefect_database_host": "", "nssm_services_workers": [{"service": "PrefectWorker", "pool": "windows-process"}]}
+    path.write_text(yaml.safe_dump({"all": {"children": {"prefect_server": {"hosts": {LITE: lite}},
+                                                         "prefect_workers": {"hosts": {LITE: None}}}}}))
+    return str(path)
+
+
+def lite(sim, inventory, extra_vars, playbook, expect_rc=0, more=()):
+    """A run on the SQLite all-in-one host."""
+    return sim.run(extra_vars, playbook=playbook, limit=LITE, expect_rc=expect_rc, args=["-i", inventory, *more])
+
+
+def changed(data, host=LITE):
+    return sorted(n for n, r in by_name(reached(data, host)).items() if r.get("changed"))
+
+
+def extra(sim, **more):
+    return {"prefect_bundle_dir": str(make_bundle(sim.root)), **SECRETS, **more}
+
+
+@pytest.fixture(scope="module")
+def aio(tmp_path_factory, ansible_env, playbook, lite_inventory):
+    """All in one on SQLite: check mode first, then a first run, a re-run, backup.yml."""
+    sim = Sim(tmp_path_factory.mktemp("bk-aio"), ansible_env, aio_state())
+    before = sim.state
+    check = lite(sim, lite_inventory, extra(sim), playbook, more=["--check"])
+    after_check = sim.state
+    first = lite(sim, lite_inventory, extra(sim), playbook)
+    after_first = sim.state
+    second = lite(sim, lite_inventory, extra(sim), playbook)
+    now = lite(sim, lite_inventory, extra(sim), "backup.yml")
+    return sim, before, check, after_check, first, after_first, second, now
+
+
+def test_check_mode_reports_and_changes_nothing(aio):
+    sim, before, check, after_check = aio[:4]
+    assert changed(check[1]), "check mode must report what it would change"
+    for key in ("tasks", "dirs"):
+        assert after_check.get(key, {}) == before.get(key, {}), key
+    assert not any(after_check.get("rights", {}).values())
+    assert not any(p.startswith("c:\\prefect\\backup") for p in after_check["files"])
+
+
+def test_sqlite_host_gets_the_task_as_the_server_account(aio):
+    state = aio[5]
+    task = state["tasks"][TASK_KEY]
+    sid = state["accounts"]["svc_prefect"]["sid"]
+    assert task["principal"] == {"sid": sid, "logon_type": 1, "run_level": 0}
+    assert task["triggers"] == [{"type": "daily", "start_boundary": "2000-01-01T02:30:00"}]
+    assert task["actions"][0]["path"].lower() == PYTHON
+    assert "prefect_sqlite_backup.py\" backup --config" in task["actions"][0]["arguments"]
+    assert task["settings"]["multiple_instances"] == 2 and task["settings"]["execution_time_limit"] == "PT120M"
+    assert sid in state["rights"]["SeBatchLogonRight"]
+    # The server account's other logon rights belong to the services layer: nothing is denied here.
+    assert sid not in state["rights"].get("SeDenyNetworkLogonRight", [])
+    home, backups = state["dirs"]["c:\\prefect\\backup"], state["dirs"]["c:\\prefect\\backups"]
+    assert home["protected"] and home["acl"] == {"S-1-5-18": "FullControl", "S-1-5-32-544": "FullControl", sid: "ReadAndExecute"}
+    assert backups["protected"] and backups["acl"][sid] == "Modify"
+    assert state["backup_configs"]["c:\\prefect\\backup\\backup.json"] == {
+        "kind": "sqlite", "database": "C:\\Prefect\\data\\prefect.db", "dest_dir": "C:\\Prefect\\backups", "keep_count": 14,
+        "keep_days": 30, "log": "C:\\Prefect\\backups\\backup.log"}
+    assert "c:\\prefect\\backup\\pgpass.conf" not in state["files"]
+
+
+def test_second_run_changes_nothing(aio):
+    assert changed(aio[6][1]) == []
+    assert aio[6][0].stdout.count("Svc-Secret-4c1d") == 0
+
+
+def test_backup_now_starts_the_task_and_reports_the_file(aio):
+    proc, data = aio[7]
+    now = by_name(reached(data, LITE))["A backup was taken now by the scheduled task"]
+    assert now["result"]["last_result"] == 0 and re.search(r"prefect-sqlite-\d{8}T\d{6}Z\.db$", now["result"]["file"])
+    summary = by_name(host_results(data, LITE))["Backup summary"]["msg"]
+    assert summary[0].startswith("host | kind") and summary[1].startswith(f"{LITE} | sqlite | OK |"), summary
+    assert "prefect-backup OK sqlite" in summary[1]
+
+
+def test_backup_now_fails_visibly_without_the_batch_logon_right(tmp_path, ansible_env, playbook, lite_inventory):
+    """A run the account may not start (its batch logon right was removed): last result 0x80070569, named in the failure."""
+    sim = Sim(tmp_path, ansible_env, aio_state())
+    lite(sim, lite_inventory, extra(sim), playbook)
+    state = sim.state
+    state["rights"]["SeBatchLogonRight"] = []
+    sim.update(rights=state["rights"])
+    proc, data = lite(sim, lite_inventory, extra(sim), "backup.yml", expect_rc=2)
+    summary = by_name(host_results(data, LITE))["Backup summary"]["msg"]
+    assert "FAILED, last result 2147943785" in summary[1], summary
+    assert "ended with last result 2147943785" in proc.stdout
+
+
+def test_update_password_reregisters_on_every_run(tmp_path, ansible_env, playbook, lite_inventory):
+    """As win_scheduled_task.ps1 does: a password with update_password true re-registers the task every time, so the
+    role sends it only when asked (backup_update_password)."""
+    sim = Sim(tmp_path, ansible_env, aio_state())
+    lite(sim, lite_inventory, extra(sim), playbook)
+    again = lite(sim, lite_inventory, extra(sim, backup_update_password=True), playbook)
+    assert SCHEDULE in changed(again[1])
+    assert changed(lite(sim, lite_inventory, extra(sim), playbook)[1]) == []
+
+
+def test_state_absent_removes_the_task_and_keeps_the_backups(tmp_path, ansible_env, playbook, lite_inventory):
+    sim = Sim(tmp_path, ansible_env, aio_state())
+    lite(sim, lite_inventory, extra(sim), playbook)
+    lite(sim, lite_inventory, extra(sim), "backup.yml")
+    backups = [p for p in sim.state["files"] if p.startswith("c:\\prefect\\backups\\prefect-sqlite-")]
+    assert backups
+    _, data = lite(sim, lite_inventory, extra(sim, backup_state="absent"), playbook)
+    assert "Backup task is removed, the backups stay" in changed(data)
+    state = sim.state
+    assert TASK_KEY not in state["tasks"]
+    assert all(p in state["files"] for p in backups)
+    assert changed(lite(sim, lite_inventory, extra(sim, backup_state="absent"), playbook)[1]) == []
+
+
+def test_database_host_dumps_with_a_dedicated_account(tmp_path, ansible_env, playbook):
+    sim = Sim(tmp_path, ansible_env, db_state())
+    run = {"playbook": playbook, "limit": DB}
+    first = sim.run(extra(sim), **run)
+    state = sim.state
+    sid = state["accounts"]["svc_prefect_backup"]["sid"]
+    task = state["tasks"][TASK_KEY]
+    assert task["principal"]["sid"] == sid and task["actions"][0]["path"].endswith("powershell.exe")
+    assert '-File "C:\\Prefect\\backup\\prefect_backup.ps1" -ConfigPath "C:\\Prefect\\backup\\backup.json"' in task["actions"][0]["arguments"]
+    for right in ("SeBatchLogonRight", "SeDenyInteractiveLogonRight", "SeDenyRemoteInteractiveLogonRight", "SeDenyNetworkLogonRight"):
+        assert sid in state["rights"][right], right
+    assert state["pg"]["roles"]["prefect_backup"]["read_all"] and state["pg"]["applied"] == 1
+    assert "c:\\prefect\\backup\\pgpass.conf" in state["files"]
+    config = state["backup_configs"]["c:\\prefect\\backup\\backup.json"]
+    assert config["user"] == "prefect_backup" and config["dump_args"][0] == "--format=custom"
+    assert "PgBkp-Secret-1f3c" not in str(config)
+    # Re-run: no change, and the superuser is not needed once the backup login works.
+    second = sim.run(extra(sim, postgresql_superuser_password=""), **run)
+    assert changed(second[1], DB) == [] and sim.state["pg"]["applied"] == 1
+    # A rotated backup password is applied as the superuser and reported.
+    third = sim.run(extra(sim, backup_database_password="PgBkp-Rotated-22"), **run)
+    assert "PostgreSQL backup login may read all data and nothing more" in changed(third[1], DB)
+    assert sim.state["pg"]["applied"] == 2
+    now = sim.run(extra(sim, backup_database_password="PgBkp-Rotated-22"), playbook="backup.yml", limit=DB)
+    assert re.search(r"prefect-pg-\d{8}T\d{6}Z\.dump$", by_name(reached(now[1], DB))["A backup was taken now by the scheduled task"]["result"]["file"])
+    for proc, _ in (first, second, third, now):
+        for secret in ("PgBkp-Secret-1f3c", "PgBkp-Rotated-22", "Bkp-Secret-77aa", "PgSuper-Secret-8b21"):
+            assert secret not in proc.stdout + proc.stderr
+
+
+def test_server_host_with_a_database_takes_no_backup(tmp_path, ansible_env, playbook):
+    """prefect-srv01 uses prefect-db01: the dumps are taken there, nothing on the server host."""
+    sim = Sim(tmp_path, ansible_env, aio_state())
+    _, data = sim.run(extra(sim), playbook=playbook, limit="prefect-srv01.corp.local")
+    assert reached(data, "prefect-srv01.corp.local") == [] and "tasks" not in sim.state
+
+
+@pytest.mark.parametrize("bad, named", [
+    ({"backup_time": "25:00"}, "backup_time must be a 24-hour local time HH:MM"),
+    ({"backup_time": "2:30"}, "backup_time must be a 24-hour local time HH:MM"),
+    ({"backup_keep_count": 0}, "backup_keep_count must be 1 to 3650"),
+    ({"backup_keep_days": -1}, "backup_keep_days must be 0 (no age limit) to 3650"),
+    ({"backup_keep_days": "a month"}, "backup_keep_days"),
+    ({"backup_dir": "backups"}, "backup_dir must be an absolute Windows path"),
+    ({"backup_dir": "C:\\Prefect\\data\\backups"}, "backup_dir must not be prefect_home or inside it"),
+    ({"backup_home": "C:\\Prefect\\backups\\bin"}, "backup_dir and backup_home must be two different directories"),
+    ({"backup_task_name": "Prefect/Backup"}, "backup_task_name must be letters"),
+    ({"backup_sqlite_account": "Administrator"}, "must be a dedicated, unprivileged account"),
+    ({"vault_prefect_service_password": ""}, "backup_sqlite_account_password"),
+    ({"backup_state": "gone"}, "backup_state"),
+])
+def test_bad_input_is_refused_before_any_host(tmp_path, ansible_env, playbook, lite_inventory, bad, named):
+    sim = Sim(tmp_path, ansible_env, aio_state())
+    before = sim.state
+    proc, _ = lite(sim, lite_inventory, extra(sim, **bad), playbook, expect_rc=2)
+    assert named in proc.stdout, proc.stdout[-3000:]
+    assert sim.state == before, "a task reached the host"
+
+
+def test_database_host_needs_the_backup_login_password(tmp_path, ansible_env, playbook):
+    sim = Sim(tmp_path, ansible_env, db_state())
+    before = sim.state
+    proc, _ = sim.run(extra(sim, backup_database_password=""), playbook=playbook, limit=DB, expect_rc=2)
+    assert f"{DB}: backup_database_password (Ansible Vault) must be set" in proc.stdout
+    assert sim.state == before
+
+
+# --------------------------------------------------------------------------- restore.yml
+
+RESTORE_ORDER = ["Prefect workers services are stopped", "Prefect server services are stopped", "Prefect database holds the named backup",
+                 "Restored database has the schema of the installed Prefect", "Prefect server services are started",
+                 "Prefect server answers again after the restore", "Prefect workers services are started"]
+
+
+@pytest.fixture(scope="module")
+def restorable(tmp_path_factory, ansible_env, playbook, lite_inventory):
+    sim = Sim(tmp_path_factory.mktemp("bk-restore"), ansible_env, aio_state())
+    lite(sim, lite_inventory, extra(sim), playbook)
+    _, data = lite(sim, lite_inventory, extra(sim), "backup.yml")
+    name = by_name(reached(data, LITE))["A backup was taken now by the scheduled task"]["result"]["file"].rsplit("\\", 1)[-1]
+    return sim, name, lite_inventory
+
+
+@pytest.mark.parametrize("confirm", [None, "yes", "yes, overwrite prefect", "YES, OVERWRITE PREFECT.DB"])
+def test_restore_refuses_without_the_exact_confirmation(restorable, confirm):
+    sim, name, lite_inventory = restorable
+    before = sim.state
+    more = {"backup_restore_file": name}
+    if confirm is not None:
+        more["backup_restore_confirm"] = confirm
+    proc, _ = lite(sim, lite_inventory, extra(sim, **more), "restore.yml", expect_rc=2)
+    assert "nothing was stopped or restored" in proc.stdout and CONFIRM_SQLITE in proc.stdout
+    assert sim.state == before
+
+
+@pytest.mark.parametrize("file_name", ["", "..\\prefect.db", "C:\\Temp\\x.db", "prefect-pg-20261130T023000Z.dump"])
+def test_restore_refuses_a_bad_file_name(restorable, file_name):
+    sim, _, lite_inventory = restorable
+    before = sim.state
+    lite(sim, lite_inventory, extra(sim, backup_restore_file=file_name, backup_restore_confirm=CONFIRM_SQLITE), "restore.yml",
+         expect_rc=2)
+    assert sim.state == before
+
+
+def test_restore_check_mode_prints_the_plan_and_changes_nothing(restorable):
+    sim, name, lite_inventory = restorable
+    before = sim.state
+    proc, data = lite(sim, lite_inventory, extra(sim, backup_restore_file=name, backup_restore_confirm=CONFIRM_SQLITE),
+                      "restore.yml", more=["--check"])
+    after = sim.state
+    assert after["services"] == before["services"] and after.get("events") == before.get("events")
+    summary = by_name(host_results(data, LITE))["Restore summary"]["msg"]
+    assert any("| restore " + name + " | restore " in row for row in summary), summary
+
+
+def test_restore_stops_restores_upgrades_starts_in_order(restorable):
+    sim, name, lite_inventory = restorable
+    proc, data = lite(sim, lite_inventory, extra(sim, backup_restore_file=name, backup_restore_confirm=CONFIRM_SQLITE),
+                      "restore.yml")
+    ran = [n.split(" : ", 1)[-1] for n, r in host_results(data, LITE) if not r.get("skipped")]
+    positions = [ran.index(step) for step in RESTORE_ORDER]
+    assert positions == sorted(positions), list(zip(RESTORE_ORDER, positions))
+    events = sim.state["events"]
+    # The restore and the upgrade saw every Prefect service stopped; at the end they run again.
+    assert [e[0] for e in events] == ["restore", "upgrade"] and events[0][2] == [] and events[1][2] == []
+    assert events[0][3].lower() == "c:\\prefect\\backups\\" + name.lower()
+    assert all(s["running"] for s in sim.state["services"].values())
+    summary = by_name(host_results(data, LITE))["Restore summary"]["msg"]
+    assert summary[0] == "host | step | result"
+    assert any("restored, replaced file kept: C:\\Prefect\\data\\prefect.db.replaced-" in row for row in summary), summary
+    assert any(row.endswith("| server health | healthy") for row in summary), summary
+
+
+def test_backup_role_tasks_carry_role_and_stage_tags(ansible_env):
+    proc = subprocess.run([str(REPO / ".venv/bin/ansible-playbook"), "--list-tasks", "playbooks/layers/backup.yml"],
+                          cwd=REPO, env=ansible_env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if re.match(r"^\s+(enclave\.prefect\.)?backup : ", line)]
+    assert lines
+    for line in lines:
+        tags = set(re.search(r"TAGS: \[([^\]]*)\]", line).group(1).replace(" ", "").split(","))
+        if "Validating arguments" in line:
+            assert "always" in tags, line
+            continue
+        assert "backup" in tags and tags & {"install", "config", "service"}, line
