@@ -21,12 +21,13 @@ from firewallcheck import check_rules, sim_rules  # noqa: E402  pylint: disable=
 
 pytestmark = pytest.mark.static
 
-AIO, SRV, WRK = "prefect-aio.corp.local", "prefect-srv01.corp.local", "prefect-wrk01.corp.local"
+AIO, SRV, WRK, DB = \
+    "prefect-aio.corp.local", "prefect-srv01.corp.local", "prefect-wrk01.corp.local", "prefect-db01.corp.local"
 GROUP = "enclave.prefect.firewall"
 # Tasks reaching a host on a no-op re-run: the read of the host's rules, the allow rules (one loop) and the profiles.
 EXPECTED_HOST_TASKS = 3
-# Module runs on that re-run for the all-in-one host (one allow rule) and the distributed proxy (two).
-EXPECTED_RUNS = {AIO: 3, SRV: 4}
+# Module runs on that re-run: the all-in-one host and the database host have one allow rule, the distributed proxy two.
+EXPECTED_RUNS = {AIO: 3, SRV: 4, DB: 3}
 PEOPLE, MACHINE = GROUP + " - people HTTPS", GROUP + " - worker machine path"
 LEGACY = "Rules of runbook 000 that would block or bypass the allow rules are gone"
 REPORT = "Runbook 000 rules found on the host are reported"
@@ -167,33 +168,19 @@ def test_distributed_proxy_admits_the_remote_workers_only(tmp_path, ansible_env)
     assert check_rules(sim_rules(srv.state), api_port=4200, prefect_ports={443, 8443, 5432}) == []
 
 
-DB_INVENTORY = """
-all:
-  children:
-    prefect_database:
-      hosts:
-        prefect-db01.corp.local:
-          prefect_host_address: 10.20.1.30
-"""
-
-
 def test_database_host_admits_the_prefect_servers(tmp_path, ansible_env):
-    inventory = tmp_path / "db.yml"
-    inventory.write_text(DB_INVENTORY)
-    sim = Sim(tmp_path / "db", ansible_env)
-    # The database host of the distributed topology serves srv01 only.
-    run(sim, limit="prefect-db01.corp.local", args=["-i", str(inventory)],
-        extra={"firewall_database_client_hosts": [SRV]})
+    # The example's distributed database host serves srv01 (its prefect_database_host); the all-in-one host is in
+    # prefect_database too, and its rules (test_first_run_creates_the_people_rule_only) hold no database rule.
+    sim = Sim(tmp_path, ansible_env)
+    run(sim, limit=DB)
     rules = rules_by_name(sim.state)
     assert list(rules) == [GROUP + " - PostgreSQL"]
     assert (rules[GROUP + " - PostgreSQL"]["LocalPorts"], rules[GROUP + " - PostgreSQL"]["RemoteAddresses"]) == \
         ("5432", "10.20.1.20/255.255.255.255")
-    # All in one: the database on the server host itself needs no rule.
-    inventory.write_text(DB_INVENTORY.replace("prefect-db01.corp.local:\n          prefect_host_address: 10.20.1.30",
-                                              AIO + ":"))
-    aio = Sim(tmp_path / "aio", ansible_env)
-    run(aio, args=["-i", str(inventory)], extra={"firewall_database_client_hosts": [AIO]})
-    assert GROUP + " - PostgreSQL" not in rules_by_name(aio.state)
+    _proc, data = run(sim, limit=DB)
+    results = reached(data, DB)
+    assert not [n for n, r in results if r.get("changed")]
+    assert (len(results), module_runs(results)) == (EXPECTED_HOST_TASKS, EXPECTED_RUNS[DB])
 
 
 def _refused(sim, limit, extra, expected, args=None):

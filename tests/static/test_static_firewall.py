@@ -27,12 +27,14 @@ def example():
 def test_example_topologies_pass(example):
     assert check_rendered(example) == []
     names = {host: sorted(r["name"].rsplit(" - ", 1)[1] for r in item["plan"]["rules"]) for host, item in example.items()}
-    # The rules are really there to be checked: people's HTTPS on both proxies, the machine path on the distributed one.
+    # The rules are really there to be checked: people's HTTPS on both proxies, the machine path on the distributed one,
+    # PostgreSQL on the distributed database host only (the all-in-one database is local).
     assert names == {"prefect-aio.corp.local": ["people HTTPS"],
                      "prefect-srv01.corp.local": ["people HTTPS", "worker machine path"],
+                     "prefect-db01.corp.local": ["PostgreSQL"],
                      "prefect-wrk01.corp.local": [], "prefect-wrk02.corp.local": []}
     ports = {r["localport"] for item in example.values() for r in item["plan"]["rules"]}
-    assert ports == {"443", "8443"}
+    assert ports == {"443", "8443", "5432"}
 
 
 def test_role_output_opening_a_port_to_any_address_fails():
