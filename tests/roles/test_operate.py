@@ -18,15 +18,18 @@ SQLITE = "c:\\prefect\\data\\prefect.db"
 
 
 def _extra(bundle, **more):
-    return {"prefect_bundle_dir": str(bundle), **SECRETS, "python_installer_sha256": hashlib.sha256(INSTALLER).hexdigest(),
-            **more}
+    # SQLite under PREFECT_HOME (no database URL): the upgrade backs it up and restores it itself.
+    return {"prefect_bundle_dir": str(bundle), **SECRETS, "vault_prefect_database_url": "",
+            "python_installer_sha256": hashlib.sha256(INSTALLER).hexdigest(), **more}
 
 
 @pytest.fixture(scope="module")
 def converged(tmp_path_factory, ansible_env):
     sim = Sim(tmp_path_factory.mktemp("operate"), ansible_env)
     bundle = make_bundle(sim.root)
-    sim.run(_extra(bundle))
+    # The layers this collection's upgrade touches, one playbook each (site.yml also runs the front door and data layers).
+    for layer in ("python.yml", "prefect_venv.yml", "nssm_services.yml"):
+        sim.run(_extra(bundle), playbook=layer)
     state = sim.state
     # A Prefect with data: a SQLite database, one pool in use and one paused by its operator before the upgrade.
     state["files"][SQLITE] = "original-db"
@@ -54,7 +57,7 @@ def test_upgrade_switches_migrates_once_and_restores_the_pools(converged, tmp_pa
     old = sim.state["junctions"][LINK]
     proc, data = sim.run(extra, playbook="upgrade.yml")
     state = sim.state
-    assert state["junctions"][LINK] != old
+    assert state["junctions"][LINK] != old, proc.stdout[-6000:]
     assert state["database"]["migrations"] == 1
     for name in ("PrefectServer", "PrefectWorker"):
         assert state["services"][name]["running"]
