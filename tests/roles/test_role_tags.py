@@ -11,7 +11,7 @@ from rolerun import REPO
 pytestmark = pytest.mark.static
 
 STAGES = {"install", "config", "service", "pools", "verify"}
-ROLES = {"python", "prefect_venv", "postgresql", "nssm_services"}
+ROLES = {"python", "prefect_venv", "postgresql", "nssm_services", "firewall"}
 LINE = re.compile(r"^\s+(?:enclave\.prefect\.)?(?P<role>\w+) : (?P<name>.*?)\tTAGS: \[(?P<tags>[^\]]*)\]$")
 
 
