@@ -45,7 +45,8 @@ find_python() {  # prints the interpreter to use; fails with what to do when the
 need_pkgs() {  # system packages: compilers and headers for gssapi (Kerberos), osslsigncode (bundle.yml), PostgreSQL for tests
   local deb=(gcc python3-dev python3-venv libkrb5-dev osslsigncode) rpm=(gcc python3-devel krb5-devel)
   # Test-only: PostgreSQL for the integration tests, unshare for the offline install test, shellcheck for sanity, openssl for the signed installer fixtures.
-  if [ "$with_servers" = 1 ]; then deb+=(postgresql util-linux shellcheck openssl); rpm+=(postgresql-server util-linux ShellCheck); fi
+  # chromium: the UI test renders the single-page app headless (chromium-driver for a WebDriver client).
+  if [ "$with_servers" = 1 ]; then deb+=(postgresql util-linux shellcheck openssl chromium chromium-driver); rpm+=(postgresql-server util-linux ShellCheck); fi
   deb=("${deb[@]/#python3-/$py_pkg-}") rpm=("${rpm[@]/#python3-/$py_pkg-}")
   if command -v dpkg-query >/dev/null; then
     local missing=()

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ntlm_proxy import AuthProxy, self_signed_cert, tls_context  # noqa: E402
 from playbooks import Playbook  # noqa: E402
+from roles_env import RolesServer, server_plan  # noqa: E402
 from servers import (  # noqa: E402
     REPO,
     PostgresCluster,
@@ -181,6 +182,35 @@ def playbook(tmp_path, ansible_env) -> Playbook:
 
 @pytest.fixture
 def pool_name(request) -> str:
+# --------------------------------------------------------------------------- the server as the roles write it
+
+
+@pytest.fixture(scope="session")
+def roles_plan(tmp_path_factory) -> dict:
+    """The server service the nssm_services role plans for the example inventory's all-in-one host."""
+    try:
+        return server_plan(tmp_path_factory.mktemp("roles-plan"))
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def roles_server(prefect_venv, roles_plan, tmp_path_factory):
+    """`prefect server start` with the role's parameters and environment (UI on), paths and port made local."""
+    server = _start(RolesServer(tmp_path_factory.mktemp("prefect-roles"), plan=roles_plan))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def roles_lockout_server(prefect_venv, roles_plan, tmp_path_factory):
+    """The same plus PREFECT_SERVER_API_AUTH_STRING: what the role refuses on proxy hosts."""
+    server = _start(RolesServer(tmp_path_factory.mktemp("prefect-lockout"), plan=roles_plan,
+                                extra_env={"PREFECT_SERVER_API_AUTH_STRING": "admin:" + secrets.token_urlsafe(18)}))
+    yield server
+    server.stop()
+
+
     """A pool name unique to the test, so tests sharing a server never see each other's pools."""
     return f"itest-{request.node.name[:30].strip('_').replace('[', '-').replace(']', '')}-{uuid.uuid4().hex[:6]}"
 

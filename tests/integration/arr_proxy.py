@@ -1,0 +1,146 @@
+"""A recording reverse proxy on 127.0.0.1 that forwards like IIS ARR, websockets included.
+
+Each request's head is read, recorded (method, path, headers, whether it asks for a websocket upgrade) and sent to
+the upstream with X-Forwarded-Proto/Host/For added and the client's Host and Authorization headers kept, as ARR
+does with preserveHostHeader. After the head, bytes are relayed both ways unchanged until either side closes, so
+an upgraded websocket keeps working through it. Plain requests go upstream with `Connection: close`, one request
+per client connection (the client reconnects; nothing is buffered or rewritten).
+
+`basic`: a set of "user:password" strings; a request without one of them as `Authorization: Basic` gets 401 with
+`WWW-Authenticate: Basic`, like an IIS site with only Basic authentication on, the websocket upgrade included.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+from dataclasses import dataclass, field
+
+MAX_HEAD = 64 * 1024
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    status: int = 0
+    upgrade: bool = False
+
+    @property
+    def authorization(self) -> str:
+        return self.headers.get("authorization", "")
+
+
+@dataclass
+class ArrProxy:
+    upstream_port: int
+    basic: set[str] | None = None
+    forwarded_proto: str = "https"
+    seen: list[Seen] = field(default_factory=list)
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.base_events.Server | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, name="arr-proxy", daemon=True)
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "ArrProxy":
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(asyncio.start_server(self._client, "127.0.0.1", 0), self._loop)
+        self._server = future.result(10)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        async def close():
+            self._server.close()
+            # Open websockets and long polls end with the proxy.
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._server is not None:
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def reset(self) -> list[Seen]:
+        with self._lock:
+            seen, self.seen = self.seen, []
+        return seen
+
+    def _accepts(self, authorization: str) -> bool:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            return base64.b64decode(token.strip(), validate=True).decode("utf-8") in self.basic
+        except ValueError:
+            return False
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            writer.close()
+            return
+        lines = head.decode("latin-1").split("\r\n")
+        method, path, version = lines[0].split(" ", 2)
+        headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines[1:] if ":" in line]
+        lowered = {k.lower(): v for k, v in headers}
+        upgrade = lowered.get("upgrade", "").lower() == "websocket"
+        record = Seen(method, path, lowered, upgrade=upgrade)
+        with self._lock:
+            self.seen.append(record)
+        if self.basic is not None and not self._accepts(lowered.get("authorization", "")):
+            record.status = 401
+            body = b"401 Unauthorized: Basic authentication required"
+            writer.write(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"prefect\"\r\nContent-Type: text/plain"
+                         b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+            writer.close()
+            return
+        client_ip = writer.get_extra_info("peername")[0]
+        keep = [(k, v) for k, v in headers if k.lower() not in ("connection", "keep-alive", "x-forwarded-for",
+                                                                 "x-forwarded-proto", "x-forwarded-host")]
+        keep += [("Connection", "Upgrade" if upgrade else "close"), ("X-Forwarded-Proto", self.forwarded_proto),
+                 ("X-Forwarded-Host", lowered.get("host", "")), ("X-Forwarded-For", client_ip)]
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
+        up_writer.write((f"{method} {path} {version}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in keep) + "\r\n")
+                        .encode("latin-1"))
+        await up_writer.drain()
+
+        async def relay(src: asyncio.StreamReader, dst: asyncio.StreamWriter, first: bool) -> None:
+            try:
+                while True:
+                    chunk = await src.read(65536)
+                    if not chunk:
+                        break
+                    if first and not record.status:
+                        record.status = int(chunk.split(b" ", 2)[1])
+                    dst.write(chunk)
+                    await dst.drain()
+            except (ConnectionError, ValueError, IndexError):
+                pass
+            finally:
+                if dst.can_write_eof():
+                    try:
+                        dst.write_eof()
+                    except (OSError, RuntimeError):
+                        pass
+
+        await asyncio.gather(relay(reader, up_writer, False), relay(up_reader, writer, True))
+        for w in (up_writer, writer):
+            w.close()

@@ -1,0 +1,273 @@
+"""The header contract of the front door, against a real Prefect 3.8.8 server started with the environment the
+nssm_services role writes (roles_env.py).
+
+IIS ARR forwards a request with X-Forwarded-Proto/Host/For added, the client's Host kept and the client's
+Authorization header passed on as it came: `Negotiate <token>` from a person's browser after Windows
+authentication, `Basic base64(DOMAIN\\account:password)` from a remote worker after IIS Basic authentication, or
+none. With Prefect's own auth string off (the design) every one of them gets the documented answer, for the API,
+the UI's settings and the websocket endpoints Prefect's clients use. With PREFECT_SERVER_API_AUTH_STRING set (what
+the role refuses on proxy hosts) a person is locked out.
+
+The second half runs real Prefect clients through arr_proxy.py demanding Basic, as the machine path does, and
+records what they send on the HTTP requests and on the websocket upgrades.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import socket
+import struct
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from arr_proxy import ArrProxy
+from roles_env import DATABASE, HOST_SPECIFIC
+from servers import http, prefect_bin
+
+PERSON = "Negotiate " + base64.b64encode(b"NTLMSSP\x00\x03\x00\x00\x00" + os.urandom(48)).decode()
+WORKER_CREDENTIAL = "CORP\\svc_prefect_api:" + uuid.uuid4().hex
+WORKER = "Basic " + base64.b64encode(WORKER_CREDENTIAL.encode()).decode()
+CLIENTS = {"person-negotiate": PERSON, "worker-basic": WORKER, "none": None}
+ARR = {"Host": "prefect.corp.local", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "prefect.corp.local",
+       "X-Forwarded-For": "10.20.5.7"}
+# Every websocket route of the 3.8.8 API (prefect/server/api: events.py, logs.py, task_runs.py, workers.py).
+SOCKETS = ["/api/events/in", "/api/events/out", "/api/logs/out", "/api/task_runs/subscriptions/scheduled",
+           "/api/work_pools/{pool}/workers/connect"]
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def _headers(authorization: str | None) -> dict[str, str]:
+    return dict(ARR, **({"Authorization": authorization} if authorization else {}))
+
+
+# --------------------------------------------------------------------------- a minimal websocket client (RFC 6455)
+
+
+class RawSocket:
+    """Just enough of a websocket client to see the upgrade's status and Prefect's in-band auth answer."""
+
+    def __init__(self, port: int, path: str, headers: dict[str, str]) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=15)
+        self.file = self.sock.makefile("rb")
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = [f"GET {path} HTTP/1.1", "Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
+                 "Sec-WebSocket-Version: 13", "Sec-WebSocket-Protocol: prefect",
+                 *(f"{k}: {v}" for k, v in headers.items())]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.status = int(self.file.readline().split()[1])
+        reply = {}
+        while (line := self.file.readline().decode().strip()):
+            name, _, value = line.partition(":")
+            reply[name.strip().lower()] = value.strip()
+        if self.status == 101:
+            expected = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+            assert reply.get("sec-websocket-accept") == expected, reply
+
+    def send_json(self, value) -> None:
+        payload = json.dumps(value).encode()
+        mask = os.urandom(4)
+        size = bytes([0x80 | len(payload)]) if len(payload) < 126 else b"\xfe" + struct.pack(">H", len(payload))
+        self.sock.sendall(b"\x81" + size + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    def receive(self) -> tuple[str, object]:
+        """("text", parsed JSON) or ("close", (code, reason))."""
+        first, second = self.file.read(2)
+        size = second & 0x7F
+        if size == 126:
+            size = struct.unpack(">H", self.file.read(2))[0]
+        elif size == 127:
+            size = struct.unpack(">Q", self.file.read(8))[0]
+        payload = self.file.read(size)
+        if first & 0x0F == 0x8:
+            return "close", (struct.unpack(">H", payload[:2])[0], payload[2:].decode())
+        return "text", json.loads(payload)
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def _socket_answer(port: int, path: str, authorization: str | None, token: str | None):
+    """Upgrade status, then what the server answers Prefect's in-band auth message."""
+    ws = RawSocket(port, path, _headers(authorization))
+    try:
+        if ws.status != 101:
+            return ws.status, None
+        ws.send_json({"type": "auth", "token": token})
+        return ws.status, ws.receive()
+    finally:
+        ws.close()
+
+
+@pytest.fixture(scope="module")
+def contract_pool(roles_server) -> str:
+    name = f"itest-contract-{uuid.uuid4().hex[:6]}"
+    status, body = roles_server.api("POST", "/work_pools/", {"name": name, "type": "process"})
+    assert status == 201, body
+    return name
+
+
+# --------------------------------------------------------------------------- the design: Prefect's auth string off
+
+
+def test_the_server_runs_what_the_role_writes(roles_plan, roles_server):
+    """Only Windows paths, the port and the database differ from the role's plan; Prefect's auth is off and the UI's
+    API URL is relative."""
+    env = roles_plan["environment"]
+    assert HOST_SPECIFIC <= env.keys()
+    assert "PREFECT_SERVER_API_AUTH_STRING" not in env and env["PREFECT_UI_API_URL"] == "/api"
+    running = roles_server.environment
+    kept = HOST_SPECIFIC | DATABASE
+    assert {k: v for k, v in running.items() if k not in kept} == {k: v for k, v in env.items() if k not in kept}
+    assert roles_plan["parameters"].endswith(f"--port {roles_plan['environment']['PREFECT_SERVER_API_PORT']}")
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_api_and_ui_answer_every_client_shape(roles_server, contract_pool, client):
+    base = f"http://127.0.0.1:{roles_server.port}"
+    headers = _headers(CLIENTS[client])
+    assert http("GET", f"{base}/api/health", headers=headers) == (200, True)
+    assert http("GET", f"{base}/api/admin/version", headers=headers) == (200, "3.8.8")
+    status, pools = http("POST", f"{base}/api/work_pools/filter", body={}, headers=headers)
+    assert status == 200 and contract_pool in [p["name"] for p in pools]
+    # The UI's first call: /ui-settings beside /api (not under it); Prefect's auth off, the relative API URL served as is.
+    status, settings = http("GET", f"{base}/ui-settings", headers=headers)
+    assert status == 200 and (settings["api_url"], settings["auth"]) == ("/api", None), settings
+    status, page = http("GET", f"{base}/", headers=dict(headers, Accept="text/html"))
+    assert status == 200 and "<html" in page
+
+
+@pytest.mark.parametrize("path", SOCKETS)
+@pytest.mark.parametrize("client", CLIENTS)
+def test_websockets_accept_every_client_shape(roles_server, contract_pool, client, path):
+    """101 on the upgrade, then auth_success for Prefect's in-band auth message, whatever the worker's token is."""
+    token = WORKER_CREDENTIAL if client == "worker-basic" else None
+    status, answer = _socket_answer(roles_server.port, path.format(pool=contract_pool), CLIENTS[client], token)
+    assert (status, answer) == (101, ("text", {"type": "auth_success"}))
+
+
+# --------------------------------------------------------------------------- the lock-out the role refuses
+
+
+def test_a_server_auth_string_locks_people_out(roles_lockout_server, contract_pool):
+    base = f"http://127.0.0.1:{roles_lockout_server.port}"
+    person = _headers(PERSON)
+    for method, path in (("GET", "/api/admin/version"), ("POST", "/api/work_pools/filter"), ("GET", "/api/ui-settings")):
+        assert http(method, base + path, body={} if method == "POST" else None, headers=person) == (
+            401, {"exception_message": "Unauthorized"}), path
+    # The UI loads, learns that Prefect wants its own password, and every API call of the person's browser gets 401.
+    status, settings = http("GET", f"{base}/ui-settings", headers=person)
+    assert status == 200 and settings["auth"] == "BASIC"
+    # A websocket upgrade passes (no HTTP middleware there), the in-band auth without Prefect's token does not.
+    status, answer = _socket_answer(roles_lockout_server.port, "/api/events/out", PERSON, None)
+    assert status == 101 and answer == ("close", (1008, "Auth required but no token provided"))
+    # Control: Prefect's own Basic string passes, so the 401s above are the auth check and nothing else.
+    admin = _headers(roles_lockout_server.auth_headers["Authorization"])
+    assert http("GET", f"{base}/api/admin/version", headers=admin) == (200, "3.8.8")
+
+
+# --------------------------------------------------------------------------- what Prefect's clients send
+
+EMITTER = """
+import sys
+from prefect import flow, get_run_logger
+from prefect.events import emit_event
+
+@flow(name="header-contract")
+def contract(marker: str):
+    get_run_logger().info("header contract %s", marker)
+    emit_event(event="itest.header-contract", resource={"prefect.resource.id": "itest." + marker})
+
+contract(sys.argv[1])
+"""
+
+
+@pytest.fixture
+def basic_front(roles_server):
+    """The machine path: only `Authorization: Basic` of the worker's Windows credential gets through."""
+    proxy = ArrProxy(roles_server.port, basic={WORKER_CREDENTIAL}).start()
+    yield proxy
+    proxy.stop()
+
+
+def _client_env(tmp_path, proxy: ArrProxy) -> dict[str, str]:
+    from servers import clean_env
+
+    return clean_env(PREFECT_API_URL=f"{proxy.url}/api", PREFECT_API_AUTH_STRING=WORKER_CREDENTIAL,
+                     PREFECT_HOME=str(tmp_path / "client-home"), PREFECT_WORKER_QUERY_SECONDS="2",
+                     PREFECT_WORKER_PREFETCH_SECONDS="2")
+
+
+@pytest.mark.slow
+def test_flow_run_clients_send_basic_on_http_and_on_the_events_socket(roles_server, basic_front, tmp_path):
+    """A flow run's HTTP client and its events client (websocket /api/events/in) both send Authorization: Basic
+    from PREFECT_API_AUTH_STRING (prefect/events/clients.py PrefectEventsClient.__init__): the event arrives."""
+    marker = uuid.uuid4().hex[:10]
+    script = tmp_path / "emit.py"
+    script.write_text(EMITTER)
+    run = subprocess.run([prefect_bin("python"), str(script), marker], env=_client_env(tmp_path, basic_front),
+                         cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    seen = basic_front.reset()
+    refused = [(s.method, s.path) for s in seen if s.status == 401]
+    assert refused == [], refused
+    sockets = [s for s in seen if s.upgrade]
+    assert [s.path for s in sockets] and all(s.path == "/api/events/in" for s in sockets), [s.path for s in sockets]
+    assert all(s.authorization == WORKER for s in seen), "a request without the worker's Basic header"
+    assert all(s.status == 101 for s in sockets)
+    assert sum(1 for s in seen if not s.upgrade) >= 3  # flow run creation, state changes, logs
+    # The event and the log line reached the server through the proxy.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status, page = roles_server.api("POST", "/events/filter", {"filter": {"event": {"name": ["itest.header-contract"]},
+                                                                               "any_resource": {"id": [f"itest.{marker}"]}}})
+        if status == 200 and page["events"]:
+            break
+        time.sleep(1)
+    assert status == 200 and page["events"], page
+    status, logs = roles_server.api("POST", "/logs/filter", {"logs": {"level": {"ge_": 0}}, "limit": 200, "sort": "TIMESTAMP_DESC"})
+    assert any(marker in entry["message"] for entry in logs), "the flow's log line did not arrive"
+
+
+@pytest.mark.slow
+def test_a_worker_behind_basic_runs_on_rest_while_its_channel_and_subscriber_upgrades_carry_no_header(
+        roles_server, basic_front, tmp_path):
+    """Prefect 3.8.8's worker channel (/api/work_pools/{pool}/workers/connect, workers/_worker_channel/_transport.py)
+    and the cancellation observer's event subscriber (/api/events/out, events/clients.py PrefectEventSubscriber)
+    open their websockets without an Authorization header; behind IIS Basic they get 401 and the worker falls back
+    to REST heartbeats and polling. The worker must still be ONLINE. If this test fails on the header assertions,
+    a newer Prefect sends it: update docs/architecture.md ("What Prefect's clients send")."""
+    pool = f"itest-basic-{uuid.uuid4().hex[:6]}"
+    status, body = roles_server.api("POST", "/work_pools/", {"name": pool, "type": "process"})
+    assert status == 201, body
+    name = f"basic-worker-{uuid.uuid4().hex[:6]}"
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([prefect_bin(), "worker", "start", "--pool", pool, "--type", "process", "--name", name],
+                                env=_client_env(tmp_path, basic_front), cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline, online = time.monotonic() + 60, False
+        while time.monotonic() < deadline and not online:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            status, workers = roles_server.api("POST", f"/work_pools/{pool}/workers/filter", {})
+            online = status == 200 and any(w["name"] == name and w["status"] == "ONLINE" for w in workers)
+            time.sleep(0.5)
+        time.sleep(5)  # the cancellation observer subscribes after the first sync
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
+    assert online, log.read_text()[-3000:]
+    seen = basic_front.reset()
+    http_requests = [s for s in seen if not s.upgrade]
+    assert http_requests and all(s.authorization == WORKER and s.status != 401 for s in http_requests)
+    channel = [s for s in seen if s.upgrade and s.path.endswith("/workers/connect")]
+    subscriber = [s for s in seen if s.upgrade and s.path == "/api/events/out"]
+    assert channel and subscriber, [(s.path, s.upgrade) for s in seen]
+    assert all(s.authorization == "" and s.status == 401 for s in channel + subscriber), \
+        [(s.path, bool(s.authorization), s.status) for s in channel + subscriber]
