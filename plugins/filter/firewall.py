@@ -18,13 +18,13 @@ description:
   - Takes the firewall role's input for one host (a mapping built in C(roles/firewall/vars/main.yml)) and returns the
     allow rules the host must carry, with their remote addresses in one canonical spelling, and one message per
     problem (each naming the variable, what it must be and what it got).
-  - People's HTTPS (and HTTP when redirecting) from O(_input.client_ranges) and the machine path from the remote
+  - People's HTTPS (and HTTP when redirecting) from C(client_ranges) and the machine path from the remote
     workers' addresses on proxy hosts; PostgreSQL from the Prefect server hosts on database hosts; WinRM over HTTPS
     from the control node when the role manages that rule. Never a rule for the Prefect API port.
-  - Refused: an empty client range list on a proxy host, C(any), C(*), C(0.0.0.0/0) and ranges wider than /8 unless
-    O(_input.allow_any_client); a control-node list that is empty, a keyword or wider than /24 while the role manages
-    the WinRM rule; a host without a valid O(_input.addresses) entry that a rule needs; a port that is the Prefect API
-    port; the group or a rule name of C(prepare-windows-host.ps1).
+  - "Refused: an empty client range list on a proxy host, C(any), C(*), C(0.0.0.0/0) and ranges wider than /8 unless
+    C(allow_any_client); a control-node list that is empty, a keyword or wider than /24 while the role manages
+    the WinRM rule; a host without a valid address that a rule needs; a port that is the Prefect API
+    port; the group or a rule name of C(prepare-windows-host.ps1)."
 positional: _input
 options:
   _input:
@@ -206,7 +206,6 @@ def firewall_plan(data: Mapping) -> dict:
     def rule(key: str, port: int | None, remote: list[str], description: str) -> None:
         if port is None or not remote:
             return
-        assert port != api_port
         plan["rules"].append({
             "name": prefix + key, "description": description, "group": group, "direction": "in", "action": "allow",
             "protocol": "tcp", "localport": str(port), "remoteip": ",".join(remote), "profiles": profiles, "enabled": True,

@@ -1,4 +1,3 @@
-#!powershell
 # Read-only: what the firewall role must know before it changes anything (roles/firewall/tasks/rules.yml).
 # Rules are read through the same COM object community.windows.win_firewall_rule uses (HNetCfg.FwPolicy2), so a
 # rule's Name here is the display name that module matches on, and Grouping is its group.
