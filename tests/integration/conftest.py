@@ -21,6 +21,7 @@ from ntlm_proxy import AuthProxy, self_signed_cert, tls_context  # noqa: E402
 from playbooks import Playbook  # noqa: E402
 from roles_env import RolesServer, server_plan  # noqa: E402
 from servers import (  # noqa: E402
+    OLD_PREFECT_VENV_BIN,
     REPO,
     PostgresCluster,
     PrefectServer,
@@ -49,6 +50,15 @@ def pytest_collection_modifyitems(items):
 def prefect_venv() -> Path:
     try:
         return Path(prefect_bin()).parent
+    except Unavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def old_prefect_venv() -> Path:
+    """The older Prefect 3 of the upgrade tests (.venv-prefect-old)."""
+    try:
+        return Path(prefect_bin("prefect", OLD_PREFECT_VENV_BIN)).parent
     except Unavailable as exc:
         pytest.fail(str(exc), pytrace=False)
 
@@ -172,16 +182,6 @@ def tls_front(sqlite_server, tmp_path_factory):
     proxy.stop()
 
 
-# --------------------------------------------------------------------------- ansible-playbook
-
-
-@pytest.fixture
-def playbook(tmp_path, ansible_env) -> Playbook:
-    return Playbook(tmp_path, ansible_env)
-
-
-@pytest.fixture
-def pool_name(request) -> str:
 # --------------------------------------------------------------------------- the server as the roles write it
 
 
@@ -211,6 +211,16 @@ def roles_lockout_server(prefect_venv, roles_plan, tmp_path_factory):
     server.stop()
 
 
+# --------------------------------------------------------------------------- ansible-playbook
+
+
+@pytest.fixture
+def playbook(tmp_path, ansible_env) -> Playbook:
+    return Playbook(tmp_path, ansible_env)
+
+
+@pytest.fixture
+def pool_name(request) -> str:
     """A pool name unique to the test, so tests sharing a server never see each other's pools."""
     return f"itest-{request.node.name[:30].strip('_').replace('[', '-').replace(']', '')}-{uuid.uuid4().hex[:6]}"
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 PREFECT_VENV_BIN = REPO / ".venv-prefect" / "bin"
+# An older Prefect 3 (requirements/prefect-old-linux-py311.lock) whose databases the upgrade tests migrate.
+OLD_PREFECT_VENV_BIN = REPO / ".venv-prefect-old" / "bin"
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 FLOWS_DIR = REPO / "tests" / "fixtures" / "flows"
 SERVER_READY_TIMEOUT = 90
@@ -35,11 +37,11 @@ class Unavailable(RuntimeError):
     """A prerequisite (binary, package) is missing: callers skip or fail with this message."""
 
 
-def prefect_bin(name: str = "prefect") -> str:
-    path = PREFECT_VENV_BIN / name
+def prefect_bin(name: str = "prefect", venv_bin: Path = PREFECT_VENV_BIN) -> str:
+    path = venv_bin / name
     if not path.exists():
         raise Unavailable(
-            f"{path} is missing: build the pinned Prefect with `bash scripts/setup.sh --with-test-servers`"
+            f"{path} is missing: build the test Prefects with `bash scripts/setup.sh --with-test-servers`"
         )
     return str(path)
 
@@ -165,6 +167,17 @@ class PostgresCluster:
         shutil.rmtree(self.root, ignore_errors=True)
         self.root = None
 
+    def psql(self, database: str, sql: str) -> str:
+        """Run one SQL statement as the superuser; returns psql's unaligned, tuples-only output."""
+        return self._run("psql", "-h", str(self.root), "-p", str(self.port), "-v", "ON_ERROR_STOP=1", "-q", "-A", "-t",
+                         "-d", database, "-c", sql).stdout.strip()
+
+    def create_database(self, name: str) -> str:
+        """Another database owned by `prefect` (with pg_trgm), for a server of its own. Returns its URL."""
+        self.psql("postgres", f"CREATE DATABASE {name} OWNER prefect")
+        self.psql(name, "CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        return self.url.rsplit("/", 1)[0] + "/" + name
+
 
 def _uid(user: str) -> int | None:
     import pwd
@@ -192,6 +205,7 @@ class PrefectServer:
     port: int = 0
     proc: subprocess.Popen | None = None
     extra_env: dict = field(default_factory=dict)
+    venv_bin: Path = PREFECT_VENV_BIN  # OLD_PREFECT_VENV_BIN for the older Prefect of the upgrade tests
 
     @property
     def database(self) -> str:
@@ -218,10 +232,8 @@ class PrefectServer:
             extra["PREFECT_API_AUTH_STRING"] = self.auth_string
         return clean_env(**extra)
 
-    def start(self) -> "PrefectServer":
-        prefect = prefect_bin()
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.port = self.port or free_port()
+    def server_env(self) -> dict[str, str]:
+        """Environment of the server process, and of `prefect server database ...` on its database."""
         env = clean_env(
             PREFECT_HOME=str(self.root / "home"),
             PREFECT_SERVER_API_HOST="127.0.0.1",
@@ -234,6 +246,19 @@ class PrefectServer:
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.database_url
         if self.auth_string:
             env["PREFECT_SERVER_API_AUTH_STRING"] = self.auth_string
+        return env
+
+    def database_command(self, *args: str, venv_bin: Path | None = None, timeout: float = 300):
+        """`prefect server database <args>` on this server's database (Prefect of `venv_bin`, default the server's)."""
+        argv = [prefect_bin("prefect", venv_bin or self.venv_bin), "server", "database", *args]
+        return subprocess.run(argv, env=self.server_env(), cwd=self.root, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=timeout)
+
+    def start(self) -> "PrefectServer":
+        prefect = prefect_bin("prefect", self.venv_bin)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        env = self.server_env()
         argv = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
         if not self.services:
             argv.append("--no-services")
@@ -296,6 +321,7 @@ class PrefectWorker:
     root: Path
     name: str = "itest-worker"
     proc: subprocess.Popen | None = None
+    venv_bin: Path = PREFECT_VENV_BIN
 
     @property
     def log_path(self) -> Path:
@@ -305,7 +331,7 @@ class PrefectWorker:
         self.root.mkdir(parents=True, exist_ok=True)
         env = self.server.client_env(self.root / "worker-home")
         env.update(PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_WORKER_PREFETCH_SECONDS="2")
-        argv = [prefect_bin(), "worker", "start", "--pool", self.pool, "--type", "process", "--name", self.name]
+        argv = [prefect_bin("prefect", self.venv_bin), "worker", "start", "--pool", self.pool, "--type", "process", "--name", self.name]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, env=env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
