@@ -19,7 +19,7 @@ SQLITE = "c:\\prefect\\data\\prefect.db"
 
 def _extra(bundle, **more):
     # SQLite under PREFECT_HOME (no database URL): the upgrade backs it up and restores it itself.
-    return {"prefect_bundle_dir": str(bundle), **SECRETS, "vault_prefect_database_url": "",
+    return {"prefect_bundle_dir": str(bundle), **SECRETS, "vault_prefect_database_url": "", "prefect_database_host": "",
             "python_installer_sha256": hashlib.sha256(INSTALLER).hexdigest(), **more}
 
 
