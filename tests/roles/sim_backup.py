@@ -224,7 +224,7 @@ def bk_backup_run():
         else:
             name = ("prefect-pg-%s.dump" if kind == "postgresql" else "prefect-sqlite-%s.db") % stamp
             files[(config["dest_dir"] + "\\" + name).lower()] = bk_sha(name)
-            backups.append((config["dest_dir"] + "\\" + name).lower())
+            backups.append(config["dest_dir"] + "\\" + name)  # Get-ChildItem reports the name as written
             line = "prefect-backup OK %s file=%s bytes=4096 removed=0" % (kind, name)
         logs.setdefault(config.get("log", params["LogPath"]).lower(), []).append(line)
     task.update(last_result=result, last_run=NOW)
