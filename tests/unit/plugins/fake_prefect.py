@@ -140,10 +140,16 @@ class FakePrefect:
             return _json(200, self.metadata)
         if seg[0] == "work_pools":
             return self.work_pools(method, seg[1:], data)
+        if method == "POST" and path in ("flows/filter", "deployments/filter"):
+            return self.filter_by_id(path.split("/")[0], data)
         if seg[0] == "deployments":
             return self.deployment_routes(method, seg[1:], data)
         if method == "GET" and seg[0] == "flow_runs" and len(seg) == 2:
             return self.read_run(seg[1])
+        if method == "POST" and path == "flow_runs/filter":
+            return self.filter_runs(data)
+        if method == "POST" and seg[0] == "flow_runs" and seg[2:] == ["set_state"]:
+            return self.set_state(seg[1], data)
         if method == "POST" and path == "logs/filter":
             return self.read_logs(data)
         return _json(404, {"detail": "Not Found"})
@@ -319,6 +325,52 @@ class FakePrefect:
                 run["start_time"] = run["start_time"] or "2026-01-12T08:15:00.000000Z"
                 run["end_time"] = "2026-01-12T08:15:02.500000Z"
         return _json(200, copy.deepcopy(run))
+
+    def add_run(self, state_type, state_name=None, pool="etl", timestamp="2026-01-12T08:00:00+00:00", name=None,
+                infrastructure_pid=None, flow=("flow-id-1", "nightly"), deployment=("dep-id-1", "prod")):
+        """A flow run in a given state (for flow_runs); its flow and deployment are known to the filters."""
+        self.flows = getattr(self, "flows", {})
+        self.flows[flow[0]] = {"id": flow[0], "name": flow[1]}
+        self.deployment_rows = getattr(self, "deployment_rows", {})
+        self.deployment_rows[deployment[0]] = {"id": deployment[0], "name": deployment[1], "flow_id": flow[0]}
+        run = {"id": str(uuid.uuid4()), "name": name or "run-%d" % len(self.runs), "flow_id": flow[0],
+               "deployment_id": deployment[0], "work_pool_name": pool, "work_queue_name": "default",
+               "infrastructure_pid": infrastructure_pid, "expected_start_time": "2026-01-12T07:%02d:00+00:00"
+               % len(self.runs), "start_time": None, "end_time": None,
+               "state": {"type": state_type, "name": state_name or state_type.capitalize(), "timestamp": timestamp}}
+        self.runs[run["id"]] = run
+        return run
+
+    def filter_runs(self, data):
+        """The server's /flow_runs/filter: state type any_, work pool name any_, EXPECTED_START_TIME_ASC."""
+        types = set(data["flow_runs"]["state"]["type"]["any_"])
+        pools = (data.get("work_pools") or {}).get("name", {}).get("any_")
+        found = [copy.deepcopy(r) for r in self.runs.values() if r["state"]["type"] in types
+                 and (pools is None or r.get("work_pool_name") in pools)]
+        found.sort(key=lambda r: r.get("expected_start_time") or "")
+        return _json(200, self._page(found, data))
+
+    def filter_by_id(self, kind, data):
+        rows = getattr(self, "flows", {}) if kind == "flows" else getattr(self, "deployment_rows", {})
+        wanted = data[kind]["id"]["any_"]
+        return _json(200, [copy.deepcopy(rows[i]) for i in wanted if i in rows])
+
+    def set_state(self, run_id, data):
+        """Prefect's orchestration of a cancel: terminal runs abort, scheduled runs without a process go straight
+        to CANCELLED (BypassCancellingFlowRunsWithNoInfra), others are accepted as CANCELLING."""
+        run = self.runs.get(run_id)
+        if run is None:
+            return _json(404, {"detail": "Flow run not found"})
+        wanted = data["state"]["type"]
+        current = run["state"]["type"]
+        if current in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return _json(200, {"status": "ABORT", "state": None, "details": {"reason": "This run has already terminated."}})
+        if wanted == "CANCELLING" and current == "SCHEDULED" and not run.get("infrastructure_pid"):
+            run["state"] = {"type": "CANCELLED", "name": "Cancelled", "timestamp": "2026-01-12T09:00:00+00:00"}
+            return _json(200, {"status": "REJECT", "state": copy.deepcopy(run["state"]),
+                               "details": {"reason": "Scheduled flow run has no infrastructure to terminate."}})
+        run["state"] = {"type": wanted, "name": wanted.capitalize(), "timestamp": "2026-01-12T09:00:00+00:00"}
+        return _json(201, {"status": "ACCEPT", "state": copy.deepcopy(run["state"]), "details": {}})
 
     def read_logs(self, data):
         wanted = set(((data.get("logs") or {}).get("flow_run_id") or {}).get("any_") or [])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.enclave.prefect.plugins.module_utils import flow_runs, health_checks, work_pools
+from ansible_collections.enclave.prefect.plugins.module_utils import flow_runs, flow_runs_query, health_checks, work_pools
 
 pytestmark = pytest.mark.unit
 
@@ -19,6 +19,7 @@ SPECS = {
     "work_pool_info": work_pools.info_argument_spec(),
     "server_health": health_checks.argument_spec(),
     "flow_run": flow_runs.argument_spec(),
+    "flow_runs": flow_runs_query.argument_spec(),
 }
 
 
