@@ -1,0 +1,368 @@
+# modules: microsoft.iis.website microsoft.iis.web_app_pool ansible.windows.win_feature ansible.windows.win_certificate_info ansible.windows.win_certificate_store
+# Stand-ins of the iis_proxy role (simhost.py PARTS), behaving as the upstream sources do: microsoft.iis 1.1.0
+# (plugins/modules/website.ps1, web_app_pool.ps1), ansible.windows 3.3.0 (win_feature.ps1, win_package.ps1,
+# win_certificate_info.ps1, win_certificate_store.ps1, win_powershell.ps1). IIS state lives in host["iis"].
+# Stand-ins sim_module.py already has for the other roles (win_reg_stat, win_package, win_copy, win_file) are
+# replaced only for this role's calls, chosen from the module arguments read here.
+import json as _iis_json
+import sys as _iis_sys
+
+_IIS_ARGS = _iis_json.load(open(_iis_sys.argv[1]))
+
+# The schema defaults IIS reports for a section nothing has set (IIS_schema.xml, rewrite_schema.xml, arr_schema.xml),
+# and the role service or extension whose schema file registers the section: without it GetSection throws
+# ("Cannot read configuration file / section not found"), as Microsoft.Web.Administration does.
+IIS_SECTIONS = {
+    "system.webServer/proxy": ({"enabled": "false", "preserveHostHeader": "false", "reverseRewriteHostInResponseHeaders": "true",
+                                "timeout": "00:00:30", "includePortInXForwardedFor": "true", "arrResponseHeader": "true"},
+                               {}, "ext:Application Request Routing"),
+    "system.webServer/rewrite/allowedServerVariables": ({}, {"": []}, "ext:URL Rewrite"),
+    "system.webServer/security/authentication/anonymousAuthentication": ({"enabled": "true"}, {}, "Web-Server"),
+    "system.webServer/security/authentication/windowsAuthentication": (
+        {"enabled": "false", "useAppPoolCredentials": "false"}, {"providers": ["value=Negotiate", "value=NTLM"]}, "Web-Windows-Auth"),
+    "system.webServer/security/authentication/basicAuthentication": ({"enabled": "false", "defaultLogonDomain": ""}, {}, "Web-Basic-Auth"),
+    "system.webServer/security/access": ({"sslFlags": "0"}, {}, "Web-Server"),
+    "system.webServer/security/ipSecurity": ({"allowUnlisted": "true"}, {"": []}, "Web-IP-Security"),
+    "system.webServer/webSocket": ({"enabled": "true"}, {}, "Web-WebSockets"),
+}
+
+
+def _iis():
+    iis = host.setdefault("iis", {})
+    for key, empty in (("features", []), ("extensions", []), ("certificates", []), ("pools", {}), ("sites", {}),
+                       ("apphost", {}), ("files", {}), ("dirs", [])):
+        iis.setdefault(key, empty)
+    return iis
+
+
+def iis_win_feature():
+    """win_feature.ps1: Install-WindowsFeature -WhatIf:$check_mode; changed when any FeatureResult (a feature that was
+    not installed); a missing `source` path fails first (Test-Path); reboot_required from RestartNeeded."""
+    iis = _iis()
+    source = args.get("source")
+    if source and source not in host.get("feature_sources", []):
+        out.update(failed=True, msg="Failed to find source path %s for feature install" % source)
+        return
+    missing = [f for f in args["name"] if f not in iis["features"]]
+    need_media = [f for f in missing if f in host.get("features_need_source", []) and not source]
+    if need_media:
+        out.update(failed=True, msg="Failed to install Windows Feature: The source files could not be found (0x800F081F)")
+        return
+    out.update(changed=bool(missing), feature_result=[{"id": f, "reboot_required": f in host.get("reboot_features", [])}
+                                                      for f in missing],
+               reboot_required=any(f in host.get("reboot_features", []) for f in missing), success=True, exitcode="Success")
+    if not CHECK:
+        iis["features"].extend(missing)
+
+
+def iis_reg_stat():
+    """win_reg_stat.ps1 on a key alone: exists when the key does; the extensions' setup writes
+    HKLM\\SOFTWARE\\Microsoft\\IIS Extensions\\<name>."""
+    name = args["path"].rsplit("\\", 1)[-1]
+    out["exists"] = name in _iis()["extensions"]
+
+
+def iis_win_package():
+    """win_package.ps1 with an MSI: a local path that does not exist fails outside check mode; with a path the msi
+    provider reads the ProductCode from the file (product_id is then not used); without one, product_id is queried.
+    msiexec /i runs only when that product is not installed. ARR's MSI refuses to install without URL Rewrite."""
+    iis = _iis()
+    path_arg = args.get("path")
+    if path_arg:
+        digest = lookup(path_arg)
+        if digest is None:
+            if not CHECK:
+                out.update(failed=True, msg="the file at the path '%s' cannot be reached" % path_arg)
+                return
+            out.update(failed=True, msg="check mode: %s is not an MSI the provider can read" % path_arg)
+            return
+        product = host.get("msi_products", {}).get(digest)
+    else:
+        product = next((p for p in host.get("msi_products", {}).values() if p["code"] == args.get("product_id")),
+                       {"code": args.get("product_id"), "name": "?"})
+    installed = product["code"] in host.get("installed_msi", [])
+    out.update(changed=not installed, rc=0, reboot_required=False)
+    if installed or CHECK:
+        return
+    if product["name"] == "Application Request Routing" and "URL Rewrite" not in iis["extensions"]:
+        out.update(failed=True, rc=1603, msg="unexpected rc from msiexec: 1603 (ARR requires URL Rewrite)")
+        return
+    host.setdefault("installed_msi", []).append(product["code"])
+    iis["extensions"].append(product["name"])
+    host.setdefault("installer_runs", []).append(["msiexec", "/i", path_arg])
+
+
+def iis_win_copy_content():
+    """win_copy with content (the action plugin writes it to a temporary file, then copies it only when the
+    destination's checksum differs). The destination's directory must exist."""
+    iis = _iis()
+    dest = args["dest"].lower()
+    parent = dest.rsplit("\\", 1)[0]
+    if parent not in iis["dirs"]:
+        out.update(failed=True, msg="Destination directory '%s' does not exist" % parent)
+        return
+    out["changed"] = iis["files"].get(dest) != args["content"]
+    if not CHECK:
+        iis["files"][dest] = args["content"]
+
+
+def iis_win_file():
+    """win_file: state directory creates it (and its parents); state absent removes a file or a directory tree."""
+    iis = _iis()
+    target = args["path"].lower()
+    if args.get("state") == "absent":
+        gone = [d for d in iis["dirs"] if d == target or d.startswith(target + "\\")]
+        gone_files = [f for f in list(iis["files"]) + list(files) if f == target or f.startswith(target + "\\")]
+        out["changed"] = bool(gone or gone_files)
+        if not CHECK:
+            iis["dirs"] = [d for d in iis["dirs"] if d not in gone]
+            for f in gone_files:
+                iis["files"].pop(f, None)
+                files.pop(f, None)
+    else:
+        out["changed"] = target not in iis["dirs"]
+        if not CHECK and out["changed"]:
+            iis["dirs"].append(target)
+
+
+def iis_certificate_info():
+    """win_certificate_info.ps1: exists and the certificates found by thumbprint in the store."""
+    found = args.get("thumbprint", "").upper() in _iis()["certificates"]
+    out.update(exists=found, certificates=[{"thumbprint": args["thumbprint"].upper()}] if found else [])
+
+
+def iis_certificate_store():
+    """win_certificate_store.ps1 state present: every certificate of the PFX goes into the store; thumbprints lists
+    them (a wrong password fails)."""
+    digest = lookup(args["path"])
+    pfx = host.get("pfx", {}).get(digest)
+    if pfx is None or pfx["password"] != args.get("password"):
+        out.update(failed=True, msg="Failed to load cert from file: The specified network password is not correct.")
+        return
+    certs = _iis()["certificates"]
+    out.update(thumbprints=pfx["thumbprints"], changed=any(t not in certs for t in pfx["thumbprints"]))
+    if not CHECK:
+        certs.extend(t for t in pfx["thumbprints"] if t not in certs)
+
+
+# Attributes Get-ItemProperty IIS:\AppPools\<pool> can read, with IIS's defaults; web_app_pool.ps1 Compare-Value
+# treats a value it cannot read ($null) as different, so an unknown attribute reports a change on every run.
+POOL_DEFAULTS = {"managedRuntimeVersion": "v4.0", "managedPipelineMode": "Integrated", "startMode": "OnDemand",
+                 "processModel.idleTimeout": "00:20:00", "processModel.identityType": "ApplicationPoolIdentity",
+                 "processModel.userName": "", "processModel.password": "", "recycling.periodicRestart.time": "1.05:00:00"}
+
+
+def iis_web_app_pool():
+    iis = _iis()
+    name = args["name"]
+    pool = iis["pools"].get(name)
+    if args.get("state") == "absent":
+        out["changed"] = pool is not None
+        if pool is not None and not CHECK:
+            del iis["pools"][name]
+        return
+    if "Web-Server" not in iis["features"]:
+        out.update(failed=True, msg="Cannot find drive. A drive with the name 'IIS' does not exist.")
+        return
+    if pool is None:
+        out["changed"] = True
+        if CHECK:
+            return  # "Cannot run the below in check mode if the pool did not always exist"
+        pool = iis["pools"][name] = {"attributes": dict(POOL_DEFAULTS), "state": "Started"}
+    for key, value in (args.get("attributes") or {}).items():
+        current = pool["attributes"].get(key)
+        if current is None or str(current) != str(value):
+            out["changed"] = True
+            if not CHECK:
+                pool["attributes"][key] = str(value)
+    if args.get("state") == "started" and pool["state"] == "Stopped":
+        out["changed"] = True
+
+
+def iis_website():
+    """website.ps1: a new site needs an existing physical_path; bindings are keyed by the literal
+    "$ip:$port:$hostname" (an ip left out never matches IIS's '*' and is added again); an https binding needs its
+    certificate in Cert:\\LocalMachine\\My (Test-Path) both when added and when kept; for a kept binding the
+    certificate is re-applied with AddSslCertificate without reporting a change, in check mode too."""
+    iis = _iis()
+    name = args["name"]
+    site = iis["sites"].get(name)
+    state = args.get("state", "started")
+    if state == "absent":
+        out["changed"] = site is not None
+        if site is not None and not CHECK:
+            del iis["sites"][name]
+        return
+    physical = args.get("physical_path")
+    if site is None:
+        if not physical:
+            out.update(failed=True, msg="missing required arguments: physical_path")
+            return
+        if physical.lower() not in iis["dirs"]:
+            out.update(failed=True, msg="specified folder must already exist: physical_path")
+            return
+        out["changed"] = True
+        if CHECK:
+            return
+        site = iis["sites"][name] = {"physical_path": physical, "pool": "DefaultAppPool", "bindings": {}, "state": "Started"}
+    if physical and physical.lower() != site["physical_path"].lower():
+        out["changed"] = True
+        if not CHECK:
+            site["physical_path"] = physical
+    if args.get("application_pool") and args["application_pool"] != site["pool"]:
+        out["changed"] = True
+        if not CHECK:
+            site["pool"] = args["application_pool"]
+    wanted = (args.get("bindings") or {}).get("set")
+    if wanted is not None:
+        keys = {}
+        for binding in wanted:
+            key = "%s:%s:%s" % (binding.get("ip") or "", binding.get("port"), binding.get("hostname") or "")
+            flags = 1 if binding.get("use_sni") else 0
+            if binding.get("protocol") == "https":
+                if not binding.get("certificate_hash"):
+                    out.update(failed=True, msg="must either specify a certificate_hash or use_ccs.")
+                    return
+                if binding["certificate_hash"].upper() not in iis["certificates"]:
+                    out.update(failed=True, msg="Unable to locate certificate at cert:\\LocalMachine\\my\\" + binding["certificate_hash"])
+                    return
+            keys[key.lower()] = {"protocol": binding.get("protocol", "http"), "sslFlags": flags,
+                                 "certificate": (binding.get("certificate_hash") or "").upper()}
+        for key, value in keys.items():
+            stored_key = key if not key.startswith(":") else "*" + key  # New-WebBinding -IPAddress $null binds '*'
+            current = site["bindings"].get(key)
+            if current is None:
+                if stored_key in site["bindings"]:
+                    out.update(failed=True, msg="Cannot add duplicate collection entry of type 'binding'")
+                    return
+                out["changed"] = True
+            elif current["protocol"] != value["protocol"] or current["sslFlags"] != value["sslFlags"]:
+                out["changed"] = True
+            if current is not None and value["certificate"]:
+                current["certificate"] = value["certificate"]  # AddSslCertificate, unreported, in check mode too
+            if not CHECK:
+                site["bindings"][stored_key] = value
+        for key in [k for k in site["bindings"] if k not in keys]:
+            out["changed"] = True
+            if not CHECK:
+                del site["bindings"][key]
+    if state == "started" and site["state"] == "Stopped":
+        out["changed"] = True
+        if not CHECK:
+            site["state"] = "Started"
+
+
+def iis_config_script():
+    """files/iis_proxy_config.ps1 on applicationHost.config: effective values (location, else server, else schema
+    default), written only where they differ, one commit; -WhatIf (check mode) writes nothing. The script declares
+    SupportsShouldProcess, so win_powershell runs it in check mode (win_powershell.ps1 skips other scripts)."""
+    iis = _iis()
+    apphost = iis["apphost"]
+    params = args["parameters"]
+    before, after = {}, {}
+    staged = _iis_json.loads(_iis_json.dumps(apphost))
+    for setting in params.get("Settings") or []:
+        location = setting.get("location") or ""
+        section = setting["section"]
+        defaults, collections, needs = IIS_SECTIONS[section]
+        if needs.startswith("ext:") and needs[4:] not in iis["extensions"] or \
+                not needs.startswith("ext:") and needs not in iis["features"]:
+            out.update(failed=True, msg="Filename: applicationHost.config Error: Unrecognized configuration path '%s'" % section)
+            return
+        label = "%s:%s" % (location, section) if location else section
+        server = staged.get("|" + section, {})
+        mine = dict(staged.get(location + "|" + section, {}))
+        for name, wanted in sorted((setting.get("attributes") or {}).items()):
+            current = mine.get(name, server.get(name, defaults.get(name)))
+            if current is None:
+                out.update(failed=True, msg="Unrecognized attribute '%s'" % name)
+                return
+            if str(current).lower() != str(wanted).lower():
+                before[label + "@" + name], after[label + "@" + name] = current, wanted
+                mine[name] = wanted
+        collection = setting.get("collection")
+        if collection:
+            cname = collection.get("name") or ""
+            have = mine.get("collection:" + cname, server.get("collection:" + cname, collections.get(cname, [])))
+            want = ["%s" % ";".join("%s=%s" % (k, str(item.get(k, ""))) for k in collection["keys"]) for item in collection["items"]]
+            clabel = label + ("/" + cname if cname else "")
+            if collection["mode"] == "exact":
+                if have != want:
+                    before[clabel], after[clabel] = have, want
+                    mine["collection:" + cname] = want
+            else:
+                missing = [w for w in want if w not in have]
+                if missing:
+                    before[clabel], after[clabel] = have, have + missing
+                    mine["collection:" + cname] = have + missing
+        if mine != staged.get(location + "|" + section, {}):
+            staged[location + "|" + section] = mine
+    for location in params.get("RemoveLocations") or []:
+        present = [k for k in staged if k.split("|", 1)[0].lower() == location.lower() and location]
+        if present:
+            before["location:" + location], after["location:" + location] = "present", "absent"
+            for key in present:
+                del staged[key]
+    out["changed"] = bool(after)
+    out["diff"] = {"before": before, "after": after}
+    out["result"] = {"changed_settings": sorted(after)}
+    if after and not CHECK:
+        iis["apphost"] = staged
+
+
+def iis_spn_script():
+    """files/iis_proxy_spn.ps1: read-only (SupportsShouldProcess, so it runs in check mode); holders of HTTP/<name>
+    and HOST/<name> from host["spns"] (SPN -> accounts), one warning per problem."""
+    params = args["parameters"]
+    name = params["HostName"].lower()
+    computer = host.get("computer", "PREFECT-AIO")
+    expected = params.get("PoolAccount", "").split("\\")[-1] if params.get("PoolAccount") else computer + "$"
+    spns = {k.lower(): v for k, v in host.get("spns", {}).items()}
+    http, host_spn = spns.get("http/" + name, []), spns.get("host/" + name, [])
+    warnings = []
+    if len(http) > 1:
+        warnings.append("HTTP/%s is registered on several accounts (%s)" % (params["HostName"], ", ".join(http)))
+    elif len(http) == 1 and http[0].lower() != expected.lower():
+        warnings.append("HTTP/%s is registered on %s, but %s decrypts the tickets" % (params["HostName"], http[0], expected))
+    elif not http and not (not params.get("PoolAccount") and expected in host_spn):
+        warnings.append("No account holds HTTP/%s: browsers fall back to NTLM." % params["HostName"])
+    out["result"] = {"spn": "HTTP/" + params["HostName"], "expected_account": expected, "warnings": warnings,
+                     "holders": [{"account": a, "spns": ["HTTP/" + name]} for a in http]}
+
+
+STANDINS["website"] = iis_website
+STANDINS["web_app_pool"] = iis_web_app_pool
+STANDINS["win_feature"] = iis_win_feature
+STANDINS["win_certificate_info"] = iis_certificate_info
+STANDINS["win_certificate_store"] = iis_certificate_store
+SCRIPTS["iis_proxy_config.ps1"] = iis_config_script
+SCRIPTS["iis_proxy_spn.ps1"] = iis_spn_script
+# Modules other roles use too: this role's calls only (an IIS Extensions key, an MSI, web.config content, and the
+# role's directories), so the other roles keep the stand-ins of sim_module.py and of the other parts.
+_IIS_MINE = {}
+if NAME == "win_reg_stat" and "\\IIS Extensions\\" in _IIS_ARGS.get("path", ""):
+    _IIS_MINE["win_reg_stat"] = iis_reg_stat
+if NAME == "win_package" and (_IIS_ARGS.get("product_id") or str(_IIS_ARGS.get("path", "")).lower().endswith(".msi")):
+    _IIS_MINE["win_package"] = iis_win_package
+if NAME == "win_copy" and "content" in _IIS_ARGS:
+    _IIS_MINE["win_copy"] = iis_win_copy_content
+if NAME == "win_file" and ("\\inetpub\\" in _IIS_ARGS.get("path", "").lower() or _IIS_ARGS.get("path", "").lower().endswith(".pfx")):
+    _IIS_MINE["win_file"] = iis_win_file
+
+
+class _IisCallsFirst(dict):
+    """Parts loaded after this one (sim_operate.py) register their own win_copy/win_file for every call; for this
+    role's calls, chosen above, the stand-in of this file stays in place."""
+
+    def __setitem__(self, key, value):
+        if key not in _IIS_MINE:
+            super().__setitem__(key, value)
+
+    def update(self, *more, **kwargs):
+        for key, value in dict(*more, **kwargs).items():
+            self[key] = value
+
+
+if _IIS_MINE:
+    STANDINS = _IisCallsFirst(STANDINS)
+    dict.update(STANDINS, _IIS_MINE)

@@ -1,0 +1,241 @@
+"""The iis_proxy role through playbooks/iis_proxy.yml against the simulated host (simhost.py + sim_iis.py): a proxy host
+with two remote worker hosts. First run installs and configures everything, the re-run changes nothing and stays
+cheap, check mode changes nothing, state absent removes what the role made, and bad input stops the run in the
+preflight before any host is touched. The web.config the host ends up with is parsed and checked (webconfig.py).
+
+Counted, not measured on Windows: the stand-ins behave as the upstream modules do (read in their sources).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from simhost import HOST, Sim, by_name, host_results, module_runs, reached
+from rolerun import REPO
+
+sys.path.insert(0, str(REPO / "tests" / "static"))
+from webconfig import check_web_config  # noqa: E402
+
+pytestmark = pytest.mark.static
+
+# Documented in roles/iis_proxy/README.md and docs/roles.md; update together.
+EXPECTED_HOST_TASKS = 10
+EXPECTED_MODULE_RUNS = 11
+
+THUMB = "A1B2C3D4E5F60718293A4B5C6D7E8F9012345678"
+REWRITE_MSI, ARR_MSI = b"not the real rewrite msi", b"not the real arr msi"
+WORKERS = {"wrk1.corp.local": "10.20.1.21", "wrk2.corp.local": "10.20.1.22"}
+SIGNED = {"status": "Valid", "status_message": "Signature verified.", "signer": "Microsoft Corporation",
+          "subject": "CN=Microsoft Corporation, O=Microsoft Corporation, L=Redmond, S=Washington, C=US", "thumbprint": "1" * 40}
+# win_copy of web.config stays: its action plugin compares checksums on the host and sends nothing when equal.
+FORBIDDEN_ON_RERUN = {"win_package", "win_certificate_store", "win_get_url", "win_unzip"}
+
+
+def _bundle(root: Path) -> Path:
+    bundle = root / "bundle"
+    (bundle / "windows" / "installers").mkdir(parents=True)
+    files = {"windows/installers/rewrite_amd64_en-US.msi": REWRITE_MSI, "windows/installers/requestRouter_amd64.msi": ARR_MSI}
+    for name, content in files.items():
+        (bundle / name).write_bytes(content)
+    (bundle / "SHA256SUMS").write_text("".join(f"{hashlib.sha256(v).hexdigest()}  {k}\n" for k, v in files.items()))
+    return bundle
+
+
+def _state() -> dict:
+    digest = {m: hashlib.sha256(m).hexdigest() for m in (REWRITE_MSI, ARR_MSI)}
+    return {"signatures": {digest[REWRITE_MSI]: SIGNED, digest[ARR_MSI]: SIGNED},
+            "msi_products": {digest[REWRITE_MSI]: {"code": "{REWRITE}", "name": "URL Rewrite"},
+                             digest[ARR_MSI]: {"code": "{ARR}", "name": "Application Request Routing"}},
+            "iis": {"certificates": [THUMB], "dirs": ["c:\\inetpub"]},
+            "spns": {"HOST/prefect.corp.local": ["OTHER$"]}}
+
+
+class Proxy:
+    """The simulated proxy host and an inventory of its own: the proxy (also server and a worker) and two remote workers."""
+
+    def __init__(self, root: Path, env: dict):
+        self.sim = Sim(root, env, state=_state())
+        self.bundle = _bundle(root)
+        hosts = {HOST: {}, **{w: {"prefect_host_address": a} for w, a in WORKERS.items()}}
+        inventory = {"all": {"hosts": hosts, "children": {
+            "prefect_server": {"hosts": {HOST: None}}, "prefect_proxy": {"hosts": {HOST: None}},
+            "prefect_workers": {"hosts": {h: None for h in hosts}}}}}
+        self.inventory = root / "inventory.yml"
+        self.inventory.write_text(yaml.safe_dump(inventory))
+
+    def run(self, expect_rc: int = 0, args: list[str] | None = None, **extra) -> tuple[str, dict]:
+        values = {**self.sim.base, "prefect_bundle_dir": str(self.bundle), "prefect_public_host": "prefect.corp.local",
+                  "iis_proxy_certificate_thumbprint": THUMB, **extra}
+        (self.sim.root / "extra.json").write_text(json.dumps(values))
+        argv = [str(REPO / ".venv/bin/ansible-playbook"), "-i", str(self.inventory),
+                str(self.sim.collections / "ansible_collections/enclave/prefect/playbooks/iis_proxy.yml"),
+                "--limit", HOST, "-e", f"@{self.sim.root / 'extra.json'}", *(args or [])]
+        proc = subprocess.run(argv, env=self.sim.env, cwd=self.sim.root, capture_output=True, text=True, timeout=600,
+                              check=False)
+        start = proc.stdout.find("{")
+        data = json.loads(proc.stdout[start:]) if start >= 0 else {}
+        assert proc.returncode == expect_rc, f"rc={proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
+        return proc.stdout + proc.stderr, data
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, ansible_env):
+    proxy = Proxy(tmp_path_factory.mktemp("iis"), ansible_env)
+    check_first = proxy.run(args=["--check", "--diff"])
+    untouched = proxy.sim.state
+    first = proxy.run(args=["--diff"])
+    converged = proxy.sim.state
+    second = proxy.run()
+    check_again = proxy.run(args=["--check"])
+    return {"check_first": check_first[1], "untouched": untouched, "first": first[1], "converged": converged,
+            "second": second[1], "check_again": check_again[1], "proxy": proxy}
+
+
+def test_check_mode_on_a_new_host_changes_nothing_and_says_what_would(runs):
+    state = runs["untouched"]
+    assert state["iis"]["features"] == [] and state["iis"]["sites"] == {} and state["iis"]["apphost"] == {}
+    assert not state.get("installer_runs")
+    changed = {n for n, r in by_name(reached(runs["check_first"])).items() if r.get("changed")}
+    assert "IIS role services are installed" in changed, changed
+
+
+def test_first_run_builds_the_front_door(runs):
+    state = runs["converged"]["iis"]
+    assert {"Web-Windows-Auth", "Web-Basic-Auth", "Web-IP-Security", "Web-WebSockets"} <= set(state["features"])
+    assert state["extensions"] == ["URL Rewrite", "Application Request Routing"]  # in order: ARR needs URL Rewrite
+    pool = state["pools"]["PrefectProxy"]["attributes"]
+    assert pool["managedRuntimeVersion"] == "" and pool["processModel.idleTimeout"] == "00:00:00"
+    people, workers = state["sites"]["Prefect"], state["sites"]["Prefect-Workers"]
+    assert people["bindings"] == {"*:443:prefect.corp.local": {"protocol": "https", "sslFlags": 1, "certificate": THUMB}}
+    assert workers["bindings"] == {"*:8443:prefect.corp.local": {"protocol": "https", "sslFlags": 1, "certificate": THUMB}}
+    apphost = state["apphost"]
+    assert apphost["|system.webServer/proxy"] == {"enabled": "true", "preserveHostHeader": "true",
+                                                  "reverseRewriteHostInResponseHeaders": "false", "timeout": "01:00:00",
+                                                  "includePortInXForwardedFor": "false", "arrResponseHeader": "false"}
+    win = apphost["Prefect|system.webServer/security/authentication/windowsAuthentication"]
+    assert win["enabled"] == "true"
+    assert apphost["Prefect|system.webServer/security/authentication/anonymousAuthentication"] == {"enabled": "false"}
+    basic = apphost["Prefect-Workers|system.webServer/security/authentication/basicAuthentication"]
+    assert basic["enabled"] == "true"
+    # Windows authentication is off by the schema default: read as effective value, never written.
+    assert "Prefect-Workers|system.webServer/security/authentication/windowsAuthentication" not in apphost
+    assert apphost["Prefect-Workers|system.webServer/security/access"] == {"sslFlags": "8"}
+    ip = apphost["Prefect-Workers|system.webServer/security/ipSecurity"]
+    assert ip["allowUnlisted"] == "false"
+    # The remote workers only, never the proxy host itself.
+    assert ip["collection:"] == [f"ipAddress={a};subnetMask=255.255.255.255;allowed=true" for a in WORKERS.values()]
+
+
+def test_web_config_on_the_host_passes_the_checker(runs):
+    state = runs["converged"]["iis"]
+    text = state["files"]["c:\\inetpub\\prefect-proxy\\web.config"]
+    allowed = [v.split("=", 1)[1] for v in state["apphost"]["|system.webServer/rewrite/allowedServerVariables"]["collection:"]]
+    assert check_web_config(text, allowed) == []
+    assert "http://127.0.0.1:4200{UNENCODED_URL}" in text and "X_FORWARDED_USER" not in text and "LOGON_USER" not in text
+
+
+def test_noop_rerun_is_cheap_and_changes_nothing(runs):
+    hits = reached(runs["second"])
+    assert not [n for n, r in hits if r.get("changed")], [n for n, r in hits if r.get("changed")]
+    actions = {r.get("action", "").rsplit(".", 1)[-1] for _n, r in hits}
+    assert not actions & FORBIDDEN_ON_RERUN, actions
+    listing = "\n".join(f"  {n} ({r.get('action')})" for n, r in hits)
+    print(f"tasks reaching the host: {len(hits)}; module runs: {module_runs(hits)}\n{listing}")
+    assert (len(hits), module_runs(hits)) == (EXPECTED_HOST_TASKS, EXPECTED_MODULE_RUNS), listing
+    assert runs["proxy"].sim.state["iis"] == runs["converged"]["iis"]
+
+
+def test_check_mode_on_a_converged_host_reports_nothing(runs):
+    assert not [n for n, r in reached(runs["check_again"]) if r.get("changed")]
+
+
+def test_spn_problem_is_a_warning_naming_the_host(runs):
+    result = by_name(host_results(runs["second"]))["Kerberos SPN problems are shown"]
+    assert HOST in result["msg"] and "HTTP/prefect.corp.local" in result["msg"]
+
+
+def test_state_absent_removes_what_the_role_made_and_leaves_iis(tmp_path, ansible_env):
+    proxy = Proxy(tmp_path, ansible_env)
+    proxy.run()
+    proxy.run(iis_proxy_state="absent")
+    state = proxy.sim.state["iis"]
+    assert state["sites"] == {} and state["pools"] == {} and state["files"] == {}
+    assert not [k for k in state["apphost"] if not k.startswith("|")]  # no <location> of the role is left
+    assert "Web-Server" in state["features"] and "Application Request Routing" in state["extensions"]
+    _out, again = proxy.run(iis_proxy_state="absent")
+    assert not [n for n, r in reached(again) if r.get("changed")]
+
+
+def test_pfx_is_imported_once_and_its_staged_copy_removed(tmp_path, ansible_env):
+    proxy = Proxy(tmp_path, ansible_env)
+    pfx = tmp_path / "proxy.pfx"
+    pfx.write_bytes(b"not a real pfx")
+    proxy.sim.update(iis={"certificates": [], "dirs": ["c:\\inetpub"]},
+                     pfx={hashlib.sha256(b"not a real pfx").hexdigest(): {"password": "Pfx-Secret-77aa", "thumbprints": [THUMB]}})
+    output, data = proxy.run(iis_proxy_certificate_pfx=str(pfx), iis_proxy_certificate_pfx_password="Pfx-Secret-77aa",
+                             args=["-vvv"])
+    assert THUMB in proxy.sim.state["iis"]["certificates"]
+    assert not [f for f in proxy.sim.state["files"] if f.endswith(".pfx")]
+    assert "Pfx-Secret-77aa" not in output
+    _out, again = proxy.run(iis_proxy_certificate_pfx=str(pfx), iis_proxy_certificate_pfx_password="Pfx-Secret-77aa")
+    assert "PFX is staged on the host" not in by_name(reached(again))
+
+
+def test_reboot_needed_by_a_role_service_stops_naming_the_host(tmp_path, ansible_env):
+    proxy = Proxy(tmp_path, ansible_env)
+    proxy.sim.update(reboot_features=["Web-WebSockets"])
+    output, _data = proxy.run(expect_rc=2)
+    assert f"{HOST} must be restarted" in output
+    assert proxy.sim.state["iis"]["sites"] == {}
+
+
+BAD = [
+    ({"iis_proxy_certificate_thumbprint": "A1B2 C3"}, "iis_proxy_certificate_thumbprint must be"),
+    ({"iis_proxy_certificate_thumbprint": ""}, "iis_proxy_certificate_thumbprint must be"),
+    ({"prefect_worker_port": 443}, "must be different TCP ports"),
+    ({"prefect_public_port": 70000}, "must be different TCP ports"),
+    ({"prefect_public_port": 4200}, "none of them prefect_server_port"),
+    ({"prefect_public_host": "10.20.1.10"}, "prefect_public_host must be the DNS name"),
+    ({"prefect_public_host": "prefect corp"}, "prefect_public_host must be the DNS name"),
+    ({"prefect_api_auth_string": "prefect:Auth-Secret-93be"}, "prefect_api_auth_string must be empty"),
+    ({"iis_proxy_arr_timeout": "00:00:30"}, "iis_proxy_arr_timeout must be"),
+    ({"iis_proxy_app_pool_account": "CORP\\svc_web"}, "iis_proxy_app_pool_account must be"),
+    ({"iis_proxy_site_dir": "inetpub\\x"}, "iis_proxy_site_dir must be"),
+    ({"iis_proxy_certificate_pfx": "/nonexistent/x.pfx"}, "iis_proxy_certificate_pfx must be"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), BAD, ids=[m.split()[0] + str(i) for i, (_e, m) in enumerate(BAD)])
+def test_bad_input_is_refused_before_any_host(tmp_path, ansible_env, extra, message):
+    proxy = Proxy(tmp_path, ansible_env)
+    before = proxy.sim.state_path.read_text()
+    output, data = proxy.run(expect_rc=2, **extra)
+    assert f"{HOST}: " in output and message in output, output[-3000:]
+    assert proxy.sim.state_path.read_text() == before  # no task reached the host
+    assert "Auth-Secret-93be" not in output
+
+
+def test_missing_worker_address_is_refused_before_any_host(tmp_path, ansible_env):
+    proxy = Proxy(tmp_path, ansible_env)
+    inventory = yaml.safe_load(proxy.inventory.read_text())
+    inventory["all"]["hosts"]["wrk2.corp.local"] = {"prefect_host_address": "10.20.1.300"}
+    inventory["all"]["hosts"]["wrk3.corp.local"] = {}
+    inventory["all"]["children"]["prefect_workers"]["hosts"]["wrk3.corp.local"] = None
+    proxy.inventory.write_text(yaml.safe_dump(inventory))
+    before = proxy.sim.state_path.read_text()
+    output, _data = proxy.run(expect_rc=2)
+    assert "wrk2.corp.local = '10.20.1.300'" in output and "wrk3.corp.local = ''" in output, output[-3000:]
+    assert proxy.sim.state_path.read_text() == before
+
+
+def test_every_script_of_the_role_runs_in_check_mode():
+    """win_powershell.ps1 skips a script in check mode and reports a change unless it declares SupportsShouldProcess:
+    a read-only script without it would report a change on every check run, a writing one could not show its diff."""
+    for script in (REPO / "roles/iis_proxy/files").glob("*.ps1"):
+        assert "[CmdletBinding(SupportsShouldProcess)]" in script.read_text(), script.name
