@@ -55,6 +55,9 @@ def sid_of(name):
     short = name.split("\\")[-1].lower()
     if name.upper().startswith("S-1-"):
         return name.upper()
+    # Well-known accounts resolve on every host (LookupAccountName of NT AUTHORITY\NetworkService and the like).
+    if short in ("system", "localsystem", "localservice", "local service", "networkservice", "network service"):
+        return "S-1-5-" + {"system": "18", "localsystem": "18", "localservice": "19", "local service": "19"}.get(short, "20")
     for acct, info in accounts.items():
         if acct.lower() == short:
             return info["sid"]

@@ -40,12 +40,21 @@ INSTALLER = b"not a real python installer"
 INSTALLER_SIGNATURE = {"status": "Valid", "status_message": "Signature verified.", "signer": "Python Software Foundation",
                        "subject": "CN=Python Software Foundation, O=Python Software Foundation, L=Beaverton, S=Oregon, C=US",
                        "thumbprint": "0" * 40}
+# The EDB installer of the catalogue entry postgresql-17 (sim_postgresql.py stands in for it), signed by EnterpriseDB.
+PG_INSTALLER_NAME = "postgresql-17.6-1-windows-x64.exe"
+PG_INSTALLER = b"not a real EDB installer"
+PG_INSTALLER_SIGNATURE = {"status": "Valid", "status_message": "Signature verified.", "signer": "EnterpriseDB Corporation",
+                          "subject": "CN=EnterpriseDB Corporation, O=EnterpriseDB Corporation, L=Bedford, S=Massachusetts, C=US",
+                          "thumbprint": "1" * 40}
 # Vault values of the example inventory; they must never show up in any output.
 SECRETS = {
     "vault_prefect_service_password": "Svc-Secret-4c1d",
     "vault_prefect_worker_password": "Wrk-Secret-6e21",
     "vault_prefect_worker_api_auth_string": "CORP\\svc_prefect_api:WrkApi-Secret-5b3c",
     "vault_prefect_database_url": "postgresql+asyncpg://prefect:Db-Secret-0a7f@db01:5432/prefect",
+    # PostgreSQL on the prefect_database hosts (roles/postgresql): the Prefect role's and the superuser's passwords.
+    "vault_prefect_database_password": "PgDb-Secret-3e9a@:/%#",
+    "vault_postgresql_superuser_password": "PgSu-Secret-71c4",
 }
 
 
@@ -74,6 +83,13 @@ def build_sim(root: Path) -> Path:
         for module in modules:
             (base / "plugins" / "modules" / f"{module}.py").write_text(
                 f"#!/usr/bin/python\n# WANT_JSON\nNAME = {module!r}\nSTANDINS, SCRIPTS = {{}}, {{}}\n{parts}{BODY}")
+    # win_template is the real action plugin (ansible.windows plugins/action/win_template.py): it renders on the control
+    # node and runs the win_copy action, here the plain module call of the win_template stand-in (sim_postgresql.py).
+    action = collections / "ansible" / "windows" / "plugins" / "action"
+    action.mkdir(exist_ok=True)
+    (action / "win_template.py").symlink_to(next((REPO / ".venv").glob(
+        "lib/python*/site-packages/ansible_collections/ansible/windows/plugins/action/win_template.py")))
+    (action / "win_copy.py").write_text("from ansible.plugins.action.normal import ActionModule  # noqa: F401\n")
     prefect = collections / "enclave" / "prefect"
     (prefect / "roles").symlink_to(REPO / "roles")
     (prefect / "playbooks").symlink_to(REPO / "playbooks")
@@ -89,6 +105,7 @@ def make_bundle(root: Path, lock: bytes = LOCK) -> Path:
         "windows/prefect-3.8.8-py312-wheels.zip": WHEELHOUSE,
         "windows/installers/nssm-2.24-101-g897c7ad.zip": NSSM_ZIP,
         "windows/installers/python-3.12.10-amd64.exe": INSTALLER,
+        "windows/installers/" + PG_INSTALLER_NAME: PG_INSTALLER,
     }
     for name, content in files.items():
         (bundle / name).write_bytes(content)
@@ -103,7 +120,8 @@ class Sim:
         self.root = root
         self.collections = build_sim(root)
         self.state_path = root / "state.json"
-        self.state_path.write_text(json.dumps({"signatures": {hashlib.sha256(INSTALLER).hexdigest(): INSTALLER_SIGNATURE},
+        self.state_path.write_text(json.dumps({"signatures": {hashlib.sha256(INSTALLER).hexdigest(): INSTALLER_SIGNATURE,
+                                                              hashlib.sha256(PG_INSTALLER).hexdigest(): PG_INSTALLER_SIGNATURE},
                                                **(state or {})}))
         self.env = dict(ansible_env, ANSIBLE_COLLECTIONS_PATH=str(self.collections),
                         ENCLAVE_SIM_STATE=str(self.state_path), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")

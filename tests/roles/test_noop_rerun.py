@@ -19,8 +19,8 @@ from simhost import FORBIDDEN_ON_RERUN, INSTALLER, LOCK, SECRETS, Sim, by_name, 
 pytestmark = pytest.mark.static
 
 # Documented in docs/roles.md; update both together.
-EXPECTED_HOST_TASKS = 13
-EXPECTED_MODULE_RUNS = 19
+EXPECTED_HOST_TASKS = 25
+EXPECTED_MODULE_RUNS = 31
 # An all-in-one host with N worker services (one worker account): each extra worker adds this many module runs.
 EXPECTED_RUNS_PER_EXTRA_WORKER = 1
 
@@ -131,7 +131,8 @@ def test_secrets_never_appear_in_any_result(runs):
     """Install, re-run and upgrade with auth string, database URL and passwords set: the json callback prints
     every task result in full, and none of them holds a secret."""
     for output in runs[3]:
-        for secret in ("Svc-Secret-4c1d", "Wrk-Secret-6e21", "WrkApi-Secret-5b3c", "Db-Secret-0a7f"):
+        for secret in ("Svc-Secret-4c1d", "Wrk-Secret-6e21", "WrkApi-Secret-5b3c", "Db-Secret-0a7f", "PgDb-Secret-3e9a",
+                       "PgSu-Secret-71c4"):
             assert secret not in output, f"{secret} leaked"
 
 

@@ -1,0 +1,634 @@
+# modules: ansible.windows.win_template community.windows.win_lineinfile
+# Stand-ins of the postgresql role (simhost.py PARTS), behaving as the upstream sources do: the EDB installer as read in
+# EnterpriseDB/edb-installers (server/installer.xml.in, server/pgserver.xml.in, server/scripts/windows/initcluster.vbs),
+# ansible.windows 3.3.0 (win_package.ps1 registry provider, win_copy.ps1 Copy-File, win_service.ps1, plugins/action/
+# win_template.py, which renders on the control node and hands the file over: here to the win_template module below),
+# community.windows 3.1.0 win_lineinfile.ps1, and the role's own files/postgresql_facts.ps1, postgresql_reload.ps1 and
+# prefect_objects.ps1 (+ prefect_objects.sql), whose psql sessions are played against host["pg"].
+# host["pg"]: the cluster of a database host, shared with sim_backup.py: "roles" (name -> password_sha and attributes),
+# "superuser_password_sha", "databases" (name -> owner, extensions, tables with reloptions), "postmaster" (the settings
+# the running server read at its start), "loaded" (after the last reload), "hba" (the loaded pg_hba.conf entries).
+# host["pg_installations"] is HKLM:\SOFTWARE\PostgreSQL\Installations, host["uninstall_keys"] the Uninstall keys,
+# host["texts"] the content of text files whose digest is in files.
+import json as _pg_json
+import re as _pg_re
+import sys as _pg_sys
+
+_PG_ARGS = _pg_json.load(open(_pg_sys.argv[1]))
+# Released EDB installer names (postgresql-<major>.<minor>-<build>-windows-x64.exe) and InstallBuilder's Add/Remove
+# Programs key: windowsARPRegistryPrefix is not set in installer.xml.in, so InstallBuilder's default
+# "${project.fullName} ${project.version}" applies: fullName PostgreSQL, version PG_MAJOR_VERSION -> "PostgreSQL 17".
+_PG_INSTALLER = _pg_re.compile(r"(?i)^postgresql-(\d+)\.(\d+)-(\d+)-windows-x64\.exe$")
+_PG_ARP = _pg_re.compile(r"^PostgreSQL (\d+)$")
+
+# Settings the stand-in knows (PostgreSQL 17 guc_tables.c): context and kind. postmaster = applied at start only
+# (pg_settings.pending_restart after a reload); anything else is applied by pg_reload_conf().
+PG_SETTINGS = {
+    "listen_addresses": ("postmaster", "str"), "port": ("postmaster", "int"), "max_connections": ("postmaster", "int"),
+    "shared_buffers": ("postmaster", "mem"), "logging_collector": ("postmaster", "bool"),
+    "dynamic_shared_memory_type": ("postmaster", "str"), "ssl": ("sighup", "bool"), "ssl_cert_file": ("sighup", "str"),
+    "ssl_key_file": ("sighup", "str"), "ssl_min_protocol_version": ("sighup", "str"),
+    "password_encryption": ("user", "str"), "log_destination": ("sighup", "str"), "log_directory": ("sighup", "str"),
+    "log_filename": ("sighup", "str"), "log_rotation_age": ("sighup", "time"), "log_rotation_size": ("sighup", "mem"),
+    "log_truncate_on_rotation": ("sighup", "bool"), "log_line_prefix": ("sighup", "str"),
+    "log_connections": ("sighup", "bool"), "log_disconnections": ("sighup", "bool"), "log_timezone": ("sighup", "str"),
+    "effective_cache_size": ("user", "mem"), "maintenance_work_mem": ("user", "mem"), "work_mem": ("user", "mem"),
+    "autovacuum": ("sighup", "bool"), "autovacuum_vacuum_scale_factor": ("sighup", "real"),
+    "max_wal_size": ("sighup", "mem"), "min_wal_size": ("sighup", "mem"), "datestyle": ("user", "str"),
+    "timezone": ("user", "str"), "lc_messages": ("user", "str"), "lc_monetary": ("user", "str"),
+    "lc_numeric": ("user", "str"), "lc_time": ("user", "str"), "default_text_search_config": ("user", "str"),
+}
+# Built-in values of the postmaster settings, in effect when no file sets them.
+PG_POSTMASTER_DEFAULTS = {"listen_addresses": "localhost", "port": "5432", "max_connections": "100",
+                          "shared_buffers": "128MB", "logging_collector": "off", "dynamic_shared_memory_type": "windows"}
+
+
+def pg_sha(text):
+    """The digest sim_backup.py keeps for a password (and simhost for file contents)."""
+    return hashlib.sha256(str(text).encode()).hexdigest()
+
+
+def pg_state():
+    pg = host.setdefault("pg", {"roles": {}, "superuser_password_sha": None})
+    for key, empty in (("roles", {}), ("databases", {}), ("postmaster", {}), ("loaded", {}), ("hba", [])):
+        pg.setdefault(key, empty)
+    return pg
+
+
+def pg_text(path_):
+    """A text file's content, only while the file is there with that content."""
+    text = host.setdefault("texts", {}).get(path_.lower())
+    return text if text is not None and files.get(path_.lower()) == pg_sha(text) else None
+
+
+def pg_write(path_, text):
+    files[path_.lower()] = pg_sha(text)
+    host.setdefault("texts", {})[path_.lower()] = text
+
+
+# --- configuration files as the postmaster reads them (guc-file.l ParseConfigFp, hba.c parse_hba_line) ---
+
+def pg_value(raw):
+    raw = raw.strip()
+    if raw.startswith("'"):
+        end = raw.find("'", 1)
+        while end != -1 and raw[end + 1:end + 2] == "'":
+            end = raw.find("'", end + 2)
+        return raw[1:end].replace("''", "'").replace("\\\\", "\\"), raw[end + 1:].strip()
+    value, _sep, rest = raw.partition("#")
+    return value.strip(), "#" + rest if rest else ""
+
+
+def pg_parse_conf(data_dir):
+    """(settings in file order [(file, line, name, value)], errors) of postgresql.conf and its include_dir."""
+    entries, errors = [], []
+
+    def read(path_, depth=0):
+        text = pg_text(path_)
+        if text is None:
+            errors.append("%s: could not open configuration file" % path_)
+            return
+        for number, line in enumerate(text.splitlines(), 1):
+            stripped = line.strip()
+            if not stripped or stripped.startswith("#"):
+                continue
+            match = _pg_re.match(r"^([A-Za-z_][A-Za-z0-9_.]*)\s*=?\s*(.*)$", stripped)
+            if not match:
+                errors.append("%s:%d syntax error" % (path_, number))
+                continue
+            value, rest = pg_value(match.group(2))
+            if rest and not rest.startswith("#"):
+                errors.append("%s:%d syntax error" % (path_, number))
+                continue
+            name = match.group(1).lower()
+            if name == "include_dir":
+                directory = value if ":" in value[:3] else data_dir + "\\" + value.replace("/", "\\")
+                included = sorted(p for p in files if p.startswith(directory.lower() + "\\") and p.endswith(".conf")
+                                  and "\\" not in p[len(directory) + 1:])
+                for p in included:
+                    read(p, depth + 1)
+                continue
+            entries.append((path_, number, name, value))
+
+    read(data_dir + "\\postgresql.conf")
+    return entries, errors
+
+
+def pg_check(name, value):
+    """GUC parse of one value; an error text or None."""
+    known = PG_SETTINGS.get(name)
+    if known is None:
+        return None if "." in name else 'unrecognized configuration parameter "%s"' % name
+    kind = known[1]
+    ok = {"bool": lambda v: v.lower() in ("on", "off", "true", "false", "yes", "no", "1", "0"),
+          "int": lambda v: _pg_re.match(r"^-?\d+$", v) is not None,
+          "mem": lambda v: _pg_re.match(r"^-?\d+\s*(kB|MB|GB|TB)?$", v) is not None,
+          "time": lambda v: _pg_re.match(r"^\d+\s*(ms|s|min|h|d)?$", v) is not None,
+          "real": lambda v: _pg_re.match(r"^-?\d+(\.\d+)?$", v) is not None,
+          "str": lambda v: True}[kind](value)
+    return None if ok else 'invalid value for parameter "%s": "%s"' % (name, value)
+
+
+def pg_norm(name, value):
+    kind = PG_SETTINGS.get(name, ("", "str"))[1]
+    if kind == "bool":
+        return "on" if value.lower() in ("on", "true", "yes", "1") else "off"
+    if kind == "mem":
+        match = _pg_re.match(r"^(\d+)\s*(kB|MB|GB|TB)?$", value)
+        return str(int(match.group(1)) * {"kB": 1, "MB": 1024, "GB": 1024 ** 2, "TB": 1024 ** 3, None: 8}[match.group(2)])
+    return value
+
+
+def pg_effective(data_dir):
+    """{name: value} (the last setting of a name wins) and the pg_file_settings errors."""
+    entries, errors = pg_parse_conf(data_dir)
+    values = {}
+    for path_, number, name, value in entries:
+        problem = pg_check(name, value)
+        if problem:
+            errors.append("%s:%d %s: %s" % (path_, number, name, problem))
+        else:
+            values[name] = value
+    return values, errors
+
+
+def pg_parse_hba(data_dir, ssl_on):
+    """pg_hba.conf entries and the pg_hba_file_rules errors (hba.c parse_hba_line)."""
+    text = pg_text(data_dir + "\\pg_hba.conf")
+    if text is None:
+        return [], ["pg_hba.conf: could not open file"]
+    entries, errors = [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        kind = fields[0]
+        need = 4 if kind == "local" else 5
+        if kind not in ("local", "host", "hostssl", "hostnossl", "hostgssenc", "hostnogssenc") or len(fields) < need:
+            errors.append("pg_hba.conf:%d invalid connection type or missing fields" % number)
+            continue
+        method = fields[need - 1]
+        if method not in ("trust", "reject", "scram-sha-256", "md5", "password", "sspi", "gss", "ldap", "cert", "radius"):
+            errors.append('pg_hba.conf:%d invalid authentication method "%s"' % (number, method))
+            continue
+        if kind == "hostssl" and not ssl_on:
+            # hba.c: "hostssl record cannot match because SSL is disabled" (hint: Set ssl = on in postgresql.conf).
+            errors.append("pg_hba.conf:%d hostssl record cannot match because SSL is disabled" % number)
+            continue
+        address = "" if kind == "local" else fields[3]
+        if address:
+            try:
+                ipaddress.ip_network(address, strict=False)
+            except ValueError:
+                errors.append('pg_hba.conf:%d invalid IP address "%s"' % (number, address))
+                continue
+        entries.append({"type": kind, "database": fields[1], "user": fields[2], "address": address, "method": method})
+    return entries, errors
+
+
+def pg_service_name():
+    for inst in host.get("pg_installations", {}).values():
+        if inst.get("Service ID") in services:
+            return inst["Service ID"], inst
+    return None, None
+
+
+def pg_start(name):
+    """The postmaster reads its files at start; a bad setting or pg_hba.conf is FATAL and the service stops again."""
+    svc = services[name]
+    inst = next(i for i in host["pg_installations"].values() if i.get("Service ID") == name)
+    data_dir = inst["Data Directory"]
+    values, errors = pg_effective(data_dir)
+    hba, hba_errors = pg_parse_hba(data_dir, pg_norm("ssl", values.get("ssl", "off")) == "on")
+    if pg_norm("ssl", values.get("ssl", "off")) == "on":
+        for key, default in (("ssl_cert_file", "server.crt"), ("ssl_key_file", "server.key")):
+            if lookup(data_dir + "\\" + values.get(key, default)) is None:
+                errors.append('could not load server certificate file "%s"' % values.get(key, default))
+    if errors or hba_errors or not hba:
+        svc["running"] = False
+        return "FATAL: " + "; ".join(errors + hba_errors + ([] if hba else ["could not load pg_hba.conf"]))
+    pg = pg_state()
+    pg["postmaster"] = {k: values.get(k, d) for k, d in PG_POSTMASTER_DEFAULTS.items()}
+    pg["loaded"], pg["hba"] = values, hba
+    svc.update(running=True, app_started=NOW, process_owner=svc.get("object_name"))
+    return None
+
+
+def pg_connect(port, user, password, database="postgres"):
+    """psql.exe -h 127.0.0.1 -p <port> -U <user>: the server must run and listen there, and the first pg_hba.conf entry
+    that matches decides (hba.c check_hba); psql's sslmode=prefer uses TLS when the server has ssl on."""
+    name, _inst = pg_service_name()
+    pg = pg_state()
+    if name is None or not services[name].get("running"):
+        return "could not connect to server: Connection refused (0x0000274D/10061) Is the server running on host " \
+               "\"127.0.0.1\" and accepting TCP/IP connections on port %s?" % port
+    listen = [a.strip() for a in pg["postmaster"].get("listen_addresses", "localhost").split(",")]
+    if str(port) != str(pg["postmaster"].get("port")) or not {"*", "localhost", "127.0.0.1", "0.0.0.0"} & set(listen):
+        return "could not connect to server: Connection refused on 127.0.0.1:%s" % port
+    ssl = pg_norm("ssl", pg["loaded"].get("ssl", "off")) == "on"
+    for entry in pg["hba"]:
+        if entry["type"] == "local" or (entry["type"] == "hostssl" and not ssl) or (entry["type"] == "hostnossl" and ssl):
+            continue
+        if entry["database"] not in ("all", database) or entry["user"] not in ("all", user):
+            continue
+        if ipaddress.ip_address("127.0.0.1") not in ipaddress.ip_network(entry["address"], strict=False):
+            continue
+        if entry["method"] == "trust":
+            return None
+        role_sha = pg["superuser_password_sha"] if user == pg.get("superuser") else pg["roles"].get(user, {}).get("password_sha")
+        if entry["method"] == "reject" or password is None or role_sha != pg_sha(password):
+            return 'FATAL: password authentication failed for user "%s"' % user
+        return None
+    return 'FATAL: no pg_hba.conf entry for host "127.0.0.1", user "%s", database "%s"' % (user, database)
+
+
+# --- the role's scripts ---
+
+def pg_facts_script():
+    """postgresql_facts.ps1: the Installations subkeys (major from the key name's -<digits> suffix), Win32_Service of the
+    service, TotalPhysicalMemory in MB. Read-only, in check mode too."""
+    installations = []
+    for key, values in sorted(host.get("pg_installations", {}).items()):
+        match = _pg_re.search(r"-(\d+)$", key)
+        installations.append({"id": key, "major": match.group(1) if match else "", "version": values.get("Version", ""),
+                              "base_dir": values.get("Base Directory", ""), "data_dir": values.get("Data Directory", ""),
+                              "service": values.get("Service ID", "")})
+    name = args["parameters"]["ServiceName"]
+    svc = services.get(name)
+    service = {"exists": False, "state": "", "account": "", "start_mode": ""}
+    if svc is not None:
+        service = {"exists": True, "state": "Running" if svc.get("running") else "Stopped",
+                   "account": svc.get("object_name", ""), "start_mode": svc.get("start_mode", "auto").capitalize()}
+    out["result"] = {"installations": installations, "service": service, "ram_mb": int(host.get("ram_mb", 16384))}
+
+
+def pg_reload_script():
+    """postgresql_reload.ps1: pg_conf_load_time, pg_reload_conf() unless check mode (ShouldProcess), then
+    pg_file_settings / pg_hba_file_rules errors (both views read the files on disk when queried) and
+    pg_settings.pending_restart (postmaster settings whose loaded file value differs from the running one)."""
+    params = args["parameters"]
+    problem = pg_connect(params["Port"], params["Superuser"], params["SuperuserPassword"])
+    if problem:
+        out.update(failed=True, msg="psql.exe as %s on port %s failed (2): %s" % (params["Superuser"], params["Port"], problem))
+        return
+    pg = pg_state()
+    _name, inst = pg_service_name()
+    data_dir = inst["Data Directory"]
+    values, errors = pg_effective(data_dir)
+    if not CHECK:
+        # ProcessConfigFile applies the settings it could parse; load_hba keeps the old rules when the file has errors.
+        pg["loaded"] = values
+        out["changed"] = True
+    hba, hba_errors = pg_parse_hba(data_dir, pg_norm("ssl", pg["loaded"].get("ssl", "off")) == "on")
+    if not CHECK and not hba_errors:
+        pg["hba"] = hba
+    pending = sorted(k for k, d in PG_POSTMASTER_DEFAULTS.items()
+                     if pg_norm(k, pg["loaded"].get(k, d)) != pg_norm(k, pg["postmaster"].get(k, d)))
+    out["result"] = {"errors": errors + hba_errors, "pending_restart": pending}
+
+
+def pg_objects_script():
+    """prefect_objects.ps1 running prefect_objects.sql: one CHANGED line per difference; apply=false in check mode."""
+    params = args["parameters"]
+    sql = params["Sql"]
+    # The script hands the password to psql in PREFECT_DB_PASSWORD only; the SQL reads it with \getenv (psql 15+).
+    if "\\getenv password PREFECT_DB_PASSWORD" not in sql:
+        out.update(failed=True, msg="psql.exe as %s on port %s failed (3): PREFECT_DB_PASSWORD is not set"
+                   % (params["Superuser"], params["Port"]))
+        return
+    problem = pg_connect(params["Port"], params["Superuser"], params["SuperuserPassword"])
+    if problem:
+        out.update(failed=True, msg="psql.exe as %s on port %s failed (2): %s" % (params["Superuser"], params["Port"], problem))
+        return
+    pg = pg_state()
+    role, database, apply = params["Role"], params["Database"], not CHECK
+    wanted = {"login": True, "superuser": False, "createdb": False, "createrole": False, "replication": False,
+              "bypassrls": False}
+    changes = []
+    current = pg["roles"].get(role)
+    if current is None:
+        changes.append("role %s created" % role)
+        if apply:
+            pg["roles"][role] = dict(wanted, password_sha=pg_sha(params["Password"]))
+    else:
+        if any(current.get(k, False) != v for k, v in wanted.items()):
+            changes.append("role %s attributes LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS" % role)
+            if apply:
+                current.update(wanted)
+        # pg_temp.scram_matches: the stored verifier recomputed with the Vault password; an md5 hash never matches.
+        if current.get("password_sha") != pg_sha(params["Password"]) or current.get("md5"):
+            changes.append("role %s password" % role)
+            if apply:
+                current.update(password_sha=pg_sha(params["Password"]), md5=False)
+    db = pg["databases"].get(database)
+    check_extension = True
+    if db is None:
+        changes.append("database %s created" % database)
+        if apply:
+            db = pg["databases"][database] = {"owner": role, "extensions": [], "tables": {}}
+        else:
+            changes.append("extension pg_trgm created")
+            check_extension = False
+    elif db["owner"] != role:
+        changes.append("database %s owner %s" % (database, role))
+        if apply:
+            db["owner"] = role
+    if check_extension:
+        if "pg_trgm" not in db["extensions"]:
+            changes.append("extension pg_trgm created")
+            if apply:
+                db["extensions"].append("pg_trgm")
+        autovacuum = {"events": ["autovacuum_vacuum_scale_factor=0.05", "autovacuum_vacuum_threshold=1000",
+                                 "autovacuum_analyze_scale_factor=0.02"],
+                      "flow_run_state": ["autovacuum_vacuum_scale_factor=0.1", "autovacuum_analyze_scale_factor=0.05"],
+                      "flow_run": ["autovacuum_vacuum_scale_factor=0.1", "autovacuum_vacuum_threshold=500"]}
+        # Only tables Prefect's migrations created; reloptions must contain every option (the @> of the SQL).
+        differ = [t for t, o in autovacuum.items() if t in db.get("tables", {}) and not set(o) <= set(db["tables"][t])]
+        if differ:
+            changes.append("autovacuum settings of " + ", ".join(differ))
+            if apply:
+                for t in differ:
+                    db["tables"][t] = sorted(set(db["tables"][t]) | set(autovacuum[t]))
+    out.update(changed=bool(changes), result={"changes": changes})
+    if changes:
+        out["diff"] = {"before": "", "after": "\n".join(changes) + "\n"}
+
+
+# --- modules, for this role's calls ---
+
+def pg_win_template():
+    """win_template: the action plugin rendered the template on the control node (newline_sequence \\r\\n) and the win_copy
+    action copies the result: win_copy.ps1 Copy-File compares SHA1 checksums and copies only a different file, creating
+    the parent directory; check mode reports without copying."""
+    text = open(args["src"], encoding="utf-8").read()
+    dest = args["dest"]
+    out.update(changed=pg_text(dest) != text, dest=dest, checksum=hashlib.sha1(text.encode()).hexdigest())
+    if out["changed"] and not CHECK:
+        pg_write(dest, text)
+        dirs.setdefault(dest.rsplit("\\", 1)[0].lower(), {"acl": {}, "protected": False})
+
+
+def pg_win_copy_content():
+    """win_copy with content: the action plugin writes it to a local temporary file and copies that (as above)."""
+    dest, text = args["dest"], args["content"]
+    out.update(changed=pg_text(dest) != text, dest=dest)
+    if out["changed"] and not CHECK:
+        pg_write(dest, text)
+
+
+def pg_win_lineinfile():
+    """win_lineinfile.ps1 Present: the path must exist (create: no); the LAST line the regex matches (Regex.Match, not
+    anchored unless the pattern is) is replaced when it differs (-cne), else the line is appended (insertafter EOF);
+    the file is written back with the module's newline (windows: \\r\\n) and keeps a final newline."""
+    path_ = args["path"]
+    text = pg_text(path_)
+    if text is None:
+        out.update(failed=True, msg="Path %s does not exist !" % path_)
+        return
+    lines = _pg_re.split(r"\r\n|\n|\r", text)
+    ends_with_newline = text.endswith(("\n", "\r"))
+    if ends_with_newline:
+        lines = lines[:-1]
+    regex, line = args.get("regex") or args.get("regexp"), args["line"]
+    index = -1
+    for number, current in enumerate(lines):
+        if (_pg_re.search(regex, current) if regex else current == line):
+            index = number
+    if index >= 0:
+        if lines[index] != line:
+            lines[index] = line
+            out.update(changed=True, msg="line replaced")
+    else:
+        lines.append(line)
+        out.update(changed=True, msg="line added")
+    if out["changed"] and not CHECK:
+        pg_write(path_, "\r\n".join(lines + ([""] if ends_with_newline else [])))
+
+
+def pg_win_service():
+    """win_service.ps1 for the PostgreSQL service (EDB registers pg_ctl.exe runservice): started/stopped/restarted with
+    Start-Service/Stop-Service/Restart-Service (a postmaster that exits at start fails the task), start_mode compared;
+    check mode reports only."""
+    name = args["name"]
+    svc = services.get(name)
+    if svc is None:
+        out.update(failed=True, msg="Service '%s' is not installed" % name)
+        return
+    if args.get("start_mode") and svc.get("start_mode", "auto") != args["start_mode"]:
+        out["changed"] = True
+        if not CHECK:
+            svc["start_mode"] = args["start_mode"]
+    state = args.get("state")
+    problem = None
+    if state == "started" and not svc.get("running"):
+        out["changed"] = True
+        problem = None if CHECK else pg_start(name)
+    elif state == "stopped" and svc.get("running"):
+        out["changed"] = True
+        if not CHECK:
+            svc["running"] = False
+    elif state == "restarted":
+        out["changed"] = True
+        if not CHECK:
+            svc["running"] = False
+            problem = pg_start(name)
+    if problem:
+        out.update(failed=True, msg="Service '%s (%s)' cannot be started due to the following error: %s" % (name, name, problem))
+    out.update(exists=True, name=name, state="running" if svc.get("running") else "stopped",
+               start_mode=svc.get("start_mode", "auto"), username=svc.get("object_name"))
+
+
+PG_CONF_SAMPLE = """# PostgreSQL configuration file (initdb from postgresql.conf.sample, then initcluster.vbs)
+#listen_addresses = 'localhost'\t\t# what IP address(es) to listen on;
+#port = 5432\t\t\t\t# (change requires restart)
+max_connections = 100\t\t\t# (change requires restart)
+shared_buffers = 128MB\t\t\t# min 128kB
+dynamic_shared_memory_type = windows\t# the default is usually the first option
+max_wal_size = 1GB
+min_wal_size = 80MB
+#log_destination = 'stderr'\t\t# Valid values are combinations of
+#logging_collector = off\t\t# Enable capturing of stderr, jsonlog,
+#log_line_prefix = '%m [%p] '\t\t# special values:
+log_timezone = 'UTC'
+datestyle = 'iso, mdy'
+timezone = 'UTC'
+default_text_search_config = 'pg_catalog.english'
+#include_dir = '...'\t\t\t# include files ending in '.conf' from
+#include_if_exists = '...'\t\t# include file only if it exists
+#include = '...'\t\t\t# include file
+"""
+PG_HBA_INITDB = """# TYPE  DATABASE        USER            ADDRESS                 METHOD
+local   all             all                                     scram-sha-256
+host    all             all             127.0.0.1/32            scram-sha-256
+host    all             all             ::1/128                 scram-sha-256
+local   replication     all                                     scram-sha-256
+host    replication     all             127.0.0.1/32            scram-sha-256
+host    replication     all             ::1/128                 scram-sha-256
+"""
+
+
+def pg_installer_options(argv):
+    """InstallBuilder command line: --name value pairs; --optionfile adds name=value lines of a file (command line
+    first: a value given on both wins from the command line)."""
+    options, i = {}, 0
+    while i < len(argv):
+        if not argv[i].startswith("--") or i + 1 >= len(argv):
+            return None, "Unknown option or missing value: %s" % argv[i]
+        options[argv[i][2:]] = argv[i + 1]
+        i += 2
+    if "optionfile" in options:
+        text = pg_text(options["optionfile"])
+        if text is None:
+            return None, "Error reading option file %s" % options["optionfile"]
+        for line in text.splitlines():
+            if "=" in line:
+                key, value = line.split("=", 1)
+                options.setdefault(key.strip(), value)
+    return options, None
+
+
+def pg_win_package():
+    """win_package.ps1 with the EDB installer. With `path` and no product_id the registry provider has no key to test:
+    the exe runs whenever the task runs (the role decides from postgresql_facts). With product_id (state absent) it tests
+    HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Uninstall\\<product_id> and runs its UninstallString with the
+    arguments appended. Exit codes 0 and 3010 are success (3010: reboot_required); any other fails the task."""
+    raw = args.get("arguments") or []
+    argv = [str(a) for a in raw] if isinstance(raw, list) else str(raw).split()
+    out.update(rc=0, reboot_required=False)
+    if args.get("state") == "absent":
+        key = host.get("uninstall_keys", {}).get(args.get("product_id", ""))
+        out["changed"] = key is not None
+        if key is None or CHECK:
+            return
+        host.setdefault("installer_runs", []).append([key["UninstallString"]] + argv)
+        options, problem = pg_installer_options(argv)
+        if problem or options.get("mode") != "unattended":
+            # Without --mode unattended the uninstaller asks for confirmation in a window nobody sees: win_package waits.
+            out.update(failed=True, rc=1, msg="the uninstaller did not finish: it waits for an answer (--mode unattended missing)")
+            return
+        major = _PG_ARP.match(args["product_id"]).group(1)
+        inst_key = "postgresql-x64-" + major
+        inst = host.get("pg_installations", {}).pop(inst_key, {})
+        host["uninstall_keys"].pop(args["product_id"])
+        # pgserver.xml.in preUninstall: the service is stopped and unregistered; the program files go; the data
+        # directory stays (info.datadirectory.kept).
+        services.pop(inst.get("Service ID", ""), None)
+        base = inst.get("Base Directory", "").lower()
+        for p in [p for p in files if base and p.startswith(base + "\\")]:
+            del files[p]
+        dirs.pop(base, None)
+        return
+    name = args["path"].rsplit("\\", 1)[-1]
+    match = _PG_INSTALLER.match(name)
+    out["changed"] = True
+    if lookup(args["path"]) is None and not CHECK:
+        out.update(failed=True, msg="the file at the path '%s' cannot be reached" % args["path"])
+        return
+    if CHECK:
+        return
+    options, problem = pg_installer_options(argv)
+    host.setdefault("installer_runs", []).append([args["path"]] + argv)
+    # What the installer saw of its option file while it ran (the test checks it was there and is gone afterwards).
+    host.setdefault("pg_option_files_seen", []).append(options.get("optionfile", "") if options else "")
+    if problem:
+        out.update(failed=True, rc=1, msg=problem)
+        return
+    if options.get("mode") != "unattended" or options.get("unattendedmodeui", "minimal") != "none":
+        out.update(failed=True, rc=1, msg="the installer showed a window (--mode unattended --unattendedmodeui none missing)")
+        return
+    if host.get("pg_installer_fails"):
+        # initcluster.vbs: "Failed to initialise the database cluster with initdb"; the installer exits 1.
+        host.pop("pg_installer_fails")
+        out.update(failed=True, rc=1, msg="unexpected rc from '%s': see rc, stdout, and stderr for more details" % args["path"])
+        return
+    major, minor, build = match.groups()
+    inst_key = "postgresql-x64-" + major
+    installs = host.setdefault("pg_installations", {})
+    existing = installs.get(inst_key)
+    version = "%s.%s-%s" % (major, minor, build)
+    pg = pg_state()
+    if existing:
+        # pgserver.xml.in "Existing install ... Ignore command line": datadir, service name and prefix come from the
+        # registration; only the programs and Version change; the service is started again at the end.
+        existing["Version"] = version
+        for program in ("psql.exe", "pg_dump.exe", "pg_restore.exe", "pg_ctl.exe", "initdb.exe"):
+            files[(existing["Base Directory"] + "\\bin\\" + program).lower()] = pg_sha(program + " " + version)
+        host["uninstall_keys"]["PostgreSQL " + major]["DisplayVersion"] = version
+        problem = pg_start(existing["Service ID"]) if not services[existing["Service ID"]].get("running") else None
+        if problem:
+            out.update(failed=True, rc=1, msg=problem)
+        return
+    password = options.get("superpassword")
+    if not password:
+        out.update(failed=True, rc=1, msg="A password is required for the database superuser (config.superpassword.no.password)")
+        return
+    service = options.get("servicename") or "postgresql-x64-" + major
+    if service in services:
+        out.update(failed=True, rc=1, msg="A service named %s already exists (servicename.already.exists.windows)" % service)
+        return
+    account = options.get("serviceaccount", "NT AUTHORITY\\NetworkService")
+    if sid_of(account) is None:
+        out.update(failed=True, rc=1, msg="The service account %s does not exist (createuser.exe)" % account)
+        return
+    prefix = options.get("prefix", "C:\\Program Files\\PostgreSQL\\" + major)
+    data_dir = options.get("datadir", prefix + "\\data")
+    port = options.get("serverport", "5432")
+    for program in ("psql.exe", "pg_dump.exe", "pg_restore.exe", "pg_ctl.exe", "initdb.exe"):
+        files[(prefix + "\\bin\\" + program).lower()] = pg_sha(program + " " + version)
+    files[(prefix + "\\uninstall-postgresql.exe").lower()] = pg_sha("uninstall " + version)
+    dirs.setdefault(prefix.lower(), {"acl": {}, "protected": False})
+    # initcluster.vbs AclCheck: icacls /grant for the installing user, the service account, CREATOR OWNER, SYSTEM and
+    # Administrators, each (OI)(CI)F, on a directory that still inherits the drive's rules.
+    acl = {"S-1-5-21-1000-500": "FullControl", sid_of(account): "FullControl", "S-1-3-0": "FullControl",
+           "S-1-5-18": "FullControl", "S-1-5-32-544": "FullControl"}
+    inherited = dirs.get(data_dir.lower(), {}).get("acl", {})
+    dirs[data_dir.lower()] = {"acl": dict(inherited, **acl), "protected": False}
+    # initdb writes the sample and a pg_hba.conf for -A scram-sha-256; initcluster.vbs then edits five lines.
+    conf = PG_CONF_SAMPLE.replace("#listen_addresses = 'localhost'", "listen_addresses = '*'")
+    conf = conf.replace("#port = 5432", "port = " + port).replace("#log_destination = 'stderr'", "log_destination = 'stderr'")
+    conf = conf.replace("#logging_collector = off", "logging_collector = on")
+    pg_write(data_dir + "\\postgresql.conf", conf.replace("\n", "\r\n") + "\r\n")
+    pg_write(data_dir + "\\pg_hba.conf", PG_HBA_INITDB.replace("\n", "\r\n"))
+    pg.update(superuser=options.get("superaccount", "postgres"), superuser_password_sha=pg_sha(password),
+              databases={"postgres": {"owner": options.get("superaccount", "postgres"), "extensions": [], "tables": {}}})
+    installs[inst_key] = {"Base Directory": prefix, "Data Directory": data_dir, "Version": version, "Service ID": service,
+                          "Service Account": account, "Super User": options.get("superaccount", "postgres"),
+                          "Branding": "PostgreSQL " + major}
+    host.setdefault("uninstall_keys", {})["PostgreSQL " + major] = {
+        "UninstallString": '"%s\\uninstall-postgresql.exe"' % prefix, "DisplayVersion": version}
+    services[service] = {"running": False, "start_mode": "auto", "object_name": account, "registry": {},
+                         "image_path": '"%s\\bin\\pg_ctl.exe" runservice -N "%s" -D "%s" -w' % (prefix, service, data_dir)}
+    problem = pg_start(service)
+    if problem:
+        out.update(failed=True, rc=1, msg=problem)
+
+
+SCRIPTS["postgresql_facts.ps1"] = pg_facts_script
+SCRIPTS["postgresql_reload.ps1"] = pg_reload_script
+SCRIPTS["prefect_objects.ps1"] = pg_objects_script
+STANDINS["win_template"] = pg_win_template
+STANDINS["win_lineinfile"] = pg_win_lineinfile
+# Modules other roles use too: only this role's calls (the EDB installer or its Add/Remove Programs entry, the option
+# file and the TLS files, the PostgreSQL service). dict.__setitem__: sim_iis.py keeps every win_package call with a
+# product_id and every win_copy with content for itself, which would take the uninstall and the option file.
+
+
+def _pg_mine():
+    call = _PG_ARGS
+    if NAME == "win_package":
+        path_ = str(call.get("path") or "").rsplit("\\", 1)[-1]
+        return pg_win_package if _PG_INSTALLER.match(path_) or _PG_ARP.match(str(call.get("product_id") or "")) else None
+    if NAME == "win_copy" and "content" in call:
+        dest = str(call.get("dest", "")).lower()
+        return pg_win_copy_content if dest.endswith((".options", "\\server.crt", "\\server.key")) else None
+    if NAME == "win_service":
+        import os as _pg_os
+        state = _pg_json.load(open(_pg_os.environ["ENCLAVE_SIM_STATE"]))
+        ours = {i.get("Service ID") for i in state.get("pg_installations", {}).values()}
+        return pg_win_service if call.get("name") in ours else None
+    return None
+
+
+if _pg_mine():
+    dict.__setitem__(STANDINS, NAME, _pg_mine())
+import ipaddress  # noqa: E402

@@ -1,0 +1,318 @@
+"""The postgresql role (playbooks/postgresql.yml) against the simulated Windows host (simhost.py with sim_postgresql.py).
+
+The stand-ins behave as the upstream sources do: the EDB installer as edb-installers' installer.xml.in, pgserver.xml.in
+and initcluster.vbs describe it (Installations and Add/Remove Programs keys, the service, the data directory's icacls
+grants, the five postgresql.conf edits, an upgrade that ignores the command line), win_package's registry provider,
+win_lineinfile's last-match rule, win_template rendered by the real action plugin, and the role's scripts played against
+a cluster that reads its configuration at start and on reload (pending_restart, pg_hba_file_rules errors).
+
+What these tests cannot show: that EDB's installer, psql.exe and the PowerShell scripts behave on Windows as the
+stand-ins do. The SQL and the rendered configuration run on a real PostgreSQL in tests/integration.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from simhost import FORBIDDEN_ON_RERUN, PG_INSTALLER_NAME, SECRETS, Sim, by_name, host_results, make_bundle, module_runs, reached
+
+pytestmark = pytest.mark.static
+
+AIO, DB = "prefect-aio.corp.local", "prefect-db01.corp.local"
+# Documented in docs/roles.md ("No-op re-run"); update both together.
+# prefect-db01 also compares server.crt and server.key (win_copy: a checksum query, no transfer when they match).
+EXPECTED_NOOP = {AIO: (8, 8), DB: (10, 10)}
+DATA = "d:\\postgresql\\17\\data"
+OPTIONS = "c:\\prefect\\staging\\postgresql-options\\postgresql-install.options"
+OBJECTS = "Prefect role, its database and pg_trgm are as configured"
+INSTALL = "PostgreSQL is installed silently from the EDB installer"
+SECRET_VALUES = [SECRETS["vault_prefect_database_password"], SECRETS["vault_postgresql_superuser_password"],
+                 "PgDb-Secret-3e9a", "PgSu-Secret-71c4"]
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _pem(root: Path) -> dict:
+    """A server certificate and key for prefect-db01 (PEM files on the control node; the stand-ins do not parse them)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import datetime
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, DB)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+            .sign(key, hashes.SHA256()))
+    (root / "db01.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (root / "db01.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()))
+    return {"postgresql_ssl_cert": str(root / "db01.crt"), "postgresql_ssl_key": str(root / "db01.key")}
+
+
+def _sim(root: Path, ansible_env: dict, host: str = AIO, state: dict | None = None) -> tuple[Sim, dict]:
+    sim = Sim(root, ansible_env, state)
+    extra = {"prefect_bundle_dir": str(make_bundle(root)), **SECRETS}
+    if host == DB:
+        extra.update(_pem(root))
+    return sim, extra
+
+
+def _pg(data: dict, host: str = AIO) -> list[tuple[str, dict]]:
+    return [(n, r) for n, r in reached(data, host) if n.split(" : ", 1)[0].endswith(("postgresql", "common"))]
+
+
+def _meaningful(state: dict) -> dict:
+    """The host without the call counter and the empty containers the stand-ins create on their first call."""
+    return {k: v for k, v in state.items() if k != "clock" and v not in ({}, [])}
+
+
+def _changed(data: dict, host: str = AIO) -> list[str]:
+    return [n.split(" : ", 1)[-1] for n, r in reached(data, host) if r.get("changed")]
+
+
+@pytest.fixture(scope="module", params=[AIO, DB])
+def converged(request, tmp_path_factory, ansible_env):
+    """First run on an empty host (-vvv), then the re-run, on the all-in-one host and on the distributed database host."""
+    host = request.param
+    sim, extra = _sim(tmp_path_factory.mktemp("pg"), ansible_env, host)
+    first = sim.run(extra, playbook="postgresql.yml", limit=host, args=["-vvv"])
+    after_first = sim.state
+    second = sim.run(extra, playbook="postgresql.yml", limit=host)
+    return host, sim, extra, first, after_first, second
+
+
+def test_first_run_installs_and_configures(converged):
+    host, sim, _extra, first, state, _second = converged
+    changed = _changed(first[1], host)
+    for task in [INSTALL, "Installer option file is gone", "Installer's postgresql.conf reads the role's directory last",
+                 "Prefect's settings are in the role's configuration file",
+                 "Client authentication admits the Prefect servers only, with SCRAM",
+                 "Changed configuration is loaded and what needs a restart is known",
+                 "PostgreSQL is restarted for settings that need it", OBJECTS]:
+        assert task in changed, (task, changed)
+    # The installer ran once, silently, with the passwords in its option file only; the file is gone afterwards.
+    (argv,) = [run for run in state["installer_runs"] if run[0].endswith(PG_INSTALLER_NAME)]
+    for option in ["--mode", "unattended", "--unattendedmodeui", "none", "--optionfile", "--datadir", "D:\\PostgreSQL\\17\\data",
+                   "--serviceaccount", "NT AUTHORITY\\NetworkService", "pgAdmin,stackbuilder", "--enable_acledit"]:
+        assert option in argv, argv
+    assert not any(s in " ".join(argv) for s in SECRET_VALUES), "a password on the installer's command line"
+    assert state["pg_option_files_seen"] == ["C:\\Prefect\\staging\\postgresql-options\\postgresql-install.options"]
+    assert OPTIONS not in state["files"]
+    assert state["dirs"]["c:\\prefect\\staging\\postgresql-options"] == {
+        "acl": {"S-1-5-18": "FullControl", "S-1-5-32-544": "FullControl"}, "protected": True}
+    assert state["pg"]["superuser_password_sha"] == _sha(SECRETS["vault_postgresql_superuser_password"])
+    assert state["pg_installations"]["postgresql-x64-17"]["Version"] == "17.6-1"
+    # initcluster.vbs granted the installing user and CREATOR OWNER full control and left inheritance on: the role
+    # leaves SYSTEM, Administrators and the service account (Modify) only.
+    for directory in (DATA, "d:\\postgresql\\17\\log"):
+        assert state["dirs"][directory] == {"acl": {"S-1-5-18": "FullControl", "S-1-5-32-544": "FullControl",
+                                                    "S-1-5-20": "Modify"}, "protected": True}, directory
+    # The installer's listen_addresses='*' and shared_buffers=128MB needed a restart, which happened after the reload.
+    pg = state["pg"]
+    svc = state["services"]["postgresql-x64-17"]
+    assert svc["running"] and svc["object_name"] == "NT AUTHORITY\\NetworkService"
+    conf = state["texts"][DATA + "\\postgresql.conf"]
+    assert conf.count("include_dir = 'conf.d'") == 1 and conf.endswith("include_dir = 'conf.d'\r\n")
+    assert pg["postmaster"]["shared_buffers"] == "4GB"  # a quarter of the simulated 16 GB
+    assert pg["loaded"]["password_encryption"] == "scram-sha-256"
+    assert pg["roles"]["prefect"]["password_sha"] == _sha(SECRETS["vault_prefect_database_password"])
+    assert pg["databases"]["prefect"] == {"owner": "prefect", "extensions": ["pg_trgm"], "tables": {}}
+    hba = [(e["type"], e["database"], e["user"], e["address"]) for e in pg["hba"] if e["user"] == "prefect"]
+    if host == AIO:
+        assert pg["postmaster"]["listen_addresses"] == "localhost" and pg["loaded"]["ssl"] == "off"
+        assert hba == [("host", "prefect", "prefect", "127.0.0.1/32")]
+    else:
+        # prefect-srv01 (10.20.1.20) names prefect-db01 as its database host: TLS from that address only.
+        assert pg["postmaster"]["listen_addresses"] == "localhost,10.20.1.30" and pg["loaded"]["ssl"] == "on"
+        assert hba == [("hostssl", "prefect", "prefect", "10.20.1.20/32")]
+        assert DATA + "\\server.crt" in state["files"] and DATA + "\\server.key" in state["files"]
+    assert all(e["method"] == "scram-sha-256" for e in pg["hba"])
+    assert not [e for e in pg["hba"] if e["user"] == "all"], "the installer's entries for every role are gone"
+
+
+def test_noop_rerun_is_cheap_and_changes_nothing(converged):
+    host, _sim, _extra, _first, _state, second = converged
+    hits = _pg(second[1], host)
+    assert not [n for n, r in hits if r.get("changed")], "a no-op re-run reported changes"
+    actions = {r.get("action", "").rsplit(".", 1)[-1] for _n, r in hits}
+    assert not actions & (set(FORBIDDEN_ON_RERUN) - ({"win_copy"} if host == DB else set())), actions
+    listing = "\n".join(f"  {n} ({r.get('action')})" for n, r in hits)
+    print(f"{host}: tasks reaching the host {len(hits)}, module runs {module_runs(hits)}\n{listing}")
+    assert (len(hits), module_runs(hits)) == EXPECTED_NOOP[host], listing
+
+
+def test_secrets_never_appear_at_vvv(converged):
+    """The first run at -vvv (installer option file, superuser psql sessions, TLS key) and the re-run."""
+    _host, _sim, _extra, first, _state, second = converged
+    for proc in (first[0], second[0]):
+        output = proc.stdout + proc.stderr
+        for secret in SECRET_VALUES:
+            assert secret not in output, "a Vault value leaked"
+
+
+def test_check_mode_changes_nothing(tmp_path, ansible_env, converged):
+    """On an empty host check mode reports the install and touches nothing; on the converged host a changed setting and
+    password are reported, and nothing is written, reloaded or restarted."""
+    host, sim, extra, _first, _state, _second = converged
+    fresh, fresh_extra = _sim(tmp_path / "fresh", ansible_env, host)
+    before = fresh.state
+    data = fresh.run(fresh_extra, playbook="postgresql.yml", limit=host, args=["--check"])[1]
+    assert INSTALL in _changed(data, host)
+    assert _meaningful(fresh.state) == _meaningful(before)
+    copy = Sim(tmp_path / "copy", ansible_env, sim.state)
+    before = copy.state
+    changed_extra = dict(extra, postgresql_max_connections=200, vault_prefect_database_password="Other-Secret-99xy")
+    data = copy.run(changed_extra, playbook="postgresql.yml", limit=host, args=["--check", "--diff"])[1]
+    changed = _changed(data, host)
+    assert "Prefect's settings are in the role's configuration file" in changed and OBJECTS in changed, changed
+    assert "PostgreSQL is restarted for settings that need it" not in changed
+    assert _meaningful(copy.state) == _meaningful(before)
+
+
+@pytest.mark.parametrize("converged", [AIO], indirect=True)
+def test_changed_vault_password_is_applied_and_reported(tmp_path, ansible_env, converged):
+    host, sim, extra, *_ = converged
+    copy = Sim(tmp_path, ansible_env, sim.state)
+    new = dict(extra, vault_prefect_database_password="Rotated-Secret-55ab")
+    data = copy.run(new, playbook="postgresql.yml", limit=host)[1]
+    assert _changed(data, host) == [OBJECTS]
+    assert copy.state["pg"]["roles"]["prefect"]["password_sha"] == _sha("Rotated-Secret-55ab")
+    assert by_name(host_results(data, host))["Changes to the Prefect role, database and extension are shown"]["msg"] == \
+        ["role prefect password"]
+    assert _changed(copy.run(new, playbook="postgresql.yml", limit=host)[1], host) == []
+
+
+@pytest.mark.parametrize("converged", [AIO], indirect=True)
+def test_prefect_tables_get_autovacuum_settings_once(tmp_path, ansible_env, converged):
+    """After Prefect's migrations created events, flow_run and flow_run_state, the next run sets their autovacuum
+    options (Prefect's database maintenance guide) and the one after changes nothing."""
+    host, sim, extra, *_ = converged
+    state = sim.state
+    state["pg"]["databases"]["prefect"]["tables"] = {"events": [], "flow_run": ["fillfactor=90"], "flow_run_state": [], "log": []}
+    copy = Sim(tmp_path, ansible_env, state)
+    data = copy.run(extra, playbook="postgresql.yml", limit=host)[1]
+    assert by_name(host_results(data, host))["Changes to the Prefect role, database and extension are shown"]["msg"] == \
+        ["autovacuum settings of events, flow_run_state, flow_run"]
+    tables = copy.state["pg"]["databases"]["prefect"]["tables"]
+    assert "fillfactor=90" in tables["flow_run"] and "autovacuum_vacuum_threshold=500" in tables["flow_run"]
+    assert tables["log"] == []
+    assert _changed(copy.run(extra, playbook="postgresql.yml", limit=host)[1], host) == []
+
+
+@pytest.mark.parametrize("converged", [AIO], indirect=True)
+def test_rejected_setting_fails_before_a_restart(tmp_path, ansible_env, converged):
+    """A name PostgreSQL does not know: the reload reports it from pg_file_settings, the role stops before the restart
+    and the server keeps running with its previous configuration."""
+    host, sim, extra, *_ = converged
+    copy = Sim(tmp_path, ansible_env, sim.state)
+    data = copy.run(dict(extra, postgresql_settings={"shared_bufers": "1GB"}, postgresql_max_connections=150),
+                    playbook="postgresql.yml", limit=host, expect_rc=2)[1]
+    failed = [(n, r) for n, r in host_results(data, host) if r.get("failed")]
+    assert failed[0][0].endswith("PostgreSQL accepts its configuration files"), failed
+    assert 'unrecognized configuration parameter "shared_bufers"' in failed[0][1]["msg"]
+    assert "PostgreSQL is restarted for settings that need it" not in by_name(host_results(data, host))
+    state = copy.state
+    assert state["services"]["postgresql-x64-17"]["running"] and state["pg"]["postmaster"]["max_connections"] == "100"
+
+
+def test_installer_failure_still_deletes_the_option_file(tmp_path, ansible_env):
+    sim, extra = _sim(tmp_path, ansible_env)
+    sim.update(pg_installer_fails=True)
+    data = sim.run(extra, playbook="postgresql.yml", expect_rc=2)[1]
+    results = by_name(host_results(data))
+    assert results[INSTALL]["failed"] and results["Installer option file is gone"]["changed"]
+    state = sim.state
+    assert state["pg_option_files_seen"] and OPTIONS not in state["files"]
+    assert "pg_installations" not in state or not state["pg_installations"]
+    # The next run installs.
+    sim.run(extra, playbook="postgresql.yml")
+    assert sim.state["pg_installations"]["postgresql-x64-17"]["Version"] == "17.6-1" and OPTIONS not in sim.state["files"]
+
+
+@pytest.mark.parametrize("converged", [AIO], indirect=True)
+def test_minor_update_in_place_stops_and_starts_the_service(tmp_path, ansible_env, converged):
+    host, sim, extra, *_ = converged
+    state = sim.state
+    state["pg_installations"]["postgresql-x64-17"]["Version"] = "17.4-1"
+    copy = Sim(tmp_path, ansible_env, state)
+    data = copy.run(extra, playbook="postgresql.yml", limit=host)[1]
+    order = _changed(data, host)
+    assert order.index("PostgreSQL service is stopped for the update in place") < order.index(INSTALL)
+    after = copy.state
+    assert after["pg_installations"]["postgresql-x64-17"]["Version"] == "17.6-1"
+    assert after["services"]["postgresql-x64-17"]["running"] and OPTIONS not in after["files"]
+    assert _changed(copy.run(extra, playbook="postgresql.yml", limit=host)[1], host) == []
+
+
+@pytest.mark.parametrize("installed, message", [
+    ("16.10-1", "PostgreSQL 16 is installed on prefect-aio.corp.local and postgresql_major_version is 17. A major upgrade "
+                "needs its data converted"),
+    ("17.9-1", "PostgreSQL 17.9-1 is installed on prefect-aio.corp.local, newer than the bundle's 17.6-1"),
+])
+def test_major_or_downgrade_is_refused(tmp_path, ansible_env, installed, message):
+    major = installed.split(".")[0]
+    state = {"pg_installations": {"postgresql-x64-" + major: {
+        "Version": installed, "Base Directory": "C:\\Program Files\\PostgreSQL\\" + major,
+        "Data Directory": "D:\\PostgreSQL\\%s\\data" % major, "Service ID": "postgresql-x64-" + major}}}
+    sim, extra = _sim(tmp_path, ansible_env, state=state)
+    data = sim.run(extra, playbook="postgresql.yml", expect_rc=2)[1]
+    failed = [(n, r) for n, r in host_results(data) if r.get("failed")]
+    assert failed[0][0].endswith("Installed PostgreSQL can be kept or updated in place"), failed
+    assert message in " ".join(failed[0][1]["msg"].split()), failed[0][1]["msg"]
+    if major == "16":
+        assert "playbooks/backup.yml" in failed[0][1]["msg"] and "pg_upgrade" in failed[0][1]["msg"]
+    assert "installer_runs" not in sim.state
+
+
+@pytest.mark.parametrize("purge", [False, True])
+@pytest.mark.parametrize("converged", [AIO], indirect=True)
+def test_absent_uninstalls_and_keeps_data_unless_purged(tmp_path, ansible_env, converged, purge):
+    host, sim, extra, *_ = converged
+    copy = Sim(tmp_path, ansible_env, sim.state)
+    data = copy.run(dict(extra, postgresql_state="absent", postgresql_purge_data=purge), playbook="postgresql.yml", limit=host)[1]
+    assert "PostgreSQL is uninstalled silently" in _changed(data, host)
+    state = copy.state
+    assert "postgresql-x64-17" not in state["pg_installations"] and "PostgreSQL 17" not in state["uninstall_keys"]
+    assert "postgresql-x64-17" not in state["services"]
+    assert not [p for p in state["files"] if p.startswith("c:\\program files\\postgresql\\17\\")]
+    uninstall = state["installer_runs"][-1]
+    assert uninstall[0] == '"C:\\Program Files\\PostgreSQL\\17\\uninstall-postgresql.exe"' and "unattended" in uninstall
+    kept = [p for p in state["files"] if p.startswith(DATA + "\\")]
+    if purge:
+        assert not kept and DATA not in state["dirs"] and "d:\\postgresql\\17\\log" not in state["dirs"]
+    else:
+        assert DATA + "\\postgresql.conf" in kept and DATA in state["dirs"]
+        assert "its data stays in" in by_name(host_results(data, host))["PostgreSQL data directory is kept"]["msg"]
+    again = copy.run(dict(extra, postgresql_state="absent", postgresql_purge_data=purge), playbook="postgresql.yml", limit=host)
+    assert _changed(again[1], host) == []
+
+
+BAD = [
+    ({"postgresql_port": 80}, "postgresql_port must be a TCP port from 1024 to 65535"),
+    ({"postgresql_data_dir": "C:\\PostgreSQL\\data"}, "on a drive other than the system drive C:"),
+    ({"postgresql_shared_buffers": "lots"}, "postgresql_shared_buffers must be a size such as 512MB"),
+    ({"postgresql_extra_client_cidrs": ["10.20.0.1/16"]}, "postgresql_extra_client_cidrs must list IPv4 networks"),
+    ({"postgresql_service_account": "BUILTIN\\Administrators"}, "postgresql_service_account must be a least-privileged"),
+    ({"vault_postgresql_superuser_password": "short"}, "postgresql_superuser_password and prefect_database_password"),
+    ({"postgresql_major_version": "15"}, "postgresql_major_version must name a catalogue entry"),
+    ({"postgresql_settings": {"bad name": "1"}}, "postgresql_settings: 'bad name' must be a setting name"),
+]
+
+
+@pytest.mark.parametrize("bad, message", BAD, ids=[next(iter(b)) for b, _m in BAD])
+def test_bad_input_is_refused_before_any_host(tmp_path, ansible_env, bad, message):
+    sim, extra = _sim(tmp_path, ansible_env)
+    before = sim.state_path.read_text()
+    proc, data = sim.run(dict(extra, **bad), playbook="postgresql.yml", expect_rc=2)
+    output = json.dumps(data)
+    assert message in " ".join(output.split()), output[-3000:]
+    assert "prefect-aio.corp.local" in output
+    assert sim.state_path.read_text() == before, "a task reached the host"
+    assert not any(s in proc.stdout + proc.stderr for s in SECRET_VALUES)
