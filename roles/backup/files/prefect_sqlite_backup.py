@@ -103,11 +103,13 @@ def restore(backup_file: Path, database: Path) -> dict:
     if check != "ok":
         raise RuntimeError(f"{backup_file} fails PRAGMA integrity_check, nothing was changed: {check[:300]}")
     if database.exists():
-        # Another process (the server) holding the database makes the exclusive lock fail at once.
-        con = sqlite3.connect(database, timeout=0)
+        # Another process (the server) with the database open makes the exclusive lock fail at once. In WAL mode a plain
+        # BEGIN EXCLUSIVE does not see an idle reader; the exclusive locking mode needs the file to itself.
+        con = sqlite3.connect(database, timeout=0, isolation_level=None)
         try:
+            con.execute("PRAGMA locking_mode=EXCLUSIVE")
             con.execute("BEGIN EXCLUSIVE")
-            con.rollback()
+            con.execute("ROLLBACK")
         except sqlite3.OperationalError as exc:
             raise RuntimeError(f"{database} is in use ({exc}): stop the Prefect server first, nothing was changed") from exc
         finally:

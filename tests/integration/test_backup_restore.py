@@ -1,0 +1,372 @@
+"""Backup and restore for real: the backup role's SQL and pg_dump/pg_restore options (roles/backup/vars/main.yml) on the
+throwaway PostgreSQL cluster, and the role's SQLite script (roles/backup/files/prefect_sqlite_backup.py) against a live
+Prefect server's database while it writes; each restored database is served by a real Prefect 3.8.8 server.
+
+The PowerShell around these (scheduling, PGPASSFILE handling on Windows) cannot run here: see tests/roles/test_backup.py.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from servers import REPO, PrefectServer, clean_env, prefect_bin
+
+ROLE = REPO / "roles" / "backup"
+SCRIPT = ROLE / "files" / "prefect_sqlite_backup.py"
+VARS = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
+# A password with the characters a PGPASSFILE must escape.
+BACKUP_PASSWORD = "bk:pass\\word-" + uuid.uuid4().hex[:6]
+
+
+# --------------------------------------------------------------------------- data through the API
+
+def make_data(server: PrefectServer, tag: str, pools: int = 2, runs: int = 4) -> None:
+    """Work pools, a flow with a deployment per pool, and flow runs moved through states, all over the API."""
+    status, flow = server.api("POST", "/flows/", {"name": f"bk-flow-{tag}"})
+    assert status in (200, 201), flow
+    for p in range(pools):
+        pool = f"bk-{tag}-{p}"
+        status, body = server.api("POST", "/work_pools/", {"name": pool, "type": "process"})
+        assert status == 201, body
+        status, dep = server.api("POST", "/deployments/", {"name": f"bk-dep-{tag}-{p}", "flow_id": flow["id"],
+                                                           "work_pool_name": pool, "entrypoint": "f.py:f"})
+        assert status in (200, 201), dep
+        for r in range(runs):
+            status, run = server.api("POST", f"/deployments/{dep['id']}/create_flow_run", {"parameters": {}})
+            assert status == 201, run
+            if r % 2:
+                for state in ("PENDING", "RUNNING", "COMPLETED"):
+                    status, body = server.api("POST", f"/flow_runs/{run['id']}/set_state",
+                                              {"state": {"type": state}, "force": True})
+                    assert status in (200, 201), body
+
+
+def counts(server: PrefectServer) -> dict[str, int]:
+    found = {}
+    for what in ("flows", "deployments", "flow_runs"):
+        status, body = server.api("POST", f"/{what}/count", {})
+        assert status == 200, body
+        found[what] = body
+    status, pools = server.api("POST", "/work_pools/filter", {})
+    found["work_pools"] = len([p for p in pools if p["name"].startswith("bk-")])
+    status, completed = server.api("POST", "/flow_runs/count", {"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}})
+    found["completed_runs"] = completed
+    return found
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+class Pg:
+    """Programs of the throwaway cluster, run as the postgres user when the tests run as root."""
+
+    def __init__(self, cluster, work: Path):
+        self.cluster, self.work = cluster, work
+
+    def run(self, program, *argv, env=None, check=True):
+        cmd = [str(self.cluster.bin_dir / program), *argv]
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", "env", *[f"{k}={v}" for k, v in (env or {}).items()], *cmd]
+            env = None
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=None if env is None else {**os.environ, **env})
+        if check:
+            assert proc.returncode == 0, f"{program} {argv[:3]} -> {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        return proc
+
+    def superuser_sql(self, sql, database="postgres"):
+        return self.run("psql", "-X", "-h", str(self.cluster.root), "-p", str(self.cluster.port), "-v", "ON_ERROR_STOP=1",
+                        "-q", "-t", "-A", "-d", database, "-c", sql).stdout.strip()
+
+    def passfile(self, name, lines):
+        """A PGPASSFILE as the role writes it (libpq escaping of ':' and '\\'), readable by its user only."""
+        path = self.work / name
+        path.write_text("".join(f"127.0.0.1:{self.cluster.port}:{db}:{user}:{pw.replace(chr(92), chr(92) * 2).replace(':', chr(92) + ':')}\n"
+                                for db, user, pw in lines))
+        os.chmod(path, 0o600)
+        if os.geteuid() == 0:
+            import pwd
+            os.chown(path, pwd.getpwnam("postgres").pw_uid, -1)
+        return path
+
+    def connect(self, user, database):
+        return ["--host", "127.0.0.1", "--port", str(self.cluster.port), "--username", user, "--dbname", database]
+
+
+@pytest.fixture(scope="module")
+def pg(pg_cluster, tmp_path_factory):
+    work = Path(pg_cluster.root) / ("bk-" + uuid.uuid4().hex[:6])
+    work.mkdir()
+    if os.geteuid() == 0:
+        import pwd
+        os.chown(work, pwd.getpwnam("postgres").pw_uid, -1)
+    pg = Pg(pg_cluster, work)
+    # A database of its own, so the shared postgres_server is never touched. pg_trgm made by the superuser, as the
+    # postgresql role does: the database owner cannot drop it.
+    db = "prefect_bk_" + uuid.uuid4().hex[:6]
+    pg.superuser_sql(f"CREATE DATABASE {db} OWNER prefect")
+    pg.superuser_sql("CREATE EXTENSION pg_trgm", database=db)
+    pg.db = db
+    pg.url = f"postgresql+asyncpg://prefect:{pg_cluster.password}@127.0.0.1:{pg_cluster.port}/{db}"
+    return pg
+
+
+def apply_backup_role(pg: Pg, password: str):
+    return pg.run("psql", "-X", "-w", "-q", "-h", str(pg.cluster.root), "-p", str(pg.cluster.port), "-d", "postgres",
+                  "-f", str(ROLE / "files" / "backup_role.sql"),
+                  env={"BACKUP_ROLE": "prefect_backup", "BACKUP_ROLE_PASSWORD": password, "BACKUP_DATABASE": pg.db})
+
+
+def login_check(pg: Pg, passfile: Path):
+    return pg.run("psql", "-X", "-w", "-q", "-t", "-A", *pg.connect("prefect_backup", pg.db)[:6], "-d", pg.db,
+                  "-f", str(ROLE / "files" / "backup_role_check.sql"), env={"PGPASSFILE": str(passfile)}, check=False)
+
+
+def test_backup_login_sql_is_idempotent_and_least_privileged(pg):
+    passfile = pg.passfile("backup.pgpass", [(pg.db, "prefect_backup", BACKUP_PASSWORD)])
+    assert login_check(pg, passfile).returncode != 0  # no login yet: the role's script would apply the SQL
+    apply_backup_role(pg, BACKUP_PASSWORD)
+    first = pg.superuser_sql("SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls, rolinherit, "
+                             "rolpassword FROM pg_authid WHERE rolname = 'prefect_backup'")
+    apply_backup_role(pg, BACKUP_PASSWORD)
+    second = pg.superuser_sql("SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls, rolinherit, "
+                              "rolpassword FROM pg_authid WHERE rolname = 'prefect_backup'")
+    assert first.split("|")[:7] == ["prefect_backup", "f", "f", "f", "f", "f", "t"] and second.split("|")[:7] == first.split("|")[:7]
+    assert first.split("|")[7].startswith("SCRAM-SHA-256$")
+    check = login_check(pg, passfile)
+    assert check.returncode == 0 and check.stdout.strip() == "t", check.stdout + check.stderr
+    # It may read, not write.
+    denied = pg.run("psql", "-X", "-w", "-q", *pg.connect("prefect_backup", pg.db)[:6], "-d", pg.db, "-c",
+                    "CREATE TABLE t_nope(a int)", env={"PGPASSFILE": str(passfile)}, check=False)
+    assert denied.returncode != 0 and "permission denied" in denied.stderr
+    # The password is never in the server log (SET log_statement = 'none' in the SQL, log_statement=all here).
+    pg.superuser_sql("ALTER SYSTEM SET log_statement = 'all'")
+    pg.superuser_sql("SELECT pg_reload_conf()")
+    try:
+        apply_backup_role(pg, BACKUP_PASSWORD)
+    finally:
+        pg.superuser_sql("ALTER SYSTEM RESET log_statement")
+        pg.superuser_sql("SELECT pg_reload_conf()")
+    assert BACKUP_PASSWORD not in (Path(pg.cluster.root) / "postgres.log").read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def pg_server(pg, prefect_venv, tmp_path_factory):
+    server = PrefectServer(tmp_path_factory.mktemp("bk-pg-server"), database_url=pg.url, services=False).start()
+    yield server
+    server.stop()
+
+
+def pg_dump(pg: Pg, passfile: Path, dest: Path):
+    pg.run("pg_dump", *VARS["backup_pg_dump_args"], *pg.connect("prefect_backup", pg.db), "--file", str(dest),
+           env={"PGPASSFILE": str(passfile)})
+    pg.run("pg_restore", "--list", str(dest))  # the scheduled script's read-back
+
+
+def pg_restore(pg: Pg, owner_passfile: Path, dump: Path, skip: bool = True):
+    """What files/backup_restore.ps1 does: the TOC without extension entries, missing extensions created as the owner,
+    then pg_restore with the role's options as the database owner."""
+    toc = pg.run("pg_restore", "--list", str(dump)).stdout.splitlines()
+    pattern = re.compile(VARS["backup_pg_restore_skip"])
+    kept = [line for line in toc if not (skip and pattern.search(line))]
+    extensions = [m.group(1) for line in toc if (m := re.match(r"^\d+; \d+ \d+ EXTENSION - (\S+)", line))]
+    listing = pg.work / ("restore-%s.list" % uuid.uuid4().hex[:6])
+    listing.write_text("\n".join(kept) + "\n")
+    os.chmod(listing, 0o644)
+    env = {"PGPASSFILE": str(owner_passfile)}
+    if extensions and skip:
+        sql = pg.work / "extensions.sql"
+        sql.write_text("".join(f'CREATE EXTENSION IF NOT EXISTS "{e}";\n' for e in extensions))
+        os.chmod(sql, 0o644)
+        pg.run("psql", "-X", "-w", "-q", "-v", "ON_ERROR_STOP=1", *pg.connect("prefect", pg.db)[:6], "-d", pg.db, "-f", str(sql), env=env)
+    return pg.run("pg_restore", *VARS["backup_pg_restore_args"], *pg.connect("prefect", pg.db), "--use-list", str(listing),
+                  str(dump), env=env, check=False)
+
+
+def upgrade(env: dict) -> None:
+    proc = subprocess.run([prefect_bin(), "server", "database", "upgrade", "-y"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+def test_postgresql_dump_and_restore_round_trip(pg, pg_server):
+    """pg_dump -Fc as the least-privileged login, the database changed, restored over it as the owner: the counts of the
+    dump come back; a second restore over the restored database gives the same."""
+    passfile = pg.passfile("backup.pgpass", [(pg.db, "prefect_backup", BACKUP_PASSWORD)])
+    if login_check(pg, passfile).stdout.strip() != "t":
+        apply_backup_role(pg, BACKUP_PASSWORD)
+    make_data(pg_server, "pg1")
+    before = counts(pg_server)
+    assert before["work_pools"] == 2 and before["flow_runs"] == 8 and before["completed_runs"] == 4
+    dump = pg.work / "prefect-pg-20261130T023000Z.dump"
+    pg_dump(pg, passfile, dump)
+    assert re.match(VARS["backup_file_patterns"]["postgresql"], dump.name)
+
+    make_data(pg_server, "pg2", pools=1, runs=3)  # the database moves on after the backup
+    status, _ = pg_server.api("DELETE", "/work_pools/bk-pg1-0")
+    assert status == 204
+    assert counts(pg_server) != before
+
+    owner = pg.passfile("owner.pgpass", [(pg.db, "prefect", pg.cluster.password)])
+    pg_server.stop()
+    try:
+        # Negative control: with the extension entries kept, the owner cannot drop the superuser's pg_trgm and the
+        # single transaction rolls back.
+        failed = pg_restore(pg, owner, dump, skip=False)
+        assert failed.returncode != 0 and "must be owner of extension pg_trgm" in failed.stderr
+        restored = pg_restore(pg, owner, dump)
+        assert restored.returncode == 0, restored.stderr
+        upgrade(clean_env(PREFECT_HOME=str(pg_server.root / "home"), PREFECT_SERVER_DATABASE_CONNECTION_URL=pg.url))
+    finally:
+        pg_server.start()
+    assert counts(pg_server) == before
+    # Restoring again over the restored (and then changed) database gives the same result.
+    make_data(pg_server, "pg3", pools=1, runs=1)
+    pg_server.stop()
+    try:
+        assert pg_restore(pg, owner, dump).returncode == 0
+    finally:
+        pg_server.start()
+    assert counts(pg_server) == before
+
+
+# --------------------------------------------------------------------------- SQLite
+
+def script(*argv, check=True):
+    proc = subprocess.run([prefect_bin("python"), "-I", str(SCRIPT), *argv], capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def table_counts(db: Path) -> dict[str, int]:
+    con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("flow", "deployment", "flow_run", "work_pool")}
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def lite_server(prefect_venv, tmp_path_factory):
+    server = PrefectServer(tmp_path_factory.mktemp("bk-sqlite-server"), services=False).start()
+    yield server
+    server.stop()
+
+
+def test_sqlite_online_copy_while_the_server_writes_then_restore(lite_server, tmp_path):
+    make_data(lite_server, "lite1")
+    live = lite_server.root / "home" / "prefect.db"
+    dest, log = tmp_path / "backups", tmp_path / "backup.log"
+    dest.mkdir()
+    stop, written, errors = threading.Event(), [], []
+    status, dep = lite_server.api("GET", "/deployments/name/bk-flow-lite1/bk-dep-lite1-0")
+    assert status == 200, dep
+
+    def writer():
+        while not stop.is_set():
+            status, body = lite_server.api("POST", f"/deployments/{dep['id']}/create_flow_run", {"parameters": {}})
+            (written if status == 201 else errors).append(status)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        made = []
+        for _ in range(3):
+            while len(written) < len(made) * 10 + 10:  # the server keeps writing between the copies
+                assert thread.is_alive()
+                threading.Event().wait(0.05)
+            proc = script("backup", "--database", str(live), "--dest-dir", str(dest), "--keep-count", "2", "--keep-days", "30",
+                          "--log", str(log))
+            made.append(Path(__import__("json").loads(proc.stdout)["file"]))
+            threading.Event().wait(1.1)  # backups are named by the second
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors, errors[:5]
+    assert len(written) >= 30
+    # Retention: keep-count 2 left the two newest.
+    assert sorted(p.name for p in dest.glob("prefect-sqlite-*.db")) == sorted(p.name for p in made[1:])
+    lines = log.read_text().splitlines()
+    assert len(lines) == 3 and all(" prefect-backup OK sqlite file=prefect-sqlite-" in line for line in lines)
+    assert lines[-1].endswith("removed=1")
+    copy = made[-1]
+    con = sqlite3.connect(copy)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    con.close()
+    snapshot = table_counts(copy)
+    assert 8 + 10 <= snapshot["flow_run"] < 8 + len(written) + 1
+
+    # A Prefect server started on the copy serves what the copy holds.
+    (tmp_path / "copy-server" / "home").mkdir(parents=True)
+    shutil.copyfile(copy, tmp_path / "copy-server" / "home" / "prefect.db")
+    on_copy = PrefectServer(tmp_path / "copy-server", services=False)
+    on_copy.start()
+    try:
+        served = counts(on_copy)
+    finally:
+        on_copy.stop()
+    assert served["flow_runs"] == snapshot["flow_run"] and served["deployments"] == snapshot["deployment"]
+    assert served["work_pools"] == 2 and served["completed_runs"] == 4
+
+    # Restore: refused while the server holds the database; then, stopped, the copy replaces it and the old is kept.
+    make_data(lite_server, "lite2", pools=1, runs=2)
+    busy = script("restore", "--backup", str(copy), "--database", str(live), "--log", str(log), check=False)
+    assert busy.returncode == 1 and "stop the Prefect server first" in busy.stdout, busy.stdout + busy.stderr
+    lite_server.stop()
+    try:
+        done = __import__("json").loads(script("restore", "--backup", str(copy), "--database", str(live), "--log", str(log)).stdout)
+        replaced = Path(done["replaced"])
+        assert replaced.exists() and table_counts(replaced)["work_pool"] == table_counts(copy)["work_pool"] + 1
+        assert not Path(f"{live}-wal").exists()
+        upgrade(clean_env(PREFECT_HOME=str(lite_server.root / "home")))
+    finally:
+        lite_server.start()
+    after = counts(lite_server)
+    assert after["flow_runs"] == snapshot["flow_run"] and after["work_pools"] == 2
+    assert log.read_text().splitlines()[-1].split(" ", 1)[1].startswith("prefect-restore OK sqlite from=" + copy.name)
+
+
+def test_sqlite_script_refuses_a_damaged_backup_and_reports_failure(tmp_path):
+    bad = tmp_path / "prefect-sqlite-20261130T023000Z.db"
+    bad.write_bytes(b"SQLite format 3\x00" + b"\x00" * 200)
+    target = tmp_path / "prefect.db"
+    target.write_bytes(b"keep me")
+    log = tmp_path / "backup.log"
+    proc = script("restore", "--backup", str(bad), "--database", str(target), "--log", str(log), check=False)
+    assert proc.returncode == 1 and target.read_bytes() == b"keep me"
+    assert " prefect-restore FAILED sqlite " in log.read_text()
+    missing = script("backup", "--database", str(tmp_path / "nope.db"), "--dest-dir", str(tmp_path), "--log", str(log), check=False)
+    assert missing.returncode == 1 and "FileNotFoundError" in missing.stdout
+    assert log.read_text().splitlines()[-1].split(" ", 1)[1].startswith("prefect-backup FAILED sqlite FileNotFoundError")
+
+
+def test_retention_by_count_and_age(tmp_path):
+    """keep-count and keep-days on named files (the name carries the UTC time); the newest is never deleted."""
+    sys_path = str(SCRIPT.parent)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("prefect_sqlite_backup", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    import datetime as dt
+    now = dt.datetime(2026, 11, 30, 2, 30, tzinfo=dt.timezone.utc)
+    names = [f"prefect-sqlite-{(now - dt.timedelta(days=d)).strftime(mod.STAMP)}.db" for d in (0, 1, 2, 10, 40, 41)]
+    for name in names + ["prefect-pg-20200101T000000Z.dump", "notes.txt"]:
+        (tmp_path / name).write_text("x")
+    doomed = {p.name for p in mod.retention(tmp_path, 5, 30, now)}
+    assert doomed == {names[4], names[5]}  # 40 days old (beyond age) and the 6th (beyond count)
+    assert {p.name for p in mod.retention(tmp_path, 3, 0, now)} == set(names[3:])
+    # All older than the age limit: the newest stays.
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in names[4:]:
+        (old / name).write_text("x")
+    assert {p.name for p in mod.retention(old, 14, 30, now)} == {names[5]}
+    assert sys_path
