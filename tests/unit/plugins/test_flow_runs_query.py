@@ -36,8 +36,8 @@ def test_default_lists_the_active_runs_with_names_and_age(runs, server):
     result = runs(server)
     assert result["changed"] is False and result["count"] == 2 and result["cancelled"] == []
     first = result["flow_runs"][0]
-    assert (first["id"], first["name"], first["state_type"], first["state_age_s"]) == (running["id"], "busy",
-                                                                                      "RUNNING", 60.0)
+    expected = (running["id"], "busy", "RUNNING", 60.0)
+    assert (first["id"], first["name"], first["state_type"], first["state_age_s"]) == expected
     assert (first["flow_name"], first["deployment"], first["work_pool_name"]) == ("nightly", "nightly/prod", "etl")
     assert result["remaining"] == result["flow_runs"] and result["waited_s"] == 0
     assert server.writes() == []
@@ -60,8 +60,8 @@ def test_min_state_age_finds_stuck_runs(runs, server):
 
 
 def test_limit_bounds_the_list_not_the_count(runs, server):
-    for _ in range(5):
-        server.add_run("RUNNING")
+    for number in range(5):
+        server.add_run("RUNNING", name="run-%d" % number)
     result = runs(server, limit=2)
     assert result["count"] == 5 and len(result["flow_runs"]) == 2
 
