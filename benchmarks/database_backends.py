@@ -172,7 +172,8 @@ def markdown(sqlite_rows, pg_rows, settings, seconds, load_before, load_after, v
              "orchestration rules applied, background services on). PostgreSQL 15 with the settings the postgresql role writes for",
              "this machine's memory (`postgresql_plan`), fsync and full_page_writes on; SQLite in WAL mode as Prefect sets it.",
              "Prefect answers SQLite's SQLITE_BUSY (`database is locked`) with HTTP 503 `Service Unavailable` and logs nothing",
-             "(`is_client_retryable_exception` in prefect/server/api/server.py): the 503s below are the locks. Prefect's own clients",
+             "(`is_client_retryable_exception` in prefect/server/api/server.py; on SQLite only BUSY/locked and a few session errors map",
+             "to 503): the 503s below are the locks. Prefect's own clients",
              "(workers, flow runs) retry a 503, so they slow down instead of failing; a run counts here only if all 4 requests passed.", "",
              "| clients | SQLite runs/s | PostgreSQL runs/s | PG / SQLite | SQLite p50 / p95 ms | PostgreSQL p50 / p95 ms | SQLite failed requests (HTTP 503 = SQLITE_BUSY) | text `database is locked` in SQLite responses / server log | PostgreSQL failed requests |",
              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]

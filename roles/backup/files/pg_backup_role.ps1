@@ -75,7 +75,9 @@ try {
             '-d', 'postgres', '-f', $applyFile)
     }
     finally {
-        Remove-Item Env:\BACKUP_ROLE_PASSWORD, Env:\BACKUP_ROLE, Env:\BACKUP_DATABASE -ErrorAction SilentlyContinue
+        foreach ($name in @('BACKUP_ROLE_PASSWORD', 'BACKUP_ROLE', 'BACKUP_DATABASE')) {
+            Remove-Item -LiteralPath "Env:\$name" -ErrorAction SilentlyContinue
+        }
     }
     if ($apply.ExitCode -ne 0) {
         $Ansible.Result = @{ error = "psql as $SuperUser could not create the backup login $Role (exit $($apply.ExitCode)): $($apply.Output)" }
