@@ -262,9 +262,10 @@ def test_database_host_needs_the_backup_login_password(tmp_path, ansible_env, pl
 
 # --------------------------------------------------------------------------- restore.yml
 
-RESTORE_ORDER = ["Prefect workers services are stopped", "Prefect server services are stopped", "Prefect database holds the named backup",
-                 "Restored database has the schema of the installed Prefect", "Prefect server services are started",
-                 "Prefect server answers again after the restore", "Prefect workers services are started"]
+STEP = "Prefect services are as this step needs, "
+RESTORE_ORDER = [STEP + "workers stopped", STEP + "server stopped", "Prefect database holds the named backup",
+                 "Restored database has the schema of the installed Prefect", STEP + "server started",
+                 "Prefect server answers again after the restore", STEP + "workers started"]
 
 
 @pytest.fixture(scope="module")
