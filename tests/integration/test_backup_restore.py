@@ -6,6 +6,7 @@ The PowerShell around these (scheduling, PGPASSFILE handling on Windows) cannot 
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -284,7 +285,7 @@ def test_sqlite_online_copy_while_the_server_writes_then_restore(lite_server, tm
                 threading.Event().wait(0.05)
             proc = script("backup", "--database", str(live), "--dest-dir", str(dest), "--keep-count", "2", "--keep-days", "30",
                           "--log", str(log))
-            made.append(Path(__import__("json").loads(proc.stdout)["file"]))
+            made.append(Path(json.loads(proc.stdout)["file"]))
             threading.Event().wait(1.1)  # backups are named by the second
     finally:
         stop.set()
@@ -322,7 +323,7 @@ def test_sqlite_online_copy_while_the_server_writes_then_restore(lite_server, tm
     assert busy.returncode == 1 and "stop the Prefect server first" in busy.stdout, busy.stdout + busy.stderr
     lite_server.stop()
     try:
-        done = __import__("json").loads(script("restore", "--backup", str(copy), "--database", str(live), "--log", str(log)).stdout)
+        done = json.loads(script("restore", "--backup", str(copy), "--database", str(live), "--log", str(log)).stdout)
         replaced = Path(done["replaced"])
         assert replaced.exists() and table_counts(replaced)["work_pool"] == table_counts(copy)["work_pool"] + 1
         assert not Path(f"{live}-wal").exists()
@@ -350,7 +351,6 @@ def test_sqlite_script_refuses_a_damaged_backup_and_reports_failure(tmp_path):
 
 def test_retention_by_count_and_age(tmp_path):
     """keep-count and keep-days on named files (the name carries the UTC time); the newest is never deleted."""
-    sys_path = str(SCRIPT.parent)
     import importlib.util
     spec = importlib.util.spec_from_file_location("prefect_sqlite_backup", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
@@ -369,4 +369,3 @@ def test_retention_by_count_and_age(tmp_path):
     for name in names[4:]:
         (old / name).write_text("x")
     assert {p.name for p in mod.retention(old, 14, 30, now)} == {names[5]}
-    assert sys_path

@@ -46,7 +46,7 @@ def retention(directory: Path, keep_count: int, keep_days: int, now: dt.datetime
     backup is never deleted. Only files named like this script's backups are considered."""
     found = sorted(((dt.datetime.strptime(m.group(1), STAMP).replace(tzinfo=dt.timezone.utc), p)
                     for p in directory.iterdir() if (m := NAME.match(p.name)) and p.is_file()), reverse=True)
-    doomed = [p for _, p in found[keep_count:]]
+    doomed = [path for _when, path in found[keep_count:]]
     if keep_days > 0:
         limit = now - dt.timedelta(days=keep_days)
         doomed += [p for when, p in found[1:keep_count] if when < limit]
