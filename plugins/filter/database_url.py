@@ -176,8 +176,11 @@ def postgresql_plan(cfg):
     hba = [{"type": "local", "database": "all", "user": superuser, "address": "", "method": method},
            {"type": "host", "database": "all", "user": superuser, "address": "127.0.0.1/32", "method": method},
            {"type": "host", "database": "all", "user": superuser, "address": "::1/128", "method": method}]
-    if any(s["name"] == host for s in servers):
-        hba.append({"type": "host", "database": database, "user": user, "address": "127.0.0.1/32", "method": method})
+    # The owner from this host: the local server, and pg_restore of playbooks/restore.yml on the database host. The
+    # backup role's read-only login (pg_dump of the scheduled task) from this host too.
+    hba.append({"type": "host", "database": database, "user": user, "address": "127.0.0.1/32", "method": method})
+    if cfg.get("backup_user"):
+        hba.append({"type": "host", "database": database, "user": cfg["backup_user"], "address": "127.0.0.1/32", "method": method})
     clients = [str(s.get("address")) + "/32" for s in servers if s["name"] != host and _ipv4(s.get("address"))]
     clients += [str(c) for c in cfg.get("extra_client_cidrs") or []]
     for address in sorted(set(clients), key=clients.index):

@@ -62,7 +62,7 @@ def plan(**changes):
     cfg = dict(host="db01", host_address="10.20.1.30", server_names=["aio", "srv01"],
                server_addresses=["10.20.1.10", "10.20.1.20"], server_database_hosts=["aio", "db01"],
                extra_client_cidrs=[], listen_addresses="", port=5432, database="prefect", user="prefect",
-               superuser="postgres", log_dir="D:\\PostgreSQL\\17\\log", max_connections=100, shared_buffers="",
+               superuser="postgres", backup_user="", log_dir="D:\\PostgreSQL\\17\\log", max_connections=100, shared_buffers="",
                effective_cache_size="", maintenance_work_mem="", work_mem="16MB", settings={}, ram_mb=16384)
     cfg.update(changes)
     return postgresql_plan(cfg)
@@ -72,8 +72,11 @@ def test_remote_server_gets_hostssl_from_its_address_only():
     result = plan()
     assert result["errors"] == [] and result["remote"]
     prefect = [e for e in result["hba"] if e["user"] == "prefect"]
-    # Only the server whose database host is db01; the all-in-one server uses its own.
-    assert prefect == [{"type": "hostssl", "database": "prefect", "user": "prefect", "address": "10.20.1.20/32",
+    # Only the server whose database host is db01 (the all-in-one server uses its own), and the owner from this host
+    # for restores.
+    assert prefect == [{"type": "host", "database": "prefect", "user": "prefect", "address": "127.0.0.1/32",
+                        "method": "scram-sha-256"},
+                       {"type": "hostssl", "database": "prefect", "user": "prefect", "address": "10.20.1.20/32",
                         "method": "scram-sha-256"}]
     assert {e["user"] for e in result["hba"]} == {"prefect", "postgres"}
     assert all(e["method"] == "scram-sha-256" for e in result["hba"])
@@ -82,6 +85,12 @@ def test_remote_server_gets_hostssl_from_its_address_only():
     assert s["listen_addresses"] == "localhost,10.20.1.30" and s["ssl"] == "on" and s["ssl_cert_file"] == "server.crt"
     assert s["log_directory"] == "D:/PostgreSQL/17/log" and s["password_encryption"] == "scram-sha-256"
     assert (s["shared_buffers"], s["effective_cache_size"], s["maintenance_work_mem"]) == ("4GB", "8GB", "1GB")
+
+
+def test_the_backup_login_comes_from_this_host_only():
+    backup = [e for e in plan(backup_user="prefect_backup")["hba"] if e["user"] == "prefect_backup"]
+    assert backup == [{"type": "host", "database": "prefect", "user": "prefect_backup", "address": "127.0.0.1/32",
+                       "method": "scram-sha-256"}]
 
 
 def test_all_in_one_is_loopback_only():
