@@ -16,14 +16,15 @@ $item = Get-Item -LiteralPath $key -ErrorAction SilentlyContinue
 if (-not $item) {
     throw "Service '$Service' has no NSSM Parameters key: the services layer has not configured it on this host."
 }
+$Ansible.Changed = $true
+$Ansible.Result = @{ service = $Service; python = $VenvPython; output = '' }
+# Check mode: the servers the upgrade would have stopped still run, so only the plan is reported.
+if (-not $PSCmdlet.ShouldProcess($Service, 'prefect server database upgrade -y')) {
+    return
+}
 $running = Get-Service -Name $Service -ErrorAction SilentlyContinue
 if ($running -and $running.Status -ne 'Stopped') {
     throw "Service '$Service' is $($running.Status): migrations run only with the server stopped."
-}
-$Ansible.Changed = $true
-$Ansible.Result = @{ service = $Service; python = $VenvPython; output = '' }
-if (-not $PSCmdlet.ShouldProcess($Service, 'prefect server database upgrade -y')) {
-    return
 }
 foreach ($line in @($item.GetValue('AppEnvironmentExtra', @(), 'DoNotExpandEnvironmentNames'))) {
     $pair = "$line" -split '=', 2

@@ -286,7 +286,9 @@ elif NAME == "win_get_url":
     files[args["dest"].lower()] = digest
     out["changed"] = True
 elif NAME == "win_unzip":
-    host.setdefault("unpacked", []).append(args["dest"].lower())
+    # win_unzip.ps1 extracts nothing in check mode.
+    if not CHECK:
+        host.setdefault("unpacked", []).append(args["dest"].lower())
     out["changed"] = True
 elif NAME == "win_package":
     # win_package.ps1 joins a list of arguments with Process.psm1 ConvertTo-EscapedArgument (an element holding a
@@ -511,7 +513,10 @@ elif NAME == "win_service":
     name = args["name"]
     svc = services.get(name)
     if args.get("state") == "absent":
-        out["changed"] = services.pop(name, None) is not None
+        # win_service.ps1: Stop-Service -WhatIf:$module.CheckMode, and Delete() only outside check mode.
+        out["changed"] = name in services
+        if not CHECK:
+            services.pop(name, None)
     elif svc is None:
         out.update(failed=True, msg="Service '%s' is not installed" % name)
     else:
@@ -522,12 +527,18 @@ elif NAME == "win_service":
         if "dependencies" in args:
             svc["dependencies"] = args["dependencies"]
         state = args.get("state")
+        # win_service.ps1 starts and stops with -WhatIf:$module.CheckMode: check mode reports the change only.
         if state == "started" and not svc.get("running"):
             out["changed"] = True
-            svc.update(running=True, app_started=NOW, process_owner=svc.get("object_name"))
+            if not CHECK:
+                svc.update(running=True, app_started=NOW, process_owner=svc.get("object_name"))
         elif state == "stopped" and svc.get("running"):
             out["changed"] = True
-            svc["running"] = False
+            if not CHECK:
+                svc["running"] = False
+        elif state == "restarted" and CHECK:
+            # Restart-Service -WhatIf: ShouldProcess comes before the stop that would refuse running dependents.
+            out["changed"] = True
         elif state == "restarted":
             running_dependents = [n for n, x in services.items() if name in x.get("dependencies", []) and x.get("running")]
             if running_dependents and not args.get("force_dependent_services"):

@@ -162,7 +162,7 @@ def operate_venv_remove():
     params = args["parameters"]
     root, link = params["Root"].lower(), params["Link"].lower()
     running = [n for n, s in services.items() if s.get("running") and s["registry"].get("Application", "").startswith(root + "\\")]
-    if running:
+    if running and not CHECK:
         out.update(failed=True, msg="Not removing the Prefect venvs under '%s': these processes run from them: %s"
                    % (params["Root"], ", ".join(running)))
         return
@@ -199,6 +199,9 @@ def operate_upgrade_preflight():
 def operate_db_upgrade():
     # prefect_db_upgrade.ps1: refuses a running server; migrates the database to the venv's release.
     name = args["parameters"]["Service"]
+    if CHECK:
+        out["changed"] = True
+        return
     if services.get(name, {}).get("running"):
         out.update(failed=True, msg="Service '%s' is Running: migrations run only with the server stopped." % name)
         return

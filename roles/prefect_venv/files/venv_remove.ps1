@@ -36,7 +36,8 @@ foreach ($venv in $venvs) {
         }
     }
 }
-if ($busy.Count -gt 0) {
+# Check mode (-WhatIf): the services the uninstall stops first still run, so the plan is reported without refusing.
+if ($busy.Count -gt 0 -and -not $WhatIfPreference) {
     throw "Not removing the Prefect venvs under '$Root': these processes run from them: $($busy -join ', '). Stop the Prefect services first (nssm_services_state: absent)."
 }
 
