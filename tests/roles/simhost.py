@@ -46,6 +46,20 @@ PG_INSTALLER = b"not a real EDB installer"
 PG_INSTALLER_SIGNATURE = {"status": "Valid", "status_message": "Signature verified.", "signer": "EnterpriseDB Corporation",
                           "subject": "CN=EnterpriseDB Corporation, O=EnterpriseDB Corporation, L=Bedford, S=Massachusetts, C=US",
                           "thumbprint": "1" * 40}
+# The IIS extensions of the catalogue entries url-rewrite and arr (sim_iis.py stands in for msiexec and IIS), signed by
+# Microsoft; the ProductCode win_package reads from each MSI (the stand-ins' own, not Microsoft's GUIDs).
+REWRITE_MSI_NAME, ARR_MSI_NAME = "rewrite_amd64_en-US.msi", "requestRouter_amd64.msi"
+REWRITE_MSI, ARR_MSI = b"not the real rewrite msi", b"not the real arr msi"
+MS_SIGNATURE = {"status": "Valid", "status_message": "Signature verified.", "signer": "Microsoft Corporation",
+                "subject": "CN=Microsoft Corporation, O=Microsoft Corporation, L=Redmond, S=Washington, C=US",
+                "thumbprint": "2" * 40}
+MSI_PRODUCTS = {hashlib.sha256(REWRITE_MSI).hexdigest(): {"code": "{0B5C8F1E-5A9D-4C41-9E6B-2F6D1A7C0001}", "name": "URL Rewrite"},
+                hashlib.sha256(ARR_MSI).hexdigest(): {"code": "{0B5C8F1E-5A9D-4C41-9E6B-2F6D1A7C0002}",
+                                                      "name": "Application Request Routing"}}
+# The proxy's certificate for prefect_public_host, already in Cert:\LocalMachine\My of a simulated proxy host; the tests
+# pass its thumbprint as iis_proxy_certificate_thumbprint (the example inventory's value is a placeholder).
+PROXY_CERT_THUMBPRINT = "5E0C1D7A9B3F4E2D8C6A1B0F9E8D7C6B5A4F3E2D"
+
 # Vault values of the example inventory; they must never show up in any output.
 SECRETS = {
     "vault_prefect_service_password": "Svc-Secret-4c1d",
@@ -55,6 +69,9 @@ SECRETS = {
     # PostgreSQL on the prefect_database hosts (roles/postgresql): the Prefect role's and the superuser's passwords.
     "vault_prefect_database_password": "PgDb-Secret-3e9a@:/%#",
     "vault_postgresql_superuser_password": "PgSu-Secret-71c4",
+    # Backups on the prefect_database hosts (roles/backup): the task account's and the pg_dump login's passwords.
+    "vault_backup_account_password": "Bkp-Secret-2d8e",
+    "vault_backup_database_password": "PgBkp-Secret-9c05",
 }
 
 
@@ -106,11 +123,25 @@ def make_bundle(root: Path, lock: bytes = LOCK) -> Path:
         "windows/installers/nssm-2.24-101-g897c7ad.zip": NSSM_ZIP,
         "windows/installers/python-3.12.10-amd64.exe": INSTALLER,
         "windows/installers/" + PG_INSTALLER_NAME: PG_INSTALLER,
+        "windows/installers/" + REWRITE_MSI_NAME: REWRITE_MSI,
+        "windows/installers/" + ARR_MSI_NAME: ARR_MSI,
     }
     for name, content in files.items():
         (bundle / name).write_bytes(content)
     (bundle / "SHA256SUMS").write_text("".join(f"{hashlib.sha256(v).hexdigest()}  {k}\n" for k, v in files.items()))
     return bundle
+
+
+def default_state(computer: str = "PREFECT-AIO") -> dict:
+    """What a prepared Windows host has before the first run: the installers' signatures as Get-AuthenticodeSignature
+    reports them, the MSIs' ProductCodes, the proxy certificate in LocalMachine\\My, and HTTP/<prefect_public_host>
+    registered on the computer account (setspn -S, runbook 000 Phase 6), which the proxy's ApplicationPoolIdentity
+    uses to decrypt Kerberos tickets."""
+    return {"signatures": {hashlib.sha256(INSTALLER).hexdigest(): INSTALLER_SIGNATURE,
+                           hashlib.sha256(PG_INSTALLER).hexdigest(): PG_INSTALLER_SIGNATURE,
+                           **{digest: MS_SIGNATURE for digest in MSI_PRODUCTS}},
+            "msi_products": MSI_PRODUCTS, "computer": computer,
+            "iis": {"certificates": [PROXY_CERT_THUMBPRINT]}, "spns": {"HTTP/prefect.corp.local": [computer + "$"]}}
 
 
 class Sim:
@@ -120,9 +151,7 @@ class Sim:
         self.root = root
         self.collections = build_sim(root)
         self.state_path = root / "state.json"
-        self.state_path.write_text(json.dumps({"signatures": {hashlib.sha256(INSTALLER).hexdigest(): INSTALLER_SIGNATURE,
-                                                              hashlib.sha256(PG_INSTALLER).hexdigest(): PG_INSTALLER_SIGNATURE},
-                                               **(state or {})}))
+        self.state_path.write_text(json.dumps({**default_state(), **(state or {})}))
         self.env = dict(ansible_env, ANSIBLE_COLLECTIONS_PATH=str(self.collections),
                         ENCLAVE_SIM_STATE=str(self.state_path), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
         self.base = {"ansible_connection": "local", "ansible_python_interpreter": str(REPO / ".venv/bin/python")}

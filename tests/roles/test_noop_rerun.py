@@ -6,6 +6,9 @@ The NSSM stand-in behaves as NSSM 2.24-101 does (read in its source): `nssm set`
 value, and NSSM uses the default when a value is absent. A negative control shows that a registry read which
 ignores those deleted defaults makes every re-run report changes and restart the services here.
 
+The all-in-one host of the example inventory gets every layer: Python, the venv, PostgreSQL, the services, the backups
+(pg_dump, the host is in prefect_database), the IIS front door and the firewall.
+
 Counted, not measured on Windows: the numbers are documented in docs/roles.md ("No-op re-run").
 """
 from __future__ import annotations
@@ -14,13 +17,20 @@ import hashlib
 
 import pytest
 
-from simhost import FORBIDDEN_ON_RERUN, INSTALLER, LOCK, SECRETS, Sim, by_name, host_results, make_bundle, module_runs, reached
+from simhost import (FORBIDDEN_ON_RERUN, INSTALLER, LOCK, PROXY_CERT_THUMBPRINT, SECRETS, Sim, by_name, host_results, make_bundle,
+                     module_runs, reached)
 
 pytestmark = pytest.mark.static
 
 # Documented in docs/roles.md; update both together.
-EXPECTED_HOST_TASKS = 25
-EXPECTED_MODULE_RUNS = 31
+EXPECTED_HOST_TASKS = 42
+EXPECTED_MODULE_RUNS = 52
+# Per role (tasks, module runs); common's tasks count for the role that imports them.
+EXPECTED_PER_ROLE = {"python": (1, 2), "prefect_venv": (1, 1), "postgresql": (8, 8), "nssm_services": (12, 17),
+                     "backup": (7, 10), "iis_proxy": (10, 11), "firewall": (3, 3)}
+# win_copy tasks that reach a converged host: the action plugin (ansible.windows plugins/action/win_copy.py) first runs
+# the module with _copy_mode=query, which compares checksums on the host, and transfers nothing when they match.
+CHECKSUM_QUERIES = {"Backup script is on the host", "Proxy web.config holds the rewrite rules, limits and headers"}
 # An all-in-one host with N worker services (one worker account): each extra worker adds this many module runs.
 EXPECTED_RUNS_PER_EXTRA_WORKER = 1
 
@@ -29,9 +39,10 @@ RESTART = "Prefect services running with outdated settings, venv or account are 
 
 
 def _extra(bundle, **more):
-    # The stand-in installer is not python.org's, so its digest replaces the catalogue's.
+    # The stand-in installer is not python.org's, so its digest replaces the catalogue's; the example inventory's proxy
+    # thumbprint is a placeholder, the simulated host's certificate store holds PROXY_CERT_THUMBPRINT.
     return {"prefect_bundle_dir": str(bundle), **SECRETS, "python_installer_sha256": hashlib.sha256(INSTALLER).hexdigest(),
-            **more}
+            "iis_proxy_certificate_thumbprint": PROXY_CERT_THUMBPRINT, **more}
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +59,21 @@ def runs(tmp_path_factory, ansible_env):
 
 
 def test_first_run_installs_everything(runs):
-    changed = {n for n, r in by_name(reached(runs[0])).items() if r.get("changed")}
+    # Any run of the task: common's tasks run once per role that imports them.
+    changed = {n.split(" : ", 1)[-1] for n, r in reached(runs[0]) if r.get("changed")}
     for task in ["Artifact is copied from the control node as one file", "Python is installed for all users",
                  "Artifact is unpacked on the host", "Venv for this Prefect version and lock is built",
                  "Current junction points at the venv that reports the pinned Prefect",
                  "Service accounts may log on as a service and in no other way",
                  "Prefect root inherits nothing and the listed directories have their rules",
-                 SETTINGS, "Windows service settings, account and recovery actions are as configured"]:
+                 SETTINGS, "Windows service settings, account and recovery actions are as configured",
+                 "PostgreSQL is installed silently from the EDB installer", "Prefect role, its database and pg_trgm are as configured",
+                 "Backup runs daily as its account and shows a failed run in its last result",
+                 "PostgreSQL backup login may read all data and nothing more",
+                 "IIS role services are installed", "IIS extension is installed, URL Rewrite",
+                 "IIS extension is installed, Application Request Routing",
+                 "People's site answers HTTPS on prefect_public_port for prefect_public_host",
+                 "Firewall profiles are on and block inbound traffic no rule allows"]:
         assert task in changed, (task, sorted(changed))
     # New services are started by the service task, not restarted.
     assert RESTART not in by_name(reached(runs[0]))
@@ -93,20 +112,58 @@ def test_host_state_after_the_first_run(runs):
     assert dirs["c:\\prefect\\logs\\workers"]["acl"] == {sids["svc_prefect_worker"]: "Modify"}
     assert dirs["c:\\prefect\\flows"]["acl"] == {sids["svc_prefect_worker"]: "Modify"}
     assert worker["registry"]["AppStdout"] == "C:\\Prefect\\logs\\workers\\PrefectWorker.out.log"
-    for right in ["SeServiceLogonRight", "SeDenyInteractiveLogonRight", "SeDenyRemoteInteractiveLogonRight",
-                  "SeDenyNetworkLogonRight"]:
+    # The backup task runs as its own account (pg_dump on this database host), not as a Prefect service's.
+    service_sids = [sids["svc_prefect"], sids["svc_prefect_worker"]]
+    assert sorted(state["rights"]["SeServiceLogonRight"]) == sorted(service_sids)
+    for right in ["SeDenyInteractiveLogonRight", "SeDenyRemoteInteractiveLogonRight", "SeDenyNetworkLogonRight"]:
         assert sorted(state["rights"][right]) == sorted(sids.values()), right
+    task = state["tasks"]["\\enclave.prefect\\prefectdatabasebackup"]
+    assert task["principal"]["sid"] == sids["svc_prefect_backup"] and state["rights"]["SeBatchLogonRight"] == [sids["svc_prefect_backup"]]
+    # The front door on the same host: both extensions, the people's site bound to the certificate, no workers' site
+    # (the local worker calls the API on loopback).
+    iis = state["iis"]
+    assert iis["extensions"] == ["URL Rewrite", "Application Request Routing"]
+    assert iis["sites"]["Prefect"]["bindings"] == {
+        "*:443:prefect.corp.local": {"protocol": "https", "sslFlags": 1, "certificate": PROXY_CERT_THUMBPRINT}}
+    assert "Prefect-Workers" not in iis["sites"]
+
+
+def forbidden_on_rerun(hits: list[tuple[str, dict]]) -> list[str]:
+    """Installs, downloads, unpacks and transfers among a re-run's tasks: FORBIDDEN_ON_RERUN actions, except the
+    CHECKSUM_QUERIES win_copy tasks, which must then have found the host's file equal (unchanged: nothing sent)."""
+    return [n for n, r in hits if r.get("action", "").rsplit(".", 1)[-1] in FORBIDDEN_ON_RERUN
+            and not (n.split(" : ", 1)[-1] in CHECKSUM_QUERIES and not r.get("changed"))]
+
+
+def per_role(hits: list[tuple[str, dict]]) -> dict[str, tuple[int, int]]:
+    """Tasks and module runs by role, in play order; common's tasks count for the role whose play imported them."""
+    counts, role = {}, None
+    for name, result in hits:
+        task_role = name.split(" : ", 1)[0].rsplit(".", 1)[-1]
+        role = role if task_role == "common" else task_role
+        tasks, runs = counts.get(role, (0, 0))
+        counts[role] = (tasks + 1, runs + module_runs([(name, result)]))
+    return counts
 
 
 def test_noop_rerun_is_cheap_and_changes_nothing(runs):
     second = runs[1]
     hits = reached(second)
     assert not [n for n, r in hits if r.get("changed")], "a no-op re-run reported changes"
-    actions = {r.get("action", "").rsplit(".", 1)[-1] for _name, r in hits}
-    assert not actions & set(FORBIDDEN_ON_RERUN), actions
+    assert not forbidden_on_rerun(hits), forbidden_on_rerun(hits)
     listing = "\n".join(f"  {n} ({r.get('action')}, {len(r.get('results', [])) or 1} run(s))" for n, r in hits)
-    print(f"tasks reaching the host: {len(hits)}; module runs: {module_runs(hits)}\n{listing}")
+    print(f"tasks reaching the host: {len(hits)}; module runs: {module_runs(hits)}; per role {per_role(hits)}\n{listing}")
+    assert per_role(hits) == EXPECTED_PER_ROLE, listing
     assert (len(hits), module_runs(hits)) == (EXPECTED_HOST_TASKS, EXPECTED_MODULE_RUNS), listing
+
+
+def test_forbidden_on_rerun_catches_a_transfer(runs):
+    """Negative control of the check above: the first run's artifact copies and installs are caught, and a checksum
+    query that had to copy (changed) is caught too."""
+    first = reached(runs[0])
+    caught = {n.split(" : ", 1)[-1] for n in forbidden_on_rerun(first)}
+    assert {"Artifact is copied from the control node as one file", "Python is installed for all users",
+            "Backup script is on the host", "Proxy web.config holds the rewrite rules, limits and headers"} <= caught, caught
 
 
 def test_new_lock_switches_venv_and_restarts_running_services(runs):
@@ -130,9 +187,12 @@ def test_new_lock_switches_venv_and_restarts_running_services(runs):
 def test_secrets_never_appear_in_any_result(runs):
     """Install, re-run and upgrade with auth string, database URL and passwords set: the json callback prints
     every task result in full, and none of them holds a secret."""
+    fragments = ("Svc-Secret-4c1d", "Wrk-Secret-6e21", "WrkApi-Secret-5b3c", "Db-Secret-0a7f", "PgDb-Secret-3e9a",
+                 "PgSu-Secret-71c4", "Bkp-Secret-2d8e", "PgBkp-Secret-9c05")
+    # Every Vault value of the run is looked for (by its password part: JSON escapes the rest).
+    assert all(any(f in value for f in fragments) for value in SECRETS.values()), "a secret of SECRETS is not looked for"
     for output in runs[3]:
-        for secret in ("Svc-Secret-4c1d", "Wrk-Secret-6e21", "WrkApi-Secret-5b3c", "Db-Secret-0a7f", "PgDb-Secret-3e9a",
-                       "PgSu-Secret-71c4"):
+        for secret in fragments:
             assert secret not in output, f"{secret} leaked"
 
 
