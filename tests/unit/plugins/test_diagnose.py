@@ -45,9 +45,8 @@ def test_certificate_expiry(days, severity, text):
 
 
 def test_sqlite_size_disk_and_logs():
-    msgs = _messages({"database": {"sqlite_bytes": int(1.2 * GB)}, "disks": [{"drive": "C:", "used_percent": 93.4, "free": 5 * GB},
-                                                                            {"drive": "D:", "used_percent": 89.9, "free": GB}],
-                      "logs": {"dir_bytes": 6 * GB}})
+    disks = [{"drive": "C:", "used_percent": 93.4, "free": 5 * GB}, {"drive": "D:", "used_percent": 89.9, "free": GB}]
+    msgs = _messages({"database": {"sqlite_bytes": int(1.2 * GB)}, "disks": disks, "logs": {"dir_bytes": 6 * GB}})
     assert "SQLite database 1.2 GB: move to PostgreSQL" in msgs
     assert "C: 93% full (5.0 GB free)" in msgs
     assert not [m for m in msgs if m.startswith("D:")]
