@@ -26,7 +26,7 @@ version_added: 0.2.0
 description:
   - Composes C(postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE) for C(PREFECT_SERVER_DATABASE_CONNECTION_URL).
   - User, password and database name are percent-encoded (every character but letters, digits and C(-._~)), so that
-    C(@ : / % # ? &) and spaces in a password work.
+    C(@), C(:), C(/), C(%), C(#), C(?), C(&) and spaces in a password work.
   - With O(local) the host is C(127.0.0.1) (the server and PostgreSQL share the host; no TLS over loopback).
     Otherwise the database host's name is used and C(?ssl=verify-full) is appended; asyncpg then requires the server
     certificate to be valid for that name and signed by the CA file named in C(PGSSLROOTCERT) in the server's

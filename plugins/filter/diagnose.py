@@ -12,9 +12,9 @@ name: diagnose_findings
 short_description: Ranked problems found in the reports of playbooks/diagnose.yml
 version_added: 0.1.0
 description:
-  - Takes a dict host -> report (the result of C(diagnose.ps1), or C({"unreachable": true, "msg": ...}) for a host
-    that could not be read) and returns a list of findings C({rank, severity, host, area, message}), most urgent
-    first: C(critical), then C(warning), then C(info), and within a severity the larger problem first.
+  - Takes a dict host -> report (the result of C(diagnose.ps1), or a dict with C(unreachable) true and C(msg) for a
+    host that could not be read) and returns a list of findings C({rank, severity, host, area, message}), most urgent
+    first, C(critical), then C(warning), then C(info), and within a severity the larger problem first.
   - "Rules: a service not running or paused; a service restarted too often in the collected event window; a worker
     OFFLINE (and for how long); a pool not READY or paused; Prefect not healthy or not ready; late and stuck flow runs;
     certificates expired or expiring; a SQLite database past a size; the database unreachable; a full disk; a large
