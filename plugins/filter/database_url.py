@@ -162,9 +162,9 @@ def postgresql_plan(cfg):
     """Settings for the role's configuration file, pg_hba.conf entries and input errors."""
     host = cfg["host"]
     names = cfg.get("server_names") or []
-    servers = [{"name": n, "address": a} for n, a, d in zip(names, cfg.get("server_addresses") or [],
-                                                              cfg.get("server_database_hosts") or [host] * len(names))
-               if d == host]
+    addresses = cfg.get("server_addresses") or []
+    database_hosts = cfg.get("server_database_hosts") or [host] * len(names)
+    servers = [{"name": n, "address": a} for n, a, d in zip(names, addresses, database_hosts) if d == host]
     remote = any(s["name"] != host for s in servers) or bool(cfg.get("extra_client_cidrs"))
     cfg = dict(cfg, remote_clients=remote, servers=servers)
     errors = _errors(cfg)
