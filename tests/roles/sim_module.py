@@ -569,5 +569,9 @@ else:
 
 if not out.get("failed") or NAME != "win_powershell":
     json.dump(host, open(path, "w"))
+# AnsibleModule shows an option its spec marks no_log as VALUE_SPECIFIED_IN_NO_LOG_PARAMETER in `invocation`; the Prefect
+# plugins mark password and auth_string (plugins/module_utils/prefect_api.py common_argument_spec).
+if NAME in ("server_health", "work_pool", "work_pool_info", "flow_runs", "flow_run"):
+    args = {k: "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" if k in ("password", "auth_string") and v else v for k, v in args.items()}
 out["invocation"] = {"module_args": args}
 print(json.dumps(out))

@@ -11,7 +11,7 @@ from rolerun import REPO
 pytestmark = pytest.mark.static
 
 STAGES = {"install", "config", "service", "pools", "verify"}
-ROLES = {"python", "prefect_venv", "postgresql", "nssm_services", "firewall"}
+ROLES = {"python", "prefect_venv", "postgresql", "nssm_services", "backup", "iis_proxy", "firewall"}
 LINE = re.compile(r"^\s+(?:enclave\.prefect\.)?(?P<role>\w+) : (?P<name>.*?)\tTAGS: \[(?P<tags>[^\]]*)\]$")
 
 
