@@ -95,6 +95,17 @@ def operate_flow_run():
         return
     pool = _pools().get(host.get("smoke_pool_of", {}).get(args["deployment"], ""))
     ok = bool(pool) and not pool["is_paused"] and any(w["status"] == "ONLINE" for w in pool["workers"])
+    raises = host.get("smoke_flow_raises")
+    if ok and raises:
+        # The worker ran it and the flow raised (flow_runs.py run: a terminal state not in expected_states fails, the
+        # result keeps flow_run and the last log lines).
+        out.update(changed=True, failed=True,
+                   flow_run={"name": "sim-run", "state_type": "FAILED", "state_name": "Failed", "duration_s": 1.5},
+                   logs=["INFO enclave.prefect smoke flow", "ERROR Encountered exception during execution: %s" % raises,
+                         "ERROR Finished in state Failed('Flow run encountered an exception: %s')" % raises],
+                   msg="Flow run sim-run (0000) of %s ended FAILED (Failed): Flow run encountered an exception: %s; "
+                       "expected COMPLETED. Last log lines are in `logs`." % (args["deployment"], raises))
+        return
     state = "COMPLETED" if ok else "SCHEDULED"
     out.update(changed=True, flow_run={"name": "sim-run", "state_type": state, "duration_s": 2.5},
                logs=["INFO enclave.prefect smoke flow", "INFO Finished in state Completed()"] if ok else [])

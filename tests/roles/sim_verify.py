@@ -1,0 +1,232 @@
+# modules:
+# Stand-ins of playbooks/verify.yml's own calls (simhost.py PARTS); no new module, so the list above is empty.
+# - files/tcp_probe.ps1 and files/cert_expiry.ps1 (win_powershell), as the scripts read.
+# - enclave.prefect.server_health when it calls through the proxy (an https api_url): the network between the hosts.
+#   Its other calls (the roles' local health checks) keep sim_module.py's stand-in.
+# The network: every simulated host's state (one file per host under <root>/hosts/<host>/ when the test runs several
+# hosts, as test_site_distributed.Hosts does; else the one host). host["address"] is a host's IPv4 address as the others
+# see it (the inventory's prefect_host_address; the control node's own file has it too). A TCP connection to a host
+# opens when something listens there for other hosts (IIS on a started site's binding port, the Prefect server on a
+# non-loopback --host) and Windows Firewall admits it (an enabled inbound allow rule of that port and remote address,
+# or an inbound default of Allow); otherwise it times out, as a dropped SYN does.
+# Accounts the proxy's Windows authentication accepts: host["domain_accounts"] ({"CORP\\user": password}) on the proxy
+# host; host["kerberos_ticket"] on the control node (default true) stands for the operator's ticket.
+# Certificates: host["certificate_details"] ({thumbprint: {subject, not_after (ISO 8601 UTC)}}) for those in
+# host["iis"]["certificates"] (Cert:\LocalMachine\My).
+import datetime as _v_dt
+import ipaddress as _v_ip
+import json as _v_json
+import os as _v_os
+import sys as _v_sys
+from urllib.parse import urlsplit as _v_urlsplit
+
+_V_ARGS = _v_json.load(open(_v_sys.argv[1]))
+
+
+def _v_network():
+    """{name: state} of every simulated host, this one as the body holds it (its changes are saved by the body)."""
+    here = _v_os.environ["ENCLAVE_SIM_STATE"]
+    home = _v_os.path.dirname(_v_os.path.dirname(here))
+    if _v_os.path.basename(home) != "hosts":
+        return {"": host}
+    states = {}
+    for name in sorted(_v_os.listdir(home)):
+        state_file = _v_os.path.join(home, name, "state.json")
+        if _v_os.path.samefile(state_file, here):
+            states[name] = host
+        elif _v_os.path.isfile(state_file):
+            states[name] = _v_json.load(open(state_file))
+    return states
+
+
+def _v_host_by_name(name):
+    """DNS: a host by its name (the inventory name, its short name, or a name one of its IIS bindings answers to) or its
+    address."""
+    name = name.lower()
+    for key, state in _v_network().items():
+        names = {key.lower(), key.lower().split(".")[0], str(state.get("address", "")), state.get("computer", "").lower()}
+        for site in state.get("iis", {}).get("sites", {}).values():
+            names.update(b.split(":", 2)[2].lower() for b in site.get("bindings", {}))
+        if name in names:
+            return state
+    return None
+
+
+def _v_listens(state, port):
+    """Something accepts connections from other hosts on this port."""
+    for site in state.get("iis", {}).get("sites", {}).values():
+        if site.get("state") == "Started" and any(b.split(":")[1] == str(port) for b in site.get("bindings", {})):
+            return "IIS"
+    for name, svc in state.get("services", {}).items():
+        env = svc.get("environment", {})
+        params = svc.get("registry", {}).get("AppParameters", "").split()
+        bind = params[params.index("--host") + 1] if "--host" in params[:-1] else env.get("PREFECT_SERVER_API_HOST", "127.0.0.1")
+        listen_port = params[params.index("--port") + 1] if "--port" in params[:-1] else env.get("PREFECT_SERVER_API_PORT", "4200")
+        if "server start" in " ".join(params) and svc.get("running") and str(listen_port) == str(port) \
+                and not bind.startswith("127.") and bind != "localhost":
+            return name
+    return None
+
+
+def _v_address_in(address, remote):
+    """RemoteAddresses as HNetCfg.FWRule shows them: '*', or a comma-separated list of addresses, address/mask and
+    ranges (keywords such as LocalSubnet are not modelled: they match nothing here)."""
+    if remote in ("*", None):
+        return True
+    for item in str(remote).split(","):
+        try:
+            if "-" in item:
+                low, high = item.split("-")
+                if _v_ip.ip_address(low) <= _v_ip.ip_address(address) <= _v_ip.ip_address(high):
+                    return True
+            elif _v_ip.ip_address(address) in _v_ip.ip_network(item, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _v_admitted(state, port, from_address):
+    firewall = state.get("firewall", {})
+    profiles = firewall.get("profiles", {})
+    # An enabled profile blocks unsolicited inbound traffic unless its default is Allow (NotConfigured means Block).
+    if profiles and all(not p.get("enabled") or p.get("inbound") == "Allow" for p in profiles.values()):
+        return True
+    for rule in firewall.get("rules", []):
+        ports = str(rule.get("LocalPorts", "*")).split(",")
+        if rule.get("Enabled") and rule.get("Direction") == 1 and rule.get("Action") == 1 and rule.get("Protocol") in (6, 256) \
+                and ("*" in ports or str(port) in ports) and _v_address_in(from_address, rule.get("RemoteAddresses")):
+            return True
+    return False
+
+
+def _v_connect(target, port):
+    """(state of the target or None, problem or None) of a TCP connection from this host."""
+    state = _v_host_by_name(target)
+    if state is None:
+        return None, "No such host is known (%s)" % target
+    if state is host and _v_listens(state, port):
+        return state, None  # the host itself: the firewall does not filter its own traffic
+    if not _v_listens(state, port) or not _v_admitted(state, port, host.get("address", "")):
+        return None, "timed out"
+    return state, None
+
+
+def verify_tcp_probe():
+    # files/tcp_probe.ps1: TcpClient.ConnectAsync(...).Wait(TimeoutMs); a dropped SYN is "no connection within N ms".
+    params = args["parameters"]
+    timeout = int(params.get("TimeoutMs", 5000))
+    state, problem = _v_connect(params["Address"], int(params["Port"]))
+    detail = "" if state is not None else ("no connection within %d ms" % timeout if problem == "timed out" else problem)
+    out["result"] = {"address": params["Address"], "port": int(params["Port"]), "open": state is not None, "detail": detail}
+
+
+def verify_cert_expiry():
+    # files/cert_expiry.ps1: by thumbprint in Cert:\LocalMachine\My; days_left = Floor((NotAfter - now).TotalDays);
+    # a missing certificate is found=false with days_left -1.
+    now = _v_dt.datetime.now(_v_dt.timezone.utc)
+    store = [t.upper() for t in host.get("iis", {}).get("certificates", [])]
+    details = host.get("certificate_details", {})
+    certificates = []
+    for thumbprint in args["parameters"]["Thumbprints"]:
+        if thumbprint.upper() in store:
+            cert = details[thumbprint.upper()]
+            not_after = _v_dt.datetime.fromisoformat(cert["not_after"])
+            days = (not_after - now).total_seconds() / 86400.0
+            certificates.append({"thumbprint": thumbprint.upper(), "found": True, "subject": cert["subject"],
+                                 "not_after": not_after.isoformat(), "days_left": int(days // 1)})
+        else:
+            certificates.append({"thumbprint": thumbprint, "found": False, "subject": "", "not_after": "", "days_left": -1})
+    out["result"] = {"certificates": certificates}
+
+
+def _v_effective(state, site, section, attribute):
+    """applicationHost.config as IIS reads it: the site's <location>, else the server level, else the schema default."""
+    apphost = state.get("iis", {}).get("apphost", {})
+    for key in (site + "|" + section, "|" + section):
+        if attribute in apphost.get(key, {}):
+            return str(apphost[key][attribute]).lower()
+    return str(IIS_SECTIONS[section][0][attribute]).lower()
+
+
+def _v_proxy_answer(state, site, credentials):
+    """(status, body) of IIS for one request to a site: IP restrictions, then authentication, then ARR to the server."""
+    auth = "system.webServer/security/authentication/"
+    ip = state.get("iis", {}).get("apphost", {}).get(site + "|system.webServer/security/ipSecurity", {})
+    if ip.get("allowUnlisted", "true").lower() == "false":
+        listed = [dict(p.split("=", 1) for p in item.split(";")) for item in ip.get("collection:", [])]
+        if not any(e.get("allowed", "").lower() == "true" and _v_address_in(host.get("address", ""), "%s/%s" % (
+                e["ipAddress"], e.get("subnetMask", "255.255.255.255"))) for e in listed):
+            return 403, "403 - Forbidden: Access is denied. (IIS 403.503: the IP address of the client has been rejected)"
+    if _v_effective(state, site, auth + "anonymousAuthentication", "enabled") != "true":
+        accounts = state.get("domain_accounts", {})
+        kind = credentials[0] if credentials else None
+        if kind == "negotiate" and _v_effective(state, site, auth + "windowsAuthentication", "enabled") == "true":
+            user, password = credentials[1], credentials[2]
+            ok = host.get("kerberos_ticket", True) if user is None else accounts.get(user) == password
+        elif kind == "basic" and _v_effective(state, site, auth + "basicAuthentication", "enabled") == "true":
+            ok = accounts.get(credentials[1]) == credentials[2]
+        else:
+            ok = False
+        if not ok:
+            return 401, "401 - Unauthorized: Access is denied due to invalid credentials."
+    server = state.get("services", {}).get("PrefectServer", {})
+    if not server.get("running"):
+        return 502, "502 - Web server received an invalid response while acting as a gateway or proxy server."
+    return 200, None
+
+
+def verify_server_health():
+    # server_health (plugins/module_utils/health_checks.py) through the proxy: health and ready with the task's
+    # credentials until `timeout` (no sleeping here), version, then one request without credentials when
+    # expect_unauthenticated_status is set. Messages as Checker.fail words them; secrets never in them.
+    url = _v_urlsplit(args["api_url"])
+    port = url.port or 443
+    base = args["api_url"].rstrip("/")
+    timeout = int(args.get("timeout") or 120)
+    checks = []
+
+    def fail(name, detail):
+        checks.append({"name": name, "ok": False, "detail": detail})
+        out.update(failed=True, checks=checks, healthy=False, ready=False,
+                   msg="server_health: check '%s' failed after %.1f s: %s" % (name, float(timeout), detail))
+
+    state, problem = _v_connect(url.hostname, port)
+    if state is None:
+        hint = "is the host reachable from %s and the port open in its firewall?" % (
+            "the control node" if args.get("api_from") == "controller" else "the Windows host")
+        fail("health", "GET %s/health: connection error: %s (check: %s) (waited %d s)" % (base, problem, hint, timeout))
+        return
+    site = next((n for n, s in state["iis"]["sites"].items() if s.get("state") == "Started"
+                 and any(b.split(":")[1] == str(port) for b in s.get("bindings", {}))), None)
+    auth = args.get("auth") or "none"
+    if auth == "basic":
+        user, _, password = (args.get("auth_string") or "").partition(":")
+        credentials = ("basic", user, password)
+    elif auth in ("negotiate", "ntlm", "kerberos"):
+        credentials = ("negotiate", args.get("username"), args.get("password"))
+    else:
+        credentials = None
+    status, body = _v_proxy_answer(state, site, credentials)
+    if status != 200:
+        fail("health", "GET %s/health: HTTP %d %s (waited %d s)" % (base, status, body, timeout))
+        return
+    version = host.get("prefect_version", "3.8.8")
+    checks += [{"name": "health", "ok": True, "detail": "GET %s/health: HTTP 200 true" % base},
+               {"name": "ready", "ok": True, "detail": "GET %s/ready: HTTP 200" % base},
+               {"name": "version", "ok": True, "detail": "Prefect %s, API 0.8.4" % version}]
+    expected = args.get("expect_unauthenticated_status")
+    if expected is not None:
+        status, body = _v_proxy_answer(state, site, None)
+        seen = "GET %s/admin/version without credentials: HTTP %d %s" % (base, status, body or '"%s"' % version)
+        if status != int(expected):
+            fail("unauthenticated", "%s, expected HTTP %d%s" % (seen, int(expected),
+                                                               ": authentication is not enforced" if status < 300 else ""))
+            return
+        checks.append({"name": "unauthenticated", "ok": True, "detail": seen})
+    out.update(healthy=True, ready=True, prefect_version=version, api_version="0.8.4", checks=checks, api_from=args.get("api_from"))
+
+
+SCRIPTS.update({"files/tcp_probe.ps1": verify_tcp_probe, "files/cert_expiry.ps1": verify_cert_expiry})
+if NAME == "server_health" and str(_V_ARGS.get("api_url", "")).startswith("https://"):
+    STANDINS["server_health"] = verify_server_health

@@ -1,0 +1,185 @@
+"""playbooks/verify.yml on the simulated all-in-one host (simhost.py; verify's own stand-ins in sim_verify.py, the Prefect
+API's in sim_operate.py) after a real site.yml run: its control flow and messages, not Windows itself. A healthy
+deployment passes with a table of every check; each check broken on its own fails the run naming that check first; a
+certificate near its end is a WARNING; --check deploys nothing; no Vault value shows at -v."""
+from __future__ import annotations
+
+import copy
+import datetime
+import hashlib
+import json
+import re
+
+import pytest
+
+from rolerun import REPO
+from simhost import INSTALLER, PROXY_CERT_THUMBPRINT, SECRETS, Sim, by_name, host_results, make_bundle
+
+pytestmark = pytest.mark.static
+
+CA = REPO / "tests" / "fixtures" / "roles" / "enclave-ca.pem"
+CHECKS = ["proxy (negotiate 200, anonymous 401)", "machine path (worker credential 200, anonymous 401)",
+          "Prefect port closed to other hosts", "pools READY, workers ONLINE", "proxy certificate expiry",
+          "smoke flow in pool windows-process"]
+WORKER = "PrefectWorker-prefect-aio"
+# The password parts of the Vault values (the JSON output escapes backslashes).
+FRAGMENTS = [re.split(r"[:@]", v.split(":", 1)[-1])[0] if k.endswith("api_auth_string") else v for k, v in SECRETS.items()] + [
+    "Db-Secret-0a7f", "WrkApi-Secret-5b3c", "Op-Secret-77d1"]
+
+
+def _cert(days: float) -> dict:
+    not_after = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=days)
+    return {PROXY_CERT_THUMBPRINT: {"subject": "CN=prefect.corp.local", "not_after": not_after.isoformat()}}
+
+
+def _extra(bundle, **more):
+    return {"prefect_bundle_dir": str(bundle), **SECRETS, "python_installer_sha256": hashlib.sha256(INSTALLER).hexdigest(),
+            "iis_proxy_certificate_thumbprint": PROXY_CERT_THUMBPRINT, "prefect_api_ca_cert": str(CA), **more}
+
+
+@pytest.fixture(scope="module")
+def converged(tmp_path_factory, ansible_env):
+    """The all-in-one host after site.yml, then what verify meets beyond it: its address, a control node in the people's
+    network (firewall_client_ranges), the proxy certificate's expiry, a domain account, and the worker's heartbeat."""
+    sim = Sim(tmp_path_factory.mktemp("verify"), ansible_env)
+    sim.run(_extra(make_bundle(sim.root)))
+    state = sim.state
+    assert state["services"]["PrefectServer"]["running"] and "Prefect" in state["iis"]["sites"]
+    state.update(address="10.20.1.10", control_node_address="10.30.0.15", certificate_details=_cert(400.5),
+                 domain_accounts={"CORP\\operator": "Op-Secret-77d1"})
+    # The worker service the role made has sent its heartbeat: the pool the role made is READY.
+    assert f"PrefectWorker" in state["services"] and "windows-process" in state["pools"]
+    state["pools"]["windows-process"].update(status="READY", workers=[{"name": WORKER, "status": "ONLINE"}])
+    return sim, state
+
+
+def _verify(converged, tmp_path, ansible_env, expect_rc=0, args=None, **more):
+    sim, state = converged
+    changes = more.pop("state", None)
+    state = copy.deepcopy(state)
+    if changes:
+        changes(state)
+    sim = Sim(tmp_path, ansible_env, state)
+    extra = _extra(sim.root / "bundle", verify_smoke_pool="windows-process", **more)
+    proc, data = sim.run(extra, playbook="verify.yml", expect_rc=expect_rc, args=["-v", *(args or [])])
+    table = by_name(host_results(data)).get("Verify report", {}).get("msg", [])
+    return sim, proc, data, table
+
+
+def _rows(table: list[str]) -> dict[str, str]:
+    """{check: result} of the closing table (HOST | STEP | RESULT)."""
+    rows = [[c.strip() for c in line.split(" | ")] for line in table[1:]]
+    return {row[1]: row[2] for row in rows}
+
+
+def _no_secret(proc) -> None:
+    for fragment in FRAGMENTS:
+        assert fragment not in proc.stdout + proc.stderr, fragment
+
+
+def test_healthy_deployment_passes_with_a_table_of_every_check(converged, tmp_path, ansible_env):
+    sim, proc, data, table = _verify(converged, tmp_path, ansible_env)
+    rows = _rows(table)
+    assert list(rows) == CHECKS, table
+    assert rows[CHECKS[0]].startswith("ok: https://prefect.corp.local Prefect 3.8.8, anonymous 401")
+    # All in one: no worker host calls the machine path or could reach the server's port from outside.
+    assert rows[CHECKS[1]].startswith("skipped: no worker host without the server")
+    assert rows[CHECKS[2]].startswith("skipped: no worker host without the server")
+    assert rows[CHECKS[3]] == "ok: windows-process READY, 1 worker(s) ONLINE"
+    assert rows[CHECKS[4]].startswith("ok: CN=prefect.corp.local expires in 400 days")
+    assert rows[CHECKS[5]] == "ok: sim-run COMPLETED in 2.5 s"
+    assert sim.state["smoke_pool_of"] == {"enclave-smoke/smoke": "windows-process"}
+    shown = by_name(host_results(data))["Smoke flow log lines are shown"]["msg"]
+    assert shown == ["Flow run sim-run: COMPLETED", "INFO enclave.prefect smoke flow", "INFO Finished in state Completed()"]
+    _no_secret(proc)
+
+
+def _anonymous_allowed(state):
+    state["iis"]["apphost"]["Prefect|system.webServer/security/authentication/anonymousAuthentication"]["enabled"] = "true"
+
+
+def _pool_paused(state):
+    state["pools"]["windows-process"]["is_paused"] = True
+
+
+def _worker_offline(state):
+    state["pools"]["windows-process"]["workers"][0]["status"] = "OFFLINE"
+
+
+def _expired(state):
+    state["certificate_details"] = _cert(-2.5)
+
+
+def _smoke_fails(state):
+    state["smoke_flow_raises"] = "RuntimeError('database is locked')"
+
+
+def _control_node_outside(state):
+    state["control_node_address"] = "10.20.0.15"
+
+
+# (case, state change, extra vars, the failed check, what its message says)
+FAILURES = [
+    ("anonymous 200", _anonymous_allowed, {}, CHECKS[0],
+     "without credentials: HTTP 200 \"3.8.8\", expected HTTP 401: authentication is not enforced"),
+    ("credentials 401", None, {"verify_username": "CORP\\operator", "verify_password": "wrong-Op-Secret"}, CHECKS[0],
+     "check 'health' failed after 60.0 s: GET https://prefect.corp.local/api/health: HTTP 401"),
+    ("control node outside the people's network", _control_node_outside, {}, CHECKS[0],
+     "connection error: timed out"),
+    ("pool paused", _pool_paused, {}, CHECKS[3], "pool windows-process is PAUSED, not READY"),
+    ("worker offline", _worker_offline, {}, CHECKS[3], f"worker windows-process/{WORKER} is OFFLINE"),
+    ("certificate expired", _expired, {}, CHECKS[4], "certificate CN=prefect.corp.local (%s) expired on" % PROXY_CERT_THUMBPRINT),
+    ("smoke flow failed", _smoke_fails, {}, CHECKS[5],
+     "ended FAILED (Failed): Flow run encountered an exception: RuntimeError('database is locked'); expected COMPLETED."),
+]
+
+
+@pytest.mark.parametrize("case, change, more, check, seen", FAILURES, ids=[f[0] for f in FAILURES])
+def test_each_check_failing_alone_fails_the_run_naming_it(converged, tmp_path, ansible_env, case, change, more, check, seen):
+    sim, proc, data, table = _verify(converged, tmp_path, ansible_env, expect_rc=2, state=change, **more)
+    rows = _rows(table)
+    assert list(rows) == CHECKS, table
+    failed = [c for c, r in rows.items() if r.startswith("FAILED")]
+    assert failed == [check], table
+    assert seen in rows[check], rows[check]
+    verdict = by_name(host_results(data))["Every check passed"]
+    assert verdict["failed"] and verdict["msg"].startswith(f"First failed check: {check} on prefect-aio.corp.local: ")
+    assert seen in verdict["msg"]
+    if check == CHECKS[5]:
+        shown = by_name(host_results(data))["Smoke flow log lines of the failed run are shown"]["msg"]
+        assert shown[0] == "Flow run sim-run: FAILED" and "ERROR Encountered exception during execution" in shown[2]
+        assert "Its log lines are shown above." in rows[check]
+    _no_secret(proc)
+
+
+def test_certificate_under_the_threshold_warns_and_passes(converged, tmp_path, ansible_env):
+    def soon(state):
+        state["certificate_details"] = _cert(9.5)
+
+    sim, proc, data, table = _verify(converged, tmp_path, ansible_env, state=soon)
+    result = _rows(table)[CHECKS[4]]
+    assert result.startswith("WARNING: CN=prefect.corp.local expires in 9 days") and "under verify_cert_warn_days 30" in result
+    # The threshold is the operator's.
+    sim, proc, data, table = _verify(converged, tmp_path / "5", ansible_env, state=soon, verify_cert_warn_days=5)
+    assert _rows(table)[CHECKS[4]].startswith("ok: CN=prefect.corp.local expires in 9 days")
+
+
+def test_check_mode_runs_the_read_only_checks_and_deploys_nothing(converged, tmp_path, ansible_env):
+    sim, proc, data, table = _verify(converged, tmp_path, ansible_env, args=["--check"])
+    rows = _rows(table)
+    assert list(rows) == CHECKS, table
+    assert rows[CHECKS[5]] == "skipped (check mode): it deploys and runs a flow"
+    assert rows[CHECKS[0]].startswith("ok:") and rows[CHECKS[3]].startswith("ok:") and rows[CHECKS[4]].startswith("ok:")
+    state = sim.state
+    assert "smoke_pool_of" not in state
+    assert "c:\\prefect\\flows\\enclave-smoke" not in state["dirs"]
+    # A failing read-only check still fails in check mode.
+    sim, proc, data, table = _verify(converged, tmp_path / "worker", ansible_env, expect_rc=2, args=["--check"],
+                                     state=_worker_offline)
+    assert [c for c, r in _rows(table).items() if r.startswith("FAILED")] == [CHECKS[3]]
+
+
+def test_without_a_smoke_pool_the_smoke_flow_is_a_skipped_row(converged, tmp_path, ansible_env):
+    sim, proc, data, table = _verify(converged, tmp_path, ansible_env, verify_smoke_pool="")
+    assert _rows(table)["smoke flow in pool"] == "skipped: set verify_smoke_pool to deploy and run the smoke flow"
+    assert "smoke_pool_of" not in sim.state
