@@ -149,10 +149,13 @@ def bk_backup_setup():
 def bk_pg_backup_role():
     """pg_backup_role.ps1: logs in as the backup login with the PGPASSFILE; only when that fails is the superuser used."""
     params = args["parameters"]
-    pg = host.setdefault("pg", {"roles": {}, "superuser_password_sha": None})
     if lookup(params["Psql"]) is None:
+        if CHECK:  # -WhatIf: PostgreSQL is not installed yet in check mode, the real run creates the login
+            out.update(changed=True, result={"error": "", "applied": False})
+            return
         out["result"] = {"error": "%s does not exist: is PostgreSQL installed" % params["Psql"]}
         return
+    pg = host.setdefault("pg", {"roles": {}, "superuser_password_sha": None})
     role = pg["roles"].get(params["Role"])
     line_ok = files.get(params["PassFile"].lower()) is not None
     if role and line_ok and role["password_sha"] == bk_sha(params["RolePassword"]) and role["read_all"] and not role.get("superuser"):

@@ -205,6 +205,22 @@ def test_database_host_dumps_with_a_dedicated_account(tmp_path, ansible_env, pla
             assert secret not in proc.stdout + proc.stderr
 
 
+def test_check_mode_on_a_database_host_without_postgresql_yet(tmp_path, ansible_env, playbook):
+    """site.yml --check on a fresh host: the postgresql role installs nothing in check mode, so psql.exe is missing;
+    pg_backup_role.ps1 reports the login as to be made instead of failing."""
+    sim = Sim(tmp_path, ansible_env)
+    before = sim.state
+    proc, data = sim.run(extra(sim), playbook=playbook, limit=DB, args=["--check"])
+    login = by_name(reached(data, DB))["PostgreSQL backup login may read all data and nothing more"]
+    assert login["changed"]
+    assert "PostgreSQL backup login problems are shown" not in by_name(reached(data, DB))
+    after = sim.state
+    for key in ("tasks", "dirs", "files", "pg", "accounts"):
+        assert after.get(key, {}) == before.get(key, {}), key
+    for secret in ("PgBkp-Secret-1f3c", "Bkp-Secret-77aa", "PgSuper-Secret-8b21"):
+        assert secret not in proc.stdout + proc.stderr
+
+
 def test_server_host_with_a_database_takes_no_backup(tmp_path, ansible_env, playbook):
     """prefect-srv01 uses prefect-db01: the dumps are taken there, nothing on the server host."""
     sim = Sim(tmp_path, ansible_env, aio_state())

@@ -38,6 +38,13 @@ function Test-BackupLogin {
 }
 
 if (-not (Test-Path -LiteralPath $Psql -PathType Leaf)) {
+    # Check mode on a host the postgresql role has not installed yet (it installs nothing in check mode): a real run
+    # creates the login after PostgreSQL is installed.
+    if ($WhatIfPreference) {
+        $Ansible.Changed = $true
+        $Ansible.Result = @{ error = ''; applied = $false }
+        return
+    }
     $Ansible.Result = @{ error = "$Psql does not exist: is PostgreSQL installed (postgresql role) and backup_postgresql_bin_dir right?" }
     return
 }
