@@ -100,14 +100,23 @@ def _v_admitted(state, port, from_address):
     return False
 
 
+def _v_caller():
+    """Address the request comes from: the control node's for a server_health call with api_from: controller (with one
+    simulated host the control node shares its state file: host["control_node_address"]), else this host's."""
+    if NAME == "server_health" and args.get("api_from") == "controller":
+        return host.get("control_node_address", host.get("address", ""))
+    return host.get("address", "")
+
+
 def _v_connect(target, port):
-    """(state of the target or None, problem or None) of a TCP connection from this host."""
+    """(state of the target or None, problem or None) of a TCP connection from the caller."""
     state = _v_host_by_name(target)
     if state is None:
         return None, "No such host is known (%s)" % target
-    if state is host and _v_listens(state, port):
+    caller = _v_caller()
+    if state is host and caller == host.get("address") and _v_listens(state, port):
         return state, None  # the host itself: the firewall does not filter its own traffic
-    if not _v_listens(state, port) or not _v_admitted(state, port, host.get("address", "")):
+    if not _v_listens(state, port) or not _v_admitted(state, port, caller):
         return None, "timed out"
     return state, None
 
@@ -155,8 +164,8 @@ def _v_proxy_answer(state, site, credentials):
     ip = state.get("iis", {}).get("apphost", {}).get(site + "|system.webServer/security/ipSecurity", {})
     if ip.get("allowUnlisted", "true").lower() == "false":
         listed = [dict(p.split("=", 1) for p in item.split(";")) for item in ip.get("collection:", [])]
-        if not any(e.get("allowed", "").lower() == "true" and _v_address_in(host.get("address", ""), "%s/%s" % (
-                e["ipAddress"], e.get("subnetMask", "255.255.255.255"))) for e in listed):
+        if not any(e.get("allowed", "").lower() == "true" and _v_address_in(_v_caller(), "%s/%s" % (
+                e["ipAddress"], e.get("subnetMask", "255.255.255.255"))) for e in listed if "ipAddress" in e):
             return 403, "403 - Forbidden: Access is denied. (IIS 403.503: the IP address of the client has been rejected)"
     if _v_effective(state, site, auth + "anonymousAuthentication", "enabled") != "true":
         accounts = state.get("domain_accounts", {})
