@@ -1,4 +1,4 @@
-# modules: microsoft.iis.website microsoft.iis.web_app_pool ansible.windows.win_feature ansible.windows.win_certificate_info ansible.windows.win_certificate_store
+# modules: microsoft.iis.website microsoft.iis.website_info microsoft.iis.web_app_pool ansible.windows.win_feature ansible.windows.win_certificate_info ansible.windows.win_certificate_store
 # Stand-ins of the iis_proxy role (simhost.py PARTS), behaving as the upstream sources do: microsoft.iis 1.1.0
 # (plugins/modules/website.ps1, web_app_pool.ps1), ansible.windows 3.3.0 (win_feature.ps1, win_package.ps1,
 # win_certificate_info.ps1, win_certificate_store.ps1, win_powershell.ps1). IIS state lives in host["iis"].
@@ -35,6 +35,22 @@ def _iis():
     return iis
 
 
+def _iis_missing(what="module"):
+    """True (and the call failed) when IIS (Web-Server) is not installed. website.ps1:133-135, website_info.ps1:23-27 and
+    web_app_pool.ps1:171-175 (microsoft.iis 1.1.0) run `Import-Module WebAdministration` unguarded under the module
+    wrapper's ErrorActionPreference Stop; iis_proxy_config.ps1:16-17 runs `Add-Type` on Microsoft.Web.Administration.dll.
+    Without Web-Server neither exists, so the call fails before it reads anything, in check mode and for state absent too."""
+    if "Web-Server" in _iis()["features"]:
+        return False
+    if what == "dll":
+        out.update(failed=True, msg="Cannot find path 'C:\\Windows\\System32\\inetsrv\\Microsoft.Web.Administration.dll' "
+                                    "because it does not exist.")
+    else:
+        out.update(failed=True, msg="The specified module 'WebAdministration' was not loaded because no valid module file "
+                                    "was found in any module directory.")
+    return True
+
+
 def iis_win_feature():
     """win_feature.ps1: Install-WindowsFeature -WhatIf:$check_mode; changed when any FeatureResult (a feature that was
     not installed); a missing `source` path fails first (Test-Path); reboot_required from RestartNeeded."""
@@ -57,17 +73,25 @@ def iis_win_feature():
 
 def iis_reg_stat():
     """win_reg_stat.ps1 on a key alone: exists when the key does; the extensions' setup writes
-    HKLM\\SOFTWARE\\Microsoft\\IIS Extensions\\<name>."""
+    HKLM\\SOFTWARE\\Microsoft\\IIS Extensions\\<name>, Web-Server's setup HKLM\\SOFTWARE\\Microsoft\\InetStp."""
     name = args["path"].rsplit("\\", 1)[-1]
+    if name.lower() == "inetstp":
+        out["exists"] = "Web-Server" in _iis()["features"]
+        return
     out["exists"] = name in _iis()["extensions"]
 
 
 def iis_win_package():
     """win_package.ps1 with an MSI: a local path that does not exist fails outside check mode; with a path the msi
-    provider reads the ProductCode from the file (product_id is then not used); without one, product_id is queried.
+    provider reads the ProductCode from the file (product_id is then not used); state present needs path.
     msiexec /i runs only when that product is not installed. ARR's MSI refuses to install without URL Rewrite."""
     iis = _iis()
     path_arg = args.get("path")
+    # win_package.ps1:1303-1306 (ansible.windows 3.3.0): required_if state present -> path; Ansible.Basic refuses the
+    # call before the module body runs, with or without product_id, in check mode too.
+    if args.get("state", "present") == "present" and not path_arg:
+        out.update(failed=True, msg="state is present but all of the following are missing: path")
+        return
     if path_arg:
         digest = lookup(path_arg)
         if digest is None:
@@ -77,9 +101,6 @@ def iis_win_package():
             out.update(failed=True, msg="check mode: %s is not an MSI the provider can read" % path_arg)
             return
         product = host.get("msi_products", {}).get(digest)
-    else:
-        product = next((p for p in host.get("msi_products", {}).values() if p["code"] == args.get("product_id")),
-                       {"code": args.get("product_id"), "name": "?"})
     installed = product["code"] in host.get("installed_msi", [])
     out.update(changed=not installed, rc=0, reboot_required=False)
     if installed or CHECK:
@@ -154,15 +175,14 @@ POOL_DEFAULTS = {"managedRuntimeVersion": "v4.0", "managedPipelineMode": "Integr
 
 def iis_web_app_pool():
     iis = _iis()
+    if _iis_missing():
+        return
     name = args["name"]
     pool = iis["pools"].get(name)
     if args.get("state") == "absent":
         out["changed"] = pool is not None
         if pool is not None and not CHECK:
             del iis["pools"][name]
-        return
-    if "Web-Server" not in iis["features"]:
-        out.update(failed=True, msg="Cannot find drive. A drive with the name 'IIS' does not exist.")
         return
     if pool is None:
         out["changed"] = True
@@ -183,8 +203,10 @@ def iis_website():
     """website.ps1: a new site needs an existing physical_path; bindings are keyed by the literal
     "$ip:$port:$hostname" (an ip left out never matches IIS's '*' and is added again); an https binding needs its
     certificate in Cert:\\LocalMachine\\My (Test-Path) both when added and when kept; for a kept binding the
-    certificate is re-applied with AddSslCertificate without reporting a change, in check mode too."""
+    certificate is re-applied with AddSslCertificate without reporting a change, in check mode too (website.ps1:261-264)."""
     iis = _iis()
+    if _iis_missing():
+        return
     name = args["name"]
     site = iis["sites"].get(name)
     state = args.get("state", "started")
@@ -252,11 +274,39 @@ def iis_website():
             site["state"] = "Started"
 
 
+def iis_website_info():
+    """website_info.ps1 (microsoft.iis 1.1.0): exists and site (a list): with `name`, that site or an empty list
+    (Get-Item IIS:\\Sites\\<name> throws, Get-WebsiteInfo returns nothing); without, every site. Each binding as
+    Get-WebBinding shows it, split from bindingInformation "ip:port:hostname" (lines 43-56): certificate_hash is the
+    binding's certificateHash, empty for http."""
+    iis = _iis()
+    if _iis_missing():
+        return
+    names = [args["name"]] if args.get("name") is not None else list(iis["sites"])
+    sites = []
+    for name in names:
+        site = iis["sites"].get(name)
+        if site is None:
+            continue
+        bindings = []
+        for key, value in site["bindings"].items():
+            ip, port, hostname = key.split(":", 2)
+            bindings.append({"ip": ip, "port": int(port), "hostname": hostname, "protocol": value["protocol"],
+                             "use_ccs": bool(value["sslFlags"] // 2), "use_sni": bool(value["sslFlags"] % 2),
+                             "certificate_hash": value.get("certificate", ""),
+                             "certificate_store_name": "My" if value["protocol"] == "https" else ""})
+        sites.append({"name": name, "state": site["state"], "physical_path": site["physical_path"],
+                      "application_pool": site["pool"], "bindings": bindings})
+    out.update(exists=bool(sites), site=sites)
+
+
 def iis_config_script():
     """files/iis_proxy_config.ps1 on applicationHost.config: effective values (location, else server, else schema
     default), written only where they differ, one commit; -WhatIf (check mode) writes nothing. The script declares
     SupportsShouldProcess, so win_powershell runs it in check mode (win_powershell.ps1 skips other scripts)."""
     iis = _iis()
+    if _iis_missing("dll"):
+        return
     apphost = iis["apphost"]
     params = args["parameters"]
     before, after = {}, {}
@@ -331,6 +381,7 @@ def iis_spn_script():
 
 
 STANDINS["website"] = iis_website
+STANDINS["website_info"] = iis_website_info
 STANDINS["web_app_pool"] = iis_web_app_pool
 STANDINS["win_feature"] = iis_win_feature
 STANDINS["win_certificate_info"] = iis_certificate_info
@@ -340,7 +391,8 @@ SCRIPTS["iis_proxy_spn.ps1"] = iis_spn_script
 # Modules other roles use too: this role's calls only (an IIS Extensions key, an MSI, web.config content, and the
 # role's directories), so the other roles keep the stand-ins of sim_module.py and of the other parts.
 _IIS_MINE = {}
-if NAME == "win_reg_stat" and "\\IIS Extensions\\" in _IIS_ARGS.get("path", ""):
+if NAME == "win_reg_stat" and ("\\IIS Extensions\\" in _IIS_ARGS.get("path", "")
+                              or _IIS_ARGS.get("path", "").lower().endswith("\\microsoft\\inetstp")):
     _IIS_MINE["win_reg_stat"] = iis_reg_stat
 if NAME == "win_package" and (_IIS_ARGS.get("product_id") or str(_IIS_ARGS.get("path", "")).lower().endswith(".msi")):
     _IIS_MINE["win_package"] = iis_win_package

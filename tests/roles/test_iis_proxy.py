@@ -25,8 +25,8 @@ from webconfig import check_web_config  # noqa: E402
 pytestmark = pytest.mark.static
 
 # Documented in roles/iis_proxy/README.md and docs/roles.md; update together.
-EXPECTED_HOST_TASKS = 10
-EXPECTED_MODULE_RUNS = 11
+EXPECTED_HOST_TASKS = 11
+EXPECTED_MODULE_RUNS = 12
 
 THUMB = "A1B2C3D4E5F60718293A4B5C6D7E8F9012345678"
 REWRITE_MSI, ARR_MSI = b"not the real rewrite msi", b"not the real arr msi"
@@ -170,6 +170,58 @@ def test_state_absent_removes_what_the_role_made_and_leaves_iis(tmp_path, ansibl
     assert "Web-Server" in state["features"] and "Application Request Routing" in state["extensions"]
     _out, again = proxy.run(iis_proxy_state="absent")
     assert not [n for n, r in reached(again) if r.get("changed")]
+
+
+def test_state_absent_on_a_host_without_iis_removes_nothing_and_does_not_fail(tmp_path, ansible_env):
+    """The IIS modules and the settings script cannot load without IIS (sim_iis.py _iis_missing): InetStp decides."""
+    proxy = Proxy(tmp_path, ansible_env)
+    before = proxy.sim.state["iis"]
+    _out, data = proxy.run(iis_proxy_state="absent")
+    hits = by_name(reached(data))
+    assert hits["IIS is known to be installed or not"]["exists"] is False
+    assert {"Proxy sites are removed", "Proxy application pool is removed",
+            "Site settings of the role are removed from applicationHost.config"}.isdisjoint(hits), sorted(hits)
+    assert not [n for n, r in hits.items() if r.get("changed")]
+    assert {k: v for k, v in proxy.sim.state["iis"].items() if v} == before
+
+
+def test_first_check_run_with_product_ids_reports_the_extensions(tmp_path, ansible_env):
+    """win_package refuses state present without path (win_package.ps1:1303-1306): check mode before the MSIs are staged
+    skips it and says what a real run installs."""
+    proxy = Proxy(tmp_path, ansible_env)
+    _out, data = proxy.run(args=["--check"], iis_proxy_url_rewrite_product_id="{REWRITE}", iis_proxy_arr_product_id="{ARR}")
+    state = proxy.sim.state
+    assert not state.get("installer_runs") and state["iis"]["extensions"] == [] and state["iis"]["features"] == []
+    results = [r for n, r in host_results(data) if "Check mode reports the IIS extension as to be installed" in n]
+    assert len(results) == 2 and all(r.get("changed") for r in results), results
+    assert "URL Rewrite" in results[0]["msg"] and "Application Request Routing" in results[1]["msg"]
+    assert not [n for n, r in host_results(data) if "IIS extension is installed" in n and not r.get("skipped")]
+
+
+def test_certificate_renewal_is_reported_and_check_mode_leaves_the_binding(tmp_path, ansible_env):
+    """website.ps1:261-264 (microsoft.iis 1.1.0) rebinds a kept binding's certificate unreported, in check mode too; the
+    role reads website_info first."""
+    renewed = "B2C3D4E5F60718293A4B5C6D7E8F901234567890"
+    proxy = Proxy(tmp_path, ansible_env)
+    proxy.run()
+    iis = proxy.sim.state["iis"]
+    proxy.sim.update(iis={**iis, "certificates": [THUMB, renewed]})
+    before = proxy.sim.state["iis"]
+    _out, check = proxy.run(args=["--check"], iis_proxy_certificate_thumbprint=renewed)
+    assert proxy.sim.state["iis"] == before  # nothing rebound
+    reports = by_name(host_results(check))["Check mode reports a site whose certificate would be replaced"]
+    messages = [r["msg"] for r in reports["results"] if not r.get("skipped")]
+    assert reports["changed"] and len(messages) == 2 and all(THUMB in m and renewed in m for m in messages), reports
+    _out, real = proxy.run(iis_proxy_certificate_thumbprint=renewed)
+    results = by_name(reached(real))
+    assert results["People's site answers HTTPS on prefect_public_port for prefect_public_host"]["changed"]
+    assert results["Workers' site answers HTTPS on prefect_worker_port"]["changed"]
+    sites = proxy.sim.state["iis"]["sites"]
+    assert {b["certificate"] for s in sites.values() for b in s["bindings"].values()} == {renewed}
+    _out, again = proxy.run(iis_proxy_certificate_thumbprint=renewed)
+    assert not [n for n, r in reached(again) if r.get("changed")]
+    _out, check_again = proxy.run(args=["--check"], iis_proxy_certificate_thumbprint=renewed)
+    assert not [n for n, r in host_results(check_again) if r.get("changed")]
 
 
 def test_pfx_is_imported_once_and_its_staged_copy_removed(tmp_path, ansible_env):
