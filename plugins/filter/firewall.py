@@ -245,8 +245,44 @@ def firewall_plan(data: Mapping) -> dict:
     return plan
 
 
+# INetFwRule.Profiles bits (NET_FW_PROFILE2_*); 0x7fffffff is "all".
+PROFILE_BITS = {"domain": 1, "private": 2, "public": 4}
+
+
+def _span(text: str):
+    """(first, last) address of one RemoteAddresses entry as the firewall stores it ('*', a.b.c.d/mask, a-b, a.b.c.d),
+    or of one control node address; None for a keyword, which names no fixed set of addresses."""
+    text = str(text).strip()
+    if text.lower() in ANY:
+        return (0, 2 ** 32 - 1)
+    try:
+        if "-" in text:
+            low, _sep, high = text.partition("-")
+            return (int(ipaddress.IPv4Address(low.strip())), int(ipaddress.IPv4Address(high.strip())))
+        network = ipaddress.IPv4Network(text, strict=False)
+    except ValueError:
+        return None
+    return (int(network.network_address), int(network.broadcast_address))
+
+
+def firewall_winrm_unreachable(rules, profiles, addresses) -> list:
+    """The profiles (of `profiles`, those about to be turned on) in which no enabled inbound allow rule for WinRM admits
+    every control node address: `rules` are firewall_rules.ps1's winrm_rules (name, profiles bit mask, remoteip as the
+    firewall stores it). With no control node address listed, only a rule admitting any address counts."""
+    wanted = [_span(a) for a in (addresses or [])] or [(0, 2 ** 32 - 1)]
+    blocked = []
+    for name in profiles or []:
+        bit = PROFILE_BITS[str(name).lower()]
+        usable = [r for r in rules or [] if int(r.get("profiles", 0)) & bit]
+        spans = [_span(e) for r in usable for e in str(r.get("remoteip", "")).split(",")]
+        spans = [x for x in spans if x is not None]
+        if not all(w is not None and any(lo <= w[0] and w[1] <= hi for lo, hi in spans) for w in wanted):
+            blocked.append(name)
+    return blocked
+
+
 class FilterModule:
     """Firewall rules of the firewall role."""
 
     def filters(self):
-        return {"firewall_plan": firewall_plan}
+        return {"firewall_plan": firewall_plan, "firewall_winrm_unreachable": firewall_winrm_unreachable}

@@ -213,15 +213,18 @@ def firewall_rules_script():
                 "protocol": rule["Protocol"], "localport": rule["LocalPorts"], "remoteip": rule["RemoteAddresses"]}
     legacy = [n.lower() for n in params.get("LegacyNames") or []]
     port = int(params.get("WinRMPort", 5986))
-    result = {"group_rules": [], "legacy_rules": [], "disable_rules": [], "profiles": {}, "winrm_admitted": False}
+    result = {"group_rules": [], "shared_rules": [], "legacy_rules": [], "disable_rules": [], "profiles": {},
+              "winrm_rules": []}
+    group = params["Group"].lower()
+    outside = {r["Name"].lower() for r in state["rules"] if str(r.get("Grouping") or "").lower() != group}
     for rule in state["rules"]:
-        if str(rule.get("Grouping") or "").lower() == params["Group"].lower():
-            result["group_rules"].append(info(rule))
+        if str(rule.get("Grouping") or "").lower() == group:
+            result["shared_rules" if rule["Name"].lower() in outside else "group_rules"].append(info(rule))
         if rule["Name"].lower() in legacy:
             result["legacy_rules"].append(info(rule))
         if (rule["Enabled"] and rule["Direction"] == 1 and rule["Action"] == 1 and rule["Protocol"] in (6, 256)
                 and fw_port_listed(rule["LocalPorts"], port)):
-            result["winrm_admitted"] = True
+            result["winrm_rules"].append({"name": rule["Name"], "profiles": rule["Profiles"], "remoteip": rule["RemoteAddresses"]})
     for rule_name in params.get("DisableRuleNames") or []:
         for rule in state["rules"]:
             if str(rule.get("id", "")).lower() == rule_name.lower():

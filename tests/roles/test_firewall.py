@@ -232,3 +232,47 @@ def test_profile_is_not_turned_on_without_a_winrm_rule(tmp_path, ansible_env):
     rules = rules_by_name(sim.state)
     assert rules[GROUP + " - WinRM HTTPS"]["RemoteAddresses"] == "10.20.0.15/255.255.255.255"
     assert sim.state["firewall"]["profiles"]["Domain"] == {"enabled": True, "inbound": "Block"}
+
+
+def _domain_off(rules):
+    return {"firewall": {"rules": rules, "profiles": {
+        "Domain": {"enabled": False, "inbound": "NotConfigured"}, "Private": {"enabled": True, "inbound": "Block"},
+        "Public": {"enabled": False, "inbound": "NotConfigured"}}}}
+
+
+@pytest.mark.parametrize(("rule", "locked"), [
+    # A WinRM rule for the Domain profile only does not keep the control node in when Public is turned on.
+    (dict(PREPARE, Profiles=1), "Public"),
+    # A WinRM rule from another address does not admit the control node (10.20.0.15, example inventory).
+    (dict(PREPARE, RemoteAddresses="10.20.9.0/255.255.255.0"), "Domain"),
+    # A disabled rule admits nobody.
+    (dict(PREPARE, Enabled=False), "Domain"),
+], ids=["domain-only", "other-address", "disabled"])
+def test_winrm_guard_counts_only_rules_for_the_profile_and_the_control_node(tmp_path, ansible_env, rule, locked):
+    sim = Sim(tmp_path, ansible_env, _domain_off([rule]))
+    proc, _data = run(sim, expect_rc=2)
+    message = next(line for line in proc.stdout.splitlines() if "lock the control node out" in line)
+    assert locked in message and "10.20.0.15" in message, message
+    assert sim.state["firewall"]["profiles"]["Domain"]["enabled"] is False
+
+
+def test_winrm_guard_admits_a_rule_for_all_profiles_from_the_control_node_subnet(tmp_path, ansible_env):
+    sim = Sim(tmp_path, ansible_env, _domain_off([dict(PREPARE, RemoteAddresses="10.20.0.0/255.255.255.0")]))
+    run(sim)
+    assert all(p["enabled"] for p in sim.state["firewall"]["profiles"].values())
+
+
+def test_stale_group_rule_sharing_its_name_with_another_group_is_left_with_a_warning(tmp_path, ansible_env):
+    """win_firewall_rule.ps1:178-185 matches `name` in every group: removing the stale group rule by name would take the
+    other product's rule of the same display name with it."""
+    stale = GROUP + " - old"
+    other = com_rule(stale, 9000, group="Other product", rule_id="other-product-rule")
+    sim = Sim(tmp_path, ansible_env, {"firewall": {"rules": [PREPARE, com_rule(stale, 9000, group=GROUP), other,
+                                                             com_rule(GROUP + " - unique old", 9001, group=GROUP)]}})
+    _proc, data = run(sim)
+    rules = firewall(sim.state)["rules"]
+    assert other in rules
+    assert [r["Grouping"] for r in rules if r["Name"] == stale] == [GROUP, "Other product"]
+    assert GROUP + " - unique old" not in rules_by_name(sim.state)  # a stale rule with its own name still goes
+    warning = by_name(host_results(data, AIO))["Rules of the group sharing their name with other rules are shown"]["msg"]
+    assert json.dumps(stale) in warning and AIO in warning

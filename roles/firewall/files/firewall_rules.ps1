@@ -1,11 +1,14 @@
 # Read-only: what the firewall role must know before it changes anything (roles/firewall/tasks/rules.yml).
 # Rules are read through the same COM object community.windows.win_firewall_rule uses (HNetCfg.FwPolicy2), so a
 # rule's Name here is the display name that module matches on, and Grouping is its group.
-#  - the rules of the role's group (those the host no longer needs are removed by name);
+#  - the rules of the role's group (those the host no longer needs are removed by name). win_firewall_rule matches
+#    `name` against every rule's display name, in any group (win_firewall_rule.ps1:178-185), so a group rule whose
+#    display name another rule outside the group shares is returned apart (shared_rules), never for removal;
 #  - runbook 000's rules, by display name;
 #  - built-in rules to disable, by rule name (Get-NetFirewallRule -Name), returned with their translated display name;
-#  - the profiles as win_firewall reads them, and whether an enabled local rule admits WinRM over HTTPS, so that
-#    turning a profile on cannot lock the control node out.
+#  - the profiles as win_firewall reads them, and the enabled inbound allow rules for WinRM over HTTPS with their
+#    profiles and remote addresses, so that turning a profile on cannot lock the control node out
+#    (plugins/filter/firewall.py firewall_winrm_unreachable decides).
 [CmdletBinding()]
 param (
     [Parameter(Mandatory)][string]$Group,
@@ -54,10 +57,18 @@ function Test-PortListed {
 $fw = New-Object -ComObject HNetCfg.FwPolicy2
 $groupRules = @()
 $legacy = @()
-$winrmAdmitted = $false
+$winrmRules = @()
+# Display names of rules outside the group (-eq and -contains compare case-insensitively, as the module's filter does).
+$outside = @($fw.Rules | Where-Object { $_.Grouping -ne $Group } | ForEach-Object { [string]$_.Name })
+$shared = @()
 foreach ($rule in $fw.Rules) {
     if ($rule.Grouping -eq $Group) {
-        $groupRules += ConvertTo-RuleInfo -Rule $rule
+        if ($outside -contains [string]$rule.Name) {
+            $shared += ConvertTo-RuleInfo -Rule $rule
+        }
+        else {
+            $groupRules += ConvertTo-RuleInfo -Rule $rule
+        }
     }
     if ($LegacyNames -contains $rule.Name) {
         $legacy += ConvertTo-RuleInfo -Rule $rule
@@ -65,7 +76,7 @@ foreach ($rule in $fw.Rules) {
     # 6 = TCP, 256 = any protocol
     if ($rule.Enabled -and $rule.Direction -eq 1 -and $rule.Action -eq 1 -and @(6, 256) -contains $rule.Protocol -and
         (Test-PortListed -Ports $rule.LocalPorts -Port $WinRMPort)) {
-        $winrmAdmitted = $true
+        $winrmRules += @{ name = [string]$rule.Name; profiles = [int]$rule.Profiles; remoteip = [string]$rule.RemoteAddresses }
     }
 }
 
@@ -92,8 +103,9 @@ foreach ($firewallProfile in $Profiles) {
 
 $Ansible.Result = @{
     group_rules = @($groupRules)
+    shared_rules = @($shared)
     legacy_rules = @($legacy)
     disable_rules = @($disable)
     profiles = $profileState
-    winrm_admitted = $winrmAdmitted
+    winrm_rules = @($winrmRules)
 }
