@@ -26,11 +26,18 @@ $running = Get-Service -Name $Service -ErrorAction SilentlyContinue
 if ($running -and $running.Status -ne 'Stopped') {
     throw "Service '$Service' is $($running.Status): migrations run only with the server stopped."
 }
+# Every value of the service environment (the database URL among them) is masked in the output, as
+# roles/backup/files/database_upgrade.ps1 does for the same command (win_powershell runs one file, so it is repeated).
+$secrets = New-Object System.Collections.Generic.List[string]
 foreach ($line in @($item.GetValue('AppEnvironmentExtra', @(), 'DoNotExpandEnvironmentNames'))) {
     $pair = "$line" -split '=', 2
     if ($pair.Count -eq 2) {
         # NSSM expands %VAR% in these values when it starts the service (ExpandEnvironmentStrings): so does this.
-        [Environment]::SetEnvironmentVariable($pair[0], [Environment]::ExpandEnvironmentVariables($pair[1]), 'Process')
+        $value = [Environment]::ExpandEnvironmentVariables($pair[1])
+        [Environment]::SetEnvironmentVariable($pair[0], $value, 'Process')
+        foreach ($candidate in @($pair[1], $value)) {
+            if ($candidate -and $candidate.Length -ge 4) { $secrets.Add($candidate) }
+        }
     }
 }
 $env:PREFECT_SERVER_ANALYTICS_ENABLED = 'false'
@@ -39,7 +46,8 @@ $ErrorActionPreference = 'Continue'
 $output = (& $VenvPython -m prefect server database upgrade -y 2>&1 | ForEach-Object { "$_" }) -join "`n"
 $exitCode = $LASTEXITCODE
 $ErrorActionPreference = $previous
-# The output names migrations, never the database URL's password (Prefect masks it in its own messages).
+# Longest first, so that a value containing another is masked whole.
+foreach ($secret in @($secrets | Sort-Object -Property Length -Descending)) { $output = $output.Replace($secret, '***') }
 $Ansible.Result.output = $output
 if ($exitCode -ne 0) {
     throw "prefect server database upgrade -y failed ($exitCode): $output"

@@ -224,7 +224,16 @@ def operate_db_upgrade():
         sqlite = "c:\\prefect\\data\\prefect.db"
         if sqlite in files:
             files[sqlite] = "migrated-%d" % db["migrations"]
-    out["result"] = {"output": "Migrating database\nMigration complete"}
+    # What Prefect printed (host["migration_output"], e.g. an error quoting the database URL), with every value of the
+    # service environment (NSSM AppEnvironmentExtra) masked, longest first, as the script does.
+    output = host.get("migration_output", "Migrating database\nMigration complete")
+    for value in sorted(services.get(name, {}).get("environment", {}).values(), key=len, reverse=True):
+        if len(value) >= 4:
+            output = output.replace(value, "***")
+    if host.get("migration_exit_code"):
+        out.update(failed=True, msg="prefect server database upgrade -y failed (%d): %s" % (host["migration_exit_code"], output))
+        return
+    out["result"] = {"output": output}
 
 
 def operate_smoke_deploy():

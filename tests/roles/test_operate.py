@@ -85,6 +85,20 @@ def test_upgrade_switches_migrates_once_and_restores_the_pools(converged, tmp_pa
     assert "database migrated" in proc.stdout and "FAILED" not in proc.stdout
 
 
+def test_migration_output_masks_the_service_environment(converged, tmp_path, ansible_env):
+    """prefect_db_upgrade.ps1 masks every value of the server's NSSM environment in the output it returns (as
+    roles/backup/files/database_upgrade.ps1 does): here Prefect's output quotes the database URL."""
+    url = "postgresql+asyncpg://prefect:Db-Secret-0a7f@db01:5432/prefect"
+    sim, extra = _new_release(tmp_path, ansible_env, converged)
+    services = sim.state["services"]
+    services["PrefectServer"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"] = url
+    sim.update(services=services, migration_output="Connecting to %s\nMigration complete" % url)
+    proc, data = sim.run(extra, playbook="upgrade.yml", args=["-v"])
+    shown = [r for n, r in host_results(data) if n.endswith("Migration output is shown")]
+    assert shown and "Connecting to ***" in str(shown[0]["msg"]), shown
+    assert "Db-Secret-0a7f" not in proc.stdout + proc.stderr
+    assert sim.state["database"]["migrations"] == 1
+
 # (step, where to inject, what must have been restored)
 FAILURES = [
     ("pools paused, runs drained", {"target": "work_pool", "match": '"paused": true'}, False),
