@@ -13,7 +13,7 @@ param (
     [string]$AuthString = '',
     [string]$DatabaseHost = '',
     [int]$DatabasePort = 5432,
-    [string]$FirewallGroup = 'enclave.prefect',
+    [string]$FirewallGroup = 'enclave.prefect.firewall',
     [string[]]$Thumbprints = @(),
     [int]$StuckHours = 6
 )
