@@ -434,14 +434,17 @@ def nssm_services_verify_problems(plan, status, settle_seconds):
 
 def nssm_services_workers_online(plan, status):
     """The workers_online argument of enclave.prefect.server_health for each API the workers use:
-    [{api_url, auth_string, workers: [{pool, name, heartbeat_after}]}]."""
+    [{api_url, credential, workers: [{pool, name, heartbeat_after}]}]. credential names the variable whose value the
+    workers send ("server": prefect_api_auth_string on loopback, "worker": prefect_worker_api_auth_string on the
+    machine path, "": none), never the value: the items of a loop are printed in full by every callback."""
     groups = {}
     for svc in plan["services"]:
         if svc["kind"] != "worker":
             continue
         key = svc["api_url"]
+        sends = bool(svc["environment"].get("PREFECT_API_AUTH_STRING"))
         group = groups.setdefault(key, {"api_url": key, "local": svc["local"],
-                                        "auth_string": svc["environment"].get("PREFECT_API_AUTH_STRING", ""),
+                                        "credential": ("server" if svc["local"] else "worker") if sends else "",
                                         "workers": []})
         started = ((status or {}).get(svc["name"]) or {}).get("app_started")
         group["workers"].append({"pool": svc["pool"], "name": svc["worker_name"], "heartbeat_after": started})

@@ -134,10 +134,8 @@ def test_no_secret_in_any_output(runs):
             assert secret not in proc.stdout + proc.stderr, f"{secret} leaked"
 
 
-@pytest.mark.xfail(strict=True, reason="roles/nssm_services/tasks/verify.yml 'Workers are online by name ...': no_log follows "
-                   "prefect_api_auth_string only, and each loop item carries the worker hosts' prefect_worker_api_auth_string")
 def test_worker_api_credential_in_no_output(runs):
     """A remote worker host's API credential (IIS Basic authentication at the proxy): the json callback prints each loop
-    item in full, so a loop over items holding it needs no_log. Strict: passes, and fails as XPASS, once the role is fixed."""
+    item in full, so the online check's items name the variable to send (nssm_services_workers_online), never its value."""
     for proc, _data in (runs["first"], runs["second"]):
         assert WORKER_API_SECRET not in proc.stdout + proc.stderr, "the worker API credential leaked"

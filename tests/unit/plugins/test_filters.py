@@ -139,7 +139,8 @@ def test_remote_worker_with_https_gets_the_ca_and_no_server_account():
     assert paths == ["C:\\Prefect\\logs", "C:\\Prefect\\logs\\workers", "C:\\Prefect\\flows", "C:\\Prefect\\worker-data",
                      "C:\\Prefect\\venvs"]
     groups = nssm_services_workers_online(plan, {"PrefectWorker": {"app_started": "2026-01-01T00:00:00.000Z"}})
-    assert groups == [{"api_url": "https://prefect.corp.local/api", "local": False, "auth_string": "CORP\\api:pw",
+    assert "CORP\\api:pw" not in repr(groups)
+    assert groups == [{"api_url": "https://prefect.corp.local/api", "local": False, "credential": "worker",
                        "workers": [{"pool": "windows-process", "name": "PrefectWorker-prefect-aio",
                                     "heartbeat_after": "2026-01-01T00:00:00.000Z"}]}]
 
