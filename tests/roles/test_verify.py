@@ -48,7 +48,7 @@ def converged(tmp_path_factory, ansible_env):
     state.update(address="10.20.1.10", control_node_address="10.30.0.15", certificate_details=_cert(400.5),
                  domain_accounts={"CORP\\operator": "Op-Secret-77d1"})
     # The worker service the role made has sent its heartbeat: the pool the role made is READY.
-    assert f"PrefectWorker" in state["services"] and "windows-process" in state["pools"]
+    assert "PrefectWorker" in state["services"] and "windows-process" in state["pools"]
     state["pools"]["windows-process"].update(status="READY", workers=[{"name": WORKER, "status": "ONLINE"}])
     return sim, state
 
