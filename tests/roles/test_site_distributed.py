@@ -25,13 +25,16 @@ pytestmark = pytest.mark.static
 
 SRV, WRK1, WRK2, DB = (f"prefect-{name}.corp.local" for name in ("srv01", "wrk01", "wrk02", "db01"))
 HOSTS = [SRV, WRK1, WRK2, DB]
+# Each host's address as the others see it (the example inventory's prefect_host_address): sim_verify.py's network
+# connects a worker host's https calls to the proxy only when IIS listens there and its firewall admits that address.
+ADDRESSES = {SRV: "10.20.1.20", WRK1: "10.20.1.21", WRK2: "10.20.1.22", DB: "10.20.1.30"}
 CA = REPO / "tests" / "fixtures" / "roles" / "enclave-ca.pem"
 # Documented in docs/roles.md ("No-op re-run"); update both together. Per host: {role: (tasks, module runs)}.
 EXPECTED_PER_HOST = {
-    # Server and proxy without a worker or a database (26 tasks, 32 module runs): one account, one service, no workers to
+    # Server and proxy without a worker or a database (27 tasks, 33 module runs): one account, one service, no workers to
     # see online; the workers' site for the two worker hosts; no backup (the dumps are taken on prefect-db01); two allow
     # rules (the UI, the workers' machine path).
-    SRV: {"python": (1, 2), "prefect_venv": (1, 1), "nssm_services": (11, 14), "iis_proxy": (10, 11), "firewall": (3, 4)},
+    SRV: {"python": (1, 2), "prefect_venv": (1, 1), "nssm_services": (11, 14), "iis_proxy": (11, 12), "firewall": (3, 4)},
     # Worker hosts (15 and 19 each): one account, one worker service, the enclave CA (a checksum query), the worker online
     # through the proxy; no health or pool call (the server host's), no allow rule (they serve nothing).
     WRK1: {"python": (1, 2), "prefect_venv": (1, 1), "nssm_services": (11, 14), "firewall": (2, 2)},
@@ -71,7 +74,11 @@ class Hosts(Sim):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, ansible_env):
     root = tmp_path_factory.mktemp("distributed")
-    sim = Hosts(root, ansible_env, {host: default_state(host.split(".")[0].upper()) for host in HOSTS})
+    states = {host: {**default_state(host.split(".")[0].upper()), "address": ADDRESSES[host]} for host in HOSTS}
+    # The domain account IIS Basic authentication checks for the workers' credential (prefect_worker_api_auth_string).
+    account, password = SECRETS["vault_prefect_worker_api_auth_string"].split(":", 1)
+    states[SRV]["domain_accounts"] = {account: password}
+    sim = Hosts(root, ansible_env, states)
     shared = sim.state_path.read_text()
     # The example inventory's CA path, proxy thumbprint and database certificate are placeholders: real values here.
     extra = {"prefect_bundle_dir": str(make_bundle(root)), **SECRETS,
