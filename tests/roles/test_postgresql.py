@@ -129,9 +129,10 @@ def test_first_run_installs_and_configures(converged):
         assert pg["postmaster"]["listen_addresses"] == "localhost" and pg["loaded"]["ssl"] == "off"
         assert hba == [("host", "prefect", "prefect", "127.0.0.1/32")]
     else:
-        # prefect-srv01 (10.20.1.20) names prefect-db01 as its database host: TLS from that address only.
+        # prefect-srv01 (10.20.1.20) names prefect-db01 as its database host: TLS from that address only, and the owner
+        # from the database host itself (pg_restore of playbooks/restore.yml).
         assert pg["postmaster"]["listen_addresses"] == "localhost,10.20.1.30" and pg["loaded"]["ssl"] == "on"
-        assert hba == [("hostssl", "prefect", "prefect", "10.20.1.20/32")]
+        assert hba == [("host", "prefect", "prefect", "127.0.0.1/32"), ("hostssl", "prefect", "prefect", "10.20.1.20/32")]
         assert DATA + "\\server.crt" in state["files"] and DATA + "\\server.key" in state["files"]
     assert all(e["method"] == "scram-sha-256" for e in pg["hba"])
     assert not [e for e in pg["hba"] if e["user"] == "all"], "the installer's entries for every role are gone"
