@@ -67,12 +67,15 @@ need_pkgs() {  # system packages: compilers and headers for gssapi (Kerberos), o
 
 make_venv() {  # make_venv DIR LOCK
   local dir=$1 lock=$2 stamp
-  stamp=$(sha256sum "$lock" | cut -c1-16)
+  # The stamp also names how the venv was built: with its bytecode compiled (below).
+  stamp="$(sha256sum "$lock" | cut -c1-16) compiled"
   if [ -f "$dir/.lock-stamp" ] && [ "$(cat "$dir/.lock-stamp")" = "$stamp" ]; then return 0; fi
   say "building $dir from $lock"
   [ -x "$dir/bin/python" ] || "$PYTHON" -m venv "$dir"
   [ -x "$dir/bin/uv" ] || "$dir/bin/python" -m pip install -q --require-hashes -r requirements/bootstrap.lock
-  "$dir/bin/uv" pip install -q --python "$dir/bin/python" --require-hashes -r "$lock"
+  # Compiled at install: where PYTHONDONTWRITEBYTECODE is set (as in many CI images), nothing would ever write the
+  # .pyc files, and every ansible-playbook, module and prefect process would compile its libraries from source.
+  "$dir/bin/uv" pip install -q --python "$dir/bin/python" --require-hashes --compile-bytecode -r "$lock"
   echo "$stamp" > "$dir/.lock-stamp"
 }
 

@@ -15,14 +15,17 @@ param (
     [int]$DatabasePort = 5432,
     [string]$FirewallGroup = 'enclave.prefect.firewall',
     [string[]]$Thumbprints = @(),
-    [int]$StuckHours = 6
+    [int]$StuckHours = 6,
+    # Environment variables whose values are masked (roles/common/vars/main/secrets.yml), and a URL's password in any other.
+    [Parameter(Mandatory)][string]$SecretPattern,
+    [Parameter(Mandatory)][string]$SecretUrlPattern
 )
 
 $ErrorActionPreference = 'Stop'
 $Ansible.Changed = $false
 
 $result = [ordered]@{ collected_at = [DateTime]::UtcNow.ToString('o'); host = $env:COMPUTERNAME; errors = [ordered]@{} }
-$secretName = '(?i)(PASSWORD|AUTH_STRING|KEY|SECRET|TOKEN|DATABASE_CONNECTION_URL)'
+
 
 # A section returning a list writes it with the unary comma (,@(...)): the pipeline would unroll a one-item list.
 function Invoke-Section {
@@ -70,7 +73,9 @@ Invoke-Section -Name 'nssm' -Body {
                 if ($name -eq 'AppEnvironmentExtra') {
                     $value = @(foreach ($line in @($value)) {
                             $pair = "$line" -split '=', 2
-                            if ($pair.Count -eq 2 -and $pair[0] -match $secretName) { "$($pair[0])=********" } else { "$line" }
+                            if ($pair.Count -ne 2) { "$line" }
+                            elseif ($pair[0] -match "(?i)$SecretPattern") { "$($pair[0])=********" }
+                            else { "$($pair[0])=" + [regex]::Replace($pair[1], $SecretUrlPattern, '${1}********@') }
                         })
                 }
                 $values[$name] = $value

@@ -5,7 +5,9 @@
 [CmdletBinding(SupportsShouldProcess)]
 param (
     [Parameter(Mandatory)][string]$Service,
-    [Parameter(Mandatory)][string]$VenvPython
+    [Parameter(Mandatory)][string]$VenvPython,
+    # The password of a URL's userinfo (roles/common/vars/main/secrets.yml common_secret_url_pattern, group 2).
+    [Parameter(Mandatory)][string]$SecretUrlPattern
 )
 
 $ErrorActionPreference = 'Stop'
@@ -37,6 +39,12 @@ foreach ($line in @($item.GetValue('AppEnvironmentExtra', @(), 'DoNotExpandEnvir
         [Environment]::SetEnvironmentVariable($pair[0], $value, 'Process')
         foreach ($candidate in @($pair[1], $value)) {
             if ($candidate -and $candidate.Length -ge 4) { $secrets.Add($candidate) }
+            # A URL's password also on its own, as written and decoded (an error message may quote either).
+            $url = [regex]::Match("$candidate", $SecretUrlPattern)
+            if ($url.Success -and $url.Groups[2].Value.Length -ge 4) {
+                $secrets.Add($url.Groups[2].Value)
+                $secrets.Add([Uri]::UnescapeDataString($url.Groups[2].Value))
+            }
         }
     }
 }

@@ -56,6 +56,8 @@ _ACCOUNT_FORBIDDEN = r'"/\\\[\]:;|=,+*?<>@%\x00-\x1f'
 KINDS = {
     "win_path": (re.compile(r"^[A-Za-z]:\\(?:[^%s\\]+(?:\\[^%s\\]+)*\\?)?$" % (_WIN_FORBIDDEN, _WIN_FORBIDDEN)),
                  "an absolute Windows path such as C:\\Prefect (no %, quotes or <>|?*)"),
+    "win_root": (re.compile(r"^[A-Za-z]:\\(?:[^%s\\]+(?:\\[^%s\\]+)*\\?)?$" % (_WIN_FORBIDDEN, _WIN_FORBIDDEN)),
+                 "a directory of its own such as C:\\Prefect (no %, quotes or <>|?*)"),
     "unc_path": (re.compile(r"^\\\\[A-Za-z0-9][A-Za-z0-9._-]*\\[^%s\\]+(?:\\[^%s\\]+)*\\?$" % (_WIN_FORBIDDEN, _WIN_FORBIDDEN)),
                  "a UNC path such as \\\\fileserver\\software\\enclave-prefect"),
     "url": (re.compile(r"^https?://[A-Za-z0-9.\[\]:_-]+(?::\d{1,5})?(?:/[^\s\"'<>\\^`{|}]*)?$"),
@@ -76,6 +78,52 @@ KINDS = {
 }
 
 
+# Directories whose access rules the roles must never replace: purging the broad groups from one of them would lock
+# every non-administrator out of the drive, the applications or the profiles.
+_OS_DIRS = ("windows", "programdata", "program files", "program files (x86)", "users")
+
+
+def win_path_key(path):
+    """A Windows path as Windows compares it: case-insensitive, one separator, no trailing separator."""
+    text = re.sub(r"\\+", r"\\", str(path).replace("/", "\\")).rstrip("\\").lower()
+    return text + "\\" if re.fullmatch(r"[a-z]:", text) else text
+
+
+def win_path_relation(path, other):
+    """How a Windows path stands to another: 'same', 'inside' (path is under other), 'contains' or 'apart'."""
+    a, b = win_path_key(path), win_path_key(other)
+    if a == b:
+        return "same"
+    if a.startswith(b.rstrip("\\") + "\\"):
+        return "inside"
+    if b.startswith(a.rstrip("\\") + "\\"):
+        return "contains"
+    return "apart"
+
+
+def win_paths_not_inside(paths, root):
+    """The paths that are not strictly under root, compared as Windows compares them."""
+    return [path for path in paths if win_path_relation(path, root) != "inside"]
+
+
+def _segment_problem(text):
+    for segment in text.split("\\")[1:]:
+        if segment in (".", ".."):
+            return "without '.' or '..' segments (Windows resolves them to another directory)"
+        if segment and segment[-1] in ". ":
+            return "without a segment ending in a dot or a space (Windows strips them)"
+    return None
+
+
+def _root_problem(text):
+    parts = win_path_key(text).split("\\")
+    if len(parts) < 2 or parts[1] == "":
+        return "not a drive root"
+    if parts[1] == "windows" or (len(parts) == 2 and parts[1] in _OS_DIRS):
+        return "not Windows or a directory in it, nor ProgramData, Program Files, Program Files (x86) or Users"
+    return None
+
+
 def _check(name, kind, value):
     optional = kind.endswith("?")
     kind = kind.rstrip("?")
@@ -93,6 +141,14 @@ def _check(name, kind, value):
         return "%s must be %s ('$' only at the end of a gMSA; got %r)" % (name, what, text)
     if not pattern.match(text):
         return "%s must be %s (got %r)" % (name, what, text)
+    if kind in ("win_path", "win_root", "unc_path"):
+        problem = _segment_problem(text)
+        if problem:
+            return "%s must be %s, %s (got '%s')" % (name, what, problem, text)
+    if kind == "win_root":
+        problem = _root_problem(text)
+        if problem:
+            return "%s must be %s, %s: the roles replace its access rules (got '%s')" % (name, what, problem, text)
     return None
 
 
@@ -108,4 +164,5 @@ def input_errors(triples):
 
 class FilterModule:
     def filters(self):
-        return {"input_errors": input_errors}
+        return {"input_errors": input_errors, "win_path_relation": win_path_relation,
+                "win_paths_not_inside": win_paths_not_inside}

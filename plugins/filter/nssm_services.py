@@ -71,7 +71,11 @@ NSSM_EXIT_DEFAULT = "Restart"
 
 # Environment variables whose values are secrets: masked in every result and diff.
 SECRET_ENV = ["PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_SERVER_API_AUTH_STRING", "PREFECT_API_AUTH_STRING"]
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|AUTH_STRING|_KEY$|CONNECTION_URL$")
+# roles/common/vars/main/secrets.yml common_secret_name_pattern, the list the scripts on the hosts use (a unit test keeps
+# the two equal).
+SECRET_NAME_PATTERN = (r"PASSWORD|PASSWD|_PASS$|^PASS$|_PWD$|SECRET|TOKEN|CREDENTIAL|AUTH_STRING|APIKEY|API_KEY|_KEY$|^KEY$"
+                       r"|_DSN$|^DSN$|CONNECTION_URL$|DATABASE_URL$|WEBHOOK")
+SECRET_NAME = re.compile(SECRET_NAME_PATTERN, re.IGNORECASE)
 # NSSM passes every AppEnvironmentExtra value through ExpandEnvironmentStrings (env.cpp set_environment_block):
 # "%NAME%" is replaced when NAME is defined, and there is no escape.
 EXPANDABLE = re.compile(r"%[^%=\s]+%")

@@ -30,6 +30,8 @@ PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 FLOWS_DIR = REPO / "tests" / "fixtures" / "flows"
 SERVER_READY_TIMEOUT = 90
 PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+# What Prefect's client retries (PREFECT_CLIENT_MAX_RETRIES defaults to 5); the test helpers do the same.
+API_RETRY_STATUSES, API_RETRIES = (429, 502, 503), 5
 AIR_GAP_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
 
 
@@ -287,7 +289,10 @@ class PrefectServer:
                            f"{_tail(self.log_path)}")
 
     def api(self, method: str, path: str, body=None):
-        """Call the API directly (Basic auth and CSRF handled), for verifying what the modules did."""
+        """Call the API directly (Basic auth and CSRF handled), for verifying what the modules did.
+
+        Retries what Prefect's own client retries (prefect/client/base.py: 429, 502 and 503, five times, backing
+        off): a SQLite server answers 503 when the database is busy (a flow run and a worker writing at once)."""
         headers = dict(self.auth_headers)
         if self.csrf and method in ("POST", "PATCH", "PUT", "DELETE"):
             client = "itest-verify"
@@ -295,7 +300,12 @@ class PrefectServer:
             if status != 200:
                 raise RuntimeError(f"CSRF token request failed: HTTP {status} {token}")
             headers.update({"Prefect-Csrf-Token": token["token"], "Prefect-Csrf-Client": client})
-        return http(method, f"{self.api_url}{path}", body=body, headers=headers)
+        for attempt in range(API_RETRIES + 1):
+            status, answer = http(method, f"{self.api_url}{path}", body=body, headers=headers)
+            if status not in API_RETRY_STATUSES or attempt == API_RETRIES:
+                return status, answer
+            time.sleep(min(2 ** attempt, 10) * (0.5 + secrets.randbelow(1000) / 1000))
+        return status, answer
 
     def pool(self, name: str):
         status, body = self.api("GET", f"/work_pools/{quote(name, safe='')}")

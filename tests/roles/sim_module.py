@@ -34,6 +34,8 @@ NSSM_DEFAULTS = {
     "AppKillProcessTree": 1, "AppThrottle": 1500, "AppRedirectHook": 0, "AppRotateFiles": 0, "AppRotateOnline": 0,
     "AppRotateSeconds": 0, "AppRotateBytes": 0, "AppRotateBytesHigh": 0, "AppRotateDelay": 0, "AppTimestampLog": 0,
 }
+# SCM states (win_service_info's names) of a service that is neither stopped nor plainly running: services[n]["scm_state"].
+SCM_ACTIVE = {"paused", "pause_pending", "start_pending", "continue_pending", "stop_pending"}
 BROAD = {"S-1-1-0", "S-1-5-32-545", "S-1-5-11", "S-1-5-4", "S-1-3-0"}
 
 
@@ -336,7 +338,8 @@ elif NAME == "win_package":
     # Files of the interpreter are held by a running service that runs it, directly or through a venv (a venv's
     # Scripts\python.exe starts the base interpreter it was made from).
     base = host.get("python_dir", "").lower() + "\\"
-    in_use = [n for n, s in services.items() if s.get("running") and host.get("python") and (
+    # A paused (NSSM throttling a crashing application) or start-pending service launches it again at any moment.
+    in_use = [n for n, s in services.items() if (s.get("running") or s.get("scm_state") in SCM_ACTIVE) and host.get("python") and (
         s.get("registry", {}).get("Application", "").lower().startswith(base)
         or s.get("registry", {}).get("Application", "").lower().endswith("\\scripts\\python.exe"))]
     creates = args.get("creates_path")
@@ -503,7 +506,7 @@ elif NAME == "win_service_info":
                     dependents.append(d)
                     todo.append(d)
         out["services"].append({
-            "name": n, "display_name": n, "state": "started" if s.get("running") else "stopped",
+            "name": n, "display_name": n, "state": s.get("scm_state") or ("started" if s.get("running") else "stopped"),
             "path": '"%s"' % image if " " in image else image,
             "start_mode": s.get("start_mode", "auto"), "username": s.get("object_name", "LocalSystem"),
             "dependencies": s.get("dependencies", []),
@@ -528,13 +531,17 @@ elif NAME == "win_service":
             svc["dependencies"] = args["dependencies"]
         state = args.get("state")
         # win_service.ps1 starts and stops with -WhatIf:$module.CheckMode: check mode reports the change only.
-        if state == "started" and not svc.get("running"):
+        # win_service.ps1 compares with the service's state: a paused service is resumed by `started` and stopped by
+        # `stopped` like any state that is not Stopped.
+        if state == "started" and (not svc.get("running") or svc.get("scm_state")):
             out["changed"] = True
             if not CHECK:
+                svc.pop("scm_state", None)
                 svc.update(running=True, app_started=NOW, process_owner=svc.get("object_name"))
-        elif state == "stopped" and svc.get("running"):
+        elif state == "stopped" and (svc.get("running") or svc.get("scm_state")):
             out["changed"] = True
             if not CHECK:
+                svc.pop("scm_state", None)
                 svc["running"] = False
         elif state == "restarted" and CHECK:
             # Restart-Service -WhatIf: ShouldProcess comes before the stop that would refuse running dependents.

@@ -4,6 +4,8 @@
 # the database is host["database"] ({"migrated_to": version}). A failure can be injected into one call:
 # host["inject_failure"] = {"target": <module name or win_powershell path>, "match": <text in its arguments>}; the call
 # fails as the real one would on an error, and the injection is used up.
+import re as _re  # noqa: E402
+from urllib.parse import unquote as _unquote  # noqa: E402
 
 
 def _operate_inject_failure():
@@ -227,7 +229,14 @@ def operate_db_upgrade():
     # What Prefect printed (host["migration_output"], e.g. an error quoting the database URL), with every value of the
     # service environment (NSSM AppEnvironmentExtra) masked, longest first, as the script does.
     output = host.get("migration_output", "Migrating database\nMigration complete")
-    for value in sorted(services.get(name, {}).get("environment", {}).values(), key=len, reverse=True):
+    secrets = []
+    for value in services.get(name, {}).get("environment", {}).values():
+        secrets.append(value)
+        # A URL's password on its own too, as written and decoded ([Uri]::UnescapeDataString).
+        url = _re.search(args["parameters"]["SecretUrlPattern"], value)
+        if url:
+            secrets += [url.group(2), _unquote(url.group(2))]
+    for value in sorted(secrets, key=len, reverse=True):
         if len(value) >= 4:
             output = output.replace(value, "***")
     if host.get("migration_exit_code"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import py_compile
 import subprocess
 from pathlib import Path
 
@@ -91,7 +92,15 @@ def build_sim(root: Path) -> Path:
     """A collections path whose ansible.windows, community.windows and enclave.prefect hold the stand-ins;
     enclave.prefect carries the real roles, playbooks and filter plugins."""
     collections = root / "collections" / "ansible_collections"
+    # The stand-ins' text lives once, as an importable module, so that Python compiles it once per host (its .pyc)
+    # instead of at every module call; each module file names itself and imports it.
+    body_dir = root / "simbody"
+    body_dir.mkdir()
     parts = "".join(p.read_text() + "\n" for p in PARTS)
+    (body_dir / "enclave_sim_body.py").write_text(
+        f"import sys as _sim_sys\nNAME = _sim_sys.modules['__main__'].NAME\nSTANDINS, SCRIPTS = {{}}, {{}}\n{parts}{BODY}")
+    # Written here: with PYTHONDONTWRITEBYTECODE set, no module call would write it.
+    py_compile.compile(str(body_dir / "enclave_sim_body.py"), doraise=True)
     for (namespace, name), modules in part_modules().items():
         base = collections / namespace / name
         (base / "plugins" / "modules").mkdir(parents=True)
@@ -99,7 +108,8 @@ def build_sim(root: Path) -> Path:
         (base / "meta" / "runtime.yml").write_text('requires_ansible: ">=2.19.0"\n')
         for module in modules:
             (base / "plugins" / "modules" / f"{module}.py").write_text(
-                f"#!/usr/bin/python\n# WANT_JSON\nNAME = {module!r}\nSTANDINS, SCRIPTS = {{}}, {{}}\n{parts}{BODY}")
+                f"#!/usr/bin/python\n# WANT_JSON\nNAME = {module!r}\nimport sys\nsys.path.insert(0, {str(body_dir)!r})\n"
+                "import enclave_sim_body  # noqa: E402,F401\n")
     # win_template is the real action plugin (ansible.windows plugins/action/win_template.py): it renders on the control
     # node and runs the win_copy action, here the plain module call of the win_template stand-in (sim_postgresql.py).
     action = collections / "ansible" / "windows" / "plugins" / "action"

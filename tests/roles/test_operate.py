@@ -89,14 +89,20 @@ def test_migration_output_masks_the_service_environment(converged, tmp_path, ans
     """prefect_db_upgrade.ps1 masks every value of the server's NSSM environment in the output it returns (as
     roles/backup/files/database_upgrade.ps1 does): here Prefect's output quotes the database URL."""
     url = "postgresql+asyncpg://prefect:Db-Secret-0a7f@db01:5432/prefect"
+    # A proxy URL's password, URL-encoded in the environment, quoted decoded by an error message.
+    proxy = "http://svc_proxy:Px%40Secret-9d2c@proxy01:8080"
     sim, extra = _new_release(tmp_path, ansible_env, converged)
     services = sim.state["services"]
     services["PrefectServer"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"] = url
-    sim.update(services=services, migration_output="Connecting to %s\nMigration complete" % url)
+    services["PrefectServer"]["environment"]["HTTPS_PROXY"] = proxy
+    sim.update(services=services, migration_output="Connecting to %s\nproxy refused password 'Px@Secret-9d2c' and "
+               "'Px%%40Secret-9d2c'\nMigration complete" % url)
     proc, data = sim.run(extra, playbook="upgrade.yml", args=["-v"])
     shown = [r for n, r in host_results(data) if n.endswith("Migration output is shown")]
     assert shown and "Connecting to ***" in str(shown[0]["msg"]), shown
-    assert "Db-Secret-0a7f" not in proc.stdout + proc.stderr
+    assert "proxy refused password '***' and '***'" in str(shown[0]["msg"]), shown
+    for secret in ("Db-Secret-0a7f", "Px@Secret-9d2c", "Px%40Secret-9d2c"):
+        assert secret not in proc.stdout + proc.stderr, secret
     assert sim.state["database"]["migrations"] == 1
 
 # (step, where to inject, what must have been restored)

@@ -111,6 +111,27 @@ def test_in_place_upgrade_stops_and_restarts_the_running_prefect_services(tmp_pa
     assert sim.state["python"] == "3.12.10" and sim.state["python_dir"] == PROGRAM_FILES_DIR
 
 
+@pytest.mark.parametrize("scm_state, runs_after", [("paused", False), ("start_pending", True), ("stop_pending", False)])
+def test_upgrade_stops_every_prefect_service_that_is_not_stopped(tmp_path, ansible_env, scm_state, runs_after):
+    """NSSM pauses a service while it throttles the restarts of a crashing application, and a start-pending service is
+    about to launch it: either would launch the interpreter during the upgrade (the installer would return 3010). Every
+    Prefect service that is not stopped is stopped; only those that were running or starting run again."""
+    state = {"python": "3.12.9", "python_dir": PROGRAM_FILES_DIR, "services": {
+        "PrefectServer": _service(NSSM_EXE, True, VENV_PYTHON),
+        "PrefectWorker": _service(NSSM_EXE, False, VENV_PYTHON, scm_state=scm_state),
+    }}
+    sim, extra = _sim(tmp_path, ansible_env, state)
+    data = sim.run(extra, playbook="python.yml")[1]
+    tasks = by_name(_python_tasks(data))
+    stopped = [r["item"]["name"] for r in tasks["Prefect services are stopped while the interpreter they run on is upgraded or removed"]["results"]]
+    started = [r["item"]["name"] for r in tasks["Prefect services that ran before the interpreter changed run again"]["results"]]
+    assert sorted(stopped) == ["PrefectServer", "PrefectWorker"], stopped
+    assert sorted(started) == (["PrefectServer", "PrefectWorker"] if runs_after else ["PrefectServer"]), started
+    assert tasks["Python is installed for all users"]["reboot_required"] is False
+    services = sim.state["services"]
+    assert services["PrefectWorker"].get("running", False) is runs_after and "scm_state" not in services["PrefectWorker"]
+
+
 def test_pending_restart_names_the_host(tmp_path, ansible_env):
     """Files held by a process that is not a Prefect service still make the installer return 3010: the role stops
     with a message naming the host, and the Prefect services it stopped run again."""

@@ -139,6 +139,18 @@ CASES = [
     ("python", {"python_extra_arguments": ["Include_doc=0\nInclude_dev=0"]},
      ["python_extra_arguments must be", "Include_doc=0\\nInclude_dev=0"]),
     ("python", {"python_extra_arguments": [{"Include_doc": 0}]}, ["python_extra_arguments must be", '{"Include_doc": 0}']),
+    # Paths: Windows resolves '.' and '..' and strips trailing dots, so a string check is not a path check; a root the
+    # roles protect (broad groups purged) is never a drive root or a directory of Windows itself.
+    ("python", {"prefect_root": "C:\\Prefect\\.."}, ["prefect_root must be", "'.' or '..' segments", "C:\\Prefect\\.."]),
+    ("python", {"prefect_root": "C:\\ProgramData"}, ["prefect_root must be", "ProgramData", "access rules"]),
+    ("python", {"prefect_root": "D:\\"}, ["prefect_root must be", "not a drive root"]),
+    ("python", {"prefect_root": "C:\\Windows\\Prefect"}, ["prefect_root must be", "not Windows"]),
+    ("python", {"prefect_root": "C:\\Prefect."}, ["prefect_root must be", "ending in a dot"]),
+    ("python", {"prefect_staging_dir": "C:\\Prefect\\..\\Windows\\Temp"}, ["prefect_staging_dir must be", "'..'"]),
+    ("python", {"prefect_logs_dir": "C:\\Prefect2\\logs"}, ["must be under prefect_root", "C:\\Prefect2\\logs"]),
+    ("python", {"prefect_home": "C:\\Prefect"}, ["must be under prefect_root"]),
+    ("python", {"python_target_dir": "C:\\Program Files"}, ["python_target_dir must be", "Program Files"]),
+    ("prefect_venv", {"prefect_venvs_dir": "C:\\Prefect\\venvs\\..\\.."}, ["prefect_venvs_dir must be", "'..'"]),
 ]
 
 

@@ -25,6 +25,8 @@ Usage: python tests/static/argspecs.py [ROLE_DIR ...]   (default: every director
 """
 from __future__ import annotations
 
+import re
+
 import os
 import sys
 from pathlib import Path
@@ -45,6 +47,8 @@ COMMON_ROLE = "common"
 COLLECTION_PREFIX = "prefect_"
 # Keys whose string values are bare Jinja expressions (no braces).
 EXPRESSION_KEYS = {"when", "changed_when", "failed_when", "until", "that"}
+# Options that hold a secret: their spec says no_log, so that a validation failure never prints the value.
+SECRET_OPTION = re.compile(r"(?<!update)_password$|auth_string$|_secret$|database_url$|_token$")
 SPEC_TYPES = {"str", "list", "dict", "bool", "int", "float", "path", "raw", "jsonarg", "json", "bytes", "bits"}
 
 
@@ -217,6 +221,8 @@ def _check_option(shown: str, entry: str, option: str, spec: dict, defaults: dic
         problems.append(f"{where}: unknown type '{kind}'")
     if not spec.get("description"):
         problems.append(f"{where}: no `description`")
+    if SECRET_OPTION.search(option) and kind == "str" and not spec.get("no_log"):
+        problems.append(f"{where}: a secret without `no_log: true`")
     has_default = option in defaults
     required = bool(spec.get("required"))
     if required and has_default:

@@ -5,7 +5,9 @@
 # run reports changed.
 [CmdletBinding(SupportsShouldProcess)]
 param (
-    [Parameter(Mandatory)][string]$ServiceName
+    [Parameter(Mandatory)][string]$ServiceName,
+    # The password of a URL's userinfo (roles/common/vars/main/secrets.yml common_secret_url_pattern, group 2).
+    [Parameter(Mandatory)][string]$SecretUrlPattern
 )
 
 $ErrorActionPreference = 'Stop'
@@ -32,6 +34,12 @@ foreach ($entry in $environment) {
     $saved[$name] = [Environment]::GetEnvironmentVariable($name, 'Process')
     [Environment]::SetEnvironmentVariable($name, $value, 'Process')
     if ($value -and $value.Length -ge 4) { $secrets.Add($value) }
+    # A URL's password also on its own, as written and decoded (an error message may quote either).
+    $url = [regex]::Match("$value", $SecretUrlPattern)
+    if ($url.Success -and $url.Groups[2].Value.Length -ge 4) {
+        $secrets.Add($url.Groups[2].Value)
+        $secrets.Add([Uri]::UnescapeDataString($url.Groups[2].Value))
+    }
 }
 $here = Get-Location
 try {
@@ -45,7 +53,8 @@ finally {
     Set-Location -LiteralPath $here
     foreach ($name in $saved.Keys) { [Environment]::SetEnvironmentVariable($name, $saved[$name], 'Process') }
 }
-foreach ($secret in $secrets) { $output = $output.Replace($secret, '***') }
+# Longest first, so that a value containing another is masked whole.
+foreach ($secret in @($secrets | Sort-Object -Property Length -Descending)) { $output = $output.Replace($secret, '***') }
 $Ansible.Changed = $exitCode -eq 0
 $Ansible.Failed = $exitCode -ne 0
 $Ansible.Result = @{ exit_code = $exitCode; output = $output; python = $python }

@@ -23,8 +23,11 @@ param (
     [string]$ExitDefault = 'Restart',
     # Each: name, application, account, exit_action, environment (dict), params (NSSM parameter -> value).
     [Parameter(Mandatory)][object[]]$Services,
-    # Environment variable names whose values never appear in the result or the diff.
-    [string[]]$SecretNames = @()
+    # Environment variable names whose values never appear in the result or the diff: these, and every name matching
+    # SecretPattern (roles/common/vars/main/secrets.yml); a URL's password (SecretUrlPattern group 2) in any value.
+    [string[]]$SecretNames = @(),
+    [string]$SecretPattern = 'PASSWORD|SECRET|TOKEN',
+    [string]$SecretUrlPattern = '([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:)([^@\s]*)@'
 )
 
 $ErrorActionPreference = 'Stop'
@@ -76,7 +79,7 @@ function Invoke-Nssm {
 
 function Test-SecretName {
     param([string]$Name)
-    ($SecretNames -contains $Name) -or ($Name -match 'PASSWORD|SECRET|TOKEN|CREDENTIAL|AUTH_STRING|_KEY$|CONNECTION_URL$')
+    ($SecretNames -contains $Name) -or ($Name -match "(?i)$SecretPattern")
 }
 
 function Get-SortedLines {
@@ -87,18 +90,27 @@ function Get-SortedLines {
     , $list.ToArray()
 }
 
+function Get-MaskedValue {
+    # A secret variable's value entirely; in any other value, the password of a URL (http://user:password@proxy).
+    param([string]$Name, [string]$Value)
+    if (Test-SecretName $Name) { return '********' }
+    [regex]::Replace($Value, $SecretUrlPattern, '${1}********@')
+}
+
 function Get-MaskedEnvironment {
-    # NAME=value lines with secret values replaced; $Compare (the other side) marks a changed secret.
+    # NAME=value lines with secret values replaced; $Compare (the other side) marks a changed value that masking hides.
     param([string[]]$Lines, [hashtable]$Compare)
     $masked = New-Object System.Collections.Generic.List[string]
     foreach ($line in $Lines) {
         $pair = $line.Split([char[]]'=', 2)
-        if (-not (Test-SecretName $pair[0])) { $masked.Add($line); continue }
+        $value = if ($pair.Count -eq 2) { $pair[1] } else { '' }
+        $shown = Get-MaskedValue $pair[0] $value
         $suffix = ''
-        if ($Compare -and -not ($Compare.ContainsKey($pair[0]) -and [string]::Equals($Compare[$pair[0]], $pair[1], [System.StringComparison]::Ordinal))) {
+        if ($Compare -and -not [string]::Equals($shown, $value, [System.StringComparison]::Ordinal) -and
+            -not ($Compare.ContainsKey($pair[0]) -and [string]::Equals($Compare[$pair[0]], $value, [System.StringComparison]::Ordinal))) {
             $suffix = ' (changed)'
         }
-        $masked.Add("$($pair[0])=********$suffix")
+        $masked.Add("$($pair[0])=$shown$suffix")
     }
     [string]::Join("`n", $masked.ToArray())
 }

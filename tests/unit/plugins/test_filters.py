@@ -6,7 +6,11 @@ import copy
 
 import pytest
 
-from ansible_collections.enclave.prefect.plugins.filter.input_errors import input_errors
+from ansible_collections.enclave.prefect.plugins.filter.input_errors import (
+    input_errors,
+    win_path_relation,
+    win_paths_not_inside,
+)
 from ansible_collections.enclave.prefect.plugins.filter.nssm_services import (
     NSSM_DEFAULTS,
     nssm_services_plan,
@@ -38,6 +42,48 @@ def test_input_kinds(kind, good, bad):
     for value in bad:
         [message] = input_errors([["v", kind, value]])
         assert message.startswith("v must be ") and repr(value) in message, message
+
+
+@pytest.mark.parametrize("kind, value, words", [
+    # Windows resolves '.' and '..' and strips a trailing dot or space: the checked path would not be the used one.
+    ("win_path", "C:\\Prefect\\..", "'.' or '..' segments"),
+    ("win_path", "C:\\Prefect\\.\\staging", "'.' or '..' segments"),
+    ("win_path", "C:\\Prefect\\staging\\..\\..\\Windows", "'.' or '..' segments"),
+    ("win_path", "C:\\Prefect.", "ending in a dot or a space"),
+    ("win_path", "C:\\Prefect \\data", "ending in a dot or a space"),
+    ("unc_path", "\\\\fs\\share\\..\\other", "'.' or '..' segments"),
+    # A root the roles protect: its broad groups would be purged.
+    ("win_root", "C:\\", "not a drive root"),
+    ("win_root", "D:", "a directory of its own"),
+    ("win_root", "C:\\ProgramData", "not Windows"),
+    ("win_root", "c:\\program files\\", "not Windows"),
+    ("win_root", "C:\\Program Files (x86)", "not Windows"),
+    ("win_root", "C:\\Users", "not Windows"),
+    ("win_root", "C:\\Windows", "not Windows"),
+    ("win_root", "C:\\WINDOWS\\Temp\\prefect", "not Windows"),
+    ("win_root", "C:\\Prefect\\..", "'.' or '..' segments"),
+])
+def test_paths_that_name_another_directory_or_a_system_one_are_refused(kind, value, words):
+    [message] = input_errors([["prefect_root", kind, value]])
+    assert message.startswith("prefect_root must be ") and words in message, message
+
+
+@pytest.mark.parametrize("value", ["C:\\Prefect", "D:\\Prefect\\data", "C:\\Program Files\\Python312",
+                                   "C:\\ProgramData\\Prefect", "C:\\Users\\Public\\prefect", "E:\\Backups\\prefect"])
+def test_directories_of_their_own_are_accepted_as_roots(value):
+    assert input_errors([["prefect_root", "win_root", value]]) == []
+
+
+def test_path_relations_compare_as_windows_does():
+    assert win_path_relation("C:\\Prefect\\data", "c:\\prefect\\") == "inside"
+    assert win_path_relation("c:\\PREFECT\\", "C:\\Prefect") == "same"
+    assert win_path_relation("C:\\Prefect", "C:\\Prefect\\data") == "contains"
+    # A string prefix is not containment.
+    assert win_path_relation("C:\\Prefect\\backups", "C:\\Prefect\\backup") == "apart"
+    assert win_path_relation("C:\\Prefectx", "C:\\Prefect") == "apart"
+    assert win_path_relation("D:\\x", "D:\\") == "inside"
+    assert win_paths_not_inside(["C:\\Prefect\\data", "C:\\Prefect", "C:\\Prefect2\\logs"], "C:\\Prefect") == [
+        "C:\\Prefect", "C:\\Prefect2\\logs"]
 
 
 def test_input_of_another_type_is_named_not_converted():
@@ -248,3 +294,25 @@ def test_verify_problems():
         [problem] = nssm_services_verify_problems(plan, broken, 20)
         assert words in problem and ("PrefectWorker.err.log" in problem or "state" not in change and "app_running" not in change
                                      and "restarted_during_settle" not in change), problem
+
+
+def test_one_list_of_secret_names_serves_the_filter_and_the_scripts():
+    """roles/common/vars/main/secrets.yml is what nssm_settings.ps1, diagnose.ps1 and the migrations get; the filter
+    holds the same text."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from ansible_collections.enclave.prefect.plugins.filter import nssm_services
+
+    common = yaml.safe_load((Path(nssm_services.__file__).parents[2] / "roles/common/vars/main/secrets.yml").read_text())
+    assert common["common_secret_name_pattern"] == nssm_services.SECRET_NAME_PATTERN
+    for name in ("DB_PASS", "PGPASSWORD", "SENTRY_DSN", "SLACK_WEBHOOK_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+                 "PREFECT_API_AUTH_STRING", "prefect_api_key", "MY_TOKEN", "AWS_SECRET_ACCESS_KEY", "DATABASE_URL"):
+        assert nssm_services.is_secret(name), name
+    for name in ("PREFECT_HOME", "PREFECT_API_URL", "PYTHONUTF8", "PREFECT_SERVER_API_PORT", "HTTPS_PROXY"):
+        assert not nssm_services.is_secret(name), name
+    url = re.compile(common["common_secret_url_pattern"])
+    masked = url.sub(r"\1********@", "HTTPS_PROXY=http://svc:Px%40Se:cret@proxy01:8080 and https://host/x@y")
+    assert masked == "HTTPS_PROXY=http://svc:********@proxy01:8080 and https://host/x@y"
