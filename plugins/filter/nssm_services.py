@@ -44,9 +44,9 @@ _value:
 """
 
 # NSSM 2.24-101 (commit 897c7ad) settings.cpp `settings[]`: the value NSSM uses when a setting is absent from the
-# service's Parameters key. `nssm set` to this value deletes the registry value (setting_set_number), and `nssm get`
-# of an absent number prints an uninitialised variable (registry.cpp get_number), so nssm_settings.ps1 reads the
-# registry itself and treats an absent value as this default.
+# service's Parameters key. `nssm set` to this value deletes the registry value (setting_set_number) and `nssm get` of
+# an absent value prints it (get_setting presets it); nssm_settings.ps1 reads the registry itself, in one pass for all
+# settings, and treats an absent value as this default.
 NSSM_DEFAULTS = {
     "AppParameters": "",
     "AppDirectory": "",
@@ -76,9 +76,6 @@ SECRET_ENV = ["PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_SERVER_API_AUTH
 SECRET_NAME_PATTERN = (r"PASSWORD|PASSWD|_PASS$|^PASS$|_PWD$|SECRET|TOKEN|CREDENTIAL|AUTH_STRING|APIKEY|API_KEY|_KEY$|^KEY$"
                        r"|_DSN$|^DSN$|CONNECTION_URL$|DATABASE_URL$|WEBHOOK")
 SECRET_NAME = re.compile(SECRET_NAME_PATTERN, re.IGNORECASE)
-# NSSM passes every AppEnvironmentExtra value through ExpandEnvironmentStrings (env.cpp set_environment_block):
-# "%NAME%" is replaced when NAME is defined, and there is no escape.
-EXPANDABLE = re.compile(r"%[^%=\s]+%")
 LOOPBACK_URL = re.compile(r"^https?://(127\.0\.0\.1|localhost|\[::1\])[:/]")
 PRIVILEGED = {"administrator", "localsystem", "system", "networkservice", "localservice", "network service", "local service"}
 PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -318,10 +315,8 @@ def nssm_services_plan(cfg):
             if not re.match(r"^[^=\x00]+$", key) or "\x00" in value:
                 errors.append("%s: environment variable %r cannot be stored: a name must not be empty or contain '=', "
                               "a value must not contain NUL" % (svc["name"], key))
-            elif is_secret(key) and EXPANDABLE.search(value):
-                errors.append("%s: the value of %s contains %%NAME%% (hidden here): NSSM expands %%VAR%% in environment values "
-                              "(ExpandEnvironmentStrings, no escape), so the service would get another value; change the "
-                              "secret so that no two '%%' enclose a name" % (svc["name"], key))
+            # NSSM expands %NAME% in these values when NAME is defined on the host: nssm_settings.ps1 decides that there,
+            # where the names are known, before it writes anything.
         svc["logon"] = _short(svc["account"]) if _kind(svc["account"]) != "local" else ".\\" + _short(svc["account"])
 
     # Accounts: one entry per distinct account, with the roles it plays on this host.

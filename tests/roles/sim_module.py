@@ -90,6 +90,20 @@ def nssm_get(registry, key):
     return str(NSSM_DEFAULTS.get(key, ""))
 
 
+def expanded_names(value):
+    """The names ExpandEnvironmentStrings may look up in value (nssm_settings.ps1 Get-ExpandedNames): the closing '%'
+    of an undefined name opens the next candidate."""
+    names, i = [], 0
+    while True:
+        start = value.find("%", i)
+        end = value.find("%", start + 1) if start >= 0 else -1
+        if end < 0:
+            return names
+        if end > start + 1:
+            names.append(value[start + 1:end])
+        i = end
+
+
 def nssm_settings():
     """nssm_settings.ps1: reads each service's Parameters key, absent = the default from the table the role
     passes (Defaults), sets only differences with `nssm set`, writes the environment and the key's DACL, and
@@ -99,6 +113,20 @@ def nssm_settings():
     link = params["VenvLink"].lower()
     target = host.setdefault("junctions", {}).get(link, link)
     report = {}
+    # A secret in which a name defined on the host (its environment, the service's own) stands between two '%' is
+    # refused before anything is written, naming service and variable, never the value.
+    import re as _ns_re
+    defined = {n.lower() for n in host.get("environment_names", [])}
+    expanding = []
+    for svc in params["Services"]:
+        names = defined | {n.lower() for n in svc["environment"]}
+        for key, value in svc["environment"].items():
+            secret = key in params["SecretNames"] or _ns_re.search(params["SecretPattern"], key, _ns_re.I)
+            if secret and any(c.lower() in names for c in expanded_names(value)):
+                expanding.append("%s: %s" % (svc["name"], key))
+    if expanding:
+        out["result"] = {"services": {}, "refused": expanding}
+        return
     for svc in params["Services"]:
         name = svc["name"]
         old = services.get(name)
@@ -157,7 +185,7 @@ def nssm_settings():
         stale = old.get("running") and old.get("app_started", 0) < old.get("configured_at", 0)
         entry["restart"] = bool(old.get("running") and (entry["changes"] or entry["account_differs"] or owner_differs or stale))
     host["last_nssm_report"] = report  # the task is no_log: tests read the report here
-    out.update(result={"services": report},
+    out.update(result={"services": report, "refused": []},
                changed=any(r["changes"] or r["acl_changed"] for r in report.values()))
 
 

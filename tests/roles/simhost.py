@@ -142,6 +142,16 @@ def make_bundle(root: Path, lock: bytes = LOCK) -> Path:
     return bundle
 
 
+# Names every process of a Windows Server host has in its environment (the system's and the logon's): the simulated
+# host's environment (state "environment_names"), which NSSM's expansion of %NAME% reads.
+DEFAULT_ENVIRONMENT_NAMES = [
+    "ALLUSERSPROFILE", "APPDATA", "CommonProgramFiles", "CommonProgramFiles(x86)", "CommonProgramW6432", "COMPUTERNAME",
+    "ComSpec", "DriverData", "HOMEDRIVE", "HOMEPATH", "LOCALAPPDATA", "NUMBER_OF_PROCESSORS", "OS", "Path", "PATHEXT",
+    "PROCESSOR_ARCHITECTURE", "PROCESSOR_IDENTIFIER", "PROCESSOR_LEVEL", "PROCESSOR_REVISION", "ProgramData",
+    "ProgramFiles", "ProgramFiles(x86)", "ProgramW6432", "PSModulePath", "PUBLIC", "SystemDrive", "SystemRoot", "TEMP",
+    "TMP", "USERDOMAIN", "USERNAME", "USERPROFILE", "windir"]
+
+
 def default_state(computer: str = "PREFECT-AIO") -> dict:
     """What a prepared Windows host has before the first run: the installers' signatures as Get-AuthenticodeSignature
     reports them, the MSIs' ProductCodes, the proxy certificate in LocalMachine\\My, and HTTP/<prefect_public_host>
@@ -150,7 +160,7 @@ def default_state(computer: str = "PREFECT-AIO") -> dict:
     return {"signatures": {hashlib.sha256(INSTALLER).hexdigest(): INSTALLER_SIGNATURE,
                            hashlib.sha256(PG_INSTALLER).hexdigest(): PG_INSTALLER_SIGNATURE,
                            **{digest: MS_SIGNATURE for digest in MSI_PRODUCTS}},
-            "msi_products": MSI_PRODUCTS, "computer": computer,
+            "msi_products": MSI_PRODUCTS, "computer": computer, "environment_names": DEFAULT_ENVIRONMENT_NAMES,
             "iis": {"certificates": [PROXY_CERT_THUMBPRINT]}, "spns": {"HTTP/prefect.corp.local": [computer + "$"]}}
 
 

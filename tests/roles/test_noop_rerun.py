@@ -14,10 +14,11 @@ Counted, not measured on Windows: the numbers are documented in docs/roles.md ("
 from __future__ import annotations
 
 import hashlib
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from simhost import (FORBIDDEN_ON_RERUN, INSTALLER, LOCK, PROXY_CERT_THUMBPRINT, SECRETS, Sim, by_name, host_results, make_bundle,
+from simhost import (DEFAULT_ENVIRONMENT_NAMES, FORBIDDEN_ON_RERUN, INSTALLER, LOCK, PROXY_CERT_THUMBPRINT, SECRETS, Sim, by_name, host_results, make_bundle,
                      module_runs, reached)
 
 pytestmark = pytest.mark.static
@@ -289,6 +290,41 @@ def test_crash_looping_or_throttled_service_fails_verify(converged, tmp_path, an
     msg = failed[0][1]["msg"]
     assert "PrefectServer is PAUSED: NSSM throttles it" in msg
     assert "PrefectWorker is Running but its application restarted" in msg and "PrefectWorker.err.log" in msg
+
+
+# Every printable ASCII character, space included: the example vault says a database password may hold any.
+PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7F))
+DB_URL = "PREFECT_SERVER_DATABASE_CONNECTION_URL"
+
+
+def test_password_with_every_printable_character_reaches_the_server_unchanged(converged, tmp_path, ansible_env):
+    """The composed database URL (prefect_database_password, no prefect_database_url override) with every printable
+    character: URL encoding puts '%' around hexadecimal pairs (%20%21...), which NSSM would expand only where a
+    variable of that name is defined on the host; none is, so the value is written, and decodes to the password."""
+    sim, bundle = _fresh(converged, tmp_path, ansible_env)
+    extra = _extra(bundle, vault_prefect_database_url="", vault_prefect_database_password=PRINTABLE)
+    proc, data = sim.run(extra, playbook="nssm_services.yml")
+    assert by_name(reached(data))[SETTINGS]["changed"]
+    url = sim.state["services"]["PrefectServer"]["environment"][DB_URL]
+    assert url.count("%") > 2 and "%%" not in url
+    userinfo = urlsplit(url).netloc.rsplit("@", 1)[0]
+    assert unquote(userinfo.split(":", 1)[1]) == PRINTABLE
+    assert PRINTABLE not in proc.stdout + proc.stderr and userinfo not in proc.stdout + proc.stderr
+
+
+def test_secret_that_the_host_would_expand_is_refused_before_anything_is_written(converged, tmp_path, ansible_env):
+    """The same password on a host where a variable named '21' is defined: ExpandEnvironmentStrings would replace
+    '%21%' in the encoded URL. The settings script refuses before it writes, naming the service and the variable."""
+    sim, bundle = _fresh(converged, tmp_path, ansible_env)
+    sim.update(environment_names=DEFAULT_ENVIRONMENT_NAMES + ["21"])
+    before = sim.state["services"]
+    extra = _extra(bundle, vault_prefect_database_url="", vault_prefect_database_password=PRINTABLE)
+    proc, data = sim.run(extra, playbook="nssm_services.yml", expect_rc=2)
+    failed = [(n, r) for n, r in host_results(data) if r.get("failed")]
+    assert failed and failed[0][0].endswith("No secret of the services holds a name the host would expand"), failed
+    assert "PrefectServer: " + DB_URL in failed[0][1]["msg"] and "Nothing was written" in failed[0][1]["msg"]
+    assert sim.state["services"] == before
+    assert PRINTABLE not in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("workers", [4, 8])

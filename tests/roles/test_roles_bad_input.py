@@ -91,9 +91,6 @@ CASES = [
     # Least privilege: flow code must not run as the server's account.
     ("nssm_services", {**SERVER, "nssm_services_worker_account": "svc_prefect", "nssm_services_workers": [{"service": "W", "pool": "p"}]},
      ["svc_prefect runs both the Prefect server and a worker", "nssm_services_shared_account_allowed"]),
-    # NSSM expands %VAR% in environment values; the secret itself is never shown.
-    ("nssm_services", {**SERVER, "prefect_api_auth_string": "prefect:Pa%PATH%ss-7d1e"},
-     ["PREFECT_SERVER_API_AUTH_STRING contains %NAME% (hidden here)", "ExpandEnvironmentStrings"]),
     # Prefect's client ignores the Windows certificate store.
     ("nssm_services", {"nssm_services_worker_account_password": "x", "nssm_services_worker_api_url": "https://prefect.corp.local/api",
                        "nssm_services_workers": [{"service": "W", "pool": "p"}]},

@@ -190,6 +190,24 @@ function Set-ParametersAcl {
     }
 }
 
+function Get-ExpandedNames {
+    # The names ExpandEnvironmentStrings may look up in a value, as Windows scans it: %NAME% is replaced when NAME is
+    # defined, there is no escape, and the closing '%' of an undefined name opens the next candidate (dotnet/runtime's
+    # tests of Environment.ExpandEnvironmentVariables). Every candidate is listed, defined or not.
+    param([string]$Value)
+    $names = New-Object System.Collections.Generic.List[string]
+    $i = 0
+    while ($true) {
+        $start = $Value.IndexOf('%', $i)
+        if ($start -lt 0) { break }
+        $end = $Value.IndexOf('%', $start + 1)
+        if ($end -lt 0) { break }
+        if ($end -gt $start + 1) { $names.Add($Value.Substring($start + 1, $end - $start - 1)) }
+        $i = $end
+    }
+    , $names.ToArray()
+}
+
 function Get-AppProcess {
     # The application NSSM started (a child of nssm.exe that is not the console host NSSM allocated for it).
     param([int]$NssmPid)
@@ -204,6 +222,32 @@ function Get-AppProcess {
 $venvTarget = $null
 $link = Get-Item -LiteralPath $VenvLink -Force -ErrorAction SilentlyContinue
 if ($link -and $link.LinkType -eq 'Junction') { $venvTarget = (@($link.Target)[0]).TrimEnd('\') }
+
+# NSSM passes every AppEnvironmentExtra value through ExpandEnvironmentStrings in its own process (env.cpp
+# set_environment_block): the environment the service control manager gave it, then the service's own variables.
+# A secret in which a defined name stands between two '%' would reach Prefect changed, so it is refused here, before
+# anything is written; the names defined are those of this process (a superset of the system's), of the machine and
+# of the service. The names of service and variable are returned (refused), never the value.
+$definedNames = [System.Collections.Generic.HashSet[string]]::new([System.StringComparer]::OrdinalIgnoreCase)
+foreach ($scope in 'Process', 'Machine') {
+    foreach ($defined in [Environment]::GetEnvironmentVariables($scope).Keys) { $null = $definedNames.Add([string]$defined) }
+}
+$expanding = New-Object System.Collections.Generic.List[string]
+foreach ($svc in $Services) {
+    $names = [System.Collections.Generic.HashSet[string]]::new($definedNames, [System.StringComparer]::OrdinalIgnoreCase)
+    foreach ($envName in $svc.environment.Keys) { $null = $names.Add([string]$envName) }
+    foreach ($envName in $svc.environment.Keys) {
+        if (-not (Test-SecretName ([string]$envName))) { continue }
+        foreach ($candidate in (Get-ExpandedNames ([string]$svc.environment[$envName]))) {
+            if ($names.Contains($candidate)) { $expanding.Add("$($svc.name): $envName"); break }
+        }
+    }
+}
+if ($expanding.Count -gt 0) {
+    # Reported, not thrown: the task is no_log (its input holds the secrets), the next task shows the names.
+    $Ansible.Result = @{ services = @{}; refused = $expanding.ToArray() }
+    return
+}
 
 $report = @{}
 $before = @{}
@@ -345,5 +389,5 @@ foreach ($svc in $Services) {
     if ($entry.changes.Count -gt 0 -or $entry.acl_changed) { $Ansible.Changed = $true }
 }
 
-$Ansible.Result = @{ services = $report }
+$Ansible.Result = @{ services = $report; refused = @() }
 $Ansible.Diff = @{ before = $before; after = $after }
