@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite: static checks, plugin unit tests, real-server integration tests, the offline
 # bundle, molecule scenarios. Sets up what it needs first (idempotent), then hands over to pytest, whose
-# summary line ends the output. Extra arguments go to pytest, e.g. `bash scripts/test.sh -m static`.
+# summary ends the output with the time per tier. Extra arguments go to pytest, e.g.
+#   bash scripts/test.sh -m fast        the fast tier (static checks, unit tests, filters, stand-in checks)
+#   TEST_WORKERS=0 bash scripts/test.sh  one process (pytest-xdist off), for debugging
+# Tests run in TEST_WORKERS parallel processes (default: two per core, since the tests against real servers and
+# flows mostly wait), one test module per process at a time (tests/conftest.py).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 bash scripts/setup.sh --with-test-servers
-exec .venv/bin/pytest "$@"
+workers=${TEST_WORKERS:-$(( $(nproc) * 2 ))}
+exec .venv/bin/pytest -n "$workers" "$@"

@@ -26,21 +26,77 @@ def ansible_env() -> dict[str, str]:
     return env
 
 
-# Parallel runs (pytest-xdist, `--dist loadgroup`, as scripts/test.sh runs the suite): one group per test module, so
-# that a module's fixtures (a converged simulated host, a server) are set up once, on one worker; the bundle tests
-# share one build and one download cache, so they are one group. Groups start longest first (tests/durations.json,
-# seconds per group as measured by scripts/test.sh --durations-update), so that the last one to finish is short.
+# Parallel runs (pytest-xdist, as scripts/test.sh runs the suite): one group per test module, so that a module's
+# fixtures (a converged simulated host, a server) are set up once, on one worker; the bundle tests share one build and
+# one download cache, so they are one group. Groups start longest first (tests/durations.json: seconds per group, as
+# measured by `python tests/durations.py <junit xml>`), so that the last one to finish is short. A scheduler of our
+# own: xdist's loadgroup marks do not reach the node ids under pytest 9.
 DURATIONS = REPO / "tests" / "durations.json"
 
 
-def test_group(item) -> str:
-    path = Path(str(item.fspath)).resolve().relative_to(REPO).as_posix()
+def group_of(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
     return "tests/bundle" if path.startswith("tests/bundle/") else path
+
+
+# Tiers (docs/testing.md): what a group proves and costs. The fast tier is what runs without a server, a simulated
+# converge or a build: `bash scripts/test.sh -m fast`.
+SLOW_STATIC = {"tests/static/test_static_lint.py", "tests/static/test_static_sanity.py"}
+FAST_ROLES = {"tests/roles/test_firewall_filter.py", "tests/roles/test_role_docs.py", "tests/roles/test_role_tags.py",
+              "tests/roles/test_molecule_windows.py"}
+TIERS = ["fast", "lint and sanity", "simulated host", "real servers", "offline bundle"]
+
+
+def tier_of(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    if path.startswith("tests/unit/") or path in FAST_ROLES or (path.startswith("tests/static/") and path not in SLOW_STATIC):
+        return "fast"
+    if path in SLOW_STATIC:
+        return "lint and sanity"
+    return {"tests/roles/": "simulated host", "tests/integration/": "real servers",
+            "tests/bundle/": "offline bundle"}.get(path[:path.index("/", 6) + 1], "fast")
 
 
 def pytest_collection_modifyitems(config, items):
     known = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
     for item in items:
-        item.add_marker(pytest.mark.xdist_group(test_group(item)))
+        if tier_of(item.nodeid) == "fast":
+            item.add_marker(pytest.mark.fast)
     # Stable sort: within a group the collection order stays.
-    items.sort(key=lambda item: -known.get(test_group(item), 0.0))
+    items.sort(key=lambda item: -known.get(group_of(item.nodeid), 0.0))
+
+
+_TIMES: dict[str, list[float]] = {}
+
+
+def pytest_runtest_logreport(report):
+    # On the controller under xdist too: every phase's report, with its start and stop.
+    if report.start and report.stop:
+        spans = _TIMES.setdefault(tier_of(report.nodeid), [float("inf"), 0.0, 0.0, 0])
+        spans[0], spans[1] = min(spans[0], report.start), max(spans[1], report.stop)
+        spans[2] += report.duration
+        spans[3] += report.when == "call"
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _TIMES:
+        return
+    terminalreporter.section("time per tier")
+    terminalreporter.write_line(f"{'tier':<16} {'tests':>6} {'test time':>10} {'wall span':>10}")
+    for tier in TIERS:
+        if tier in _TIMES:
+            start, stop, summed, count = _TIMES[tier]
+            terminalreporter.write_line(f"{tier:<16} {count:>6} {summed:>9.0f}s {stop - start:>9.0f}s")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    # The groups in collection order (longest first), not xdist's reordering by test count.
+    config.option.loadscopereorder = False
+    return GroupScheduling(config, log)

@@ -88,6 +88,13 @@ def _short(account):
     return account[2:] if account.startswith(".\\") else account
 
 
+def _lookup(account):
+    """The name the scripts resolve: a local account as .\\name, which they turn into COMPUTERNAME\\name, so that the
+    lookup never leaves the local account database (LookupAccountName goes on to the domain for a bare name it does not
+    find locally, e.g. in check mode before the account exists)."""
+    return ".\\" + _short(account) if _kind(account) == "local" else _short(account)
+
+
 def _kind(account):
     name = _short(account)
     if name.endswith("$"):
@@ -329,7 +336,7 @@ def nssm_services_plan(cfg):
                 known[0]["password"] = svc["password"]
             continue
         kind = _kind(svc["account"])
-        accounts.append({"name": _short(svc["account"]), "kind": kind, "roles": [svc["kind"]],
+        accounts.append({"name": _short(svc["account"]), "lookup": _lookup(svc["account"]), "kind": kind, "roles": [svc["kind"]],
                          "password": "" if kind == "gmsa" else svc["password"]})
     for a in accounts:
         base = a["name"].rsplit("\\", maxsplit=1)[-1].lower()
@@ -344,8 +351,8 @@ def nssm_services_plan(cfg):
                           "the server's database URL and auth string and change its data. Give workers their own account "
                           "(nssm_services_worker_account) or set nssm_services_shared_account_allowed: true" % a["name"])
 
-    server_accounts = [a["name"] for a in accounts if "server" in a["roles"]]
-    worker_accounts = [a["name"] for a in accounts if "worker" in a["roles"]]
+    server_accounts = [a["lookup"] for a in accounts if "server" in a["roles"]]
+    worker_accounts = [a["lookup"] for a in accounts if "worker" in a["roles"]]
     # The server's data and logs inherit nothing from the root, which every account may read: flow code, run by the
     # worker accounts, must not read the SQLite database or the server's logs. Workers log one level below.
     directories = []
@@ -357,7 +364,7 @@ def nssm_services_plan(cfg):
         directories.append({"path": p["flows_dir"], "rules": rules(worker_accounts, "Modify")})
         directories.append({"path": cfg["worker_home"], "rules": rules(worker_accounts, "Modify")})
     directories.append({"path": p["venvs_dir"], "rules": []})
-    dirs = {"root": p["root"], "root_rules": rules([a["name"] for a in accounts], "ReadAndExecute"), "directories": directories}
+    dirs = {"root": p["root"], "root_rules": rules([a["lookup"] for a in accounts], "ReadAndExecute"), "directories": directories}
 
     listed = [pool["name"] for pool in cfg["pools"]]
     pools = list(cfg["pools"]) + [{"name": n, "type": "process"}
@@ -366,7 +373,7 @@ def nssm_services_plan(cfg):
     return {
         "services": services,
         "accounts": accounts,
-        "account_kinds": [{"name": a["name"], "kind": a["kind"]} for a in accounts],
+        "account_kinds": [{"name": a["lookup"], "kind": a["kind"]} for a in accounts],
         "dirs": dirs,
         "pools": pools,
         "absent_workers": absent,
@@ -380,7 +387,7 @@ def nssm_services_plan(cfg):
 
 def nssm_services_settings_input(plan):
     """What nssm_settings.ps1 gets for each service (no Windows-service-level settings)."""
-    return [{"name": s["name"], "application": s["application"], "account": s["account"], "exit_action": NSSM_EXIT_DEFAULT,
+    return [{"name": s["name"], "application": s["application"], "account": _lookup(s["account"]), "exit_action": NSSM_EXIT_DEFAULT,
              "environment": s["environment"], "params": s["params"]} for s in plan["services"]]
 
 

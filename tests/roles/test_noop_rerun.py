@@ -14,6 +14,7 @@ Counted, not measured on Windows: the numbers are documented in docs/roles.md ("
 from __future__ import annotations
 
 import hashlib
+import json
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -46,10 +47,16 @@ def _extra(bundle, **more):
             "iis_proxy_certificate_thumbprint": PROXY_CERT_THUMBPRINT, **more}
 
 
+# Domain accounts named like the local service accounts (a domain member's primary domain): a bare name that is not
+# found locally would resolve to them.
+DIRECTORY = {"CORP\\svc_prefect": {"sid": "S-1-5-21-2000-3001"}, "CORP\\svc_prefect_worker": {"sid": "S-1-5-21-2000-3002"}}
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, ansible_env):
-    """A first run on an empty simulated host, the re-run, then a run with a new lock."""
-    sim = Sim(tmp_path_factory.mktemp("noop"), ansible_env)
+    """A first run on an empty simulated host, the re-run, then a run with a new lock. The host's domain has accounts
+    named like the local service accounts."""
+    sim = Sim(tmp_path_factory.mktemp("noop"), ansible_env, {"directory": DIRECTORY})
     bundle = make_bundle(sim.root)
     first = sim.run(_extra(bundle))
     second = sim.run(_extra(bundle))
@@ -156,6 +163,26 @@ def test_noop_rerun_is_cheap_and_changes_nothing(runs):
     print(f"tasks reaching the host: {len(hits)}; module runs: {module_runs(hits)}; per role {per_role(hits)}\n{listing}")
     assert per_role(hits) == EXPECTED_PER_ROLE, listing
     assert (len(hits), module_runs(hits)) == (EXPECTED_HOST_TASKS, EXPECTED_MODULE_RUNS), listing
+
+
+def test_local_accounts_stay_local_next_to_same_named_domain_accounts(runs):
+    """Every rule the run wrote (directories, the services' Parameters keys, logon rights) names the local accounts'
+    SIDs, never the same-named domain accounts'."""
+    *_rest, sim = runs
+    state = json.dumps(sim.state["dirs"]) + json.dumps(sim.state["services"]) + json.dumps(sim.state.get("rights", {}))
+    local = {sim.state["accounts"][name]["sid"] for name in ("svc_prefect", "svc_prefect_worker")}
+    assert all(sid in state for sid in local)
+    for account in DIRECTORY.values():
+        assert account["sid"] not in state
+
+
+def test_check_mode_before_the_accounts_exist_never_names_the_domain_accounts(tmp_path, ansible_env):
+    """In check mode on a new host the local accounts do not exist yet: a bare name would resolve to the same-named
+    domain account (LookupAccountName goes on to the domain), so the scripts get '.\\name', which stays local."""
+    sim = Sim(tmp_path, ansible_env, {"directory": DIRECTORY})
+    proc, _data = sim.run(_extra(make_bundle(sim.root)), playbook="nssm_services.yml", args=["--check"])
+    for account in DIRECTORY.values():
+        assert account["sid"] not in proc.stdout
 
 
 def test_forbidden_on_rerun_catches_a_transfer(runs):

@@ -99,6 +99,12 @@ CASES = [
                        "prefect_worker_api_auth_string": "CORP\\svc_api:x",
                        "prefect_api_ca_cert": str(REPO / "README.md"), "nssm_services_workers": [{"service": "W", "pool": "p"}]},
      ["prefect_api_ca_cert must be the enclave CA's PEM file"]),
+    # The CA file is copied to every host: one that carries a private key (a PEM bundle exported with it) is refused.
+    ("nssm_services", {"nssm_services_worker_account_password": "x", "nssm_services_worker_api_url": "https://prefect.corp.local/api",
+                       "prefect_worker_api_auth_string": "CORP\\svc_api:x",
+                       "prefect_api_ca_cert": str(REPO / "tests/fixtures/roles/enclave-ca-with-key.pem"),
+                       "nssm_services_workers": [{"service": "W", "pool": "p"}]},
+     ["prefect_api_ca_cert must be the enclave CA's PEM file", "it holds a PRIVATE KEY block"]),
     # The front door: Prefect's own auth would lock out people behind IIS Windows authentication; remote workers send
     # a Windows account's credential (IIS Basic) over https only. The refused secrets are never shown.
     ("nssm_services", {**SERVER, "prefect_api_auth_string": "prefect:Lock-Out-2f4a", **IN_PROXY_GROUP},

@@ -147,17 +147,19 @@ def test_all_in_one_plan():
     rules = {d["path"]: d["rules"] for d in plan["dirs"]["directories"]}
     exclusive = [d["path"] for d in plan["dirs"]["directories"] if d.get("exclusive")]
     assert exclusive == ["C:\\Prefect\\data", "C:\\Prefect\\logs"]
-    assert rules["C:\\Prefect\\logs"] == [{"account": "svc_prefect", "rights": "Modify"}]
-    assert rules["C:\\Prefect\\logs\\workers"] == [{"account": "svc_prefect_worker", "rights": "Modify"}]
+    assert rules["C:\\Prefect\\logs"] == [{"account": ".\\svc_prefect", "rights": "Modify"}]
+    assert rules["C:\\Prefect\\logs\\workers"] == [{"account": ".\\svc_prefect_worker", "rights": "Modify"}]
     assert worker["stderr"] == "C:\\Prefect\\logs\\workers\\PrefectWorker.err.log"
-    assert rules["C:\\Prefect\\data"] == [{"account": "svc_prefect", "rights": "Modify"}]
-    assert rules["C:\\Prefect\\flows"] == [{"account": "svc_prefect_worker", "rights": "Modify"}]
-    assert rules["C:\\Prefect\\worker-data"] == [{"account": "svc_prefect_worker", "rights": "Modify"}]
+    assert rules["C:\\Prefect\\data"] == [{"account": ".\\svc_prefect", "rights": "Modify"}]
+    assert rules["C:\\Prefect\\flows"] == [{"account": ".\\svc_prefect_worker", "rights": "Modify"}]
+    assert rules["C:\\Prefect\\worker-data"] == [{"account": ".\\svc_prefect_worker", "rights": "Modify"}]
     assert plan["pools"] == [{"name": "windows-process", "type": "process"}]
-    assert plan["account_kinds"] == [{"name": "svc_prefect", "kind": "local"}, {"name": "svc_prefect_worker", "kind": "local"}]
+    assert plan["account_kinds"] == [{"name": ".\\svc_prefect", "kind": "local"}, {"name": ".\\svc_prefect_worker", "kind": "local"}]
     settings = nssm_services_settings_input(plan)
     assert settings[0]["application"] == "C:\\Prefect\\venvs\\current\\Scripts\\python.exe"
     assert "password" not in settings[0]
+    # Local accounts reach the scripts qualified, so that resolving them never leaves the local account database.
+    assert [x["account"] for x in settings] == [".\\svc_prefect", ".\\svc_prefect_worker"]
 
 
 def test_NSSM_defaults_are_those_of_the_bundled_build():
@@ -180,7 +182,8 @@ def test_remote_worker_with_https_gets_the_ca_and_no_server_account():
     assert worker["environment"]["PREFECT_API_AUTH_STRING"] == "CORP\\api:pw"
     assert worker["environment"]["PREFECT_API_SSL_CERT_FILE"] == "C:\\Prefect\\tools\\enclave-ca.pem"
     assert worker["dependencies"] == [] and not worker["local"] and worker["logon"] == "CORP\\gmsa_prefect$"
-    assert plan["https"] and plan["accounts"] == [{"name": "CORP\\gmsa_prefect$", "kind": "gmsa", "roles": ["worker"], "password": ""}]
+    assert plan["https"] and plan["accounts"] == [{"name": "CORP\\gmsa_prefect$", "lookup": "CORP\\gmsa_prefect$", "kind": "gmsa",
+                                                                 "roles": ["worker"], "password": ""}]
     paths = [d["path"] for d in plan["dirs"]["directories"]]
     assert paths == ["C:\\Prefect\\logs", "C:\\Prefect\\logs\\workers", "C:\\Prefect\\flows", "C:\\Prefect\\worker-data",
                      "C:\\Prefect\\venvs"]
