@@ -23,6 +23,10 @@ def ansible_env() -> dict[str, str]:
     env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
     env.setdefault("ANSIBLE_NOCOLOR", "1")
     env.setdefault("ANSIBLE_FORCE_COLOR", "0")
+    # Compiled Jinja templates shared by the run's ansible-playbook processes (tests/jinja_cache/sitecustomize.py);
+    # ENCLAVE_JINJA_CODE_CACHE= (empty) turns it off.
+    env.setdefault("ENCLAVE_JINJA_CODE_CACHE", str(REPO / "build" / "jinja-code-cache"))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "tests" / "jinja_cache"), env.get("PYTHONPATH", "")) if p)
     return env
 
 

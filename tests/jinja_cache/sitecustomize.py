@@ -1,0 +1,91 @@
+"""A cache of compiled Jinja templates shared by the ansible-playbook processes of a test run (tests/conftest.py
+puts this directory on PYTHONPATH and names the cache in ENCLAVE_JINJA_CODE_CACHE).
+
+ansible-core 2.19 compiles every template and conditional it evaluates, again in every forked worker (one per task),
+which is most of what a task costs on the simulated host. Jinja compiles the same source with the same settings to
+the same code, so the code is kept on disk (marshal, as Jinja's own BytecodeCache does), keyed by everything that
+shapes it: the source, the environment's class and lexer settings, Ansible's backslash escaping, the Jinja and
+ansible-core versions. Only ansible-playbook processes are touched; with the variable unset nothing is patched.
+tests/roles/test_jinja_cache.py runs the same plays with and without it and compares the results."""
+import os
+import sys
+
+_CACHE = os.environ.get("ENCLAVE_JINJA_CODE_CACHE", "")
+
+
+def _install(cache: str) -> None:
+    import hashlib
+    import marshal
+
+    import ansible
+    import jinja2
+    from jinja2 import nodes
+    from jinja2.environment import TemplateExpression
+    from jinja2.exceptions import TemplateSyntaxError
+    from jinja2.parser import Parser
+
+    from ansible._internal._templating import _jinja_bits
+
+    os.makedirs(cache, exist_ok=True)
+    versions = (jinja2.__version__, ansible.__version__)
+
+    def key_of(env, kind, source, *more):
+        ctx = _jinja_bits._TemplateCompileContext.current(optional=True)
+        settings = tuple(getattr(env, name) for name in _jinja_bits._TEMPLATE_OVERRIDE_FIELD_NAMES)
+        text = repr((versions, kind, type(env).__module__, type(env).__qualname__, settings, env.optimized,
+                     sorted(env.extensions), bool(ctx and ctx.escape_backslashes), str(source), more))
+        return os.path.join(cache, hashlib.sha256(text.encode()).hexdigest())
+
+    def load(path):
+        try:
+            with open(path, "rb") as handle:
+                return marshal.loads(handle.read())
+        except (OSError, EOFError, ValueError, TypeError):
+            return None
+
+    def store(path, code):
+        temporary = "%s.%d" % (path, os.getpid())
+        with open(temporary, "wb") as handle:
+            handle.write(marshal.dumps(code))
+        os.replace(temporary, path)
+
+    original_compile = jinja2.Environment.compile
+
+    def compile(self, source, name=None, filename=None, raw=False, defer_init=False):
+        if raw or not isinstance(source, str) or getattr(self, "_debuggable_template_source", False):
+            return original_compile(self, source, name, filename, raw, defer_init)
+        path = key_of(self, "template", source, name, filename, defer_init)
+        code = load(path)
+        if code is None:
+            code = original_compile(self, source, name, filename, raw, defer_init)
+            store(path, code)
+        return code
+
+    def compile_expression(self, source, undefined_to_none=True):
+        # jinja2.Environment.compile_expression, with the compiled code cached.
+        if getattr(self, "_debuggable_template_source", False):
+            return original_compile_expression(self, source, undefined_to_none)
+        path = key_of(self, "expression", source)
+        code = load(path)
+        if code is None:
+            parser = Parser(self, source, state="variable")
+            try:
+                expr = parser.parse_expression()
+                if not parser.stream.eos:
+                    raise TemplateSyntaxError("chunk after expression", parser.stream.current.lineno, None, None)
+                expr.set_environment(self)
+            except TemplateSyntaxError:
+                self.handle_exception(source=source)
+            code = original_compile(self, nodes.Template([nodes.Assign(nodes.Name("result", "store"), expr, lineno=1)],
+                                                         lineno=1))
+            store(path, code)
+        template = self.template_class.from_code(self, code, self.make_globals(None), None)
+        return TemplateExpression(template, undefined_to_none)
+
+    original_compile_expression = jinja2.Environment.compile_expression
+    jinja2.Environment.compile = compile
+    jinja2.Environment.compile_expression = compile_expression
+
+
+if _CACHE and os.path.basename(sys.argv[0] if sys.argv else "").startswith("ansible-playbook"):
+    _install(_CACHE)
