@@ -71,7 +71,8 @@ def window(sqlite_server, tmp_path_factory) -> Window:
 
 def test_pause_wait_timeout_late_and_unpause(playbook, window):
     server, pool = window.server, window.pool
-    running = window.start_run(seconds=8)
+    # Long enough to be still running when the listing below comes, three playbook runs later, on a loaded machine too.
+    running = window.start_run(seconds=30)
     window.wait_for(running["id"], lambda r: state_type(r) == "RUNNING", what="RUNNING")
 
     pause = module_task("pause", "work_pool", connection(server, name=pool, paused=True))
