@@ -53,10 +53,13 @@ _WIN_FORBIDDEN = r'<>:"/|?*%\x00-\x1f'
 # Characters a Windows account name may not contain (Microsoft: "User name" naming rules), plus '@' and '%'.
 _ACCOUNT_FORBIDDEN = r'"/\\\[\]:;|=,+*?<>@%\x00-\x1f'
 
+# An absolute Windows path; win_root adds its own checks (_root_problem) on top.
+_WIN_ABSOLUTE = re.compile(r"^[A-Za-z]:\\(?:[^%s\\]+(?:\\[^%s\\]+)*\\?)?$" % (_WIN_FORBIDDEN, _WIN_FORBIDDEN))
+
 KINDS = {
-    "win_path": (re.compile(r"^[A-Za-z]:\\(?:[^%s\\]+(?:\\[^%s\\]+)*\\?)?$" % (_WIN_FORBIDDEN, _WIN_FORBIDDEN)),
+    "win_path": (_WIN_ABSOLUTE,
                  "an absolute Windows path such as C:\\Prefect (no %, quotes or <>|?*)"),
-    "win_root": (re.compile(r"^[A-Za-z]:\\(?:[^%s\\]+(?:\\[^%s\\]+)*\\?)?$" % (_WIN_FORBIDDEN, _WIN_FORBIDDEN)),
+    "win_root": (_WIN_ABSOLUTE,
                  "an absolute Windows path of a directory of its own such as C:\\Prefect (no %, quotes or <>|?*)"),
     "unc_path": (re.compile(r"^\\\\[A-Za-z0-9][A-Za-z0-9._-]*\\[^%s\\]+(?:\\[^%s\\]+)*\\?$" % (_WIN_FORBIDDEN, _WIN_FORBIDDEN)),
                  "a UNC path such as \\\\fileserver\\software\\enclave-prefect"),
