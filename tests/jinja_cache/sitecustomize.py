@@ -1,12 +1,19 @@
-"""A cache of compiled Jinja templates shared by the ansible-playbook processes of a test run (tests/conftest.py
-puts this directory on PYTHONPATH and names the cache in ENCLAVE_JINJA_CODE_CACHE).
+"""Two speed-ups of the ansible-playbook processes of a test run (tests/conftest.py puts this directory on PYTHONPATH
+and names the cache in ENCLAVE_JINJA_CODE_CACHE): a cache of compiled Jinja templates, and Jinja plugins loaded once.
 
 ansible-core 2.19 compiles every template and conditional it evaluates, again in every forked worker (one per task),
 which is most of what a task costs on the simulated host. Jinja compiles the same source with the same settings to
 the same code, so the code is kept on disk (marshal, as Jinja's own BytecodeCache does), keyed by everything that
 shapes it: the source, the environment's class and lexer settings, Ansible's backslash escaping, the Jinja and
-ansible-core versions. Only ansible-playbook processes are touched; with the variable unset nothing is patched.
-tests/roles/test_jinja_cache.py runs the same plays with and without it and compares the results."""
+ansible-core versions.
+
+Every forked worker also loads the filter and test plugins it uses again: ansible-core's builtin ones all at the first
+lookup, a collection's by importing and scanning every filter file of the collection at every lookup. Loaded once in
+the parent, before the first play, they are inherited by every worker: the builtin ones, and those of the collections
+named in ENCLAVE_JINJA_PREWARM_COLLECTIONS (default enclave.prefect), whose lookups by full name are then remembered.
+
+Only ansible-playbook processes are touched; with ENCLAVE_JINJA_CODE_CACHE unset or empty nothing is patched.
+tests/roles/test_jinja_cache.py runs the same plays with and without both and compares the results."""
 import os
 import sys
 
@@ -87,5 +94,53 @@ def _install(cache: str) -> None:
     jinja2.Environment.compile_expression = compile_expression
 
 
+def _install_plugin_prewarm(collections: list[str]) -> None:
+    import importlib
+    import pkgutil
+
+    from ansible.executor.task_queue_manager import TaskQueueManager
+    from ansible.plugins.loader import Jinja2Loader, PluginLoader, filter_loader, test_loader
+
+    remembered = {}
+    original_get_with_context = Jinja2Loader.get_with_context
+
+    def get_with_context(self, name, *args, **kwargs):
+        # Only full names of the prewarmed collections, asked without options: the answer cannot change during a run.
+        key = (self.type, name) if not args and not kwargs and name.count(".") == 2 and name.rsplit(".", 1)[0] in collections else None
+        if key and key in remembered:
+            return remembered[key]
+        result = original_get_with_context(self, name, *args, **kwargs)
+        if key and result.object is not None:
+            remembered[key] = result
+        return result
+
+    Jinja2Loader.get_with_context = get_with_context
+    original_run = TaskQueueManager.run
+    done = []
+
+    def run(self, play):
+        if not done:
+            done.append(True)
+            for loader in (filter_loader, test_loader):
+                loader._ensure_non_collection_wrappers()
+                for collection in collections:
+                    try:
+                        package = importlib.import_module("ansible_collections.%s.plugins.%s" % (collection, loader.type))
+                    except ImportError:
+                        continue
+                    for _finder, module, is_package in pkgutil.iter_modules(package.__path__):
+                        if is_package:
+                            continue
+                        # The file's FilterModule/TestModule, as Jinja2Loader.get_with_context loads it.
+                        holder = PluginLoader.get_with_context(loader, "%s.%s" % (collection, module)).object
+                        for plugin in getattr(holder, loader.method_map_name)():
+                            get_with_context(loader, "%s.%s" % (collection, plugin))
+        return original_run(self, play)
+
+    TaskQueueManager.run = run
+
+
 if _CACHE and os.path.basename(sys.argv[0] if sys.argv else "").startswith("ansible-playbook"):
     _install(_CACHE)
+    _install_plugin_prewarm(os.environ.get("ENCLAVE_JINJA_PREWARM_COLLECTIONS", "enclave.prefect").split())
+
