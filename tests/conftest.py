@@ -32,15 +32,29 @@ def ansible_env() -> dict[str, str]:
 
 # Parallel runs (pytest-xdist, as scripts/test.sh runs the suite): one group per test module, so that a module's
 # fixtures (a converged simulated host, a server) are set up once, on one worker; the bundle tests share one build and
-# one download cache, so they are one group. Groups start longest first (tests/durations.json: seconds per group, as
+# one download cache, so they are one group, and integration modules sharing session servers are grouped below. Groups start longest first (tests/durations.json: seconds per group, as
 # measured by `python tests/durations.py <junit xml>`), so that the last one to finish is short. A scheduler of our
 # own: xdist's loadgroup marks do not reach the node ids under pytest 9.
 DURATIONS = REPO / "tests" / "durations.json"
 
 
+# Integration modules that start the same session servers (tests/integration/conftest.py: session fixtures live once
+# per test process) run in one process: a Prefect server, its worker and deployments are started by two processes,
+# not by every one. Two groups for the SQLite server and its worker, so that neither is the last to finish.
+SHARED_SERVERS = {
+    "tests/integration (SQLite server and worker, 1)": ["test_upgrade.py", "test_pause_wait.py", "test_bad_input.py",
+                                                        "test_tls.py"],
+    "tests/integration (SQLite server and worker, 2)": ["test_worker_and_flows.py", "test_verify_real.py",
+                                                        "test_work_pool.py", "test_backup_restore.py"],
+    "tests/integration (the roles' server)": ["test_header_contract.py", "test_ui_browser.py", "test_retention.py"],
+    "tests/integration (each backend, Basic auth)": ["test_backends.py", "test_auth.py", "test_secrets.py"],
+}
+_GROUP_OF_MODULE = {f"tests/integration/{module}": group for group, modules in SHARED_SERVERS.items() for module in modules}
+
+
 def group_of(nodeid: str) -> str:
     path = nodeid.split("::", 1)[0]
-    return "tests/bundle" if path.startswith("tests/bundle/") else path
+    return "tests/bundle" if path.startswith("tests/bundle/") else _GROUP_OF_MODULE.get(path, path)
 
 
 # Tiers (docs/testing.md): what a group proves and costs. The fast tier is what runs without a server, a simulated

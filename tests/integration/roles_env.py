@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from servers import PROXY_VARS, REPO, PrefectServer, clean_env, free_port, prefect_bin
+from servers import PROXY_VARS, REPO, PrefectServer, clean_env, free_port, prefect_bin, seed_sqlite_home
 
 EXAMPLE_INVENTORY = REPO / "inventories" / "example" / "hosts.yml"
 ALL_IN_ONE = "prefect-aio.corp.local"
@@ -81,6 +81,8 @@ class RolesServer(PrefectServer):
         port_at = args.index("--port") + 1
         args[port_at] = str(self.port)
         argv = [str(Path(prefect_bin("python"))), *args]
+        if self.seeded and not any(k.startswith("PREFECT_SERVER_DATABASE") for k in self.environment):
+            seed_sqlite_home(Path(self.environment["PREFECT_HOME"]))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, env=clean_env(**self.environment), cwd=self.root, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)

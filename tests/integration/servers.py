@@ -7,6 +7,8 @@ directory and is stopped (whole process group) by `stop()`.
 from __future__ import annotations
 
 import base64
+import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -33,6 +35,9 @@ PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 # What Prefect's client retries (PREFECT_CLIENT_MAX_RETRIES defaults to 5); the test helpers do the same.
 API_RETRY_STATUSES, API_RETRIES = (429, 502, 503), 5
 AIR_GAP_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
+# SQLite databases migrated to the head of the pinned Prefect, one per lock (see seed_sqlite_home).
+SQLITE_TEMPLATES = REPO / "build" / "prefect-sqlite-template"
+PREFECT_LOCK = REPO / "requirements" / "prefect-linux-py311.lock"
 
 
 class Unavailable(RuntimeError):
@@ -53,6 +58,38 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def seed_sqlite_home(home: Path) -> None:
+    """Put a SQLite database migrated to the pinned Prefect's head into an empty PREFECT_HOME.
+
+    A new server migrates an empty database at start (about a hundred Alembic revisions, most of its start-up time);
+    `prefect server database upgrade -y` does the same once, into a template kept under build/ for the lock it was made
+    with, and every new server of the pinned Prefect starts on a copy of it, where its own migration at start finds
+    nothing to do. Made under a file lock: parallel test processes wait for the first. Only for a home without a
+    database: servers that test migrations (older Prefect, a copied or restored database) never get one."""
+    if (home / "prefect.db").exists():
+        return
+    digest = hashlib.sha256(PREFECT_LOCK.read_bytes()).hexdigest()[:16]
+    template = SQLITE_TEMPLATES / digest / "prefect.db"
+    SQLITE_TEMPLATES.mkdir(parents=True, exist_ok=True)
+    with open(SQLITE_TEMPLATES / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not template.exists():
+            work = Path(tempfile.mkdtemp(dir=SQLITE_TEMPLATES))
+            try:
+                proc = subprocess.run([prefect_bin(), "server", "database", "upgrade", "-y"],
+                                      env=clean_env(PREFECT_HOME=str(work)), cwd=work, capture_output=True, text=True,
+                                      stdin=subprocess.DEVNULL, timeout=300)
+                if proc.returncode != 0 or list(work.glob("prefect.db-*")):
+                    raise RuntimeError(f"could not migrate a template database ({proc.returncode}):\n{proc.stdout[-3000:]}"
+                                       f"\n{proc.stderr[-3000:]}")
+                template.parent.mkdir(exist_ok=True)
+                os.replace(work / "prefect.db", template)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, home / "prefect.db")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -256,11 +293,19 @@ class PrefectServer:
         return subprocess.run(argv, env=self.server_env(), cwd=self.root, capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=timeout)
 
+    @property
+    def seeded(self) -> bool:
+        """Whether a new database may start from the migrated template: SQLite, the pinned Prefect, default migration."""
+        return (not self.database_url and self.venv_bin == PREFECT_VENV_BIN
+                and not any(k.startswith("PREFECT_SERVER_DATABASE") or k == "PREFECT_HOME" for k in self.extra_env))
+
     def start(self) -> "PrefectServer":
         prefect = prefect_bin("prefect", self.venv_bin)
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         env = self.server_env()
+        if self.seeded:
+            seed_sqlite_home(Path(env["PREFECT_HOME"]))
         argv = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
         if not self.services:
             argv.append("--no-services")

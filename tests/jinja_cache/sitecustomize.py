@@ -12,6 +12,10 @@ lookup, a collection's by importing and scanning every filter file of the collec
 the parent, before the first play, they are inherited by every worker: the builtin ones, and those of the collections
 named in ENCLAVE_JINJA_PREWARM_COLLECTIONS (default enclave.prefect), whose lookups by full name are then remembered.
 
+And ansible-playbook imports every connection plugin at start (PlaybookExecutor.run preloads them to cache their
+settings), psrp's and winrm's with pypsrp, pywinrm, requests and the Kerberos libraries: a third of a second of each
+run. The test runs connect locally: connection plugins are loaded when a play first uses one, as any other plugin.
+
 Only ansible-playbook processes are touched; with ENCLAVE_JINJA_CODE_CACHE unset or empty nothing is patched.
 tests/roles/test_jinja_cache.py runs the same plays with and without both and compares the results."""
 import os
@@ -140,7 +144,22 @@ def _install_plugin_prewarm(collections: list[str]) -> None:
     TaskQueueManager.run = run
 
 
+def _install_lazy_connections() -> None:
+    from ansible.plugins.loader import connection_loader
+
+    original_all = connection_loader.all
+
+    def all_plugins(*args, **kwargs):
+        # PlaybookExecutor.run's preload is the only caller that asks for classes only.
+        if kwargs.get("class_only") and not args:
+            return iter(())
+        return original_all(*args, **kwargs)
+
+    connection_loader.all = all_plugins
+
+
 if _CACHE and os.path.basename(sys.argv[0] if sys.argv else "").startswith("ansible-playbook"):
     _install(_CACHE)
     _install_plugin_prewarm(os.environ.get("ENCLAVE_JINJA_PREWARM_COLLECTIONS", "enclave.prefect").split())
+    _install_lazy_connections()
 
