@@ -99,6 +99,46 @@ def database_url(host, port=5432, name="prefect", user="prefect", password=None,
     return url if local else url + "?ssl=verify-full"
 
 
+# Prefect 3 accepts these two drivers only (prefect/settings/models/server/database.py: "all Prefect database engines
+# must use an async driver"); asyncpg's TLS modes that check the server's certificate and name (verify-ca checks no name).
+PREFECT_URL_SCHEMES = ("postgresql+asyncpg", "sqlite+aiosqlite")
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def database_url_errors(url) -> list:
+    """Problems of prefect_database_url (the override), each naming the variable and never the URL: it holds a password."""
+    if not url:
+        return []
+    if not isinstance(url, str):
+        return ["prefect_database_url must be a string, a SQLAlchemy URL (got a %s)" % type(url).__name__]
+    name = "prefect_database_url"
+    errors = []
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in PREFECT_URL_SCHEMES:
+        errors.append("%s must start with postgresql+asyncpg:// or sqlite+aiosqlite:/// (Prefect 3 runs on these async "
+                      "drivers only); got a URL with the scheme %r" % (name, scheme if sep else "(none)"))
+        return errors
+    if scheme.lower() == "sqlite+aiosqlite":
+        return errors
+    authority, _slash, tail = rest.partition("/")
+    host = authority.rpartition("@")[2]
+    if host.startswith("[") and "]" in host:
+        host = host[1:host.index("]")]
+    elif ":" in host:
+        host = host.rpartition(":")[0]
+    query = tail.partition("?")[2]
+    params = dict(part.partition("=")[::2] for part in query.split("&") if part)
+    if not host:
+        errors.append("%s names no database host (postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE)" % name)
+    elif host.lower() not in _LOOPBACK and params.get("ssl", params.get("sslmode", "")).lower() != "verify-full":
+        errors.append("%s names the remote database host %s without ?ssl=verify-full: the password and the data would "
+                      "cross the network unencrypted or to an unverified server. Append ?ssl=verify-full (the server then "
+                      "checks PostgreSQL's certificate against the enclave CA, prefect_api_ca_cert)" % (name, host))
+    if not tail.partition("?")[0]:
+        errors.append("%s names no database (postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE)" % name)
+    return errors
+
+
 def _size(kb: int) -> str:
     """A size in the largest unit PostgreSQL accepts that keeps it whole (MB at least)."""
     mb = max(1, kb // 1024)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
+from ansible_collections.enclave.prefect.plugins.filter.database_url import database_url_errors
 from ansible_collections.enclave.prefect.plugins.filter.input_errors import input_errors
 
 DOCUMENTATION = r"""
@@ -175,6 +176,8 @@ def _errors(cfg):
     for i, pool in enumerate(cfg["pools"]):
         triples.append(["nssm_services_pools[%d].name" % i, "plain_name", pool.get("name")])
     errors = input_errors(triples)
+    if bool(cfg["server_enabled"]):
+        errors += database_url_errors(p.get("database_url_override", ""))
 
     root = str(p["root"]).rstrip("\\").lower() + "\\"
     for name, path in (("nssm_services_worker_home", cfg["worker_home"]), ("nssm_services_server_ui_static_dir", cfg["server"]["ui_static_dir"])):

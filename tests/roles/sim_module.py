@@ -404,7 +404,7 @@ elif NAME == "win_user_right":
 elif NAME == "win_powershell":
     script = args["path"]
     if script == "venv_build.ps1":
-        marker = (args["parameters"]["VenvDir"] + "\\enclave-prefect.lock").lower()
+        marker = (args["parameters"]["VenvDir"] + "\\" + args["parameters"]["Marker"]).lower()
         out["changed"] = files.get(marker) != args["parameters"]["LockSha256"]
         if not CHECK:
             files[marker] = args["parameters"]["LockSha256"]

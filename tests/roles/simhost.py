@@ -66,7 +66,8 @@ SECRETS = {
     "vault_prefect_service_password": "Svc-Secret-4c1d",
     "vault_prefect_worker_password": "Wrk-Secret-6e21",
     "vault_prefect_worker_api_auth_string": "CORP\\svc_prefect_api:WrkApi-Secret-5b3c",
-    "vault_prefect_database_url": "postgresql+asyncpg://prefect:Db-Secret-0a7f@db01:5432/prefect",
+    # An override of the composed URL on loopback (plugins/filter/database_url.py refuses a remote host without TLS).
+    "vault_prefect_database_url": "postgresql+asyncpg://prefect:Db-Secret-0a7f@127.0.0.1:5432/prefect",
     # PostgreSQL on the prefect_database hosts (roles/postgresql): the Prefect role's and the superuser's passwords.
     "vault_prefect_database_password": "PgDb-Secret-3e9a@:/%#",
     "vault_postgresql_superuser_password": "PgSu-Secret-71c4",

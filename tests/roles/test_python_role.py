@@ -74,9 +74,27 @@ def test_target_dir_outside_program_files_is_hardened(tmp_path, ansible_env):
     assert directory["protected"] and directory["acl"]["S-1-5-32-545"] == "ReadAndExecute", directory
     order = [n.split(" : ", 1)[-1] for n, _r in _python_tasks(data)]
     assert order.index("Python is installed for all users") < order.index(HARDENING[0]) < order.index(HARDENING[1])
-    # A re-run finds the pinned Python there and sends neither the installer nor the hardening again.
+    # A re-run finds the pinned Python there: no installer; the hardening reads the rules and changes nothing.
     again = by_name(_python_tasks(sim.run({**extra, "prefect_python_dir": "C:\\Python312"}, playbook="python.yml")[1]))
-    assert list(again) == ["Installed Python version and location are known"], list(again)
+    assert list(again) == ["Installed Python version and location are known", *HARDENING], list(again)
+    assert not any(r.get("changed") for r in again.values()), again
+
+
+def test_previous_release_host_gets_its_python_directory_hardened(tmp_path, ansible_env):
+    """A host deployed by the previous release: the pinned Python in C:\\Python312, installed with the directory's
+    inherited rules (Users may create files) and never hardened. Keeping that directory (prefect_python_dir) converges
+    it with no hand step: no installer, the rules written, inheritance cut; the next run changes nothing."""
+    state = {"python": "3.12.10", "python_dir": "C:\\Python312",
+             "dirs": {"c:\\python312": {"acl": {"S-1-5-32-545": "CreateFiles"}, "protected": False}}}
+    sim, extra = _sim(tmp_path, ansible_env, state)
+    extra["prefect_python_dir"] = "C:\\Python312"
+    tasks = by_name(_python_tasks(sim.run(extra, playbook="python.yml")[1]))
+    assert "Python is installed for all users" not in tasks, list(tasks)
+    assert tasks[HARDENING[0]]["changed"] and tasks[HARDENING[1]]["changed"], tasks
+    directory = sim.state["dirs"]["c:\\python312"]
+    assert directory["protected"] and directory["acl"]["S-1-5-32-545"] == "ReadAndExecute", directory
+    again = by_name(_python_tasks(sim.run(extra, playbook="python.yml")[1]))
+    assert not any(r.get("changed") for r in again.values()), again
 
 
 def test_in_place_upgrade_stops_and_restarts_the_running_prefect_services(tmp_path, ansible_env):

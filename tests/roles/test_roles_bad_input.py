@@ -154,6 +154,15 @@ CASES = [
     ("python", {"prefect_home": "C:\\Prefect"}, ["must be under prefect_root"]),
     ("python", {"python_target_dir": "C:\\Program Files"}, ["python_target_dir must be", "Program Files"]),
     ("prefect_venv", {"prefect_venvs_dir": "C:\\Prefect\\venvs\\..\\.."}, ["prefect_venvs_dir must be", "'..'"]),
+    # prefect_database_url as Prefect 3 takes it; the password (Clear-Text-91cd) never in the message.
+    ("nssm_services", {**SERVER, "prefect_database_url": "postgresql://prefect:Clear-Text-91cd@db01:5432/prefect"},
+     ["prefect_database_url must start with postgresql+asyncpg://", "'postgresql'"]),
+    ("nssm_services", {**SERVER, "prefect_database_url": "postgresql+asyncpg://prefect:Clear-Text-91cd@db01.corp.local:5432/prefect"},
+     ["prefect_database_url names the remote database host db01.corp.local without ?ssl=verify-full"]),
+    ("nssm_services", {**SERVER, "prefect_database_url": "postgresql+asyncpg://prefect:Clear-Text-91cd@db01/prefect?ssl=require"},
+     ["prefect_database_url names the remote database host db01 without ?ssl=verify-full"]),
+    ("nssm_services", {**SERVER, "prefect_database_url": "postgresql+asyncpg://prefect:Clear-Text-91cd@127.0.0.1:5432"},
+     ["prefect_database_url names no database"]),
 ]
 
 
@@ -226,7 +235,7 @@ def test_good_input_passes_validation(good_runs, index):
 SECRETS = {
     "nssm_services_account_password": "PwSecret-8c1f",
     "prefect_api_auth_string": "prefect:AuthSecret-77ab",
-    "prefect_database_url": "postgresql+asyncpg://prefect:DbSecret-5e2d@db/prefect",
+    "prefect_database_url": "postgresql+asyncpg://prefect:DbSecret-5e2d@127.0.0.1/prefect",
 }
 
 

@@ -31,10 +31,10 @@ ADDRESSES = {SRV: "10.20.1.20", WRK1: "10.20.1.21", WRK2: "10.20.1.22", DB: "10.
 CA = REPO / "tests" / "fixtures" / "roles" / "enclave-ca.pem"
 # Documented in docs/roles.md ("No-op re-run"); update both together. Per host: {role: (tasks, module runs)}.
 EXPECTED_PER_HOST = {
-    # Server and proxy without a worker or a database (27 tasks, 33 module runs): one account, one service, no workers to
-    # see online; the workers' site for the two worker hosts; no backup (the dumps are taken on prefect-db01); two allow
-    # rules (the UI, the workers' machine path).
-    SRV: {"python": (1, 2), "prefect_venv": (1, 1), "nssm_services": (11, 14), "iis_proxy": (11, 12), "firewall": (3, 4)},
+    # Server and proxy without a worker or a database (28 tasks, 34 module runs): one account, one service, the enclave CA
+    # for PostgreSQL's TLS (a checksum query), no workers to see online; the workers' site for the two worker hosts; no
+    # backup (the dumps are taken on prefect-db01); two allow rules (the UI, the workers' machine path).
+    SRV: {"python": (1, 2), "prefect_venv": (1, 1), "nssm_services": (12, 15), "iis_proxy": (11, 12), "firewall": (3, 4)},
     # Worker hosts (15 and 19 each): one account, one worker service, the enclave CA (a checksum query), the worker online
     # through the proxy; no health or pool call (the server host's), no allow rule (they serve nothing).
     WRK1: {"python": (1, 2), "prefect_venv": (1, 1), "nssm_services": (11, 14), "firewall": (2, 2)},
@@ -81,7 +81,9 @@ def runs(tmp_path_factory, ansible_env):
     sim = Hosts(root, ansible_env, states)
     shared = sim.state_path.read_text()
     # The example inventory's CA path, proxy thumbprint and database certificate are placeholders: real values here.
-    extra = {"prefect_bundle_dir": str(make_bundle(root)), **SECRETS,
+    # The server's database URL composed for prefect-db01 (?ssl=verify-full, the enclave CA in PGSSLROOTCERT), not the
+    # Vault override.
+    extra = {"prefect_bundle_dir": str(make_bundle(root)), **SECRETS, "vault_prefect_database_url": "",
              "python_installer_sha256": hashlib.sha256(INSTALLER).hexdigest(),
              "iis_proxy_certificate_thumbprint": PROXY_CERT_THUMBPRINT, "prefect_api_ca_cert": str(CA), **_pem(root)}
     first = sim.run(extra, limit="distributed")
@@ -107,8 +109,11 @@ def test_first_run_deploys_every_layer_on_its_hosts(runs):
     assert set(srv["iis"]["sites"]) == {"Prefect", "Prefect-Workers"}
     ip = srv["iis"]["apphost"]["Prefect-Workers|system.webServer/security/ipSecurity"]
     assert ip["collection:"] == [f"ipAddress={a};subnetMask=255.255.255.255;allowed=true" for a in ("10.20.1.21", "10.20.1.22")]
-    # The server's database URL names prefect-db01 (composed or from Vault; never SQLite).
-    assert "postgresql" in srv["services"]["PrefectServer"]["environment"]["PREFECT_SERVER_DATABASE_CONNECTION_URL"]
+    # The server's database URL is composed for prefect-db01, over TLS checked against the enclave CA.
+    environment = srv["services"]["PrefectServer"]["environment"]
+    url = environment["PREFECT_SERVER_DATABASE_CONNECTION_URL"]
+    assert url.startswith("postgresql+asyncpg://prefect:") and url.endswith("@prefect-db01.corp.local:5432/prefect?ssl=verify-full"), "url"
+    assert environment["PGSSLROOTCERT"].lower().endswith(".pem"), environment.get("PGSSLROOTCERT")
     # The worker hosts: their worker, no server, no IIS.
     for host in (WRK1, WRK2):
         assert set(states[host]["services"]) == {"PrefectWorker-etl"}, host

@@ -7,6 +7,8 @@ control flow and the stand-in's model of the script; the script itself runs only
 """
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from simhost import LOCK, Sim, by_name, make_bundle, reached
@@ -59,3 +61,35 @@ def test_leftover_old_link_after_a_finished_switch_goes_with_the_next_switch(tmp
     result = _switch(sim.run(extra, playbook="prefect_venv.yml")[1])
     assert result["changed"] and result["result"]["recovered"] == ["removed leftover link " + LINK + ".old"], result
     assert set(sim.state["junctions"]) == {LINK}
+
+
+def test_a_moved_base_interpreter_gets_a_new_venv_and_the_previous_release_venv_is_rebuilt_once(tmp_path, ansible_env):
+    """A venv records its base's directory (pyvenv.cfg); the previous release built venvs from C:\\Python312, named
+    without the base and marked with enclave-prefect.lock. The base is now in the marker's name and the venv's: a venv of
+    the previous release is rebuilt once under the new name and the junction moves to it; the same lock on a base now
+    in C:\\Program Files\\Python312 builds a new venv and switches to it; the run after each changes nothing."""
+    sim = Sim(tmp_path, ansible_env)
+    extra = {"prefect_bundle_dir": str(make_bundle(tmp_path)), "prefect_python_dir": "C:\\Python312"}
+    sim.run(extra, playbook="prefect_venv.yml")
+    old_venv = sim.state["junctions"][LINK]
+    build = "Venv for this Prefect version and lock is built"
+    # The previous release's layout: the venv named without the base, its marker enclave-prefect.lock.
+    marker = next(path for path in sim.state["files"] if path.startswith(old_venv + "\\enclave-prefect-"))
+    previous = old_venv.rsplit("-", 1)[0]
+    text = json.dumps(sim.state).replace(json.dumps(marker)[1:-1], json.dumps(old_venv + "\\enclave-prefect.lock")[1:-1])
+    sim.state_path.write_text(text.replace(json.dumps(old_venv)[1:-1], json.dumps(previous)[1:-1]))
+    assert sim.state["junctions"][LINK] == previous
+    data = sim.run(extra, playbook="prefect_venv.yml")[1]
+    assert by_name(reached(data))[build]["changed"] and _switch(data)["changed"]
+    assert sim.state["junctions"][LINK] == old_venv
+    assert build not in by_name(reached(sim.run(extra, playbook="prefect_venv.yml")[1]))
+    # The base reinstalled in Program Files (the python role's default now).
+    moved = dict(extra, prefect_python_dir="C:\\Program Files\\Python312")
+    data = sim.run(moved, playbook="prefect_venv.yml")[1]
+    built = by_name(reached(data))[build]["invocation"]["module_args"]["parameters"]
+    assert built["Python"] == "C:\\Program Files\\Python312\\python.exe", built
+    new_venv = sim.state["junctions"][LINK]
+    assert new_venv != old_venv and new_venv == built["VenvDir"].lower(), (old_venv, new_venv)
+    assert new_venv.rsplit("-", 1)[0] == old_venv.rsplit("-", 1)[0], "only the base id differs"
+    assert _switch(data)["changed"]
+    assert build not in by_name(reached(sim.run(moved, playbook="prefect_venv.yml")[1]))

@@ -1,5 +1,6 @@
 # Builds one Prefect venv from the committed Windows lock and the offline wheelhouse.
-# The lock is copied into the venv as the last step: its presence (with the lock's digest) marks a complete build.
+# The lock is copied into the venv as the last step, as Marker (a name that carries the base interpreter): its presence
+# (with the lock's digest) marks a complete build from this lock and this base.
 [CmdletBinding(SupportsShouldProcess)]
 param (
     [Parameter(Mandatory)][string]$Python,
@@ -7,6 +8,8 @@ param (
     [Parameter(Mandatory)][string]$Lock,
     # The trusted digest of the lock (bundle SHA256SUMS); the lock inside the archive must match it.
     [Parameter(Mandatory)][string]$LockSha256,
+    # A file name, e.g. enclave-prefect-1a2b3c4d.lock.
+    [Parameter(Mandatory)][ValidatePattern('^[A-Za-z0-9._-]+$')][string]$Marker,
     [Parameter(Mandatory)][string]$Wheelhouse,
     [Parameter(Mandatory)][string]$CurrentLink,
     [Parameter(Mandatory)][string]$PrefectVersion
@@ -29,11 +32,11 @@ function Invoke-Native {
     }
 }
 
-$marker = Join-Path $VenvDir 'enclave-prefect.lock'
+$markerPath = Join-Path $VenvDir $Marker
 $lockHash = $LockSha256.ToUpperInvariant()
 $Ansible.Result = @{ venv = $VenvDir; lock_sha256 = $LockSha256.ToLowerInvariant() }
 
-if ((Test-Path -LiteralPath $marker) -and (Get-FileHash -LiteralPath $marker -Algorithm SHA256).Hash -eq $lockHash) {
+if ((Test-Path -LiteralPath $markerPath) -and (Get-FileHash -LiteralPath $markerPath -Algorithm SHA256).Hash -eq $lockHash) {
     return
 }
 
@@ -87,4 +90,4 @@ if ($check.ExitCode -ne 0 -or $check.Output -notmatch "(?m)^\s*Version:\s+$([reg
     throw "python -m prefect version in '$VenvDir' did not report $PrefectVersion ($($check.ExitCode)): $($check.Output)"
 }
 
-Copy-Item -LiteralPath $Lock -Destination $marker -Force
+Copy-Item -LiteralPath $Lock -Destination $markerPath -Force

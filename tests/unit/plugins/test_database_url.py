@@ -13,6 +13,7 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.enclave.prefect.plugins.filter.database_url import (
     database_url,
+    database_url_errors,
     postgresql_conf_value,
     postgresql_plan,
 )
@@ -144,3 +145,37 @@ def test_extra_networks_make_it_remote():
                                          ("a'b", "'a''b'"), ("D:/x", "'D:/x'"), ("%m [%p] ", "'%m [%p] '")])
 def test_conf_values_are_quoted_as_postgresql_reads_them(value, text):
     assert postgresql_conf_value(value) == text
+
+
+@pytest.mark.parametrize("url", [
+    "",
+    "postgresql+asyncpg://prefect:S3cr%40t@127.0.0.1:5432/prefect",
+    "postgresql+asyncpg://prefect:S3cr%40t@[::1]/prefect",
+    "postgresql+asyncpg://prefect:S3cr%40t@db01.corp.local:5432/prefect?ssl=verify-full",
+    "postgresql+asyncpg://prefect:S3cr%40t@db01.corp.local/prefect?application_name=x&sslmode=verify-full",
+    "sqlite+aiosqlite:///C:/Prefect/data/prefect.db",
+])
+def test_urls_prefect_takes_pass(url):
+    assert database_url_errors(url) == []
+
+
+@pytest.mark.parametrize("url, words", [
+    ("postgresql://prefect:S3cr@t@db01/prefect", ["must start with postgresql+asyncpg://", "'postgresql'"]),
+    ("postgresql+psycopg2://prefect:S3cr@t@db01/prefect", ["'postgresql+psycopg2'"]),
+    ("db01:5432/prefect", ["'(none)'"]),
+    ("postgresql+asyncpg://prefect:S3cr%40t@db01:5432/prefect", ["remote database host db01 without ?ssl=verify-full"]),
+    ("postgresql+asyncpg://prefect:S3cr%40t@[fd00::5]:5432/prefect?ssl=require", ["remote database host fd00::5"]),
+    ("postgresql+asyncpg://prefect:S3cr%40t@127.0.0.1:5432/", ["names no database"]),
+    ("postgresql+asyncpg://prefect:S3cr%40t@:5432/prefect", ["names no database host"]),
+])
+def test_urls_prefect_refuses_or_that_expose_the_password_are_named_never_shown(url, words):
+    errors = database_url_errors(url)
+    assert errors, url
+    text = "\n".join(errors)
+    for word in words:
+        assert word in text, (word, text)
+    assert "S3cr" not in text and all(e.startswith("prefect_database_url ") for e in errors), text
+
+
+def test_a_url_that_is_not_text_is_named():
+    assert database_url_errors({"host": "db01"}) == ["prefect_database_url must be a string, a SQLAlchemy URL (got a dict)"]
