@@ -100,7 +100,8 @@ def database_url(host, port=5432, name="prefect", user="prefect", password=None,
 
 
 # Prefect 3 accepts these two drivers only (prefect/settings/models/server/database.py: "all Prefect database engines
-# must use an async driver"); asyncpg's TLS modes that check the server's certificate and name (verify-ca checks no name).
+# must use an async driver"). A remote host needs asyncpg's ssl=verify-full, the one mode that checks both the server's
+# certificate and its name (verify-ca checks no name, require neither).
 PREFECT_URL_SCHEMES = ("postgresql+asyncpg", "sqlite+aiosqlite")
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
