@@ -28,6 +28,8 @@ WINDOWS_MODULES = {
     ("community", "windows"): ["win_unzip"],
     ("enclave", "prefect"): ["server_health", "work_pool"],
 }
+# Action plugins of this collection that the roles call and that run on the control node only.
+ROLE_ACTIONS = ["role_input"]
 # Tasks that must not reach the host on a re-run (transfers, installs, builds, restarts).
 FORBIDDEN_ON_RERUN = ["win_copy", "win_get_url", "win_package", "win_unzip"]
 
@@ -122,6 +124,10 @@ def build_sim(root: Path) -> Path:
     (prefect / "roles").symlink_to(REPO / "roles")
     (prefect / "playbooks").symlink_to(REPO / "playbooks")
     (prefect / "plugins" / "filter").symlink_to(REPO / "plugins" / "filter")
+    # The real controller-side action plugins of the roles (the API plugins' stand-ins are modules above).
+    (prefect / "plugins" / "action").mkdir()
+    for action in ROLE_ACTIONS:
+        (prefect / "plugins" / "action" / f"{action}.py").symlink_to(REPO / "plugins" / "action" / f"{action}.py")
     return root / "collections"
 
 

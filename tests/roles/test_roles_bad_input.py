@@ -31,7 +31,7 @@ CASES = [
     ("python", {"prefect_server_host": "0.0.0.0"}, ["prefect_server_host", "loopback", "0.0.0.0"]),
     ("python", {"prefect_server_port": "http"}, ["prefect_server_port", "int"]),
     ("prefect_venv", {"prefect_venv_keep": "all"}, ["prefect_venv_keep", "int"]),
-    ("prefect_venv", {"prefect_venv_keep": -1}, ["prefect_venv_keep must be >= 0", "-1"]),
+    ("prefect_venv", {"prefect_venv_keep": -1}, ["prefect_venv_keep must be 0 to 20", "(got -1)"]),
     ("prefect_venv", {"prefect_venv_name": "current"}, ["prefect_venv_name", "current"]),
     ("prefect_venv", {"prefect_venv_lock_sha256": "ab" * 32},
      ["ab" * 32, "requirements/windows/prefect-py312.lock", "prefect_venv_check_committed_lock=false"]),
@@ -77,7 +77,7 @@ CASES = [
     ("nssm_services", {**SERVER, "nssm_services_worker_failure_delays_ms": [15000, 0]},
      ["nssm_services_worker_failure_delays_ms", "greater than 0", "(got [15000, 0])"]),
     # Formats the argument specs cannot check: a mapping given for a str option arrives as its text.
-    ("nssm_services", {**SERVER, "nssm_services_account": {"x": 1}}, ["nssm_services_account must be an account name"]),
+    ("nssm_services", {**SERVER, "nssm_services_account": {"x": 1}}, ["nssm_services_account must be text, not a mapping"]),
     ("nssm_services", {**SERVER, "nssm_services_worker_account": "CORP\\a$b"}, ["'$' only at the end of a gMSA"]),
     ("nssm_services", {**SERVER, "nssm_services_workers": [{"service": "Prefect Worker", "pool": "p"}]},
      ["nssm_services_workers[0].service must be a Windows service name", "Prefect Worker"]),
@@ -121,27 +121,26 @@ CASES = [
     ("nssm_services", {**SERVER, "nssm_services_events_retention": "604800"},
      ["nssm_services_events_retention and nssm_services_flow_run_retention must be ISO 8601 durations", "604800"]),
     ("nssm_services", {**SERVER, "nssm_services_flow_run_retention": "1 year"}, ["ISO 8601 durations", "1 year"]),
-    ("python", {"prefect_root": {"drive": "C"}}, ["prefect_root must be an absolute Windows path", "not a mapping"]),
+    ("python", {"prefect_root": {"drive": "C"}}, ["prefect_root must be text, not a mapping"]),
     ("python", {"prefect_logs_dir": "D:\\logs"}, ["must be under prefect_root", "D:\\logs"]),
     ("python", {"prefect_version": "latest"}, ["prefect_version must be a version", "latest"]),
     ("python", {"prefect_artifact_delivery": "url", "prefect_bundle_url": "https://nexus corp/x"},
      ["prefect_bundle_url must be an http:// or https:// URL"]),
     ("prefect_venv", {"prefect_venvs_dir": "venvs"}, ["prefect_venvs_dir must be an absolute Windows path"]),
     ("python", {"python_target_dir": "Python312"}, ["python_target_dir must be an absolute Windows path", "'Python312'"]),
-    ("python", {"python_target_dir": {"dir": "C:\\Python312"}}, ["python_target_dir must be an absolute Windows path",
-                                                                 "{'dir': "]),
+    ("python", {"python_target_dir": {"dir": "C:\\Python312"}}, ["python_target_dir must be text, not a mapping"]),
     ("python", {"python_target_dir": "C:\\Program Files\\Py\"thon"}, ["python_target_dir must be", "Py\"thon"]),
     ("python", {"python_installer_sha256": "abc123"}, ["python_installer_sha256 must be a SHA256 digest", "'abc123'"]),
     ("python", {"python_installer_filename": "installers/python-3.12.10-amd64.exe"},
      ["python_installer_filename must be a file name", "installers/python-3.12.10-amd64.exe"]),
     ("python", {"python_version": "3.12"}, ["python_version must be a version such as", "'3.12'"]),
-    ("python", {"python_version": ["3.12.10"]}, ["python_version must be a version", "not a list"]),
+    ("python", {"python_version": ["3.12.10"]}, ["python_version must be text, not a list"]),
     ("python", {"python_extra_arguments": ["Include_doc=0", 'SimpleInstallDescription="Prefect only"']},
      ["python_extra_arguments must be a list of installer options", "without quotes or line breaks",
       'SimpleInstallDescription=\\"Prefect only\\"']),
     ("python", {"python_extra_arguments": ["Include_doc=0\nInclude_dev=0"]},
      ["python_extra_arguments must be", "Include_doc=0\\nInclude_dev=0"]),
-    ("python", {"python_extra_arguments": [{"Include_doc": 0}]}, ["python_extra_arguments must be", '{"Include_doc": 0}']),
+    ("python", {"python_extra_arguments": [{"Include_doc": 0}]}, ["python_extra_arguments[0] must be text, not a mapping"]),
     # Paths: Windows resolves '.' and '..' and strips trailing dots, so a string check is not a path check; a root the
     # roles protect (broad groups purged) is never a drive root or a directory of Windows itself.
     ("python", {"prefect_root": "C:\\Prefect\\.."}, ["prefect_root must be", "'.' or '..' segments", "C:\\Prefect\\.."]),
@@ -154,6 +153,23 @@ CASES = [
     ("python", {"prefect_home": "C:\\Prefect"}, ["must be under prefect_root"]),
     ("python", {"python_target_dir": "C:\\Program Files"}, ["python_target_dir must be", "Program Files"]),
     ("prefect_venv", {"prefect_venvs_dir": "C:\\Prefect\\venvs\\..\\.."}, ["prefect_venvs_dir must be", "'..'"]),
+    # Every str option of every role refuses a mapping, a list or a boolean (plugins/action/role_input.py), every problem
+    # at once, each naming the variable and never its value; whole numbers outside the range where they can be right.
+    ("python", {"prefect_public_host": {"name": "x"}, "prefect_database_password": {"secret": "Map-Secret-77aa"}},
+     ["prefect_public_host must be text, not a mapping", "prefect_database_password must be text, not a mapping"]),
+    ("python", {"python_installer_signer": ["Python Software Foundation"]}, ["python_installer_signer must be text, not a list"]),
+    ("python", {"prefect_worker_port": 0, "prefect_database_port": 65536},
+     ["prefect_worker_port must be 1 to 65535 (got 0)", "prefect_database_port must be 1 to 65535 (got 65536)"]),
+    ("prefect_venv", {"prefect_venv_switch_version": True}, ["prefect_venv_switch_version must be text, not a boolean"]),
+    ("nssm_services", {**SERVER, "nssm_services_server_description": ["a", "b"], "nssm_services_server_ui_api_url": {"u": 1},
+                       "nssm_services_workers": [{"service": "W", "pool": {"name": "p"}}]},
+     ["nssm_services_server_description must be text, not a list", "nssm_services_server_ui_api_url must be text, not a mapping",
+      "nssm_services_workers[0].pool must be text, not a mapping"]),
+    ("nssm_services", {**SERVER, "nssm_services_server_stop_timeout_ms": 0, "nssm_services_log_retention_days": 100000,
+                       "nssm_services_workers": [{"service": "W", "pool": "p", "limit": 0}],
+                       "nssm_services_pools": [{"name": "p", "concurrency_limit": -5}]},
+     ["nssm_services_server_stop_timeout_ms must be 1000 to 3600000 (got 0)", "nssm_services_log_retention_days must be 0 to 3650",
+      "nssm_services_workers[0].limit must be 1 to 10000 (got 0)", "nssm_services_pools[0].concurrency_limit must be 0 to 100000"]),
     # prefect_database_url as Prefect 3 takes it; the password (Clear-Text-91cd) never in the message.
     ("nssm_services", {**SERVER, "prefect_database_url": "postgresql://prefect:Clear-Text-91cd@db01:5432/prefect"},
      ["prefect_database_url must start with postgresql+asyncpg://", "'postgresql'"]),
@@ -192,7 +208,7 @@ def test_bad_input_is_rejected_before_the_host(bad_runs, index):
         assert word in result.get("msg", ""), (word, result.get("msg"))
     assert run.host_actions() == [], run.host_actions()
     # The refused secrets are named, never shown.
-    for secret in ("Pa%PATH%ss-7d1e", "Lock-Out-2f4a", "No-Domain-6a0e", "Clear-Text-91cd"):
+    for secret in ("Pa%PATH%ss-7d1e", "Lock-Out-2f4a", "No-Domain-6a0e", "Clear-Text-91cd", "Map-Secret-77aa"):
         assert secret not in run.output
 
 
