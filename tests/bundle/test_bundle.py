@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from bundlerun import USER_CACHE, build, error_text, output_of, run, tree_state
-from installer_fixtures import GOOD_SIGNER
+from installer_fixtures import GOOD_SIGNER, thumbprint
 from toolchain import REPO, tool
 
 pytestmark = pytest.mark.bundle
@@ -152,6 +152,10 @@ def test_manifest_records_versions_and_sources(bundle: Path, manifest: dict, fix
         "python-3.12": ("pe", GOOD_SIGNER), "nssm": ("zip", ""), "url-rewrite": ("msi", GOOD_SIGNER),
         "arr": ("msi", GOOD_SIGNER), "postgresql-17": ("pe", GOOD_SIGNER), "unpinned-tool": ("msi", GOOD_SIGNER)}
     assert manifest["installer_signature_roots"] == str(fixtures.ca_file)
+    # The signer certificate's thumbprint the build verified, for hosts that cannot build the chain themselves.
+    good = thumbprint(fixtures.ca_file.parent / "good.pem")
+    assert {name: i["signer_thumbprint"] for name, i in installers.items()} == {
+        name: (good if i["signer"] else "") for name, i in installers.items()}
 
 
 def test_builds_leave_the_default_cache_alone(built, bundle_env, bundle_cache, user_cache_before) -> None:

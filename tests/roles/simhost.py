@@ -131,7 +131,9 @@ def build_sim(root: Path) -> Path:
     return root / "collections"
 
 
-def make_bundle(root: Path, lock: bytes = LOCK) -> Path:
+def make_bundle(root: Path, lock: bytes = LOCK, thumbprints: dict[str, str] | None = None) -> Path:
+    """The bundle on the control node; with thumbprints (file name -> signer certificate SHA1), a MANIFEST.json that
+    records them as playbooks/bundle.yml does (without: a bundle of an earlier release)."""
     bundle = root / "bundle"
     (bundle / "windows" / "installers").mkdir(parents=True, exist_ok=True)
     files = {
@@ -143,6 +145,9 @@ def make_bundle(root: Path, lock: bytes = LOCK) -> Path:
         "windows/installers/" + REWRITE_MSI_NAME: REWRITE_MSI,
         "windows/installers/" + ARR_MSI_NAME: ARR_MSI,
     }
+    if thumbprints is not None:
+        files["MANIFEST.json"] = json.dumps({"format": 1, "installers": [
+            {"filename": name, "signer_thumbprint": thumbprint} for name, thumbprint in thumbprints.items()]}).encode()
     for name, content in files.items():
         (bundle / name).write_bytes(content)
     (bundle / "SHA256SUMS").write_text("".join(f"{hashlib.sha256(v).hexdigest()}  {k}\n" for k, v in files.items()))

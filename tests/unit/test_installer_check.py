@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from installer_fixtures import GOOD_SIGNER, HTML_PAGE, OTHER_SIGNER, make_msi, make_pe, make_signing, make_zip, sign, tamper
+from installer_fixtures import (GOOD_SIGNER, HTML_PAGE, OTHER_SIGNER, make_msi, make_pe, make_signing, make_zip, sign, tamper,
+                                thumbprint)
 
 pytestmark = pytest.mark.unit
 
@@ -88,7 +89,9 @@ def test_kind_mismatch_between_real_formats(files):
 @pytest.mark.parametrize("name, kind", [("signed_pe", "pe"), ("signed_msi", "msi")])
 def test_good_signature_by_the_expected_signer_passes(files, name, kind):
     found = _check(files[name], kind, signer=GOOD_SIGNER, ca=files["ca"])
-    assert found == {"kind": kind, "sha256": found["sha256"], "signer": GOOD_SIGNER, "problem": ""}
+    # The thumbprint of the signer's certificate, as Windows shows it: the roles accept it where the host has no chain.
+    assert found == {"kind": kind, "sha256": found["sha256"], "signer": GOOD_SIGNER,
+                     "thumbprint": thumbprint(files["signing"].good[0]), "problem": ""}
 
 
 @pytest.mark.parametrize("name, kind", [("other_pe", "pe"), ("other_msi", "msi")])
@@ -127,7 +130,9 @@ def test_tampered_file_with_a_nested_signature_by_another_publisher_is_refused(f
     found = _check(nested, "pe", signer=GOOD_SIGNER, ca=files["ca"])
     assert found["problem"] == f"is signed by '{OTHER_SIGNER}', but the catalogue expects a signature by '{GOOD_SIGNER}'"
     # The same file is what another publisher signed, and passes as theirs.
-    assert _check(nested, "pe", signer=OTHER_SIGNER, ca=files["ca"])["signer"] == OTHER_SIGNER
+    theirs = _check(nested, "pe", signer=OTHER_SIGNER, ca=files["ca"])
+    # Its certificate is found in the nested signature (the outer one carries only the first signer's).
+    assert (theirs["signer"], theirs["thumbprint"]) == (OTHER_SIGNER, thumbprint(files["signing"].other[0]))
 
 
 def test_genuine_file_with_an_extra_nested_signature_still_passes(files, tmp_path):
@@ -186,7 +191,8 @@ def test_main_reads_the_catalogue_and_paths(files, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(request)))
     assert installer_check.main() == 0
     assert json.loads(capsys.readouterr().out) == {"ca_file": str(files["ca"]), "items": {"tool": {
-        "kind": "msi", "sha256": installer_check.sha256_of(str(files["signed_msi"])), "signer": GOOD_SIGNER, "problem": ""}}}
+        "kind": "msi", "sha256": installer_check.sha256_of(str(files["signed_msi"])), "signer": GOOD_SIGNER,
+        "thumbprint": thumbprint(files["signing"].good[0]), "problem": ""}}}
     monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps({"catalogue": {"tool": {}}})))
     assert installer_check.main() == 2
     assert "bad input" in capsys.readouterr().err
