@@ -166,12 +166,24 @@ def nssm_settings():
 
 def service_accounts():
     """service_accounts.ps1: every account resolves; none is a direct member of Administrators (S-1-5-32-544,
-    removed) or an effective one through a nested group (refused)."""
-    report = {}
+    removed) nor, for a domain account, a member through a domain group that is one (refused, naming the group).
+    The directory (host["directory"] accounts, host["directory_groups"]: {group SID: {"name", "members": [SIDs]}},
+    a member's "primary_group" SID) answers as the script asks it on every run: the chain of each domain group in
+    Administrators (LDAP_MATCHING_RULE_IN_CHAIN), and the account's primary group. host["directory_unreachable"]: the
+    domain controller cannot be asked (the run fails saying why, unless SkipNestedCheck, which warns)."""
+    params = args["parameters"]
+    report, warnings = {}, []
     admins = host.setdefault("administrators", [])
-    for acct in args["parameters"]["Accounts"]:
+    groups = host.get("directory_groups", {})
+    primary = {info["sid"]: info.get("primary_group") for info in host.get("directory", {}).values()}
+
+    def in_chain(sid, group, seen=()):
+        members = groups.get(group, {}).get("members", [])
+        return sid in members or any(m in groups and m not in seen and in_chain(sid, m, seen + (group,)) for m in members)
+
+    for acct in params["Accounts"]:
         sid = sid_of(acct["name"])
-        entry = {"sid": sid, "removed_from_administrators": False}
+        entry = {"sid": sid, "removed_from_administrators": False, "effective_administrator": None}
         report[acct["name"]] = entry
         if sid is None:
             if CHECK:
@@ -183,10 +195,27 @@ def service_accounts():
             out["changed"] = True
             if not CHECK:
                 admins.remove(sid)
-        if sid in host.get("nested_administrators", []):
-            out.update(failed=True, msg="%s is an administrator of this host through a nested group" % acct["name"])
+        if acct["kind"] == "local":
+            entry["effective_administrator"] = False
+            continue
+        if params.get("SkipNestedCheck"):
+            warnings.append("Nested Administrators membership of %s is not checked (nssm_services_nested_admin_check: "
+                            "false): check it by hand" % acct["name"])
+            continue
+        if host.get("directory_unreachable"):
+            out.update(failed=True, msg="Could not check whether service account '%s' is in Administrators through a "
+                       "domain group: the directory could not be asked as %s$: The server is not operational. Make the "
+                       "domain controller reachable, or set nssm_services_nested_admin_check: false and check it by hand"
+                       % (acct["name"], host.get("computer", "")))
             return
-    out["result"] = {"accounts": report, "warnings": []}
+        through = next((groups.get(g, {}).get("name", g) for g in admins
+                        if g == primary.get(sid) or (g in groups and in_chain(sid, g))), "")
+        entry["effective_administrator"] = bool(through)
+        if through:
+            out.update(failed=True, msg="Service account '%s' is a member of Administrators through the domain group %s; "
+                       "remove it from that group (services must never run as administrators)" % (acct["name"], through))
+            return
+    out["result"] = {"accounts": report, "warnings": warnings}
 
 
 def prefect_dirs():

@@ -186,7 +186,10 @@ class Sim:
         self.state_path.write_text(json.dumps({**default_state(), **(state or {})}))
         self.env = dict(ansible_env, ANSIBLE_COLLECTIONS_PATH=str(self.collections),
                         ENCLAVE_SIM_STATE=str(self.state_path), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
-        self.base = {"ansible_connection": "local", "ansible_python_interpreter": str(REPO / ".venv/bin/python")}
+        # ansible_become false: the local connection cannot run a module as another account (the one task that runs
+        # as SYSTEM, the service account check, is checked as written by test_noop_rerun.py).
+        self.base = {"ansible_connection": "local", "ansible_python_interpreter": str(REPO / ".venv/bin/python"),
+                     "ansible_become": False}
 
     @property
     def state(self) -> dict:

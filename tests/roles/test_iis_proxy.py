@@ -251,7 +251,7 @@ BAD = [
     ({"iis_proxy_certificate_thumbprint": "A1B2 C3"}, "iis_proxy_certificate_thumbprint must be"),
     ({"iis_proxy_certificate_thumbprint": ""}, "iis_proxy_certificate_thumbprint must be"),
     ({"prefect_worker_port": 443}, "must be different TCP ports"),
-    ({"prefect_public_port": 70000}, "must be different TCP ports"),
+    ({"prefect_public_port": 70000}, "prefect_public_port must be 1 to 65535 (got 70000)"),
     ({"prefect_public_port": 4200}, "none of them prefect_server_port"),
     ({"prefect_public_host": "10.20.1.10"}, "prefect_public_host must be the DNS name"),
     ({"prefect_public_host": "prefect corp"}, "prefect_public_host must be the DNS name"),

@@ -18,7 +18,9 @@ import json
 from urllib.parse import unquote, urlsplit
 
 import pytest
+import yaml
 
+from rolerun import REPO
 from simhost import (DEFAULT_ENVIRONMENT_NAMES, FORBIDDEN_ON_RERUN, INSTALLER, LOCK, PROXY_CERT_THUMBPRINT, SECRETS, Sim, by_name, host_results, make_bundle,
                      module_runs, reached)
 
@@ -367,3 +369,60 @@ def test_cost_per_extra_worker_service(converged, tmp_path, ansible_env):
     assert not [n for n, r in hits if r.get("changed")]
     print(f"{workers} workers: tasks {len(hits)}, module runs {module_runs(hits)}")
     assert module_runs(hits) == EXPECTED_MODULE_RUNS + EXPECTED_RUNS_PER_EXTRA_WORKER * (workers - 1)
+
+
+ACCOUNTS_CHECK = "Service accounts are not administrators, directly or through nested groups"
+SHOWN = "Group Policy conflicts and unchecked nested memberships of the service accounts are shown"
+# A domain worker account, and domain groups: Prefect Ops is in the host's Administrators and holds Prefect Admins.
+WORKER = "S-1-5-21-2000-3002"
+OPS, ADMINS, DOMAIN_USERS = "S-1-5-21-2000-5001", "S-1-5-21-2000-5002", "S-1-5-21-2000-513"
+
+
+def _domain_worker(converged, tmp_path, ansible_env, groups, administrators, **state):
+    sim, bundle = _fresh(converged, tmp_path, ansible_env)
+    directory = {"CORP\\svc_prefect_worker": {"sid": WORKER, "primary_group": DOMAIN_USERS}}
+    sim.update(directory=directory, directory_groups=groups, administrators=sim.state.get("administrators", []) + administrators,
+               **state)
+    return sim, _extra(bundle, nssm_services_worker_account="CORP\\svc_prefect_worker")
+
+
+def test_domain_account_in_administrators_through_nested_groups_is_refused_on_every_run(converged, tmp_path, ansible_env):
+    """The directory is asked on every run (as SYSTEM: no delegation needed): a domain group of Administrators that
+    does not hold the account passes; once the account is in it through another group, or the group is the account's
+    primary group (which memberOf leaves out), the run stops naming the group, before any NSSM setting is written."""
+    groups = {OPS: {"name": "CORP\\Prefect Ops", "members": [ADMINS]}, ADMINS: {"name": "CORP\\Prefect Admins", "members": []},
+              DOMAIN_USERS: {"name": "CORP\\Domain Users", "members": []}}
+    sim, extra = _domain_worker(converged, tmp_path, ansible_env, groups, [OPS])
+    passed = by_name(reached(sim.run(extra, playbook="nssm_services.yml")[1]))
+    assert passed[ACCOUNTS_CHECK]["result"]["accounts"]["CORP\\svc_prefect_worker"]["effective_administrator"] is False
+    # Again, with the account in Prefect Admins (inside Prefect Ops): the second run asks again and refuses.
+    groups[ADMINS]["members"] = [WORKER]
+    sim.update(directory_groups=groups)
+    _proc, data = sim.run(extra, playbook="nssm_services.yml", expect_rc=2)
+    assert "is a member of Administrators through the domain group CORP\\Prefect Ops" in by_name(reached(data))[ACCOUNTS_CHECK]["msg"]
+    assert SETTINGS not in by_name(reached(data))
+    # The primary group: not in any memberOf chain, still a membership.
+    groups[ADMINS]["members"] = []
+    sim.update(directory_groups=groups, administrators=[DOMAIN_USERS])
+    _proc, data = sim.run(extra, playbook="nssm_services.yml", expect_rc=2)
+    assert "through the domain group CORP\\Domain Users" in by_name(reached(data))[ACCOUNTS_CHECK]["msg"]
+
+
+def test_unreachable_directory_fails_unless_the_check_is_turned_off_which_warns_every_run(converged, tmp_path, ansible_env):
+    sim, extra = _domain_worker(converged, tmp_path, ansible_env, {}, [], directory_unreachable=True)
+    _proc, data = sim.run(extra, playbook="nssm_services.yml", expect_rc=2)
+    assert ("Make the domain controller reachable, or set nssm_services_nested_admin_check: false"
+            in by_name(reached(data))[ACCOUNTS_CHECK]["msg"])
+    assert SETTINGS not in by_name(reached(data))
+    skipped = by_name(host_results(sim.run(dict(extra, nssm_services_nested_admin_check=False), playbook="nssm_services.yml")[1]))
+    assert skipped[ACCOUNTS_CHECK]["invocation"]["module_args"]["parameters"]["SkipNestedCheck"] is True
+    assert any("CORP\\svc_prefect_worker is not checked (nssm_services_nested_admin_check: false)" in line
+               for line in skipped[SHOWN]["msg"])
+
+
+def test_the_account_check_runs_as_system():
+    """The directory is asked with the computer account's credentials: the task's become is SYSTEM (runas). The
+    simulated host's local connection cannot run as another account, so the task itself is checked."""
+    tasks = yaml.safe_load((REPO / "roles" / "nssm_services" / "tasks" / "config.yml").read_text())
+    task = next(t for t in tasks if t.get("name") == ACCOUNTS_CHECK)
+    assert (task.get("become"), task.get("become_method"), task.get("become_user")) == (True, "ansible.builtin.runas", "SYSTEM")

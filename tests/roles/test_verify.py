@@ -184,3 +184,14 @@ def test_without_a_smoke_pool_the_smoke_flow_is_a_skipped_row(converged, tmp_pat
     sim, proc, data, table = _verify(converged, tmp_path, ansible_env, verify_smoke_pool="")
     assert _rows(table)["smoke flow in pool"] == "skipped: set verify_smoke_pool to deploy and run the smoke flow"
     assert "smoke_pool_of" not in sim.state
+
+
+def test_a_verify_username_without_its_password_is_refused_before_any_check(converged, tmp_path, ansible_env):
+    """verify_password comes from the inventory's vault or a hidden prompt; a run without a terminal cannot be asked
+    and stops before the first check, saying where the password belongs."""
+    sim, proc, data, table = _verify(converged, tmp_path, ansible_env, expect_rc=2, verify_username="CORP\\operator")
+    refused = by_name(host_results(data))["Password of verify_username is known"]
+    assert refused["failed"] and "verify_username is CORP\\operator but there is no verify_password" in refused["msg"]
+    assert "Not waiting for response to prompt as stdin is not interactive" in proc.stdout + proc.stderr
+    assert table == [] and "Proxy answers with Windows authentication and refuses anonymous requests" not in by_name(
+        host_results(data))

@@ -2,11 +2,16 @@
 # - Administrators is found by its SID (S-1-5-32-544): its name is translated on German, French, ... Windows.
 #   A direct member is removed (the ADSI calls of ansible.windows.win_group_membership, which finds a group by
 #   display name only).
-# - Membership through nested groups (a domain group inside Administrators) is read from the account's
-#   tokenGroups in the directory; when the directory cannot be asked (a Kerberos session without delegation has no
-#   credentials for the domain controller), from an S4U token made by the host's LSA, which needs no delegation but
-#   fails once the account is denied network logon. Such a membership cannot be removed from here: the script fails
-#   naming the account. If neither works, it warns.
+# - Membership through nested groups: for every domain group that is a direct member of Administrators, the
+#   directory is asked whether the account is in that group's chain (LDAP_MATCHING_RULE_IN_CHAIN on memberOf, a
+#   base search on the account's object), and whether the group is the account's primary group (primaryGroupID,
+#   which memberOf leaves out). The task runs as SYSTEM (become), so the directory is asked with the computer
+#   account's credentials, which every domain member has on every run: no delegation, no logon of the service
+#   account (an S4U logon fails once the role has denied it network logon), no tokenGroups (readable only by the
+#   Windows Authorization Access group in domains made since Server 2003). Group membership is readable by every
+#   authenticated principal by default. Such a membership cannot be removed from here: the script fails naming the
+#   account and the group. When the directory cannot be asked, the script fails saying why, unless
+#   -SkipNestedCheck (nssm_services_nested_admin_check: false), which is reported as a warning on every run.
 # - A broad group in Administrators (Everyone, Authenticated Users, Users, INTERACTIVE, SERVICE) makes every account
 #   an administrator: refused.
 # - A Group Policy that defines one of the user rights the role sets replaces the local setting at its next
@@ -16,7 +21,9 @@ param (
     # Each: name (name, DOMAIN\name or DOMAIN\gmsa$), kind (local, domain or gmsa).
     [Parameter(Mandatory)][object[]]$Accounts,
     # User rights the role grants or denies to the accounts, e.g. SeServiceLogonRight.
-    [string[]]$Rights = @()
+    [string[]]$Rights = @(),
+    # Do not ask the directory about nested membership (reported as a warning).
+    [switch]$SkipNestedCheck
 )
 
 $ErrorActionPreference = 'Stop'
@@ -26,13 +33,17 @@ $adminsSid = New-Object System.Security.Principal.SecurityIdentifier 'S-1-5-32-5
 $adminsName = $adminsSid.Translate([System.Security.Principal.NTAccount]).Value.Split('\')[-1]
 $group = [ADSI]"WinNT://$env:COMPUTERNAME/$adminsName,group"
 $direct = @{}
+$directNames = @{}
 foreach ($raw in $group.psbase.Invoke('Members')) {
     $member = [ADSI]$raw
     $sidBytes = $member.InvokeGet('objectSID')
     $sid = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList $sidBytes, 0
     $direct[$sid.Value] = $true
+    $directNames[$sid.Value] = try { $sid.Translate([System.Security.Principal.NTAccount]).Value } catch { $sid.Value }
 }
-$computerDomain = (Get-CimInstance -ClassName Win32_ComputerSystem).Domain
+# The prefix of the host's own accounts (its SAM domain, e.g. of the built-in Administrator): not domain groups.
+$localDomainSid = (Get-CimInstance -ClassName Win32_UserAccount -Filter "LocalAccount=True" | Select-Object -First 1).SID -replace '-\d+$', ''
+
 foreach ($broadSid in @('S-1-1-0', 'S-1-5-11', 'S-1-5-32-545', 'S-1-5-4', 'S-1-5-6')) {
     if ($direct.ContainsKey($broadSid)) {
         $broadName = (New-Object System.Security.Principal.SecurityIdentifier $broadSid).Translate([System.Security.Principal.NTAccount]).Value
@@ -40,32 +51,45 @@ foreach ($broadSid in @('S-1-1-0', 'S-1-5-11', 'S-1-5-32-545', 'S-1-5-4', 'S-1-5
     }
 }
 
+function ConvertTo-LdapFilterValue {
+    # RFC 4515 escaping of a value in a search filter; the backslash first.
+    param([string]$Value)
+    $Value.Replace('\', '\5c').Replace('*', '\2a').Replace('(', '\28').Replace(')', '\29').Replace([string][char]0, '\00')
+}
+
 function Get-NestedAdministrator {
-    # $true / $false, or a string saying why it could not be found out.
-    param([System.Security.Principal.SecurityIdentifier]$Sid, [string]$Name)
-    $reasons = New-Object System.Collections.Generic.List[string]
+    # The domain group through which the account is in Administrators, '' when none, or $null with the reason in
+    # $script:nestedReason when the directory could not be asked.
+    param([System.Security.Principal.SecurityIdentifier]$Sid)
+    $script:nestedReason = ''
     try {
-        $entry = [ADSI]"LDAP://<SID=$($Sid.Value)>"
-        $entry.RefreshCache([string[]]@('tokenGroups'))
-        $nested = $false
-        foreach ($bytes in $entry.Properties['tokenGroups']) {
-            $groupSid = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList $bytes, 0
-            if ($direct.ContainsKey($groupSid.Value)) { $nested = $true }
+        $account = [ADSI]"LDAP://<SID=$($Sid.Value)>"
+        $account.RefreshCache([string[]]@('primaryGroupID'))
+        $primary = '{0}-{1}' -f $Sid.AccountDomainSid.Value, [string]$account.Properties['primaryGroupID'][0]
+        foreach ($memberSid in @($direct.Keys)) {
+            $member = New-Object System.Security.Principal.SecurityIdentifier $memberSid
+            if ($null -eq $member.AccountDomainSid -or $member.AccountDomainSid.Value -eq $localDomainSid) { continue }
+            if ($memberSid -eq $primary) { return $directNames[$memberSid] }
+            $group = [ADSI]"LDAP://<SID=$memberSid>"
+            $group.RefreshCache([string[]]@('distinguishedName', 'objectClass'))
+            if (@($group.Properties['objectClass']) -notcontains 'group') { continue }
+            $searcher = New-Object System.DirectoryServices.DirectorySearcher $account
+            $searcher.SearchScope = [System.DirectoryServices.SearchScope]::Base
+            $searcher.Filter = '(memberOf:1.2.840.113556.1.4.1941:={0})' -f (ConvertTo-LdapFilterValue ([string]$group.Properties['distinguishedName'][0]))
+            [void]$searcher.PropertiesToLoad.Add('objectSid')
+            try {
+                if ($null -ne $searcher.FindOne()) { return $directNames[$memberSid] }
+            }
+            finally {
+                $searcher.Dispose()
+            }
         }
-        return $nested
+        return ''
     }
     catch {
-        $reasons.Add("directory: $($_.Exception.Message)")
+        $script:nestedReason = "the directory could not be asked as $env:COMPUTERNAME`$: $($_.Exception.Message)"
+        return $null
     }
-    $upn = '{0}@{1}' -f $Name.Split('\')[-1], $computerDomain
-    try {
-        $identity = New-Object System.Security.Principal.WindowsIdentity $upn
-        try { return $identity.Groups.Contains($adminsSid) } finally { $identity.Dispose() }
-    }
-    catch {
-        $reasons.Add("S4U logon as ${upn}: $($_.Exception.Message)")
-    }
-    [string]::Join('; ', $reasons.ToArray())
 }
 
 function ConvertTo-Sid {
@@ -102,14 +126,17 @@ foreach ($account in $Accounts) {
         $entry.effective_administrator = $false
         continue
     }
-    $nested = Get-NestedAdministrator -Sid $sid -Name $name
-    if ($nested -is [string]) {
-        $warnings.Add("Could not check nested $adminsName membership of $name ($nested); check it by hand or run with Kerberos delegation")
+    if ($SkipNestedCheck) {
+        $warnings.Add("Nested $adminsName membership of $name on $env:COMPUTERNAME is not checked (nssm_services_nested_admin_check: false): check it by hand")
         continue
     }
-    $entry.effective_administrator = $nested
-    if ($entry.effective_administrator) {
-        throw "Service account '$name' is a member of $adminsName on $env:COMPUTERNAME through a nested group; remove it from that group (services must never run as administrators)"
+    $through = Get-NestedAdministrator -Sid $sid
+    if ($null -eq $through) {
+        throw "Could not check whether service account '$name' is in $adminsName on $env:COMPUTERNAME through a domain group: $script:nestedReason. Make the domain controller reachable, or set nssm_services_nested_admin_check: false and check it by hand"
+    }
+    $entry.effective_administrator = [bool]$through
+    if ($through) {
+        throw "Service account '$name' is a member of $adminsName on $env:COMPUTERNAME through the domain group $through; remove it from that group (services must never run as administrators)"
     }
 }
 
