@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+import yaml
 from ansible.errors import AnsibleError
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-from ansible.parsing.yaml.loader import AnsibleLoader
 from ansible.plugins.action import ActionBase
 
 _SPECS = {}  # role path -> parsed meta/argument_specs.yml, once per process
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # plain data; libyaml's parser where PyYAML has it
 
 
 def _argument_specs(role_path):
@@ -20,8 +21,8 @@ def _argument_specs(role_path):
         path = os.path.join(role_path, "meta", "argument_specs.yml")
         try:
             with open(path, encoding="utf-8") as handle:
-                data = AnsibleLoader(handle).get_single_data() or {}
-        except OSError as exc:
+                data = yaml.load(handle, Loader=_LOADER) or {}  # noqa: S506 (a safe loader)
+        except (OSError, yaml.YAMLError) as exc:
             raise AnsibleError("role_input: cannot read %s: %s" % (path, exc)) from exc
         _SPECS[role_path] = data.get("argument_specs") or {}
     return _SPECS[role_path]
@@ -117,16 +118,19 @@ class ActionModule(ActionBase):
         if args["entry_point"] not in specs:
             raise AnsibleError("role_input: %s has no entry point %s" % (role_path, args["entry_point"]))
         options = specs[args["entry_point"]].get("options") or {}
-        names = set(options) | {name.partition("[].")[0] for name in args["ranges"]}
-        values = {}
-        for name in sorted(names):
+        # The kinds are those of the values as given: a mapping, list or boolean is one before any templating, and
+        # rendering every option's default here would cost each run of a role as much again as its argument
+        # validation. The whole numbers are rendered (a default such as "{{ prefect_database_port }}").
+        raw = {name: task_vars[name] for name in options if name in task_vars}
+        numbers, problems = {}, []
+        for name in sorted({name.partition("[].")[0] for name in args["ranges"]}):
             if name not in task_vars:
                 continue
             try:
-                values[name] = self._templar.template(task_vars[name])
+                numbers[name] = self._templar.template(task_vars[name])
             except AnsibleError as exc:
-                result.setdefault("problems", []).append("%s cannot be read: %s" % (name, exc.message.splitlines()[0]))
-        problems = result.pop("problems", []) + text_problems(options, values) + range_problems(args["ranges"], values)
+                problems.append("%s cannot be read: %s" % (name, exc.message.splitlines()[0]))
+        problems += text_problems(options, raw) + range_problems(args["ranges"], numbers)
         result["changed"] = False
         if problems:
             result["failed"] = True

@@ -32,6 +32,9 @@ options:
     type: path
 notes:
   - Options whose variable is not defined, or is null, are not checked here (argument_specs checks required ones).
+  - Kinds are checked on the values as given (inventory, extra vars, role defaults), before templating; a value
+    given as a template is text here and is checked after rendering by the role's own format checks. Whole numbers
+    are checked after rendering.
 """
 
 EXAMPLES = r"""

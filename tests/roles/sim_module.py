@@ -84,6 +84,8 @@ def nssm_settings():
     table = params["Defaults"]
     link = params["VenvLink"].lower()
     target = host.setdefault("junctions", {}).get(link, link)
+    if CHECK and params.get("PendingVenv"):
+        target = params["PendingVenv"].lower().rstrip("\\")
     report = {}
     # A secret in which a name defined on the host (its environment, the service's own) stands between two '%' is
     # refused before anything is written, naming service and variable, never the value.

@@ -426,3 +426,16 @@ def test_the_account_check_runs_as_system():
     tasks = yaml.safe_load((REPO / "roles" / "nssm_services" / "tasks" / "config.yml").read_text())
     task = next(t for t in tasks if t.get("name") == ACCOUNTS_CHECK)
     assert (task.get("become"), task.get("become_method"), task.get("become_user")) == (True, "ansible.builtin.runas", "SYSTEM")
+
+
+def test_check_mode_reports_the_restarts_a_venv_switch_of_the_same_run_will_cause(converged, tmp_path, ansible_env):
+    """--check does not move the junction, yet the services layer of the same run reports the restart the switch will
+    cause (prefect_venv's switch target is passed to it); the host is left as it was."""
+    sim, bundle = _fresh(converged, tmp_path, ansible_env)
+    make_bundle(sim.root, LOCK + b"extra==3.0 --hash=sha256:3333\n")
+    before = sim.state
+    checked = by_name(reached(sim.run(_extra(bundle, prefect_venv_check_committed_lock=False), args=["--check"])[1]))
+    assert checked["Current junction points at the venv that reports the pinned Prefect"]["changed"]
+    assert [r["item"] for r in checked[RESTART]["results"] if not r.get("skipped")] == ["PrefectServer"]
+    after = sim.state
+    assert after["junctions"] == before["junctions"] and after["services"] == before["services"]

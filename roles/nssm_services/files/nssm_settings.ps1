@@ -18,6 +18,9 @@ param (
     # The `current` junction: an Application under it is stored with the venv it points to, so that a venv switch
     # is a setting change that restarts the service.
     [Parameter(Mandatory)][string]$VenvLink,
+    # Check mode only: the venv prefect_venv would point the junction at in this run (its switch is not made in check
+    # mode), so that the restarts the switch will cause are reported.
+    [string]$PendingVenv = '',
     # NSSM parameter -> the value NSSM uses when it is absent (settings.cpp).
     [Parameter(Mandatory)][hashtable]$Defaults,
     [string]$ExitDefault = 'Restart',
@@ -222,6 +225,7 @@ function Get-AppProcess {
 $venvTarget = $null
 $link = Get-Item -LiteralPath $VenvLink -Force -ErrorAction SilentlyContinue
 if ($link -and $link.LinkType -eq 'Junction') { $venvTarget = (@($link.Target)[0]).TrimEnd('\') }
+if ($PendingVenv -and $WhatIfPreference) { $venvTarget = $PendingVenv.TrimEnd('\') }
 
 # NSSM passes every AppEnvironmentExtra value through ExpandEnvironmentStrings in its own process (env.cpp
 # set_environment_block): the environment the service control manager gave it, then the service's own variables.
