@@ -70,7 +70,8 @@ KINDS = {
     "https_url": (re.compile(r"^https://[A-Za-z0-9.\[\]:_-]+(?::\d{1,5})?(?:/[^\s\"'<>\\^`{|}]*)?$"),
                   "an https:// URL without spaces or quotes"),
     "sha256": (re.compile(r"^[0-9A-Fa-f]{64}$"), "a SHA256 digest of 64 hexadecimal characters"),
-    "account": (re.compile(r"^(?:\.\\|[A-Za-z0-9][A-Za-z0-9. _-]{0,62}\\)?[^%s.\s$][^%s]{0,63}$" % (_ACCOUNT_FORBIDDEN, _ACCOUNT_FORBIDDEN)),
+    "account": (re.compile(r"^(?:\.\\|[A-Za-z0-9][A-Za-z0-9. _-]{0,62}\\)?[^%s.\s$](?:[^%s]{0,62}[^%s\s])?$"
+                           % (_ACCOUNT_FORBIDDEN, _ACCOUNT_FORBIDDEN, _ACCOUNT_FORBIDDEN)),
                 "an account name: name, .\\name, DOMAIN\\name or DOMAIN\\gmsa$"),
     "service_name": (re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$"),
                      "a Windows service name of letters, digits, '.', '_' or '-' (at most 80)"),
@@ -118,12 +119,30 @@ def _segment_problem(text):
     return None
 
 
+# Names Windows keeps for devices, whatever the extension (Microsoft: "Naming Files, Paths, and Namespaces").
+_DEVICES = re.compile(r"^(?:con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(?:\..*)?$", re.IGNORECASE)
+# An 8.3 short name (PROGRA~1): the same directory as a long name the checks below would refuse.
+_SHORT_NAME = re.compile(r"~[0-9]")
+
+
+def _name_problem(text):
+    segments = [segment for segment in text.split("\\") if segment]
+    for segment in segments[1:] if re.match(r"^[A-Za-z]:", text) or text.startswith("\\\\") else segments:
+        if _DEVICES.match(segment.rstrip(" .")):
+            return "without a device name such as CON, NUL, COM1 or LPT1 (Windows opens the device)"
+        if _SHORT_NAME.search(segment):
+            return "with long names, not 8.3 short names such as PROGRA~1 (they hide which directory it is)"
+    return None
+
+
 def _root_problem(text):
     parts = win_path_key(text).split("\\")
     if len(parts) < 2 or parts[1] == "":
         return "not a drive root"
-    if parts[1] == "windows" or (len(parts) == 2 and parts[1] in _OS_DIRS):
-        return "not Windows or a directory in it, nor ProgramData, Program Files, Program Files (x86) or Users"
+    if (parts[1] == "windows" or (len(parts) == 2 and parts[1] in _OS_DIRS) or parts[1:3] == ["programdata", "microsoft"]
+            or (len(parts) == 3 and parts[1] == "users")):
+        return ("not Windows or a directory in it, nor ProgramData, ProgramData\\Microsoft or a directory in it, Program "
+                "Files, Program Files (x86), Users or a profile in it")
     return None
 
 
@@ -142,10 +161,17 @@ def _check(name, kind, value):
         return None
     if kind == "account" and text.count("$") > (1 if text.endswith("$") else 0):
         return "%s must be %s ('$' only at the end of a gMSA; got %r)" % (name, what, text)
-    if not pattern.match(text):
+    # fullmatch: a pattern's '$' alone would also accept a trailing line break.
+    if not pattern.fullmatch(text):
         return "%s must be %s (got %r)" % (name, what, text)
+    if kind == "file_name" and text.strip(" .") == "":
+        return "%s must be %s, not '.' or '..' (got '%s')" % (name, what, text)
     if kind in ("win_path", "win_root", "unc_path"):
         problem = _segment_problem(text)
+        if problem:
+            return "%s must be %s, %s (got '%s')" % (name, what, problem, text)
+    if kind in ("win_path", "win_root", "unc_path", "file_name"):
+        problem = _name_problem(text)
         if problem:
             return "%s must be %s, %s (got '%s')" % (name, what, problem, text)
     if kind == "win_root":
@@ -153,6 +179,23 @@ def _check(name, kind, value):
         if problem:
             return "%s must be %s, %s: the roles replace its access rules (got '%s')" % (name, what, problem, text)
     return None
+
+
+# Accounts that must never run a Prefect service, a backup task or the proxy's application pool: built-in and
+# well-known privileged principals and the administrative groups (a group is never a logon account either).
+PRIVILEGED_ACCOUNTS = {"administrator", "administrators", "localsystem", "local system", "system", "networkservice",
+                       "network service", "localservice", "local service", "domain admins", "enterprise admins",
+                       "schema admins", "account operators", "backup operators", "server operators", "guest",
+                       "everyone", "authenticated users", "users", "domain users"}
+
+
+def privileged_account(account):
+    """Whether an account name names a privileged principal (case, surrounding spaces and a trailing '$' aside)."""
+    text = str(account).strip()
+    domain, _sep, base = text.rpartition("\\")
+    base = base.strip().rstrip("$").lower()
+    return (base in PRIVILEGED_ACCOUNTS or base.startswith("s-1-5-32-") or base in ("s-1-5-18", "s-1-5-19", "s-1-5-20")
+            or domain.strip().lower() in ("nt authority", "builtin"))
 
 
 def input_errors(triples):
@@ -168,4 +211,4 @@ def input_errors(triples):
 class FilterModule:
     def filters(self):
         return {"input_errors": input_errors, "win_path_relation": win_path_relation,
-                "win_paths_not_inside": win_paths_not_inside}
+                "win_paths_not_inside": win_paths_not_inside, "privileged_account": privileged_account}

@@ -13,7 +13,7 @@ import re
 from datetime import datetime, timezone
 
 from ansible_collections.enclave.prefect.plugins.filter.database_url import database_url_errors
-from ansible_collections.enclave.prefect.plugins.filter.input_errors import input_errors
+from ansible_collections.enclave.prefect.plugins.filter.input_errors import input_errors, privileged_account, win_path_relation
 
 DOCUMENTATION = r"""
 name: nssm_services_plan
@@ -78,7 +78,6 @@ SECRET_NAME_PATTERN = (r"PASSWORD|PASSWD|_PASS$|^PASS$|_PWD$|SECRET|TOKEN|CREDEN
                        r"|_DSN$|^DSN$|CONNECTION_URL$|DATABASE_URL$|WEBHOOK")
 SECRET_NAME = re.compile(SECRET_NAME_PATTERN, re.IGNORECASE)
 LOOPBACK_URL = re.compile(r"^https?://(127\.0\.0\.1|localhost|\[::1\])[:/]")
-PRIVILEGED = {"administrator", "localsystem", "system", "networkservice", "localservice", "network service", "local service"}
 PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # What IIS Basic authentication checks on the machine path: a Windows account and its password.
 WORKER_CREDENTIAL = re.compile(r"^[^\\/:*?\"<>|@\s]+\\[^\\/:*?\"<>|@\s]+:\S.*$")
@@ -103,8 +102,31 @@ def _kind(account):
     return "domain" if "\\" in name else "local"
 
 
-def _same_account(a, b):
-    return _short(a).lower() == _short(b).lower()
+def _same_account(a, b, computer=""):
+    """Whether two names are the same account: '.\\name', 'name' and 'COMPUTER\\name' are one local account."""
+    def key(name):
+        name = _short(str(name).strip()).lower()
+        if computer and name.startswith(computer.lower() + "\\"):
+            name = name.split("\\", 1)[1]
+        return name
+    return key(a) == key(b)
+
+
+# Settings the role derives from its own, checked variables (where Prefect listens and with what, which database and
+# how it is reached, which CA the client trusts): an extra environment variable would bypass those checks.
+PROTECTED_ENV = {
+    "PREFECT_HOME": "prefect_home / nssm_services_worker_home", "PREFECT_API_URL": "prefect_api_url / the worker's api_url",
+    "PREFECT_SERVER_API_HOST": "prefect_server_host", "PREFECT_SERVER_API_PORT": "prefect_server_port",
+    "PREFECT_SERVER_DATABASE_CONNECTION_URL": "prefect_database_url or the composed database settings",
+    "PREFECT_API_DATABASE_CONNECTION_URL": "prefect_database_url or the composed database settings",
+    "PREFECT_SERVER_API_AUTH_STRING": "prefect_api_auth_string", "PREFECT_API_AUTH_STRING": "prefect_worker_api_auth_string",
+    "PREFECT_API_SSL_CERT_FILE": "prefect_api_ca_cert", "PREFECT_API_TLS_INSECURE_SKIP_VERIFY": "prefect_api_ca_cert",
+}
+
+
+def _protected_env(where, env):
+    return ["%s must not set %s: the role sets it from %s, which it checks (set that instead)" % (where, key, PROTECTED_ENV[key])
+            for key in sorted(env or {}) if str(key).upper() in PROTECTED_ENV]
 
 
 def is_secret(name):
@@ -179,10 +201,10 @@ def _errors(cfg):
     if bool(cfg["server_enabled"]):
         errors += database_url_errors(p.get("database_url_override", ""))
 
-    root = str(p["root"]).rstrip("\\").lower() + "\\"
     for name, path in (("nssm_services_worker_home", cfg["worker_home"]), ("nssm_services_server_ui_static_dir", cfg["server"]["ui_static_dir"])):
-        if isinstance(path, str) and not path.lower().startswith(root):
-            errors.append("%s must be under prefect_root (%s), whose hardened rules cover it (got %r)" % (name, p["root"], path))
+        if isinstance(path, str) and win_path_relation(path, p["root"]) != "inside":
+            errors.append("%s must be under prefect_root (%s), whose hardened rules cover it, and not prefect_root itself "
+                          "(got %r)" % (name, p["root"], path))
     services = [w.get("service") for w in cfg["workers"]]
     lowered = [str(s).lower() for s in services]
     if len(set(lowered)) != len(lowered):
@@ -245,6 +267,7 @@ def nssm_services_plan(cfg):
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = p["database_url"]
         if auth_string:
             env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
+        errors.extend(_protected_env("nssm_services_server_env", srv["env"]))
         env.update({k: str(v) for k, v in (srv["env"] or {}).items()})
         svc = {
             "name": srv["service"], "kind": "server", "account": cfg["account"], "application": p["venv_python"],
@@ -298,6 +321,7 @@ def nssm_services_plan(cfg):
         # Prefect's client validates TLS with PREFECT_API_SSL_CERT_FILE or certifi, never the Windows store.
         if api_url.startswith("https://") and p["ca_host_path"]:
             env["PREFECT_API_SSL_CERT_FILE"] = p["ca_host_path"]
+        errors.extend(_protected_env("nssm_services_workers (service %s) env" % w["service"], w.get("env")))
         env.update({k: str(v) for k, v in (w.get("env") or {}).items()})
         if api_url.startswith("https://") and "PREFECT_API_SSL_CERT_FILE" not in env:
             errors.append("nssm_services_workers: worker %s calls %s, but Prefect's client trusts only certifi's public CAs "
@@ -322,9 +346,10 @@ def nssm_services_plan(cfg):
 
     for svc in services:
         for key, value in svc["environment"].items():
-            if not re.match(r"^[^=\x00]+$", key) or "\x00" in value:
-                errors.append("%s: environment variable %r cannot be stored: a name must not be empty or contain '=', "
-                              "a value must not contain NUL" % (svc["name"], key))
+            if not re.fullmatch(r"[^=\x00\r\n]+", key) or re.search(r"[\x00\r\n]", value):
+                errors.append("%s: environment variable %r cannot be stored: a name must not be empty or contain '=' or a "
+                              "line break, a value must not contain NUL or a line break (NSSM keeps one NAME=value per "
+                              "line)" % (svc["name"], key))
             # NSSM expands %NAME% in these values when NAME is defined on the host: nssm_settings.ps1 decides that there,
             # where the names are known, before it writes anything.
         svc["logon"] = _short(svc["account"]) if _kind(svc["account"]) != "local" else ".\\" + _short(svc["account"])
@@ -332,7 +357,7 @@ def nssm_services_plan(cfg):
     # Accounts: one entry per distinct account, with the roles it plays on this host.
     accounts = []
     for svc in services:
-        known = [a for a in accounts if _same_account(a["name"], svc["account"])]
+        known = [a for a in accounts if _same_account(a["name"], svc["account"], cfg.get("host", ""))]
         if known:
             known[0]["roles"] = sorted(set(known[0]["roles"]) | {svc["kind"]})
             if not known[0]["password"] and svc["password"]:
@@ -342,10 +367,10 @@ def nssm_services_plan(cfg):
         accounts.append({"name": _short(svc["account"]), "lookup": _lookup(svc["account"]), "kind": kind, "roles": [svc["kind"]],
                          "password": "" if kind == "gmsa" else svc["password"]})
     for a in accounts:
-        base = a["name"].rsplit("\\", maxsplit=1)[-1].lower()
-        if base in PRIVILEGED or base.startswith("nt authority"):
+        if privileged_account(a["name"]):
             errors.append("Every service account must be a dedicated, unprivileged account (not Administrator, LocalSystem, "
-                          "NetworkService or LocalService): got %s" % a["name"])
+                          "NetworkService or LocalService, nor a group such as Administrators or Domain Admins): got %s"
+                          % a["name"])
         if a["kind"] != "gmsa" and not a["password"]:
             errors.append("Account %s needs a password (nssm_services_account_password or nssm_services_worker_account_password "
                           "from Ansible Vault, or the worker's password); a gMSA (DOMAIN\\name$) needs none" % a["name"])

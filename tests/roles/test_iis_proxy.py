@@ -258,6 +258,8 @@ BAD = [
     ({"prefect_api_auth_string": "prefect:Auth-Secret-93be"}, "prefect_api_auth_string must be empty"),
     ({"iis_proxy_arr_timeout": "00:00:30"}, "iis_proxy_arr_timeout must be"),
     ({"iis_proxy_app_pool_account": "CORP\\svc_web"}, "iis_proxy_app_pool_account must be"),
+    ({"iis_proxy_app_pool_account": "NT AUTHORITY\\SYSTEM", "iis_proxy_app_pool_password": "x"},
+     "iis_proxy_app_pool_account must be an unprivileged domain account"),
     ({"iis_proxy_site_dir": "inetpub\\x"}, "iis_proxy_site_dir must be"),
     ({"iis_proxy_certificate_pfx": "/nonexistent/x.pfx"}, "iis_proxy_certificate_pfx must be"),
 ]

@@ -170,6 +170,28 @@ CASES = [
                        "nssm_services_pools": [{"name": "p", "concurrency_limit": -5}]},
      ["nssm_services_server_stop_timeout_ms must be 1000 to 3600000 (got 0)", "nssm_services_log_retention_days must be 0 to 3650",
       "nssm_services_workers[0].limit must be 1 to 10000 (got 0)", "nssm_services_pools[0].concurrency_limit must be 0 to 100000"]),
+    # An independent audit's inputs that got through before: privileged principals and groups in any spelling, a
+    # trailing space or line break, the root itself as a worker's home, environment entries that bypass the role's
+    # checks or add a line to NSSM's list, zero retention, 8.3 names, device names, profiles, reserved venv names.
+    ("nssm_services", {**SERVER, "nssm_services_account": "BUILTIN\\Administrators"}, ["unprivileged account", "BUILTIN\\Administrators"]),
+    ("nssm_services", {**SERVER, "nssm_services_account": "CORP\\Domain Admins"}, ["unprivileged account", "Domain Admins"]),
+    ("nssm_services", {**SERVER, "nssm_services_account": "CORP\\Administrator "}, ["nssm_services_account must be an account name"]),
+    ("nssm_services", {**SERVER, "nssm_services_account": "svc_prefect\n"}, ["nssm_services_account must be an account name"]),
+    ("nssm_services", {**SERVER, "nssm_services_worker_home": "C:\\Prefect\\", "nssm_services_workers": [{"service": "W", "pool": "p"}]},
+     ["nssm_services_worker_home must be under prefect_root", "not prefect_root itself"]),
+    ("nssm_services", {**SERVER, "nssm_services_server_env": {"PREFECT_API_TLS_INSECURE_SKIP_VERIFY": "true",
+                                                             "PREFECT_SERVER_DATABASE_CONNECTION_URL": "sqlite+aiosqlite:///x.db"}},
+     ["nssm_services_server_env must not set PREFECT_API_TLS_INSECURE_SKIP_VERIFY", "from prefect_api_ca_cert",
+      "nssm_services_server_env must not set PREFECT_SERVER_DATABASE_CONNECTION_URL"]),
+    ("nssm_services", {**SERVER, "nssm_services_server_env": {"PREFECT_X": "1\nPATH=C:\\evil"}}, ["'PREFECT_X' cannot be stored", "line break"]),
+    ("nssm_services", {**SERVER, "nssm_services_events_retention": "P0D"}, ["ISO 8601 durations longer than zero", "P0D"]),
+    ("nssm_services", {**SERVER, "nssm_services_flow_run_retention": "P7D\n"}, ["RETENTION_PERIOD", "line break"]),
+    ("python", {"prefect_root": "C:\\PROGRA~1\\Prefect"}, ["prefect_root must be", "8.3 short names"]),
+    ("python", {"prefect_root": "C:\\Users\\Administrator"}, ["prefect_root must be", "a profile in it"]),
+    ("python", {"prefect_logs_dir": "C:\\Prefect\\NUL"}, ["prefect_logs_dir must be", "device name"]),
+    ("python", {"python_installer_filename": ".."}, ["python_installer_filename must be a file name", "not '.' or '..'"]),
+    ("prefect_venv", {"prefect_venv_name": "CURRENT"}, ["prefect_venv_name must be a plain directory name other than 'current'"]),
+    ("prefect_venv", {"prefect_venv_name": "v1."}, ["not ending in a dot"]),
     # prefect_database_url as Prefect 3 takes it; the password (Clear-Text-91cd) never in the message.
     ("nssm_services", {**SERVER, "prefect_database_url": "postgresql://prefect:Clear-Text-91cd@db01:5432/prefect"},
      ["prefect_database_url must start with postgresql+asyncpg://", "'postgresql'"]),

@@ -69,3 +69,17 @@ def test_every_role_calls_it_with_ranges_of_its_own_whole_number_options(role):
         top, _sep, field = name.partition("[].")
         spec = known[top] if not field else known[top]["options"][field]
         assert spec.get("type") == "int", (role, name, spec)
+
+
+@pytest.mark.parametrize("account", ["Administrator", "BUILTIN\\Administrators", "administrators", "CORP\\Domain Admins",
+                                     "CORP\\Administrator ", "NT AUTHORITY\\SYSTEM", "NT AUTHORITY\\Local System",
+                                     "CORP\\Administrator$", "S-1-5-18", "PREFECT01\\Guest", "Everyone"])
+def test_privileged_principals_in_any_spelling_are_named(account):
+    from ansible_collections.enclave.prefect.plugins.filter.input_errors import privileged_account
+    assert privileged_account(account)
+
+
+@pytest.mark.parametrize("account", ["svc_prefect", ".\\svc_prefect", "CORP\\svc_prefect", "CORP\\gmsa_prefect$", "CORP\\admin_tools"])
+def test_dedicated_accounts_are_not(account):
+    from ansible_collections.enclave.prefect.plugins.filter.input_errors import privileged_account
+    assert not privileged_account(account)
