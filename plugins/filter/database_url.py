@@ -120,7 +120,21 @@ def database_url_errors(url) -> list:
                       "drivers only); got a URL with the scheme %r" % (name, scheme if sep else "(none)"))
         return errors
     if scheme.lower() == "sqlite+aiosqlite":
+        # sqlite:///<database>: a database path starting with two separators is a UNC path on Windows.
+        if rest[1:].replace("/", "\\").startswith("\\\\"):
+            errors.append("%s must name a SQLite file on a local disk of the server, not on a network share (SQLite's "
+                          "locking does not hold over SMB)" % name)
         return errors
+    # SQLAlchemy's URL pattern: the password runs to the first '@', the user to the first ':' or '/'. An '@' or '/' left
+    # unencoded in them moves the host and the database into the password (and would show part of it here).
+    userinfo, at, hostpart = rest.partition("@")
+    if not at or "@" in hostpart or "/" in userinfo:
+        return errors + ["%s must be postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE with the user and password "
+                         "URL-encoded (%%40 for '@', %%2F for '/', %%3A for ':'); it has %s" % (
+                             name, "no USER:PASSWORD@" if not at else "an unencoded '@' or '/' before the host")]
+    if not userinfo.partition(":")[2]:
+        errors.append("%s names no password (USER:PASSWORD@): the database accepts the Prefect role with its password "
+                      "only" % name)
     authority, _slash, tail = rest.partition("/")
     host = authority.rpartition("@")[2]
     if host.startswith("[") and "]" in host:
@@ -129,6 +143,9 @@ def database_url_errors(url) -> list:
         host = host.rpartition(":")[0]
     query = tail.partition("?")[2]
     params = dict(part.partition("=")[::2] for part in query.split("&") if part)
+    if any(key.lower() in ("host", "hostaddr", "port") for key in params):
+        errors.append("%s must name the database host in the URL's authority, not in its query (?host= or ?port= would "
+                      "send the connection elsewhere than the host checked here)" % name)
     if not host:
         errors.append("%s names no database host (postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE)" % name)
     elif host.lower() not in _LOOPBACK and params.get("ssl", params.get("sslmode", "")).lower() != "verify-full":
@@ -186,6 +203,8 @@ def _errors(cfg) -> list:
     for key, value in settings.items():
         if not _SETTING_NAME.match(str(key)) or isinstance(value, (Mapping, list)) or "\n" in str(value) or "\r" in str(value):
             errors.append("postgresql_settings: %r must be a setting name with one value on one line (got %r)" % (key, value))
+        elif str(key).lower() in ENFORCED_SETTINGS:
+            errors.append("postgresql_settings must not set %s: %s" % (key, ENFORCED_SETTINGS[str(key).lower()]))
     if cfg.get("listen_addresses") and not re.match(r"^[A-Za-z0-9.:*,\- ]+$", str(cfg["listen_addresses"])):
         errors.append("postgresql_listen_addresses must be host names or addresses separated by commas (got %r)"
                       % (cfg["listen_addresses"],))
@@ -197,6 +216,22 @@ def _errors(cfg) -> list:
         errors.append("prefect_host_address of %s must be its IPv4 address: PostgreSQL listens on it for the Prefect "
                       "servers on other hosts (got %r)" % (cfg["host"], cfg.get("host_address")))
     return errors
+
+
+# Settings the role derives and enforces (who may connect, how, over what; where the logs and files are; what code the
+# server loads): postgresql_settings is for tuning, and these keep their own variables or stay as the role sets them.
+ENFORCED_SETTINGS = {
+    "listen_addresses": "set postgresql_listen_addresses", "port": "set postgresql_port",
+    "password_encryption": "the role uses scram-sha-256, which its pg_hba.conf entries require",
+    "ssl": "the role turns TLS on for every remote client", "ssl_cert_file": "the role installs postgresql_ssl_cert",
+    "ssl_key_file": "the role installs postgresql_ssl_key", "ssl_min_protocol_version": "the role requires TLS 1.2 or later",
+    "hba_file": "the role writes pg_hba.conf", "ident_file": "the role writes the data directory's files",
+    "data_directory": "set postgresql_data_dir", "log_directory": "set postgresql_log_dir",
+    "shared_preload_libraries": "a library loaded into every PostgreSQL process is not tuning",
+    "session_preload_libraries": "a library loaded into sessions is not tuning",
+    "local_preload_libraries": "a library loaded into sessions is not tuning",
+    "dynamic_library_path": "it decides where PostgreSQL loads code from",
+}
 
 
 def postgresql_plan(cfg):

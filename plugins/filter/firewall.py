@@ -160,6 +160,14 @@ def _port(name: str, value, api_port, errors: list) -> int | None:
     return port
 
 
+# Groups of Windows' own rules (their display groups), and the Names of the rules that let people and the control
+# node reach a host (WINRM-HTTP-In-TCP, WINRM-HTTP-In-TCP-PUBLIC, RemoteDesktop-UserMode-In-TCP, ...).
+BUILTIN_GROUPS = {"windows remote management", "windows remote management (compatibility)", "remote desktop",
+                  "remote desktop (websocket)", "core networking", "file and printer sharing", "windows firewall remote management",
+                  "remote service management", "remote event log management"}
+BUILTIN_ACCESS_RULES = ("winrm-", "remotedesktop-")
+
+
 def firewall_plan(data: Mapping) -> dict:
     """The rules of one host and the problems of its input (see DOCUMENTATION)."""
     errors: list[str] = []
@@ -177,6 +185,9 @@ def firewall_plan(data: Mapping) -> dict:
     elif group.lower() == PREPARE_GROUP:
         errors.append("firewall_group must not be %r: prepare-windows-host.ps1 keeps the control node's WinRM rule in "
                       "that group, and removing the group's rules would lock the control node out" % group)
+    elif group.lower() in BUILTIN_GROUPS or group.startswith("@"):
+        errors.append("firewall_group must not be %r, a group of Windows' own rules: the role replaces and removes the "
+                      "rules of its group" % group)
     prefix = group + " - "
 
     def check_names(name: str, names) -> list[str]:
@@ -184,7 +195,14 @@ def firewall_plan(data: Mapping) -> dict:
             errors.append("%s must be a list of rule names; got %r" % (name, names))
             return []
         for rule in names:
-            if rule.lower().startswith(PREPARE_RULE_PREFIX.lower()) or rule.lower().startswith("enclave.prefect-winrm"):
+            if any(c in rule for c in "*?[]"):
+                errors.append("%s: %r holds a wildcard, which Get-NetFirewallRule -Name would expand to other rules; name "
+                              "each rule (its Name, as Get-NetFirewallRule shows it)" % (name, rule))
+            elif rule.lower().startswith(BUILTIN_ACCESS_RULES):
+                errors.append("%s: %r is one of Windows' WinRM or Remote Desktop rules, which administrators and the "
+                              "control node may need to reach the host; this role never disables or removes them"
+                              % (name, rule))
+            elif rule.lower().startswith(PREPARE_RULE_PREFIX.lower()) or rule.lower().startswith("enclave.prefect-winrm"):
                 errors.append("%s: %r is the control node's WinRM rule of prepare-windows-host.ps1, which this role never "
                               "changes or removes" % (name, rule))
             elif rule.lower().startswith(prefix.lower()):

@@ -63,11 +63,11 @@ KINDS = {
                  "an absolute Windows path of a directory of its own such as C:\\Prefect (no %, quotes or <>|?*)"),
     "unc_path": (re.compile(r"^\\\\[A-Za-z0-9][A-Za-z0-9._-]*\\[^%s\\]+(?:\\[^%s\\]+)*\\?$" % (_WIN_FORBIDDEN, _WIN_FORBIDDEN)),
                  "a UNC path such as \\\\fileserver\\software\\enclave-prefect"),
-    "url": (re.compile(r"^https?://[A-Za-z0-9.\[\]:_-]+(?::\d{1,5})?(?:/[^\s\"'<>\\^`{|}]*)?$"),
+    "url": (re.compile(r"^https?://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::\d{1,5})?(?:/[^\s\"'<>\\^`{|}]*)?$"),
             "an http:// or https:// URL without spaces or quotes"),
-    "url_or_path": (re.compile(r"^(?:https?://[A-Za-z0-9.\[\]:_-]+(?::\d{1,5})?)?/[^\s\"'<>\\^`{|}]*$"),
+    "url_or_path": (re.compile(r"^(?:https?://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::\d{1,5})?)?/[^\s\"'<>\\^`{|}]*$"),
                     "an http:// or https:// URL, or a path such as /api, without spaces or quotes"),
-    "https_url": (re.compile(r"^https://[A-Za-z0-9.\[\]:_-]+(?::\d{1,5})?(?:/[^\s\"'<>\\^`{|}]*)?$"),
+    "https_url": (re.compile(r"^https://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::\d{1,5})?(?:/[^\s\"'<>\\^`{|}]*)?$"),
                   "an https:// URL without spaces or quotes"),
     "sha256": (re.compile(r"^[0-9A-Fa-f]{64}$"), "a SHA256 digest of 64 hexadecimal characters"),
     "account": (re.compile(r"^(?:\.\\|[A-Za-z0-9][A-Za-z0-9. _-]{0,62}\\)?[^%s.\s$](?:[^%s]{0,62}[^%s\s])?$"
@@ -164,6 +164,10 @@ def _check(name, kind, value):
     # fullmatch: a pattern's '$' alone would also accept a trailing line break.
     if not pattern.fullmatch(text):
         return "%s must be %s (got %r)" % (name, what, text)
+    if kind in ("url", "url_or_path", "https_url"):
+        port = re.match(r"^https?://(?:\[[^\]]*\]|[^/:]*):(\d+)", text)
+        if port and not 1 <= int(port.group(1)) <= 65535:
+            return "%s must be %s, with a port from 1 to 65535 (got %r)" % (name, what, text)
     if kind == "file_name" and text.strip(" .") == "":
         return "%s must be %s, not '.' or '..' (got '%s')" % (name, what, text)
     if kind in ("win_path", "win_root", "unc_path"):

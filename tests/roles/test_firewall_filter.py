@@ -111,3 +111,17 @@ def test_stand_in_spells_addresses_as_windows_stores_them():
         fw["fw_addresses"]("10.0.0.300")
     assert fw["fw_profiles"](["domain", "private", "public"]) == 0x7FFFFFFF
     assert fw["fw_profiles"](["domain", "private"]) == 3
+
+
+@pytest.mark.parametrize("changes, problem", [
+    ({"disable_rules": ["*"]}, "holds a wildcard"),
+    ({"disable_rules": ["IIS-WebServerRole-HTTP-In-TCP?"]}, "holds a wildcard"),
+    ({"disable_rules": ["WINRM-HTTP-In-TCP"]}, "one of Windows' WinRM or Remote Desktop rules"),
+    ({"legacy_rules": ["RemoteDesktop-UserMode-In-TCP"]}, "one of Windows' WinRM or Remote Desktop rules"),
+    ({"group": "Windows Remote Management"}, "a group of Windows' own rules"),
+    ({"group": "Remote Desktop"}, "a group of Windows' own rules"),
+], ids=["star", "question-mark", "winrm-rule", "rdp-rule", "winrm-group", "rdp-group"])
+def test_windows_own_access_rules_and_wildcards_are_refused(changes, problem):
+    """An audit found them accepted: Get-NetFirewallRule -Name expands wildcards, and the built-in WinRM and Remote
+    Desktop rules are how administrators and the control node reach the host."""
+    assert any(problem in error for error in plan(**changes)["errors"]), plan(**changes)["errors"]

@@ -126,6 +126,11 @@ def test_overrides_win():
     ({"extra_client_cidrs": ["10.0.0.1"]}, "postgresql_extra_client_cidrs"),
     ({"settings": {"bad name": 1}}, "postgresql_settings"),
     ({"settings": {"x": "a\nb"}}, "postgresql_settings"),
+    # What the role enforces is not tuning (an audit found these accepted).
+    ({"settings": {"listen_addresses": "*"}}, "postgresql_settings must not set listen_addresses: set postgresql_listen_addresses"),
+    ({"settings": {"password_encryption": "md5"}}, "postgresql_settings must not set password_encryption"),
+    ({"settings": {"ssl": "off"}}, "postgresql_settings must not set ssl"),
+    ({"settings": {"shared_preload_libraries": "'C:\\evil.dll'"}}, "postgresql_settings must not set shared_preload_libraries"),
     ({"listen_addresses": "'*'; drop"}, "postgresql_listen_addresses"),
     ({"server_addresses": ["10.20.1.10", ""]}, "prefect_host_address of srv01"),
     ({"host_address": "db01.corp.local"}, "prefect_host_address of db01"),
@@ -167,6 +172,15 @@ def test_urls_prefect_takes_pass(url):
     ("postgresql+asyncpg://prefect:S3cr%40t@[fd00::5]:5432/prefect?ssl=require", ["remote database host fd00::5"]),
     ("postgresql+asyncpg://prefect:S3cr%40t@127.0.0.1:5432/", ["names no database"]),
     ("postgresql+asyncpg://prefect:S3cr%40t@:5432/prefect", ["names no database host"]),
+    # An independent audit's: an unencoded '@' or '/' in the password (SQLAlchemy would take part of it for the host),
+    # no password, the host moved into the query, SQLite on a share.
+    ("postgresql+asyncpg://prefect:p@ss/word@db01.corp.local/prefect", ["an unencoded '@' or '/' before the host"]),
+    ("postgresql+asyncpg://prefect:x@Secr3tPart/y@db01.corp.local/prefect?ssl=verify-full", ["an unencoded '@' or '/'"]),
+    ("postgresql+asyncpg://prefect@127.0.0.1/prefect", ["names no password"]),
+    ("postgresql+asyncpg://127.0.0.1/prefect", ["no USER:PASSWORD@"]),
+    ("postgresql+asyncpg://prefect:S3cr%40t@localhost/prefect?host=db01.corp.local", ["not in its query"]),
+    ("sqlite+aiosqlite:///\\\\fileserver\\share\\prefect.db", ["not on a network share"]),
+    ("sqlite+aiosqlite://///fileserver/share/prefect.db", ["not on a network share"]),
 ])
 def test_urls_prefect_refuses_or_that_expose_the_password_are_named_never_shown(url, words):
     errors = database_url_errors(url)

@@ -318,3 +318,23 @@ def test_one_list_of_secret_names_serves_the_filter_and_the_scripts():
     url = re.compile(common["common_secret_url_pattern"])
     masked = url.sub(r"\1********@", "HTTPS_PROXY=http://svc:Px%40Se:cret@proxy01:8080 and https://host/x@y")
     assert masked == "HTTPS_PROXY=http://svc:********@proxy01:8080 and https://host/x@y"
+
+
+@pytest.mark.parametrize("kind, value", [
+    ("url", "http://prefect.corp.local:99999/api"), ("url", "http://::::/api"), ("https_url", "https://[fd00::5/api"),
+    ("account", "CORP\\Administrator "), ("account", "svc_prefect\n"), ("plain_name", "pool\n"),
+    ("win_path", "C:\\PROGRA~1\\Prefect"), ("win_path", "C:\\Prefect\\NUL"), ("win_path", "C:\\Prefect\\com1.txt"),
+    ("file_name", ".."), ("file_name", "CON"), ("win_root", "C:\\Users\\Administrator"),
+    ("win_root", "C:\\ProgramData\\Microsoft\\Crypto"),
+], ids=lambda v: repr(v)[:30])
+def test_what_an_audit_found_accepted_is_refused(kind, value):
+    """Ports beyond 65535, hosts made of colons, trailing spaces and line breaks ('$' alone accepts one), 8.3 and device
+    names, a profile or Windows' own ProgramData\\Microsoft as a root the roles would protect."""
+    assert input_errors([["v", kind, value]]), (kind, value)
+
+
+@pytest.mark.parametrize("kind, value", [
+    ("url", "https://[fd00::5]:8443/api"), ("url", "http://127.0.0.1:4200/api"), ("win_root", "C:\\Users\\Public\\prefect"),
+    ("win_path", "D:\\Data\\Console\\x"), ("file_name", "python-3.12.10-amd64.exe")])
+def test_their_good_neighbours_pass(kind, value):
+    assert input_errors([["v", kind, value]]) == [], (kind, value)
