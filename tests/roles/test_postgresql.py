@@ -301,6 +301,8 @@ BAD = [
     ({"postgresql_shared_buffers": "lots"}, "postgresql_shared_buffers must be a size such as 512MB"),
     ({"postgresql_extra_client_cidrs": ["10.20.0.1/16"]}, "postgresql_extra_client_cidrs must list IPv4 networks"),
     ({"postgresql_service_account": "BUILTIN\\Administrators"}, "postgresql_service_account must be a least-privileged"),
+    # An audit's: a trailing space got past the list (now refused as a name first).
+    ({"postgresql_service_account": "NT AUTHORITY\\SYSTEM "}, "postgresql_service_account must be an account name"),
     ({"vault_postgresql_superuser_password": "short"}, "postgresql_superuser_password and prefect_database_password"),
     ({"postgresql_major_version": "15"}, "postgresql_major_version must name a catalogue entry"),
     ({"postgresql_settings": {"bad name": "1"}}, "postgresql_settings: 'bad name' must be a setting name"),
