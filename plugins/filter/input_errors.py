@@ -18,7 +18,8 @@ version_added: 0.1.0
 description:
   - Takes a list of C([variable name, kind, value]) triples and returns one message per value that is not of its
     kind; an empty list means all are good. Used by the roles' validation tasks before any host is touched.
-  - "Kinds: C(win_path) (absolute, C(C:\\...), no C(%) or characters Windows forbids), C(unc_path), C(url)
+  - "Kinds: C(win_path) (absolute, C(C:\\...), no C(%) or characters Windows forbids), C(win_root) (a
+    C(win_path) that is not a drive root or an OS directory), C(unc_path), C(win_or_unc_path), C(url)
     (http or https, no spaces or quotes), C(url_or_path) (a URL or a path such as C(/api)), C(https_url), C(sha256),
     C(account) (C(name), C(.\\name), C(DOMAIN\\name), C(DOMAIN\\gmsa$)), C(service_name),
     C(plain_name) (letters, digits, C(.), C(_), C(-)), C(version) (C(3.8.8)), C(python_minor) (C(3.12)), C(file_name)."
@@ -63,6 +64,9 @@ KINDS = {
                  "an absolute Windows path of a directory of its own such as C:\\Prefect (no %, quotes or <>|?*)"),
     "unc_path": (re.compile(r"^\\\\[A-Za-z0-9][A-Za-z0-9._-]*\\[^%s\\]+(?:\\[^%s\\]+)*\\?$" % (_WIN_FORBIDDEN, _WIN_FORBIDDEN)),
                  "a UNC path such as \\\\fileserver\\software\\enclave-prefect"),
+    "win_or_unc_path": (re.compile(r"^(?:[A-Za-z]:|\\\\[A-Za-z0-9][A-Za-z0-9._-]*)\\(?:[^%s\\]+(?:\\[^%s\\]+)*\\?)?$"
+                                   % (_WIN_FORBIDDEN, _WIN_FORBIDDEN)),
+                        "an absolute Windows path such as D:\\sources\\sxs or a UNC path such as \\\\fileserver\\sxs"),
     "url": (re.compile(r"^https?://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::\d{1,5})?(?:/[^\s\"'<>\\^`{|}]*)?$"),
             "an http:// or https:// URL without spaces or quotes"),
     "url_or_path": (re.compile(r"^(?:https?://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::\d{1,5})?)?/[^\s\"'<>\\^`{|}]*$"),
@@ -170,11 +174,11 @@ def _check(name, kind, value):
             return "%s must be %s, with a port from 1 to 65535 (got %r)" % (name, what, text)
     if kind == "file_name" and text.strip(" .") == "":
         return "%s must be %s, not '.' or '..' (got '%s')" % (name, what, text)
-    if kind in ("win_path", "win_root", "unc_path"):
+    if kind in ("win_path", "win_root", "unc_path", "win_or_unc_path"):
         problem = _segment_problem(text)
         if problem:
             return "%s must be %s, %s (got '%s')" % (name, what, problem, text)
-    if kind in ("win_path", "win_root", "unc_path", "file_name"):
+    if kind in ("win_path", "win_root", "unc_path", "win_or_unc_path", "file_name"):
         problem = _name_problem(text)
         if problem:
             return "%s must be %s, %s (got '%s')" % (name, what, problem, text)

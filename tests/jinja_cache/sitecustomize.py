@@ -109,12 +109,16 @@ def _install_plugin_prewarm(collections: list[str]) -> None:
     original_get_with_context = Jinja2Loader.get_with_context
 
     def get_with_context(self, name, *args, **kwargs):
-        # Only full names of the prewarmed collections, asked without options: the answer cannot change during a run.
-        key = (self.type, name) if not args and not kwargs and name.count(".") == 2 and name.rsplit(".", 1)[0] in collections else None
+        # Asked without options, two answers cannot change during a run: a full name of a prewarmed collection, and a
+        # short name that is no Ansible plugin (ansible.builtin.<name> does not exist: Jinja's own filters and tests,
+        # which the templating engine asks the loader for first, at the cost of a scan of every builtin plugin file).
+        plain = "." not in name
+        full = name.count(".") == 2 and name.rsplit(".", 1)[0] in collections
+        key = (self.type, name) if not args and not kwargs and (plain or full) else None
         if key and key in remembered:
             return remembered[key]
         result = original_get_with_context(self, name, *args, **kwargs)
-        if key and result.object is not None:
+        if key and (result.object is None) == plain:
             remembered[key] = result
         return result
 
@@ -125,8 +129,13 @@ def _install_plugin_prewarm(collections: list[str]) -> None:
     def run(self, play):
         if not done:
             done.append(True)
-            for loader in (filter_loader, test_loader):
+            from jinja2.defaults import DEFAULT_FILTERS, DEFAULT_TESTS
+
+            for loader, jinja_names in ((filter_loader, DEFAULT_FILTERS), (test_loader, DEFAULT_TESTS)):
                 loader._ensure_non_collection_wrappers()
+                for name in jinja_names:
+                    if name.isidentifier():  # not the operator aliases of tests ("==", "<"), which are no plugin names
+                        get_with_context(loader, name)
                 for collection in collections:
                     try:
                         package = importlib.import_module("ansible_collections.%s.plugins.%s" % (collection, loader.type))

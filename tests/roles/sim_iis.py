@@ -5,9 +5,8 @@
 # Stand-ins sim_module.py already has for the other roles (win_reg_stat, win_package, win_copy, win_file) are
 # replaced only for this role's calls, chosen from the module arguments read here.
 import json as _iis_json
-import sys as _iis_sys
 
-_IIS_ARGS = _iis_json.load(open(_iis_sys.argv[1]))
+_IIS_ARGS = _sim_args()
 
 # The schema defaults IIS reports for a section nothing has set (IIS_schema.xml, rewrite_schema.xml, arr_schema.xml),
 # and the role service or extension whose schema file registers the section: without it GetSection throws

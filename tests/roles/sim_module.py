@@ -1,4 +1,4 @@
-# Body of every stand-in module of the simulated host (simhost.py writes the shebang, WANT_JSON and NAME above it).
+# Body of every stand-in module of the simulated host (simhost.py writes the module file: its NAME and arguments).
 # Each branch behaves as the real module or program does, as read in its source; the comments say where.
 # The host is one JSON document: files, junctions, registry values of the NSSM services, ACLs, accounts.
 # A "clock" counts module calls, so times compare without sleeping.
@@ -8,10 +8,9 @@
 import hashlib
 import json
 import os
-import sys
 
 NAME = globals().get("NAME", "")
-args = json.load(open(sys.argv[1]))
+args = _sim_args()
 path = os.environ["ENCLAVE_SIM_STATE"]
 host = json.load(open(path))
 host["clock"] = host.get("clock", 0) + 1
@@ -98,8 +97,12 @@ def nssm_settings():
             secret = key in params["SecretNames"] or _ns_re.search(params["SecretPattern"], key, _ns_re.I)
             if secret and any(c.lower() in names for c in expanded_names(value)):
                 expanding.append("%s: %s" % (svc["name"], key))
-    if expanding:
-        out["result"] = {"services": {}, "refused": expanding}
+    # A name taken by a service whose program is not nssm.exe (Win32_Service PathName) is never touched.
+    foreign = ["%s runs %s" % (svc["name"], services[svc["name"]].get("image_path", "")) for svc in params["Services"]
+               if svc["name"] in services and not _ns_re.search(r"(^|\\)nssm\.exe$",
+                                                                 services[svc["name"]].get("image_path", "").strip('" '), _ns_re.I)]
+    if expanding or foreign:
+        out["result"] = {"services": {}, "refused": expanding, "foreign": foreign}
         return
     for svc in params["Services"]:
         name = svc["name"]
@@ -183,6 +186,7 @@ def service_accounts():
         members = groups.get(group, {}).get("members", [])
         return sid in members or any(m in groups and m not in seen and in_chain(sid, m, seen + (group,)) for m in members)
 
+    resolved = {}
     for acct in params["Accounts"]:
         sid = sid_of(acct["name"])
         entry = {"sid": sid, "removed_from_administrators": False, "effective_administrator": None}
@@ -192,6 +196,11 @@ def service_accounts():
                 continue
             out.update(failed=True, msg="Account %s does not exist" % acct["name"])
             return
+        if sid in resolved and not params.get("AllowSameAccount"):
+            out.update(failed=True, msg="Service accounts '%s' and '%s' are one account on %s (%s): the server's account "
+                       "and the workers' must differ" % (resolved[sid], acct["name"], host.get("computer", ""), sid))
+            return
+        resolved[sid] = acct["name"]
         if sid in admins:
             entry["removed_from_administrators"] = True
             out["changed"] = True

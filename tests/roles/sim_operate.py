@@ -18,7 +18,7 @@ def _operate_inject_failure():
     rule = state.get("inject_failure")
     if not rule:
         return
-    call = _json.load(open(_sys.argv[1]))
+    call = _sim_args()
     target = call.get("path") if NAME == "win_powershell" else NAME
     if target != rule["target"] or rule.get("match", "") not in _json.dumps(call):
         return

@@ -12,9 +12,8 @@
 # host["texts"] the content of text files whose digest is in files.
 import json as _pg_json
 import re as _pg_re
-import sys as _pg_sys
 
-_PG_ARGS = _pg_json.load(open(_pg_sys.argv[1]))
+_PG_ARGS = _sim_args()
 # Released EDB installer names (postgresql-<major>.<minor>-<build>-windows-x64.exe) and InstallBuilder's Add/Remove
 # Programs key: windowsARPRegistryPrefix is not set in installer.xml.in, so InstallBuilder's default
 # "${project.fullName} ${project.version}" applies: fullName PostgreSQL, version PG_MAJOR_VERSION -> "PostgreSQL 17".

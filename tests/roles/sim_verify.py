@@ -17,10 +17,9 @@ import datetime as _v_dt
 import ipaddress as _v_ip
 import json as _v_json
 import os as _v_os
-import sys as _v_sys
 from urllib.parse import urlsplit as _v_urlsplit
 
-_V_ARGS = _v_json.load(open(_v_sys.argv[1]))
+_V_ARGS = _sim_args()
 
 
 def _v_network():

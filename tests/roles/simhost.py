@@ -100,8 +100,12 @@ def build_sim(root: Path) -> Path:
     body_dir = root / "simbody"
     body_dir.mkdir(parents=True)
     parts = "".join(p.read_text() + "\n" for p in PARTS)
+    # The module's arguments come in its text (ansible's JSON-arguments module style, as the stub below is written), so
+    # that the module runs pipelined: one process per call, no temporary directory, argument file or chmod on the host.
     (body_dir / "enclave_sim_body.py").write_text(
-        f"import sys as _sim_sys\nNAME = _sim_sys.modules['__main__'].NAME\nSTANDINS, SCRIPTS = {{}}, {{}}\n{parts}{BODY}")
+        "import json as _sim_json\nimport sys as _sim_sys\nNAME = _sim_sys.modules['__main__'].NAME\n"
+        "def _sim_args():\n    return _sim_json.loads(_sim_sys.modules['__main__'].ARGS)\n"
+        f"STANDINS, SCRIPTS = {{}}, {{}}\n{parts}{BODY}")
     # Written here: with PYTHONDONTWRITEBYTECODE set, no module call would write it.
     py_compile.compile(str(body_dir / "enclave_sim_body.py"), doraise=True)
     for (namespace, name), modules in part_modules().items():
@@ -111,8 +115,9 @@ def build_sim(root: Path) -> Path:
         (base / "meta" / "runtime.yml").write_text('requires_ansible: ">=2.19.0"\n')
         for module in modules:
             (base / "plugins" / "modules" / f"{module}.py").write_text(
-                f"#!/usr/bin/python\n# WANT_JSON\nNAME = {module!r}\nimport sys\nsys.path.insert(0, {str(body_dir)!r})\n"
-                "import enclave_sim_body  # noqa: E402,F401\n")
+                f"#!/usr/bin/python\n# <<INCLUDE_ANSIBLE_MODULE_JSON_ARGS>>\nNAME = {module!r}\n"
+                'ARGS = "<<INCLUDE_ANSIBLE_MODULE_COMPLEX_ARGS>>"\n'
+                f"import sys\nsys.path.insert(0, {str(body_dir)!r})\nimport enclave_sim_body  # noqa: E402,F401\n")
     # win_template is the real action plugin (ansible.windows plugins/action/win_template.py): it renders on the control
     # node and runs the win_copy action, here the plain module call of the win_template stand-in (sim_postgresql.py).
     action = collections / "ansible" / "windows" / "plugins" / "action"
@@ -189,7 +194,7 @@ class Sim:
         # ansible_become false: the local connection cannot run a module as another account (the one task that runs
         # as SYSTEM, the service account check, is checked as written by test_noop_rerun.py).
         self.base = {"ansible_connection": "local", "ansible_python_interpreter": str(REPO / ".venv/bin/python"),
-                     "ansible_become": False}
+                     "ansible_become": False, "ansible_pipelining": True}
 
     @property
     def state(self) -> dict:

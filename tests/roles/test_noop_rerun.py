@@ -356,6 +356,40 @@ def test_secret_that_the_host_would_expand_is_refused_before_anything_is_written
     assert PRINTABLE not in proc.stdout + proc.stderr
 
 
+def test_worker_named_like_a_service_nssm_does_not_run_is_refused_before_anything_is_written(converged, tmp_path,
+                                                                                              ansible_env):
+    """A worker service named WinRM on a host whose WinRM runs in svchost.exe: `nssm set WinRM ImagePath` would replace
+    Windows Remote Management's program. The settings script refuses before it writes anything, naming the service
+    and what it runs; WinRM and the Prefect services stay as they were."""
+    sim, bundle = _fresh(converged, tmp_path, ansible_env)
+    winrm = {"running": True, "image_path": "C:\\Windows\\System32\\svchost.exe -k NetworkService -p", "registry": {},
+             "object_name": "NT AUTHORITY\\NetworkService", "start_mode": "auto"}
+    sim.update(services={**sim.state["services"], "WinRM": winrm})
+    before = sim.state["services"]
+    extra = _extra(bundle, nssm_services_workers=[{"service": "WinRM", "pool": "windows-process"}])
+    _proc, data = sim.run(extra, playbook="nssm_services.yml", expect_rc=2)
+    failed = [(n, r) for n, r in host_results(data) if r.get("failed")]
+    assert failed and failed[0][0].endswith("No Prefect service name is taken by a service NSSM does not run"), failed
+    assert "WinRM runs C:\\Windows\\System32\\svchost.exe" in failed[0][1]["msg"], failed[0][1]["msg"]
+    assert "Nothing was written" in failed[0][1]["msg"]
+    assert sim.state["services"] == before
+
+
+def test_worker_account_named_through_the_computer_name_is_the_server_account_and_refused(converged, tmp_path, ansible_env):
+    """The inventory names the host prefect-aio, Windows calls it PFAIO01: PFAIO01\\svc_prefect looks like a domain
+    account to the control node, but is the server's local account. The account check compares what the names
+    resolve to on the host and refuses one account for server and workers."""
+    sim, bundle = _fresh(converged, tmp_path, ansible_env)
+    sim.update(computer="PFAIO01")
+    before = sim.state["services"]
+    extra = _extra(bundle, nssm_services_worker_account="PFAIO01\\svc_prefect")
+    _proc, data = sim.run(extra, playbook="nssm_services.yml", expect_rc=2)
+    failed = [(n, r) for n, r in host_results(data) if r.get("failed")]
+    assert failed and failed[0][0].endswith(ACCOUNTS_CHECK), failed
+    assert "'.\\svc_prefect' and 'PFAIO01\\svc_prefect' are one account" in failed[0][1]["msg"], failed[0][1]["msg"]
+    assert sim.state["services"] == before
+
+
 def test_cost_per_extra_worker_service(converged, tmp_path, ansible_env):
     """A no-op re-run of an all-in-one host with N worker services: the script reads and sets every service's
     Parameters key and security descriptor in one pass, so each extra worker costs only its win_service run. The

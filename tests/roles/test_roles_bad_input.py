@@ -189,6 +189,10 @@ CASES = [
     ("python", {"prefect_root": "C:\\PROGRA~1\\Prefect"}, ["prefect_root must be", "8.3 short names"]),
     ("python", {"prefect_root": "C:\\Users\\Administrator"}, ["prefect_root must be", "a profile in it"]),
     ("python", {"prefect_logs_dir": "C:\\Prefect\\NUL"}, ["prefect_logs_dir must be", "device name"]),
+    # The roles write the CA file there and an uninstall deletes it: never a file outside the root.
+    ("python", {"prefect_api_ca_host_path": "C:\\Windows\\System32\\drivers\\etc\\hosts"},
+     ["these paths must be under prefect_root", "C:\\Windows\\System32\\drivers\\etc\\hosts"]),
+    ("prefect_venv", {"prefect_venv_lock_sha256": "ab" * 32 + "\n"}, ["prefect_venv_lock_sha256"]),
     ("python", {"python_installer_filename": ".."}, ["python_installer_filename must be a file name", "not '.' or '..'"]),
     ("prefect_venv", {"prefect_venv_name": "CURRENT"}, ["prefect_venv_name must be a plain directory name other than 'current'"]),
     ("prefect_venv", {"prefect_venv_name": "v1."}, ["not ending in a dot"]),

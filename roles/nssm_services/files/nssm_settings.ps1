@@ -247,9 +247,18 @@ foreach ($svc in $Services) {
         }
     }
 }
-if ($expanding.Count -gt 0) {
-    # Reported, not thrown: the task is no_log (its input holds the secrets), the next task shows the names.
-    $Ansible.Result = @{ services = @{}; refused = $expanding.ToArray() }
+# A name already taken by a service that nssm.exe does not run (WinRM, an agent): `nssm set ImagePath` would replace
+# that service's program, so it is never touched.
+$foreign = New-Object System.Collections.Generic.List[string]
+foreach ($svc in $Services) {
+    $existing = Get-CimInstance -ClassName Win32_Service -Filter "Name='$([string]$svc.name)'"
+    if ($existing -and ([string]$existing.PathName).Trim('"', ' ') -notmatch '(^|\\)nssm\.exe$') {
+        $foreign.Add("$($svc.name) runs $($existing.PathName)")
+    }
+}
+if ($expanding.Count -gt 0 -or $foreign.Count -gt 0) {
+    # Reported, not thrown: the task is no_log (its input holds the secrets), the next tasks show the names.
+    $Ansible.Result = @{ services = @{}; refused = $expanding.ToArray(); foreign = $foreign.ToArray() }
     return
 }
 

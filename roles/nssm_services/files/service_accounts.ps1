@@ -23,7 +23,9 @@ param (
     # User rights the role grants or denies to the accounts, e.g. SeServiceLogonRight.
     [string[]]$Rights = @(),
     # Do not ask the directory about nested membership (reported as a warning).
-    [switch]$SkipNestedCheck
+    [switch]$SkipNestedCheck,
+    # Two names may be one account (nssm_services_shared_account_allowed); otherwise that is refused.
+    [switch]$AllowSameAccount
 )
 
 $ErrorActionPreference = 'Stop'
@@ -114,6 +116,10 @@ foreach ($account in $Accounts) {
         throw "Service account '$name' does not exist or cannot be resolved on $env:COMPUTERNAME"
     }
     $entry.sid = $sid.Value
+    # Names the control node could not tell apart (HOST\name, where HOST is this computer's name, and name).
+    if ($resolved.ContainsKey($sid.Value) -and -not $AllowSameAccount) {
+        throw "Service accounts '$($resolved[$sid.Value])' and '$name' are one account on $env:COMPUTERNAME ($($sid.Value)): the server's account and the workers' must differ, or flow code reads the server's database password; name another worker account, or set nssm_services_shared_account_allowed: true"
+    }
     $resolved[$sid.Value] = $name
     if ($direct.ContainsKey($sid.Value)) {
         $entry.removed_from_administrators = $true
