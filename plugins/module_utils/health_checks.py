@@ -57,6 +57,7 @@ class Checker:
         self.deadline = self.started + params["timeout"]
         self.checks = []
         self.latency_ms = None
+        self.refused = False
 
     def record(self, name, ok, detail):
         self.checks.append(dict(name=name, ok=ok, detail=detail))
@@ -72,11 +73,15 @@ class Checker:
                            result=self.result(healthy="health" in passed, ready="ready" in passed))
 
     def wait_for(self, name, attempt):
-        """Call attempt() -> (ok, detail) every `interval` until ok or the deadline."""
+        """Call attempt() -> (ok, detail) every `interval` until ok or the deadline; an answer that waiting cannot
+        change (the credentials refused) fails at once."""
         while True:
+            self.refused = False
             ok, detail = attempt()
             if ok:
                 return self.record(name, True, detail)
+            if self.refused:
+                self.fail(name, "%s (the credentials were refused: not retried)" % detail)
             if self.ctx.clock() + self.params["interval"] > self.deadline:
                 self.fail(name, "%s (waited %d s)" % (detail, self.params["timeout"]))
             self.ctx.sleep(self.params["interval"])
@@ -86,6 +91,9 @@ class Checker:
         response, problem = self.client.probe(path)
         if response is None:
             return False, "GET %s: %s" % (self.client.url(path), problem)
+        # 401 or 403 to a request that carried credentials: a server that is still starting never answers so, and
+        # the same credentials will be refused again.
+        self.refused = response.status in (401, 403) and self.client.auth_mode != "none"
         ok = accept(response)
         if ok and path == "health":
             seconds = response.elapsed if response.elapsed is not None else self.ctx.clock() - started

@@ -25,6 +25,8 @@ options:
   timeout:
     description:
       - Total seconds to wait for all checks to pass. V(0) tries each check once.
+      - An answer of HTTP 401 or 403 to a request that carried credentials (O(auth) other than V(none)) fails the
+        check at once, since waiting cannot change it.
     type: int
     default: 120
   interval:

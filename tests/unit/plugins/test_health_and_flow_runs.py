@@ -69,6 +69,24 @@ def test_wrong_credentials_fail_the_version_check(health):
     assert "wrong" not in err.value.message and "Tr0ub4dor" not in err.value.message
 
 
+def test_refused_credentials_fail_at_once_without_waiting(health, clock):
+    """A 401 to a request that carried credentials cannot turn into 200 by waiting (a starting server never answers
+    so): the check fails on the first answer, where it used to wait out the timeout."""
+    server = FakePrefect(windows_auth=True)
+    with pytest.raises(PrefectError) as err:
+        health(server, auth="basic", auth_string="svc:wrong", timeout=60, interval=2)
+    assert "check 'health' failed" in err.value.message and "HTTP 401" in err.value.message
+    assert "credentials were refused: not retried" in err.value.message
+    assert clock.sleeps == [] and "wrong" not in err.value.message
+
+
+def test_401_without_credentials_is_waited_for(health, clock):
+    server = FakePrefect(windows_auth=True)
+    with pytest.raises(PrefectError) as err:
+        health(server, timeout=6, interval=2)
+    assert "waited 6 s" in err.value.message and clock.sleeps == [2, 2, 2]
+
+
 def test_unauthenticated_request_must_be_refused(health):
     server = FakePrefect(auth_string="admin:Tr0ub4dor")
     result = health(server, auth="basic", auth_string="admin:Tr0ub4dor", expect_unauthenticated_status=401)
