@@ -1,5 +1,6 @@
-"""Two speed-ups of the ansible-playbook processes of a test run (tests/conftest.py puts this directory on PYTHONPATH
-and names the cache in ENCLAVE_JINJA_CODE_CACHE): a cache of compiled Jinja templates, and Jinja plugins loaded once.
+"""Speed-ups of the ansible-playbook processes of a test run (tests/conftest.py puts this directory on PYTHONPATH and
+names the cache in ENCLAVE_JINJA_CODE_CACHE): a cache of compiled Jinja templates, Jinja plugins and the local
+connection's settings loaded once, and data tags shared by deep copies.
 
 ansible-core 2.19 compiles every template and conditional it evaluates, again in every forked worker (one per task),
 which is most of what a task costs on the simulated host. Jinja compiles the same source with the same settings to
@@ -14,10 +15,15 @@ named in ENCLAVE_JINJA_PREWARM_COLLECTIONS (default enclave.prefect), whose look
 
 And ansible-playbook imports every connection plugin at start (PlaybookExecutor.run preloads them to cache their
 settings), psrp's and winrm's with pypsrp, pywinrm, requests and the Kerberos libraries: a third of a second of each
-run. The test runs connect locally: connection plugins are loaded when a play first uses one, as any other plugin.
+run. The test runs connect locally: only the local connection is preloaded (with the lookups the roles use), so that
+its settings are read once in the parent, not in every task's worker.
+
+ansible-core keeps every role file it parsed and hands out a deep copy at each use (a role included by eight plays is
+copied eight times); most of that copying is of the data tags on every value (where it was read from, whether it is
+trusted as a template). Tags are frozen dataclasses, so the copies share them, as they share strings.
 
 Only ansible-playbook processes are touched; with ENCLAVE_JINJA_CODE_CACHE unset or empty nothing is patched.
-tests/roles/test_jinja_cache.py runs the same plays with and without both and compares the results."""
+tests/roles/test_jinja_cache.py runs the same plays with and without all of them and compares the results."""
 import os
 import sys
 
@@ -154,21 +160,35 @@ def _install_plugin_prewarm(collections: list[str]) -> None:
 
 
 def _install_lazy_connections() -> None:
-    from ansible.plugins.loader import connection_loader
+    from ansible.plugins.loader import connection_loader, lookup_loader
 
     original_all = connection_loader.all
 
     def all_plugins(*args, **kwargs):
-        # PlaybookExecutor.run's preload is the only caller that asks for classes only.
+        # PlaybookExecutor.run's preload is the only caller that asks for classes only. Its other effect, the
+        # plugins' option definitions read once in the parent, is kept for the plugins the test runs use: the local
+        # connection (every task's worker reads its documentation otherwise) and the file and template lookups.
         if kwargs.get("class_only") and not args:
+            connection_loader.get("local", class_only=True)
+            for lookup in ("ansible.builtin.file", "ansible.builtin.template"):
+                lookup_loader.get(lookup, class_only=True)
             return iter(())
         return original_all(*args, **kwargs)
 
     connection_loader.all = all_plugins
 
 
+def _install_shared_tags() -> None:
+    from ansible.module_utils._internal._datatag import AnsibleDatatagBase
+
+    # Tags (where a value was read from, trust) are frozen dataclasses: a deep copy can share them, as it shares a
+    # str. The role files ansible-core caches are deep-copied at every use, their tags most of that work.
+    AnsibleDatatagBase.__deepcopy__ = lambda self, memo: self
+
+
 if _CACHE and os.path.basename(sys.argv[0] if sys.argv else "").startswith("ansible-playbook"):
     _install(_CACHE)
     _install_plugin_prewarm(os.environ.get("ENCLAVE_JINJA_PREWARM_COLLECTIONS", "enclave.prefect").split())
     _install_lazy_connections()
+    _install_shared_tags()
 
