@@ -17,6 +17,9 @@ SERVER = {"nssm_services_server_enabled": True, "nssm_services_account_password"
 CA = str(REPO / "tests" / "fixtures" / "roles" / "enclave-ca.pem")
 # Not a variable: puts the case's host in the prefect_proxy group (IIS with Windows authentication in front).
 IN_PROXY_GROUP = {"<group>": "prefect_proxy"}
+# A proxy host's input that passes (the certificate's thumbprint in the proxy's store).
+THUMB = "5E0C1D7A9B3F4E2D8C6A1B0F9E8D7C6B5A4F3E2D"
+PROXY = {**IN_PROXY_GROUP, "prefect_public_host": "prefect.corp.local", "iis_proxy_certificate_thumbprint": THUMB}
 
 CASES = [
     # role, vars, words the message must contain
@@ -205,6 +208,23 @@ CASES = [
      ["prefect_database_url names the remote database host db01 without ?ssl=verify-full"]),
     ("nssm_services", {**SERVER, "prefect_database_url": "postgresql+asyncpg://prefect:Clear-Text-91cd@127.0.0.1:5432"},
      ["prefect_database_url names no database"]),
+    # The proxy (tests/roles/test_iis_proxy.py runs two more through iis_proxy.yml).
+    ("iis_proxy", {**PROXY, "iis_proxy_certificate_thumbprint": ""}, ["iis_proxy_certificate_thumbprint must be"]),
+    ("iis_proxy", {**PROXY, "iis_proxy_certificate_thumbprint": THUMB + "\n"}, ["iis_proxy_certificate_thumbprint must be"]),
+    ("iis_proxy", {**PROXY, "prefect_worker_port": 443}, ["must be different TCP ports"]),
+    ("iis_proxy", {**PROXY, "prefect_public_port": 70000}, ["prefect_public_port must be 1 to 65535 (got 70000)"]),
+    ("iis_proxy", {**PROXY, "prefect_public_port": 4200}, ["none of them prefect_server_port"]),
+    ("iis_proxy", {**PROXY, "prefect_public_host": "10.20.1.10"}, ["prefect_public_host must be the DNS name"]),
+    ("iis_proxy", {**PROXY, "prefect_public_host": "prefect corp"}, ["prefect_public_host must be the DNS name"]),
+    ("iis_proxy", {**PROXY, "prefect_public_host": "localhost"}, ["not an address nor localhost"]),
+    ("iis_proxy", {**PROXY, "iis_proxy_feature_source": "D:\\sources\\sxs\\..\\..\\Windows"},
+     ["iis_proxy_feature_source must be", "'..' segments"]),
+    ("iis_proxy", {**PROXY, "iis_proxy_arr_timeout": "00:00:30"}, ["iis_proxy_arr_timeout must be"]),
+    ("iis_proxy", {**PROXY, "iis_proxy_app_pool_account": "CORP\\svc_web"}, ["iis_proxy_app_pool_account must be"]),
+    ("iis_proxy", {**PROXY, "iis_proxy_app_pool_account": "NT AUTHORITY\\SYSTEM", "iis_proxy_app_pool_password": "x"},
+     ["iis_proxy_app_pool_account must be an unprivileged domain account"]),
+    ("iis_proxy", {**PROXY, "iis_proxy_site_dir": "inetpub\\x"}, ["iis_proxy_site_dir must be"]),
+    ("iis_proxy", {**PROXY, "iis_proxy_certificate_pfx": "/nonexistent/x.pfx"}, ["iis_proxy_certificate_pfx must be"]),
 ]
 
 
@@ -252,6 +272,8 @@ GOOD = [
     ("nssm_services", {"nssm_services_worker_account": "CORP\\gmsa_prefect$", "prefect_worker_api_auth_string": "CORP\\svc_api:Good-4e7b",
                        "prefect_api_ca_cert": CA, "nssm_services_workers": [{"service": "W", "pool": "p"}]},
      "NSSM executable presence is known"),
+    ("iis_proxy", {"prefect_public_host": "prefect.corp.local", "iis_proxy_certificate_thumbprint": THUMB},
+     "IIS role services are installed"),
 ]
 
 
