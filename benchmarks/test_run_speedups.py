@@ -4,9 +4,11 @@
     .venv/bin/python benchmarks/test_run_speedups.py [--rounds 3] [--write docs/benchmarks.md]
 
 Each round runs, on two fresh simulated all-in-one hosts (tests/roles/simhost.py), the real site.yml (first run and
-no-op re-run) and playbooks/python.yml once, with ENCLAVE_JINJA_CODE_CACHE empty (nothing patched, ansible-core as
-shipped) and set (compiled templates kept, Jinja plugins loaded once in the parent, connection plugins loaded when
-used); the order alternates between rounds. Measured per run: CPU seconds of ansible-playbook and every process it
+no-op re-run) and playbooks/python.yml once, "off": ENCLAVE_JINJA_CODE_CACHE empty (nothing patched, ansible-core as
+shipped) and the stand-ins as modules that read their arguments from a file (a temporary directory, an argument
+file and a chmod on the host per call), and "on": as the test suite runs them (compiled templates kept, Jinja
+plugins and the local connection's settings loaded once in the parent, data tags shared by deep copies, stand-ins
+pipelined); the order alternates between rounds. Measured per run: CPU seconds of ansible-playbook and every process it
 started (user + system, from the kernel's accounting of waited-for children), and wall seconds. Reported: the median
 per playbook and setting, and the on/off ratio. Both settings must give the same task results (checked, as
 tests/roles/test_jinja_cache.py does); exit status 1 when they differ.
@@ -52,12 +54,13 @@ def measured(sim: Sim, extra: dict, playbook: str) -> tuple[float, float, list]:
 
 
 def one_round(root: Path, name: str, cache: str) -> dict[str, tuple[float, float, list]]:
-    sim = Sim(root / name, environment(cache))
+    pipelined = bool(cache)
+    sim = Sim(root / name, environment(cache), pipelined=pipelined)
     bundle = make_bundle(sim.root)
     extra = {"prefect_bundle_dir": str(bundle), **SECRETS, "python_installer_sha256": hashlib.sha256(INSTALLER).hexdigest(),
              "iis_proxy_certificate_thumbprint": PROXY_CERT_THUMBPRINT}
     out = {"site.yml, first run": measured(sim, extra, "site.yml"), "site.yml, no-op re-run": measured(sim, extra, "site.yml")}
-    fresh = Sim(root / (name + "-python"), environment(cache))
+    fresh = Sim(root / (name + "-python"), environment(cache), pipelined=pipelined)
     out["python.yml, first run"] = measured(fresh, {**extra, "prefect_bundle_dir": str(make_bundle(fresh.root))}, "python.yml")
     return out
 

@@ -401,7 +401,7 @@ def nssm_services_plan(cfg):
     return {
         "services": services,
         "accounts": accounts,
-        "account_kinds": [{"name": a["lookup"], "kind": a["kind"]} for a in accounts],
+        "account_kinds": [{"name": a["lookup"], "kind": a["kind"], "roles": a["roles"]} for a in accounts],
         "dirs": dirs,
         "pools": pools,
         "absent_workers": absent,

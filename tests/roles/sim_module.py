@@ -98,9 +98,10 @@ def nssm_settings():
             if secret and any(c.lower() in names for c in expanded_names(value)):
                 expanding.append("%s: %s" % (svc["name"], key))
     # A name taken by a service whose program is not nssm.exe (Win32_Service PathName) is never touched.
-    foreign = ["%s runs %s" % (svc["name"], services[svc["name"]].get("image_path", "")) for svc in params["Services"]
-               if svc["name"] in services and not _ns_re.search(r"(^|\\)nssm\.exe$",
-                                                                 services[svc["name"]].get("image_path", "").strip('" '), _ns_re.I)]
+    names = [svc["name"] for svc in params["Services"]] + list(params.get("AbsentServices", []))
+    foreign = ["%s runs %s" % (name, services[name].get("image_path", "")) for name in names
+               if name in services and not _ns_re.search(r"(^|\\)nssm\.exe$",
+                                                         services[name].get("image_path", "").strip('" '), _ns_re.I)]
     if expanding or foreign:
         out["result"] = {"services": {}, "refused": expanding, "foreign": foreign}
         return
@@ -186,7 +187,7 @@ def service_accounts():
         members = groups.get(group, {}).get("members", [])
         return sid in members or any(m in groups and m not in seen and in_chain(sid, m, seen + (group,)) for m in members)
 
-    resolved = {}
+    resolved, roles_of = {}, {}
     for acct in params["Accounts"]:
         sid = sid_of(acct["name"])
         entry = {"sid": sid, "removed_from_administrators": False, "effective_administrator": None}
@@ -196,10 +197,14 @@ def service_accounts():
                 continue
             out.update(failed=True, msg="Account %s does not exist" % acct["name"])
             return
-        if sid in resolved and not params.get("AllowSameAccount"):
-            out.update(failed=True, msg="Service accounts '%s' and '%s' are one account on %s (%s): the server's account "
-                       "and the workers' must differ" % (resolved[sid], acct["name"], host.get("computer", ""), sid))
-            return
+        if sid in resolved:
+            roles_of[sid] = roles_of[sid] | set(acct.get("roles", []))
+            if {"server", "worker"} <= roles_of[sid] and not params.get("AllowSameAccount"):
+                out.update(failed=True, msg="Service accounts '%s' and '%s' are one account on %s (%s), which would run "
+                           "both the Prefect server and a worker" % (resolved[sid], acct["name"], host.get("computer", ""), sid))
+                return
+        else:
+            roles_of[sid] = set(acct.get("roles", []))
         resolved[sid] = acct["name"]
         if sid in admins:
             entry["removed_from_administrators"] = True

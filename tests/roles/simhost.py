@@ -91,9 +91,10 @@ def part_modules() -> dict[tuple[str, str], list[str]]:
     return modules
 
 
-def build_sim(root: Path) -> Path:
+def build_sim(root: Path, pipelined: bool = True) -> Path:
     """A collections path whose ansible.windows, community.windows and enclave.prefect hold the stand-ins;
-    enclave.prefect carries the real roles, playbooks and filter plugins."""
+    enclave.prefect carries the real roles, playbooks and filter plugins. pipelined=False writes the stand-ins as
+    modules that read their arguments from a file (a temporary directory per call; benchmarks/test_run_speedups.py)."""
     collections = root / "collections" / "ansible_collections"
     # The stand-ins' text lives once, as an importable module, so that Python compiles it once per host (its .pyc)
     # instead of at every module call; each module file names itself and imports it.
@@ -104,7 +105,8 @@ def build_sim(root: Path) -> Path:
     # that the module runs pipelined: one process per call, no temporary directory, argument file or chmod on the host.
     (body_dir / "enclave_sim_body.py").write_text(
         "import json as _sim_json\nimport sys as _sim_sys\nNAME = _sim_sys.modules['__main__'].NAME\n"
-        "def _sim_args():\n    return _sim_json.loads(_sim_sys.modules['__main__'].ARGS)\n"
+        "def _sim_args():\n    main = _sim_sys.modules['__main__']\n"
+        "    return _sim_json.loads(main.ARGS) if hasattr(main, 'ARGS') else _sim_json.load(open(_sim_sys.argv[1]))\n"
         f"STANDINS, SCRIPTS = {{}}, {{}}\n{parts}{BODY}")
     # Written here: with PYTHONDONTWRITEBYTECODE set, no module call would write it.
     py_compile.compile(str(body_dir / "enclave_sim_body.py"), doraise=True)
@@ -114,9 +116,10 @@ def build_sim(root: Path) -> Path:
         (base / "meta").mkdir()
         (base / "meta" / "runtime.yml").write_text('requires_ansible: ">=2.19.0"\n')
         for module in modules:
+            arguments = ('# <<INCLUDE_ANSIBLE_MODULE_JSON_ARGS>>\nARGS = "<<INCLUDE_ANSIBLE_MODULE_COMPLEX_ARGS>>"\n'
+                         if pipelined else "# WANT_JSON\n")
             (base / "plugins" / "modules" / f"{module}.py").write_text(
-                f"#!/usr/bin/python\n# <<INCLUDE_ANSIBLE_MODULE_JSON_ARGS>>\nNAME = {module!r}\n"
-                'ARGS = "<<INCLUDE_ANSIBLE_MODULE_COMPLEX_ARGS>>"\n'
+                f"#!/usr/bin/python\n{arguments}NAME = {module!r}\n"
                 f"import sys\nsys.path.insert(0, {str(body_dir)!r})\nimport enclave_sim_body  # noqa: E402,F401\n")
     # win_template is the real action plugin (ansible.windows plugins/action/win_template.py): it renders on the control
     # node and runs the win_copy action, here the plain module call of the win_template stand-in (sim_postgresql.py).
@@ -184,9 +187,9 @@ def default_state(computer: str = "PREFECT-AIO") -> dict:
 class Sim:
     """One simulated host (state file) and the collections path of the stand-ins."""
 
-    def __init__(self, root: Path, ansible_env: dict, state: dict | None = None):
+    def __init__(self, root: Path, ansible_env: dict, state: dict | None = None, pipelined: bool = True):
         self.root = root
-        self.collections = build_sim(root)
+        self.collections = build_sim(root, pipelined)
         self.state_path = root / "state.json"
         self.state_path.write_text(json.dumps({**default_state(), **(state or {})}))
         self.env = dict(ansible_env, ANSIBLE_COLLECTIONS_PATH=str(self.collections),
@@ -194,7 +197,7 @@ class Sim:
         # ansible_become false: the local connection cannot run a module as another account (the one task that runs
         # as SYSTEM, the service account check, is checked as written by test_noop_rerun.py).
         self.base = {"ansible_connection": "local", "ansible_python_interpreter": str(REPO / ".venv/bin/python"),
-                     "ansible_become": False, "ansible_pipelining": True}
+                     "ansible_become": False, "ansible_pipelining": pipelined}
 
     @property
     def state(self) -> dict:

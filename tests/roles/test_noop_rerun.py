@@ -356,17 +356,20 @@ def test_secret_that_the_host_would_expand_is_refused_before_anything_is_written
     assert PRINTABLE not in proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("state", ["present", "absent"])
 def test_worker_named_like_a_service_nssm_does_not_run_is_refused_before_anything_is_written(converged, tmp_path,
-                                                                                              ansible_env):
+                                                                                              ansible_env, state):
     """A worker service named WinRM on a host whose WinRM runs in svchost.exe: `nssm set WinRM ImagePath` would replace
-    Windows Remote Management's program. The settings script refuses before it writes anything, naming the service
-    and what it runs; WinRM and the Prefect services stay as they were."""
+    Windows Remote Management's program, and removing the worker (state: absent) would remove WinRM. The settings
+    script refuses before it writes anything, naming the service and what it runs; WinRM and the Prefect services
+    stay as they were."""
     sim, bundle = _fresh(converged, tmp_path, ansible_env)
     winrm = {"running": True, "image_path": "C:\\Windows\\System32\\svchost.exe -k NetworkService -p", "registry": {},
              "object_name": "NT AUTHORITY\\NetworkService", "start_mode": "auto"}
     sim.update(services={**sim.state["services"], "WinRM": winrm})
     before = sim.state["services"]
-    extra = _extra(bundle, nssm_services_workers=[{"service": "WinRM", "pool": "windows-process"}])
+    extra = _extra(bundle, nssm_services_workers=[{"service": "PrefectWorker", "pool": "windows-process"},
+                                                  {"service": "WinRM", "pool": "windows-process", "state": state}])
     _proc, data = sim.run(extra, playbook="nssm_services.yml", expect_rc=2)
     failed = [(n, r) for n, r in host_results(data) if r.get("failed")]
     assert failed and failed[0][0].endswith("No Prefect service name is taken by a service NSSM does not run"), failed

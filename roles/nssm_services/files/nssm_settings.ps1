@@ -26,6 +26,8 @@ param (
     [string]$ExitDefault = 'Restart',
     # Each: name, application, account, exit_action, environment (dict), params (NSSM parameter -> value).
     [Parameter(Mandatory)][object[]]$Services,
+    # Workers to remove (state: absent): checked like the services above, never touched here.
+    [string[]]$AbsentServices = @(),
     # Environment variable names whose values never appear in the result or the diff: these, and every name matching
     # SecretPattern (roles/common/vars/main/secrets.yml); a URL's password (SecretUrlPattern group 2) in any value.
     [string[]]$SecretNames = @(),
@@ -248,12 +250,12 @@ foreach ($svc in $Services) {
     }
 }
 # A name already taken by a service that nssm.exe does not run (WinRM, an agent): `nssm set ImagePath` would replace
-# that service's program, so it is never touched.
+# that service's program, and a worker to remove would remove that service, so it is never touched.
 $foreign = New-Object System.Collections.Generic.List[string]
-foreach ($svc in $Services) {
-    $existing = Get-CimInstance -ClassName Win32_Service -Filter "Name='$([string]$svc.name)'"
+foreach ($serviceName in @(@($Services | ForEach-Object { [string]$_.name }) + $AbsentServices)) {
+    $existing = Get-CimInstance -ClassName Win32_Service -Filter "Name='$serviceName'"
     if ($existing -and ([string]$existing.PathName).Trim('"', ' ') -notmatch '(^|\\)nssm\.exe$') {
-        $foreign.Add("$($svc.name) runs $($existing.PathName)")
+        $foreign.Add("$serviceName runs $($existing.PathName)")
     }
 }
 if ($expanding.Count -gt 0 -or $foreign.Count -gt 0) {

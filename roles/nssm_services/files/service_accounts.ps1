@@ -18,13 +18,14 @@
 #   refresh; such a policy is reported (Resultant Set of Policy) as a warning.
 [CmdletBinding(SupportsShouldProcess)]
 param (
-    # Each: name (name, DOMAIN\name or DOMAIN\gmsa$), kind (local, domain or gmsa).
+    # Each: name (name, DOMAIN\name or DOMAIN\gmsa$), kind (local, domain or gmsa), roles (server, worker).
     [Parameter(Mandatory)][object[]]$Accounts,
     # User rights the role grants or denies to the accounts, e.g. SeServiceLogonRight.
     [string[]]$Rights = @(),
     # Do not ask the directory about nested membership (reported as a warning).
     [switch]$SkipNestedCheck,
-    # Two names may be one account (nssm_services_shared_account_allowed); otherwise that is refused.
+    # The server and a worker may run as one account (nssm_services_shared_account_allowed); otherwise two names that
+    # are one account here, one the server's and one a worker's, are refused.
     [switch]$AllowSameAccount
 )
 
@@ -105,6 +106,7 @@ function ConvertTo-Sid {
 $warnings = New-Object System.Collections.Generic.List[string]
 $report = @{}
 $resolved = @{}
+$rolesOf = @{}
 foreach ($account in $Accounts) {
     $name = [string]$account.name
     $entry = @{ sid = $null; removed_from_administrators = $false; effective_administrator = $null }
@@ -117,8 +119,16 @@ foreach ($account in $Accounts) {
     }
     $entry.sid = $sid.Value
     # Names the control node could not tell apart (HOST\name, where HOST is this computer's name, and name).
-    if ($resolved.ContainsKey($sid.Value) -and -not $AllowSameAccount) {
-        throw "Service accounts '$($resolved[$sid.Value])' and '$name' are one account on $env:COMPUTERNAME ($($sid.Value)): the server's account and the workers' must differ, or flow code reads the server's database password; name another worker account, or set nssm_services_shared_account_allowed: true"
+    $roles = @($account.roles)
+    if ($resolved.ContainsKey($sid.Value)) {
+        $together = @($rolesOf[$sid.Value]) + $roles
+        if (-not $AllowSameAccount -and $together -contains 'server' -and $together -contains 'worker') {
+            throw "Service accounts '$($resolved[$sid.Value])' and '$name' are one account on $env:COMPUTERNAME ($($sid.Value)), which would run both the Prefect server and a worker: flow code could read the server's database password. Name another worker account, or set nssm_services_shared_account_allowed: true"
+        }
+        $rolesOf[$sid.Value] = $together
+    }
+    else {
+        $rolesOf[$sid.Value] = $roles
     }
     $resolved[$sid.Value] = $name
     if ($direct.ContainsKey($sid.Value)) {

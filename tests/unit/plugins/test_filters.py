@@ -154,7 +154,8 @@ def test_all_in_one_plan():
     assert rules["C:\\Prefect\\flows"] == [{"account": ".\\svc_prefect_worker", "rights": "Modify"}]
     assert rules["C:\\Prefect\\worker-data"] == [{"account": ".\\svc_prefect_worker", "rights": "Modify"}]
     assert plan["pools"] == [{"name": "windows-process", "type": "process"}]
-    assert plan["account_kinds"] == [{"name": ".\\svc_prefect", "kind": "local"}, {"name": ".\\svc_prefect_worker", "kind": "local"}]
+    assert plan["account_kinds"] == [{"name": ".\\svc_prefect", "kind": "local", "roles": ["server"]},
+                                     {"name": ".\\svc_prefect_worker", "kind": "local", "roles": ["worker"]}]
     settings = nssm_services_settings_input(plan)
     assert settings[0]["application"] == "C:\\Prefect\\venvs\\current\\Scripts\\python.exe"
     assert "password" not in settings[0]
