@@ -8,7 +8,7 @@ import pytest
 
 from simhost import INSTALLER, Sim, by_name, host_results, reached
 
-pytestmark = pytest.mark.static
+pytestmark = pytest.mark.simulated
 
 INSTALLER_PATH = "windows/installers/python-3.12.10-amd64.exe"
 

@@ -17,7 +17,7 @@ import yaml
 from rolerun import REPO
 from simhost import Sim, by_name, host_results, make_bundle, reached
 
-pytestmark = pytest.mark.static
+pytestmark = pytest.mark.simulated
 
 # The example inventory's all-in-one host is also its database host; LITE is an all-in-one host on SQLite (tmp inventory).
 AIO, LITE, DB = "prefect-aio.corp.local", "prefect-lite.corp.local", "prefect-db01.corp.local"

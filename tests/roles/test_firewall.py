@@ -19,7 +19,7 @@ from simhost import Sim, by_name, host_results, module_runs, reached
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "static"))
 from firewallcheck import check_rules, sim_rules  # noqa: E402  pylint: disable=wrong-import-position
 
-pytestmark = pytest.mark.static
+pytestmark = pytest.mark.simulated
 
 AIO, SRV, WRK, DB = \
     "prefect-aio.corp.local", "prefect-srv01.corp.local", "prefect-wrk01.corp.local", "prefect-db01.corp.local"

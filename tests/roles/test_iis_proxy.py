@@ -22,7 +22,7 @@ from rolerun import REPO
 sys.path.insert(0, str(REPO / "tests" / "static"))
 from webconfig import check_web_config  # noqa: E402
 
-pytestmark = pytest.mark.static
+pytestmark = pytest.mark.simulated
 
 # Documented in roles/iis_proxy/README.md and docs/roles.md; update together.
 EXPECTED_HOST_TASKS = 11

@@ -13,7 +13,7 @@ import pytest
 
 from simhost import INSTALLER, INSTALLER_SIGNATURE, Sim, by_name, host_results, make_bundle, reached
 
-pytestmark = pytest.mark.static
+pytestmark = pytest.mark.simulated
 
 READ = "Installer signature is read on the host"
 CHECK = "Installer carries a valid signature by its publisher"

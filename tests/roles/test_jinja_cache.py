@@ -10,7 +10,7 @@ import pytest
 from rolerun import run_cases
 from simhost import INSTALLER, Sim, make_bundle, reached
 
-pytestmark = pytest.mark.static
+pytestmark = pytest.mark.simulated
 
 CASES = {
     "good": {"nssm_services_server_enabled": True, "nssm_services_account_password": "x", "nssm_services_worker_account_password": "y",

@@ -24,7 +24,7 @@ from rolerun import REPO
 from simhost import (DEFAULT_ENVIRONMENT_NAMES, FORBIDDEN_ON_RERUN, INSTALLER, LOCK, PROXY_CERT_THUMBPRINT, SECRETS, Sim, by_name, host_results, make_bundle,
                      module_runs, reached)
 
-pytestmark = pytest.mark.static
+pytestmark = pytest.mark.simulated
 
 # Documented in docs/roles.md; update both together.
 EXPECTED_HOST_TASKS = 43

@@ -22,7 +22,7 @@ import nssm_wine
 import sim_nssm as nssm
 from rolerun import REPO
 
-pytestmark = pytest.mark.static
+pytestmark = pytest.mark.simulated
 
 # The role's filter plugin, as the unit tests load it: the collection on sys.path (.venv/collections, setup.sh).
 sys.path.insert(0, str(REPO / ".venv" / "collections"))

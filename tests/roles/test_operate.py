@@ -11,7 +11,7 @@ import pytest
 
 from simhost import INSTALLER, LOCK, SECRETS, Sim, by_name, host_results, make_bundle
 
-pytestmark = pytest.mark.static
+pytestmark = pytest.mark.simulated
 
 LINK = "c:\\prefect\\venvs\\current"
 SQLITE = "c:\\prefect\\data\\prefect.db"

@@ -19,7 +19,7 @@ import pytest
 
 from simhost import FORBIDDEN_ON_RERUN, PG_INSTALLER_NAME, SECRETS, Sim, by_name, host_results, make_bundle, module_runs, reached
 
-pytestmark = pytest.mark.static
+pytestmark = pytest.mark.simulated
 
 AIO, DB = "prefect-aio.corp.local", "prefect-db01.corp.local"
 # Documented in docs/roles.md ("No-op re-run"); update both together.

@@ -20,7 +20,7 @@ import yaml
 from rolerun import REPO
 from simhost import INSTALLER, SECRETS, Sim, host_results, make_bundle, reached
 
-pytestmark = pytest.mark.static
+pytestmark = pytest.mark.simulated
 
 HOSTS = ["prefect-aio.corp.local", "prefect-srv01.corp.local", "prefect-wrk01.corp.local", "prefect-wrk02.corp.local"]
 PREFLIGHT_PLAY = "Preflight of every targeted host's input, on the control node"
@@ -34,7 +34,7 @@ def _inventory(root: Path, bundle: Path, host: str | None = None, bad: dict | No
     shutil.copytree(REPO / "inventories" / "example", inventory)
     # The stand-in installer is not python.org's, so its digest replaces the catalogue's.
     vault = {**SECRETS, "prefect_api_ca_cert": str(CA), "prefect_bundle_dir": str(bundle),
-             "python_installer_sha256": hashlib.sha256(INSTALLER).hexdigest()}
+             "python_installer_sha256": hashlib.sha256(INSTALLER).hexdigest(), "ansible_psrp_ca_cert": str(CA)}
     (inventory / "group_vars" / "all" / "vault.yml").write_text(yaml.safe_dump(vault))
     if host:
         path = inventory / "host_vars" / f"{host}.yml"
@@ -151,3 +151,22 @@ def test_readable_on_a_control_node_without_the_repository_configuration(sim):
     assert any(wanted in line for line in output.splitlines()), output[-6000:]
     # What Ansible's own role validation would print: the whole spec of the role.
     assert "argument_spec_data" not in output and "Supported parameters include" not in output
+
+
+def test_placeholder_files_on_the_control_node_are_named_before_any_connection(sim):
+    """The example's placeholder CA path (connection.yml) and a bundle directory that does not exist: the preflight
+    names each variable and path, with the inventory's psrp connection, before any connection is tried."""
+    inventory = _inventory(sim.root, sim.bundle, "prefect-aio.corp.local",
+                           {"ansible_psrp_ca_cert": "/CHANGE-ME/enclave-ca.pem", "prefect_bundle_dir": "/nonexistent/bundle"})
+    env = {k: v for k, v in sim.env.items() if k not in ("ANSIBLE_CONFIG",)}
+    before = sim.state_path.read_bytes()
+    proc = _run(sim, inventory, "python.yml", args=["--limit", "prefect-aio.corp.local"], env=env, local=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output[-6000:]
+    verdict = dict(host_results(_json(proc), "prefect-aio.corp.local"))[VERDICT]
+    lines = verdict["msg"].splitlines()
+    assert "prefect-aio.corp.local: ansible_psrp_ca_cert is not a file on the control node: /CHANGE-ME/enclave-ca.pem" in lines
+    assert any(line.startswith("prefect-aio.corp.local: prefect_bundle_dir /nonexistent/bundle is not a directory")
+               for line in lines), lines
+    assert "UNREACHABLE" not in output and sim.state_path.read_bytes() == before
+

@@ -13,7 +13,7 @@ import pytest
 
 from simhost import INSTALLER, Sim, by_name, host_results, make_bundle, module_runs, reached
 
-pytestmark = pytest.mark.static
+pytestmark = pytest.mark.simulated
 
 PROGRAM_FILES_DIR = "C:\\Program Files\\Python312"
 NSSM_EXE = "C:\\Prefect\\tools\\nssm-0123456789ab\\nssm-2.24-101-g897c7ad\\win64\\nssm.exe"

@@ -10,7 +10,7 @@ import pytest
 
 from rolerun import REPO, VALIDATION_ACTIONS, run_cases
 
-pytestmark = pytest.mark.static
+pytestmark = pytest.mark.simulated
 
 SERVER = {"nssm_services_server_enabled": True, "nssm_services_account_password": "not-checked-here",
           "nssm_services_worker_account_password": "not-checked-either"}
@@ -208,6 +208,9 @@ CASES = [
      ["prefect_database_url names the remote database host db01 without ?ssl=verify-full"]),
     ("nssm_services", {**SERVER, "prefect_database_url": "postgresql+asyncpg://prefect:Clear-Text-91cd@127.0.0.1:5432"},
      ["prefect_database_url names no database"]),
+    # Two problems of one check: one line each (MULTI below).
+    ("python", {"prefect_logs_dir": "C:\\Prefect\\NUL", "prefect_flows_dir": "C:\\Prefect\\..\\flows"},
+     ["prefect_logs_dir must be", "prefect_flows_dir must be"]),
     # The proxy (tests/roles/test_iis_proxy.py runs two more through iis_proxy.yml).
     ("iis_proxy", {**PROXY, "iis_proxy_certificate_thumbprint": ""}, ["iis_proxy_certificate_thumbprint must be"]),
     ("iis_proxy", {**PROXY, "iis_proxy_certificate_thumbprint": THUMB + "\n"}, ["iis_proxy_certificate_thumbprint must be"]),
@@ -226,6 +229,18 @@ CASES = [
     ("iis_proxy", {**PROXY, "iis_proxy_site_dir": "inetpub\\x"}, ["iis_proxy_site_dir must be"]),
     ("iis_proxy", {**PROXY, "iis_proxy_certificate_pfx": "/nonexistent/x.pfx"}, ["iis_proxy_certificate_pfx must be"]),
 ]
+
+
+MULTI = [i for i, c in enumerate(CASES) if set(c[1]) == {"prefect_logs_dir", "prefect_flows_dir"}]
+
+
+@pytest.mark.parametrize("index", MULTI)
+def test_several_problems_are_one_line_each(bad_runs, index):
+    """ansible-core 2.19 keeps the backslash of a '\\n' written inside a template in YAML: the messages join with a
+    real line break, so that the preflight prints one problem per line."""
+    message = bad_runs[f"case{index}"].failed()[1]["msg"]
+    assert "\\n" not in message, message
+    assert len(message.splitlines()) >= 2, message
 
 
 def _ids(cases):

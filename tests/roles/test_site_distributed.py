@@ -21,7 +21,7 @@ from simhost import INSTALLER, PROXY_CERT_THUMBPRINT, SECRETS, Sim, default_stat
 from test_noop_rerun import forbidden_on_rerun, per_role
 from test_postgresql import _pem
 
-pytestmark = pytest.mark.static
+pytestmark = pytest.mark.simulated
 
 SRV, WRK1, WRK2, DB = (f"prefect-{name}.corp.local" for name in ("srv01", "wrk01", "wrk02", "db01"))
 HOSTS = [SRV, WRK1, WRK2, DB]

@@ -13,7 +13,7 @@ import pytest
 
 from simhost import LOCK, Sim, by_name, make_bundle, reached
 
-pytestmark = pytest.mark.static
+pytestmark = pytest.mark.simulated
 
 SWITCH = "Current junction points at the venv that reports the pinned Prefect"
 LINK = "c:\\prefect\\venvs\\current"

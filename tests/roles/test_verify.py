@@ -15,7 +15,7 @@ import pytest
 from rolerun import REPO
 from simhost import INSTALLER, PROXY_CERT_THUMBPRINT, SECRETS, Sim, by_name, host_results, make_bundle
 
-pytestmark = pytest.mark.static
+pytestmark = pytest.mark.simulated
 
 CA = REPO / "tests" / "fixtures" / "roles" / "enclave-ca.pem"
 CHECKS = ["proxy (negotiate 200, anonymous 401)", "machine path (worker credential 200, anonymous 401)",
