@@ -165,8 +165,18 @@ def test_placeholder_files_on_the_control_node_are_named_before_any_connection(s
     assert proc.returncode == 2, output[-6000:]
     verdict = dict(host_results(_json(proc), "prefect-aio.corp.local"))[VERDICT]
     lines = verdict["msg"].splitlines()
-    assert "prefect-aio.corp.local: ansible_psrp_ca_cert is not a file on the control node: /CHANGE-ME/enclave-ca.pem" in lines
+    assert any(line.startswith("prefect-aio.corp.local: ansible_psrp_ca_cert is not a file on the control node: "
+                               "/CHANGE-ME/enclave-ca.pem (README.md, \"Before the first run") for line in lines), lines
     assert any(line.startswith("prefect-aio.corp.local: prefect_bundle_dir /nonexistent/bundle is not a directory")
                for line in lines), lines
     assert "UNREACHABLE" not in output and sim.state_path.read_bytes() == before
+    # The venv layer reads the lock's and the wheelhouse's digests from SHA256SUMS: a bundle directory without it.
+    (sim.root / "empty-bundle").mkdir()
+    inventory = _inventory(sim.root / "second", sim.bundle, "prefect-aio.corp.local",
+                           {"prefect_bundle_dir": str(sim.root / "empty-bundle")})
+    proc = _run(sim, inventory, "prefect_venv.yml", args=["--limit", "prefect-aio.corp.local"], env=env, local=False)
+    assert proc.returncode == 2, (proc.stdout + proc.stderr)[-6000:]
+    lines = dict(host_results(_json(proc), "prefect-aio.corp.local"))[VERDICT]["msg"].splitlines()
+    assert any(line.startswith(f"prefect-aio.corp.local: prefect_bundle_checksums_file {sim.root / 'empty-bundle'}/SHA256SUMS"
+                               " is not a file") for line in lines), lines
 
