@@ -58,7 +58,7 @@ need_pkgs() {  # system packages: compilers and headers for gssapi (Kerberos), o
     [ ${#missing[@]} -eq 0 ] && return 0
     say "installing Debian packages: ${missing[*]}"
     if [ "$(id -u)" != 0 ]; then echo "run as root or install: apt-get install ${missing[*]}" >&2; exit 1; fi
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt_install "${missing[@]}"
   elif command -v rpm >/dev/null; then
     local missing=()
     for p in "${rpm[@]}"; do rpm -q "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -67,6 +67,30 @@ need_pkgs() {  # system packages: compilers and headers for gssapi (Kerberos), o
     if [ "$(id -u)" != 0 ]; then echo "run as root or install: dnf install ${missing[*]}" >&2; exit 1; fi
     dnf install -y -q "${missing[@]}"
   fi
+}
+
+apt_install() {  # apt_install [apt-get install options] packages: update the indexes, install, say what failed and what to do
+  local log
+  log=$(mktemp)
+  # Another apt or dpkg (unattended-upgrades, an administrator) may hold the lock: wait for it up to 5 minutes.
+  if ! apt-get -o DPkg::Lock::Timeout=300 update -qq >"$log" 2>&1; then
+    printf '[setup] ERROR: apt-get update failed:\n' >&2
+    sed 's/^/[setup]   /' "$log" >&2
+    printf '[setup] A source whose index cannot be read (not reachable from here, or a foreign architecture with no\n' >&2
+    printf '[setup] index) fails it: fix or remove it under /etc/apt/sources.list.d, or install by hand, then run again:\n' >&2
+    printf '[setup]   apt-get install %s\n' "$*" >&2
+    rm -f "$log"
+    exit 1
+  fi
+  if ! DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq "$@" >"$log" 2>&1; then
+    printf '[setup] ERROR: apt-get install failed:\n' >&2
+    sed 's/^/[setup]   /' "$log" >&2
+    printf '[setup] Another apt or dpkg may have held the lock for more than 5 minutes, or a package is not available\n' >&2
+    printf '[setup] from the configured sources: run again, or install by hand: apt-get install %s\n' "$*" >&2
+    rm -f "$log"
+    exit 1
+  fi
+  rm -f "$log"
 }
 
 need_wine() {  # Debian: Wine for the real nssm.exe (tests/roles/test_nssm_real.py); elsewhere those tests skip
@@ -78,7 +102,7 @@ need_wine() {  # Debian: Wine for the real nssm.exe (tests/roles/test_nssm_real.
   [ ${#missing[@]} -eq 0 ] && return 0
   say "installing Debian packages: ${missing[*]}"
   if [ "$(id -u)" != 0 ]; then echo "run as root or install: apt-get install --no-install-recommends ${missing[*]}" >&2; exit 1; fi
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_install --no-install-recommends "${missing[@]}"
 }
 
 # NSSM 2.24-101-g897c7ad 64-bit (`nssm version`), the build the bundle ships (roles/common/vars/main/installers.yml), as

@@ -81,3 +81,31 @@ def test_sourcing_runs_nothing(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["find_python", "need_pkgs", "make_venv"]
     assert "[setup]" not in proc.stdout + proc.stderr
+
+
+def apt_install(tmp_path: Path, update_rc: int, install_rc: int) -> subprocess.CompletedProcess[str]:
+    """apt_install with a stand-in apt-get that prints what apt prints on failure and exits as told."""
+    bin_dir = tmp_path / "apt-bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "apt-get").write_text(
+        '#!/bin/bash\necho "$@" >> "$(dirname "$0")/calls"\n'
+        'case " $* " in *" update "*) echo "E: Failed to fetch http://deb.example/dists/bookworm/main/binary-i386/Packages";'
+        f' exit {update_rc};; *" install "*) echo "E: Could not get lock /var/lib/dpkg/lock-frontend"; exit {install_rc};; esac\n')
+    (bin_dir / "apt-get").chmod(0o755)
+    script = f'source "{SETUP}"; PATH="{bin_dir}:$PATH"; apt_install --no-install-recommends wine64 wine; echo done'
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path)
+
+
+def test_apt_failures_show_apt_and_say_what_to_do(tmp_path):
+    update = apt_install(tmp_path / "update", update_rc=100, install_rc=0)
+    assert update.returncode == 1 and "done" not in update.stdout
+    assert "[setup] ERROR: apt-get update failed" in update.stderr
+    assert "[setup]   E: Failed to fetch http://deb.example/dists/bookworm/main/binary-i386/Packages" in update.stderr
+    assert "/etc/apt/sources.list.d" in update.stderr and "apt-get install --no-install-recommends wine64 wine" in update.stderr
+    install = apt_install(tmp_path / "install", update_rc=0, install_rc=100)
+    assert install.returncode == 1 and "[setup]   E: Could not get lock /var/lib/dpkg/lock-frontend" in install.stderr
+    assert "held the lock for more than 5 minutes" in install.stderr
+    calls = (tmp_path / "install" / "apt-bin" / "calls").read_text().splitlines()
+    assert all("DPkg::Lock::Timeout=300" in call for call in calls), calls
+    done = apt_install(tmp_path / "ok", update_rc=0, install_rc=0)
+    assert done.returncode == 0 and done.stdout.strip() == "done" and done.stderr == ""
