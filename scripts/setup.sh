@@ -150,6 +150,13 @@ make_venv() {  # make_venv DIR LOCK
   echo "$stamp" > "$dir/.lock-stamp"
 }
 
+toolchain_line() {  # the first line of `ansible --version`, read whole: `| head -n1` closed the pipe while ansible
+  # still wrote, and ansible printed a BrokenPipeError traceback under load
+  local version
+  version=$("$1" --version)
+  printf '%s\n' "${version%%$'\n'*}"
+}
+
 # Sourced (as the tests do): define the functions above, run nothing.
 (return 0 2>/dev/null) && return 0
 PYTHON=$(find_python) || exit 1
@@ -166,4 +173,4 @@ make_venv .venv requirements/dev.lock
 # The checkout is the collection: expose it as enclave.prefect without copying.
 mkdir -p .venv/collections/ansible_collections/enclave
 ln -sfn "$top" .venv/collections/ansible_collections/enclave/prefect
-say "toolchain ready: $(.venv/bin/ansible --version | head -n1)"
+say "toolchain ready: $(toolchain_line .venv/bin/ansible)"

@@ -109,3 +109,17 @@ def test_apt_failures_show_apt_and_say_what_to_do(tmp_path):
     assert all("DPkg::Lock::Timeout=300" in call for call in calls), calls
     done = apt_install(tmp_path / "ok", update_rc=0, install_rc=0)
     assert done.returncode == 0 and done.stdout.strip() == "done" and done.stderr == ""
+
+
+def test_toolchain_line_reads_the_whole_version_output(tmp_path):
+    """A program that writes many lines and fails on a closed pipe, as ansible does: the first line is taken after it
+    has written everything, so nothing is left on stderr."""
+    loud = tmp_path / "ansible"
+    loud.write_text("#!/usr/bin/env python3\nimport sys\ntry:\n    print('ansible [core 2.19.14]')\n"
+                    "    for i in range(200000):\n        print('  config file = x' * 4)\n    sys.stdout.flush()\n"
+                    "except BrokenPipeError:\n    sys.stderr.write('ERROR: Unexpected Exception: Broken pipe\\n')\n"
+                    "    sys.exit(250)\n")
+    loud.chmod(0o755)
+    proc = subprocess.run(["bash", "-c", f'source "{SETUP}"; toolchain_line "{loud}"'], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0 and proc.stdout == "ansible [core 2.19.14]\n" and proc.stderr == "", proc
