@@ -72,12 +72,13 @@ class Pg:
     def __init__(self, cluster, work: Path):
         self.cluster, self.work = cluster, work
 
-    def run(self, program, *argv, env=None, check=True):
+    def run(self, program, *argv, env=None, check=True, input=None):
         cmd = [str(self.cluster.bin_dir / program), *argv]
         if os.geteuid() == 0:
             cmd = ["runuser", "-u", "postgres", "--", "env", *[f"{k}={v}" for k, v in (env or {}).items()], *cmd]
             env = None
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=None if env is None else {**os.environ, **env})
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, input=input,
+                              env=None if env is None else {**os.environ, **env})
         if check:
             assert proc.returncode == 0, f"{program} {argv[:3]} -> {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
         return proc
@@ -171,24 +172,78 @@ def pg_dump(pg: Pg, passfile: Path, dest: Path):
     pg.run("pg_restore", "--list", str(dest))  # the scheduled script's read-back
 
 
-def pg_restore(pg: Pg, owner_passfile: Path, dump: Path, skip: bool = True):
-    """What files/backup_restore.ps1 does: the TOC without extension entries, missing extensions created as the owner,
-    then pg_restore with the role's options as the database owner."""
+SWAP_SQL = (ROLE / "files" / "restore_swap.sql").read_text()
+
+
+def aside_of(database: str) -> str:
+    """roles/backup/vars/main.yml backup_restore_aside."""
+    return database[:40] + "_before_restore"
+
+
+def swap(pg: Pg, action: str, database: str | None = None):
+    """files/restore_swap.sql as backup_restore.ps1 runs it: psql as the superuser, names as variables, SQL on stdin."""
+    database = database or pg.db
+    return pg.run("psql", "-X", "-q", "-t", "-A", "-h", str(pg.cluster.root), "-p", str(pg.cluster.port), "-d", "postgres",
+                  "-v", f"database={database}", "-v", "role=prefect", "-v", f"aside={aside_of(database)}",
+                  "-v", f"action={action}", input=SWAP_SQL, check=False)
+
+
+def pg_restore(pg: Pg, owner_passfile: Path, dump: Path, restore_args=None, fresh: bool = True):
+    """What files/backup_restore.ps1 does: the dump's TOC without extension entries; the database renamed aside and
+    made again empty by the superuser (restore_swap.sql swap); the dump's extensions created as the owner; pg_restore
+    with the role's options as the owner; on failure the database from before put back (undo). fresh=False is the
+    previous release's way (pg_restore --clean over the database in place), for negative controls."""
     toc = pg.run("pg_restore", "--list", str(dump)).stdout.splitlines()
     pattern = re.compile(VARS["backup_pg_restore_skip"])
-    kept = [line for line in toc if not (skip and pattern.search(line))]
+    kept = [line for line in toc if not pattern.search(line)]
     extensions = [m.group(1) for line in toc if (m := re.match(r"^\d+; \d+ \d+ EXTENSION - (\S+)", line))]
     listing = pg.work / ("restore-%s.list" % uuid.uuid4().hex[:6])
     listing.write_text("\n".join(kept) + "\n")
     os.chmod(listing, 0o644)
     env = {"PGPASSFILE": str(owner_passfile)}
-    if extensions and skip:
+    if fresh:
+        swapped = swap(pg, "swap")
+        assert swapped.returncode == 0, swapped.stdout + swapped.stderr
+        assert swapped.stdout.strip().splitlines()[-1].startswith("OK swap"), swapped.stdout
+    if extensions:
         sql = pg.work / "extensions.sql"
         sql.write_text("".join(f'CREATE EXTENSION IF NOT EXISTS "{e}";\n' for e in extensions))
         os.chmod(sql, 0o644)
         pg.run("psql", "-X", "-w", "-q", "-v", "ON_ERROR_STOP=1", *pg.connect("prefect", pg.db)[:6], "-d", pg.db, "-f", str(sql), env=env)
-    return pg.run("pg_restore", *VARS["backup_pg_restore_args"], *pg.connect("prefect", pg.db), "--use-list", str(listing),
-                  str(dump), env=env, check=False)
+    proc = pg.run("pg_restore", *(restore_args or VARS["backup_pg_restore_args"]), *pg.connect("prefect", pg.db), "--use-list",
+                  str(listing), str(dump), env=env, check=False)
+    if fresh and proc.returncode != 0:
+        undone = swap(pg, "undo")
+        assert undone.returncode == 0, undone.stdout + undone.stderr
+    return proc
+
+
+def restore_and_keep(pg: Pg, owner_passfile: Path, dump: Path):
+    """A restore that succeeded, then (the server healthy) the database from before dropped: restore_swap.sql drop."""
+    restored = pg_restore(pg, owner_passfile, dump)
+    assert restored.returncode == 0, restored.stderr
+    dropped = swap(pg, "drop")
+    assert dropped.returncode == 0 and "OK drop" in dropped.stdout, dropped.stdout + dropped.stderr
+    return restored
+
+
+def databases(pg: Pg) -> set[str]:
+    return set(pg.superuser_sql("SELECT datname FROM pg_database").split())
+
+
+def schema(pg: Pg, database: str) -> str:
+    """pg_dump --schema-only, without the lines that name the dump itself."""
+    text = pg.run("pg_dump", "--schema-only", "-h", str(pg.cluster.root), "-p", str(pg.cluster.port), "-d", database).stdout
+    return "\n".join(line for line in text.splitlines() if not line.startswith(("-- Dumped ", "\\restrict ", "\\unrestrict ")))
+
+
+def row_counts(pg: Pg, database: str) -> dict[str, int]:
+    """Rows of every table of the public schema."""
+    text = pg.superuser_sql(
+        "SELECT string_agg(table_name || '=' || (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM "
+        "public.%I', table_name), false, true, '')))[1]::text, ' ' ORDER BY table_name) FROM information_schema.tables "
+        "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'", database=database)
+    return {k: int(v) for k, v in (item.split("=") for item in text.split())}
 
 
 def upgrade(env: dict) -> None:
@@ -217,12 +272,7 @@ def test_postgresql_dump_and_restore_round_trip(pg, pg_server):
     owner = pg.passfile("owner.pgpass", [(pg.db, "prefect", pg.cluster.password)])
     pg_server.stop()
     try:
-        # Negative control: with the extension entries kept, the owner cannot drop the superuser's pg_trgm and the
-        # single transaction rolls back.
-        failed = pg_restore(pg, owner, dump, skip=False)
-        assert failed.returncode != 0 and "must be owner of extension pg_trgm" in failed.stderr
-        restored = pg_restore(pg, owner, dump)
-        assert restored.returncode == 0, restored.stderr
+        restore_and_keep(pg, owner, dump)
         upgrade(clean_env(PREFECT_HOME=str(pg_server.root / "home"), PREFECT_SERVER_DATABASE_CONNECTION_URL=pg.url))
     finally:
         pg_server.start()
@@ -231,10 +281,81 @@ def test_postgresql_dump_and_restore_round_trip(pg, pg_server):
     make_data(pg_server, "pg3", pools=1, runs=1)
     pg_server.stop()
     try:
-        assert pg_restore(pg, owner, dump).returncode == 0
+        restore_and_keep(pg, owner, dump)
     finally:
         pg_server.start()
     assert counts(pg_server) == before
+
+
+def test_restore_over_a_newer_schema_gives_back_exactly_the_dump(pg, pg_server):
+    """A later release's migration, made up so that the test does not hang on one release's history: a new table with a
+    foreign key to an old one (as Prefect's deployment_version of 2025-03-19 and automation_held_event of 3.9.1 are),
+    and one without. The previous way (pg_restore --clean in one transaction) fails and leaves the newer schema; the
+    restore into an empty database gives back the dump's schema and rows, with the database's own privileges and
+    settings. A damaged dump puts the database from before back; an aside name already taken is refused."""
+    passfile = pg.passfile("backup.pgpass", [(pg.db, "prefect_backup", BACKUP_PASSWORD)])
+    if login_check(pg, passfile).stdout.strip() != "t":
+        apply_backup_role(pg, BACKUP_PASSWORD)
+    pg.superuser_sql(f"ALTER DATABASE {pg.db} SET work_mem = '8MB'")
+    pg.superuser_sql(f"ALTER ROLE prefect_backup IN DATABASE {pg.db} SET statement_timeout = '1h'")
+    pg.superuser_sql(f"REVOKE TEMPORARY ON DATABASE {pg.db} FROM PUBLIC")
+    database_row = ("SELECT datacl::text, pg_encoding_to_char(encoding), datcollate, datctype, datconnlimit, "
+                    "(SELECT string_agg(setrole::regrole::text || ':' || array_to_string(setconfig, ','), ';' ORDER BY setrole) "
+                    f"FROM pg_db_role_setting WHERE setdatabase = d.oid) FROM pg_database d WHERE datname = '{pg.db}'")
+    make_data(pg_server, "newer")
+    at_dump = (schema(pg, pg.db), row_counts(pg, pg.db), pg.superuser_sql(database_row))
+    dump = pg.work / "prefect-pg-20261201T023000Z.dump"
+    pg_dump(pg, passfile, dump)
+    assert (schema(pg, pg.db), row_counts(pg, pg.db)) == at_dump[:2], "the database moved while it was dumped"
+    assert at_dump[1]["deployment"] >= 2 and at_dump[1]["flow_run"] >= 8
+
+    owner = pg.passfile("owner-newer.pgpass", [(pg.db, "prefect", pg.cluster.password)])
+    newer = ("CREATE TABLE enclave_newer (id serial PRIMARY KEY, deployment_id uuid NOT NULL REFERENCES deployment (id));"
+             "INSERT INTO enclave_newer (deployment_id) SELECT id FROM deployment;"
+             "CREATE TABLE enclave_lonely (id int); INSERT INTO enclave_lonely VALUES (1);")
+    pg.run("psql", "-X", "-w", "-q", "-v", "ON_ERROR_STOP=1", *pg.connect("prefect", pg.db)[:6], "-d", pg.db, "-c", newer,
+           env={"PGPASSFILE": str(owner)})
+    migrated = schema(pg, pg.db)
+    pg_server.stop()
+    try:
+        # Negative control: the previous release's arguments over the database in place.
+        old = pg_restore(pg, owner, dump, restore_args=["--clean", "--if-exists", "--no-password", "--single-transaction",
+                                                        "--exit-on-error"], fresh=False)
+        assert old.returncode != 0 and "other objects depend on it" in old.stderr, old.stderr[-2000:]
+        assert schema(pg, pg.db) == migrated, "the single transaction rolled back: the newer schema is still there"
+
+        # A damaged dump (its table of contents intact, its compressed data overwritten): the database from before
+        # comes back whole.
+        data = bytearray(dump.read_bytes())
+        data[-4096:-64] = b"\xff" * (4096 - 64)  # the table data comes last, after the table of contents
+        damaged = pg.work / "prefect-pg-20261201T023001Z.dump"
+        damaged.write_bytes(bytes(data))
+        os.chmod(damaged, 0o644)
+        assert pg_restore(pg, owner, damaged).returncode != 0
+        assert schema(pg, pg.db) == migrated and aside_of(pg.db) not in databases(pg)
+        assert row_counts(pg, pg.db)["enclave_newer"] == at_dump[1]["deployment"]
+
+        # An aside name already taken (an interrupted restore): refused, nothing changed.
+        pg.superuser_sql(f"CREATE DATABASE {aside_of(pg.db)}")
+        refused = swap(pg, "swap")
+        assert refused.returncode == 3 and refused.stdout.strip().startswith("REFUSED database " + aside_of(pg.db)), refused.stdout
+        assert schema(pg, pg.db) == migrated
+        pg.superuser_sql(f"DROP DATABASE {aside_of(pg.db)}")
+
+        restored = pg_restore(pg, owner, dump)
+        assert restored.returncode == 0, restored.stderr[-2000:]
+        assert (schema(pg, pg.db), row_counts(pg, pg.db), pg.superuser_sql(database_row)) == at_dump
+        # The database from before waits aside, whole and closed to connections, until the restored one is known
+        # good; then it is dropped.
+        assert pg.superuser_sql(f"SELECT datallowconn FROM pg_database WHERE datname = '{aside_of(pg.db)}'") == "f"
+        pg.superuser_sql(f"ALTER DATABASE {aside_of(pg.db)} ALLOW_CONNECTIONS true")
+        assert schema(pg, aside_of(pg.db)) == migrated
+        assert "OK drop" in swap(pg, "drop").stdout and aside_of(pg.db) not in databases(pg)
+        upgrade(clean_env(PREFECT_HOME=str(pg_server.root / "home"), PREFECT_SERVER_DATABASE_CONNECTION_URL=pg.url))
+    finally:
+        pg_server.start()
+    status, dep = pg_server.api("GET", "/deployments/name/bk-flow-newer/bk-dep-newer-0")
+    assert status == 200, dep
 
 
 # --------------------------------------------------------------------------- SQLite

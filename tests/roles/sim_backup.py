@@ -226,7 +226,9 @@ def bk_backup_run():
             line = "prefect-backup FAILED %s %s" % (kind, "; ".join(problems))
         else:
             name = ("prefect-pg-%s.dump" if kind == "postgresql" else "prefect-sqlite-%s.db") % stamp
-            files[(config["dest_dir"] + "\\" + name).lower()] = bk_sha(name)
+            # The SQLite copy holds what the database held (the online backup API reads it with its WAL).
+            files[(config["dest_dir"] + "\\" + name).lower()] = (files.get(config["database"].lower(), bk_sha(name))
+                                                                  if kind == "sqlite" else bk_sha(name))
             backups.append(config["dest_dir"] + "\\" + name)  # Get-ChildItem reports the name as written
             line = "prefect-backup OK %s file=%s bytes=4096 removed=0" % (kind, name)
         logs.setdefault(config.get("log", params["LogPath"]).lower(), []).append(line)
@@ -242,21 +244,70 @@ def bk_running():
 
 
 def bk_backup_restore():
-    """backup_restore.ps1: the named file must exist; SQLite: the python script refuses a database in use (the server
-    running); PostgreSQL: pg_restore --clean in one transaction as the owner."""
+    """backup_restore.ps1. Action restore: the named file must exist; SQLite: the python script refuses a database in
+    use (the server running), puts the backup's content in place and keeps the replaced content beside it; PostgreSQL:
+    the superuser renames the database aside (refused when the aside name is taken) and pg_restore fills an empty one.
+    Action keep: the aside database dropped (SQLite: nothing). Action undo: the database from before comes back."""
     params = args["parameters"]
+    action = params.get("Action", "restore")
+    sqlite = params["Kind"] == "sqlite"
+    pg = host.setdefault("pg", {"roles": {}, "superuser_password_sha": None})
+    if action in ("keep", "undo"):
+        if sqlite and action == "keep":
+            out["result"] = {"action": "keep", "kept": params.get("Replaced", "")}
+            return
+        if CHECK:
+            out["result"] = {"action": action, "plan": action}
+            return
+        if sqlite:
+            replaced = params.get("Replaced", "").lower()
+            if replaced not in files:
+                out["result"] = {"action": "undo", "error": "replaced database %s does not exist" % params.get("Replaced")}
+                return
+            files[params["SqliteDatabase"].lower()] = files.pop(replaced)
+        else:
+            aside = pg.get("aside")
+            if aside is None:
+                out["result"] = {"action": action, "error": "REFUSED database %s does not exist" % params["Aside"]}
+                return
+            if action == "undo":
+                pg["database"] = pg.pop("aside")
+            else:
+                pg.pop("aside")
+        host.setdefault("events", []).append([action, NOW, bk_running()])
+        out.update(changed=True, result={"action": action, "said": "OK " + action})
+        return
     if lookup(params["BackupPath"]) is None:
         out["result"] = {"error": "%s does not exist: name a file of the backup directory" % params["BackupPath"]}
         return
     if CHECK:
         out["result"] = {"plan": "restore %s" % params["BackupPath"], "restored": False}
         return
-    if params["Kind"] == "sqlite" and any(s.get("running") for n, s in services.items() if not n.lower().startswith("prefectworker")):
+    if sqlite and any(s.get("running") for n, s in services.items() if not n.lower().startswith("prefectworker")):
         out["result"] = {"error": "database is locked: stop the Prefect server first, nothing was changed", "restored": False}
         return
-    host.setdefault("events", []).append(["restore", NOW, bk_running(), params["BackupPath"]])
-    replaced = (params["SqliteDatabase"] + ".replaced-20261130T%06dZ" % NOW) if params["Kind"] == "sqlite" else ""
-    out.update(changed=True, result={"restored": True, "from": params["BackupPath"], "replaced": replaced})
+    if not sqlite:
+        if "aside" in pg:
+            out["result"] = {"error": "REFUSED database %s exists, left by an interrupted restore; nothing was changed"
+                                      % params["Aside"], "restored": False}
+            return
+        if pg.get("superuser_password_sha") and bk_sha(params.get("SuperuserPassword", "")) != pg["superuser_password_sha"]:
+            out["result"] = {"error": "psql as %s: password authentication failed; nothing was changed" % params["Superuser"],
+                             "restored": False}
+            return
+    host.setdefault("events", []).append(["restore", NOW, bk_running(), params["BackupPath"], params.get("RestoreArgs")])
+    replaced = ""
+    if sqlite:
+        database = params["SqliteDatabase"].lower()
+        if database in files:
+            replaced = params["SqliteDatabase"] + ".replaced-20261130T%06dZ" % NOW
+            files[replaced.lower()] = files[database]
+        files[database] = files[params["BackupPath"].lower()]
+    else:
+        pg["aside"] = pg.get("database", "before")
+        pg["database"] = "restored from " + params["BackupPath"]
+    out.update(changed=True, result={"restored": True, "from": params["BackupPath"], "replaced": replaced,
+                                     "aside": "" if sqlite else params["Aside"]})
 
 
 def bk_database_upgrade():

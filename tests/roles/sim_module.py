@@ -453,6 +453,8 @@ elif NAME == "win_powershell":
         out["changed"] = files.get(marker) != args["parameters"]["LockSha256"]
         if not CHECK:
             files[marker] = args["parameters"]["LockSha256"]
+            # `python -m venv` made the venv's own interpreter first (the backup task and the services run it).
+            files[(args["parameters"]["VenvDir"] + "\\Scripts\\python.exe").lower()] = "python"
     elif script == "venv_switch.ps1":
         # venv_switch.ps1: a run stopped after `current` stepped aside to current.old gets it back; leftover
         # current.new / current.old links are deleted (the link only); then current.new is made and renamed into place.

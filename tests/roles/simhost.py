@@ -13,6 +13,8 @@ import py_compile
 import subprocess
 from pathlib import Path
 
+import yaml
+
 from rolerun import CONTROLLER_ACTIONS, REPO
 
 HOST = "prefect-aio.corp.local"
@@ -209,9 +211,11 @@ class Sim:
         self.state_path.write_text(json.dumps(state))
 
     def run(self, extra: dict, playbook: str = "site.yml", expect_rc: int = 0, limit: str = "all_in_one",
-            args: list[str] | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+            args: list[str] | None = None, inventory: str | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+        """inventory: another one instead of the example's (sqlite_example_inventory: the same without a database)."""
         (self.root / "extra.json").write_text(json.dumps({**self.base, **extra}))
-        argv = [str(REPO / ".venv/bin/ansible-playbook"), "-i", str(REPO / "inventories/example/hosts.yml"),
+        inventory = inventory or getattr(self, "inventory", None) or str(REPO / "inventories/example/hosts.yml")
+        argv = [str(REPO / ".venv/bin/ansible-playbook"), "-i", inventory,
                 str(self.collections / "ansible_collections/enclave/prefect/playbooks" / playbook),
                 "--limit", limit, "-e", f"@{self.root / 'extra.json'}", *(args or [])]
         proc = subprocess.run(argv, env=self.env, cwd=self.root, capture_output=True, text=True, timeout=600, check=False)
@@ -242,3 +246,16 @@ def by_name(results: list[tuple[str, dict]]) -> dict[str, dict]:
 def module_runs(results: list[tuple[str, dict]]) -> int:
     """Loops count one module run per item that ran."""
     return sum(len([i for i in r["results"] if not i.get("skipped")]) if "results" in r else 1 for _name, r in results)
+
+
+def sqlite_example_inventory(directory: Path) -> str:
+    """The example inventory with its all-in-one host out of prefect_database: the same host, variables and groups
+    otherwise, on SQLite under PREFECT_HOME (prefect_database_host is then empty, and the backup role copies SQLite)."""
+    example = REPO / "inventories" / "example"
+    hosts = yaml.safe_load((example / "hosts.yml").read_text())
+    hosts["all"]["children"]["prefect_database"]["hosts"].pop(HOST)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    for name in ("group_vars", "host_vars"):
+        (directory / name).symlink_to(example / name)
+    return str(directory / "hosts.yml")

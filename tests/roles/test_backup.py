@@ -357,3 +357,67 @@ def test_backup_role_tasks_carry_role_and_stage_tags(ansible_env):
             assert "always" in tags, line
             continue
         assert "backup" in tags and tags & {"install", "config", "service"}, line
+
+
+# A failure after the restore (the schema upgrade, the server's health) puts the database from before back and starts
+# the services on it; the run fails naming the step. (sim_operate.py's injection: the matching call fails once.)
+AFTER_RESTORE_FAILURES = [("schema upgrade", {"target": "database_upgrade.ps1", "match": "ServiceName"}),
+                          ("server started and healthy", {"target": "server_health", "match": "api_url"})]
+
+
+@pytest.mark.parametrize("step, inject", AFTER_RESTORE_FAILURES, ids=[f[0] for f in AFTER_RESTORE_FAILURES])
+def test_restore_failing_after_the_swap_puts_the_database_back(tmp_path, ansible_env, playbook, lite_inventory, step, inject):
+    sim = Sim(tmp_path, ansible_env, aio_state())
+    lite(sim, lite_inventory, extra(sim), playbook)
+    _, data = lite(sim, lite_inventory, extra(sim), "backup.yml")
+    name = by_name(reached(data, LITE))["A backup was taken now by the scheduled task"]["result"]["file"].rsplit("\\", 1)[-1]
+    state = sim.state
+    database = "c:\\prefect\\data\\prefect.db"
+    state["files"][database] = "written after the backup"
+    sim.update(**state, inject_failure=inject)
+    proc, data = lite(sim, lite_inventory, extra(sim, backup_restore_file=name, backup_restore_confirm=CONFIRM_SQLITE),
+                      "restore.yml", expect_rc=2)
+    after = sim.state
+    assert after.get("injected") == [inject], "the failure was not injected where intended"
+    assert f"The restore failed at step '{step}'" in proc.stdout, proc.stdout[-3000:]
+    assert after["files"][database] == "written after the backup"
+    assert not any(".replaced-" in f for f in after["files"]), "the replaced file went back into place"
+    assert [e[0] for e in after["events"]][-1] == "undo"
+    assert all(s["running"] for s in after["services"].values())
+    summary = by_name(host_results(data, LITE))["Restore summary"]["msg"]
+    assert any("| restore undo | " in row for row in summary), summary
+
+
+@pytest.fixture(scope="module")
+def pg_restorable(tmp_path_factory, ansible_env, playbook):
+    """The example's all-in-one host, its own database host: PostgreSQL dumps."""
+    state = aio_state()
+    state["files"].update(db_state()["files"])
+    state["pg"] = db_state()["pg"]
+    sim = Sim(tmp_path_factory.mktemp("bk-pg-restore"), ansible_env, state)
+    sim.run(extra(sim), playbook=playbook)
+    _, data = sim.run(extra(sim), playbook="backup.yml")
+    name = by_name(reached(data, AIO))["A backup was taken now by the scheduled task"]["result"]["file"].rsplit("\\", 1)[-1]
+    return sim, name
+
+
+def test_postgresql_restore_drops_the_old_database_only_after_the_server_answers(pg_restorable):
+    sim, name = pg_restorable
+    proc, data = sim.run(extra(sim, backup_restore_file=name, backup_restore_confirm="yes, overwrite prefect"),
+                         playbook="restore.yml")
+    after = sim.state
+    assert after["pg"]["database"].endswith(name) and "aside" not in after["pg"]
+    ran = [n.split(" : ", 1)[-1] for n, r in host_results(data, AIO) if not r.get("skipped")]
+    assert ran.index("Prefect server answers again after the restore") < ran.index("Restore is ended, keep")
+    assert after["events"][-3][4] == ["--no-password", "--single-transaction", "--exit-on-error"], \
+        "no --clean: the restore goes into an empty database"
+    assert [e[0] for e in after["events"]][-3:] == ["restore", "upgrade", "keep"]
+
+
+def test_postgresql_restore_needs_the_superuser_password(pg_restorable):
+    sim, name = pg_restorable
+    before = sim.state
+    proc, _ = sim.run(extra(sim, backup_restore_file=name, backup_restore_confirm="yes, overwrite prefect",
+                            postgresql_superuser_password=""), playbook="restore.yml", expect_rc=2)
+    assert "set backup_postgresql_superuser_password" in proc.stdout
+    assert sim.state == before

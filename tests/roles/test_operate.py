@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from simhost import INSTALLER, LOCK, SECRETS, Sim, by_name, host_results, make_bundle
+from simhost import INSTALLER, LOCK, SECRETS, Sim, by_name, host_results, make_bundle, sqlite_example_inventory
 
 pytestmark = pytest.mark.simulated
 
@@ -26,6 +26,7 @@ def _extra(bundle, **more):
 @pytest.fixture(scope="module")
 def converged(tmp_path_factory, ansible_env):
     sim = Sim(tmp_path_factory.mktemp("operate"), ansible_env)
+    sim.inventory = sqlite_example_inventory(sim.root / "inventory")
     bundle = make_bundle(sim.root)
     # The layers this collection's upgrade touches, one playbook each (site.yml also runs the front door and data layers).
     for layer in ("python.yml", "prefect_venv.yml", "nssm_services.yml"):
@@ -33,6 +34,10 @@ def converged(tmp_path_factory, ansible_env):
     state = sim.state
     # A Prefect with data: a SQLite database, one pool in use and one paused by its operator before the upgrade.
     state["files"][SQLITE] = "original-db"
+    sim.update(**state)
+    # The backups (their scheduled task takes the upgrade's backup and the backup role restores it on rollback).
+    sim.run(_extra(bundle), playbook="layers/backup.yml")
+    state = sim.state
     state["pools"] = {"windows-process": {"type": "process", "is_paused": False, "status": "READY",
                                           "workers": [{"name": "PrefectWorker-prefect-aio", "status": "ONLINE"}]},
                       "held": {"type": "process", "is_paused": True, "status": "PAUSED", "workers": []}}
@@ -44,6 +49,7 @@ def converged(tmp_path_factory, ansible_env):
 def _new_release(tmp_path, ansible_env, state):
     """A converged host and a bundle whose lock changed: the upgrade builds and switches to a new venv."""
     sim = Sim(tmp_path, ansible_env, state)
+    sim.inventory = sqlite_example_inventory(sim.root / "inventory")
     make_bundle(sim.root, LOCK + b"extra==9.9 --hash=sha256:9999\n")
     return sim, _extra(sim.root / "bundle", prefect_venv_check_committed_lock=False)
 
@@ -109,15 +115,17 @@ def test_migration_output_masks_the_service_environment(converged, tmp_path, ans
 FAILURES = [
     ("pools paused, runs drained", {"target": "work_pool", "match": '"paused": true'}, False),
     ("services stopped", {"target": "win_service", "match": '"state": "stopped"'}, False),
-    ("database backed up", {"target": "win_copy", "match": "prefect.db"}, False),
+    ("database backed up", {"target": "backup_run.ps1", "match": "TaskName"}, False),
     ("venv switched", {"target": "venv_switch.ps1", "match": "Target"}, False),
+    # Right after the junction moved: the role's next task fails, the junction must still go back.
+    ("venv switched", {"target": "venv_prune.ps1", "match": "Root"}, False),
     ("database migrated", {"target": "files/prefect_db_upgrade.ps1", "match": "Service"}, True),
     ("servers started", {"target": "server_health", "match": "api_url"}, True),
     ("pools unpaused", {"target": "work_pool", "match": '"paused": false'}, True),
 ]
 
 
-@pytest.mark.parametrize("step, inject, migrated", FAILURES, ids=[f[0] for f in FAILURES])
+@pytest.mark.parametrize("step, inject, migrated", FAILURES, ids=[f[0] + " (" + f[1]["target"] + ")" for f in FAILURES])
 def test_upgrade_failure_at_each_step_rolls_back(converged, tmp_path, ansible_env, step, inject, migrated):
     sim, extra = _new_release(tmp_path, ansible_env, converged)
     old = sim.state["junctions"][LINK]
@@ -166,6 +174,7 @@ def test_upgrade_check_mode_prints_the_plan_and_changes_nothing(converged, tmp_p
 
 def test_uninstall_needs_confirmation(converged, tmp_path, ansible_env):
     sim = Sim(tmp_path, ansible_env, converged)
+    sim.inventory = sqlite_example_inventory(sim.root / "inventory")
     bundle = make_bundle(sim.root)
     before = sim.state
     sim.run(_extra(bundle), playbook="uninstall.yml", expect_rc=2)
@@ -174,6 +183,7 @@ def test_uninstall_needs_confirmation(converged, tmp_path, ansible_env):
 
 def test_uninstall_removes_in_reverse_order_and_keeps_data(converged, tmp_path, ansible_env):
     sim = Sim(tmp_path, ansible_env, converged)
+    sim.inventory = sqlite_example_inventory(sim.root / "inventory")
     bundle = make_bundle(sim.root)
     proc, data = sim.run(_extra(bundle, uninstall_confirm=True), playbook="uninstall.yml")
     state = sim.state
@@ -196,6 +206,7 @@ def test_uninstall_removes_in_reverse_order_and_keeps_data(converged, tmp_path, 
 
 def test_uninstall_check_mode_changes_nothing(converged, tmp_path, ansible_env):
     sim = Sim(tmp_path, ansible_env, converged)
+    sim.inventory = sqlite_example_inventory(sim.root / "inventory")
     bundle = make_bundle(sim.root)
     before = _host_state(sim)
     sim.run(_extra(bundle, uninstall_confirm=True), playbook="uninstall.yml", args=["--check"])
@@ -204,6 +215,7 @@ def test_uninstall_check_mode_changes_nothing(converged, tmp_path, ansible_env):
 
 def test_diagnose_completes_on_a_broken_host_and_ranks_the_problems(converged, tmp_path, ansible_env):
     sim = Sim(tmp_path, ansible_env, converged)
+    sim.inventory = sqlite_example_inventory(sim.root / "inventory")
     bundle = make_bundle(sim.root)
     services = sim.state["services"]
     services["PrefectServer"]["running"] = False

@@ -1,11 +1,17 @@
-# Restores a named backup (playbooks/restore.yml), with the Prefect server and workers stopped by the play.
-# PostgreSQL: pg_restore --clean --if-exists in one transaction as the database owner, its password in a PGPASSFILE in
-# a private temporary directory. Extension entries are left out of the restore list (the superuser made them; the
-# owner may not drop them) and a missing one is created first as the owner (pg_trgm is a trusted extension).
-# SQLite: files/prefect_sqlite_backup.py restore with the venv's python (integrity check, the replaced file kept,
-# the copy renamed into place). Check mode reads the backup and reports the plan.
+# Restores a named backup (playbooks/restore.yml, the upgrade's rollback), with the Prefect server and workers stopped.
+# Action restore, PostgreSQL: into an empty database. As the superuser (files/restore_swap.sql through psql: SQL on
+# stdin, the password in psql's environment) the current database is renamed aside and an empty one created in its
+# place with the same owner, encoding, locale, privileges and settings; as the owner (its password in a PGPASSFILE in
+# a private temporary directory) the dump's extensions are created and pg_restore fills the database in one
+# transaction, without --clean: nothing of a newer schema can survive or block it. A failed pg_restore puts the old
+# database back at once. The caller ends the restore with Action keep (the aside database dropped, once the server was
+# healthy) or undo (the restored database dropped and the old one renamed back).
+# Action restore, SQLite: files/prefect_sqlite_backup.py restore with the venv's python (integrity check, the replaced
+# file and its -wal/-shm kept beside it, the copy renamed into place); undo puts the replaced file back (keep: nothing).
+# Check mode reads the backup and reports the plan.
 [CmdletBinding(SupportsShouldProcess)]
 param (
+    [ValidateSet('restore', 'keep', 'undo')][string]$Action = 'restore',
     [Parameter(Mandatory)][ValidateSet('postgresql', 'sqlite')][string]$Kind,
     [Parameter(Mandatory)][string]$BackupPath,
     [Parameter(Mandatory)][string]$LogPath,
@@ -16,11 +22,16 @@ param (
     [string]$Database = '',
     [string]$Owner = '',
     [string]$OwnerPassword = '',
+    [string]$Superuser = '',
+    [string]$SuperuserPassword = '',
+    [string]$SwapSql = '',
+    [string]$Aside = '',
     [string[]]$RestoreArgs = @(),
     [string]$SkipPattern = '',
     [string]$Python = '',
     [string]$Script = '',
-    [string]$SqliteDatabase = ''
+    [string]$SqliteDatabase = '',
+    [string]$Replaced = ''
 )
 
 $ErrorActionPreference = 'Stop'
@@ -39,6 +50,84 @@ function Write-BackupLog {
     param([string]$Text)
     $line = '{0} {1}' -f [DateTime]::UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", [System.Globalization.CultureInfo]::InvariantCulture), $Text
     Add-Content -LiteralPath $LogPath -Value $line -Encoding UTF8
+}
+
+function Invoke-SwapSql {
+    # files/restore_swap.sql as the superuser: names on psql's command line, the SQL on stdin, the password only in
+    # psql's environment. Returns psql's exit code, its "OK ..."/"REFUSED ..." line and its errors.
+    param([string]$Step)
+    $info = New-Object System.Diagnostics.ProcessStartInfo
+    $info.FileName = $Psql
+    $info.Arguments = "-X -q -t -A -h $DbHost -p $Port -U `"$Superuser`" -d postgres -v database=`"$Database`" -v role=`"$Owner`" -v aside=`"$Aside`" -v action=$Step"
+    $info.UseShellExecute = $false
+    $info.RedirectStandardInput = $true
+    $info.RedirectStandardOutput = $true
+    $info.RedirectStandardError = $true
+    $info.EnvironmentVariables['PGPASSWORD'] = $SuperuserPassword
+    $info.EnvironmentVariables['PGCONNECT_TIMEOUT'] = '15'
+    $process = [System.Diagnostics.Process]::Start($info)
+    $stdout = $process.StandardOutput.ReadToEndAsync()
+    $stderr = $process.StandardError.ReadToEndAsync()
+    $process.StandardInput.Write($SwapSql)
+    $process.StandardInput.Close()
+    $process.WaitForExit()
+    $said = @($stdout.Result -split "`r?`n" | Where-Object { $_ -match '^(OK|REFUSED) ' }) | Select-Object -Last 1
+    [pscustomobject]@{ ExitCode = $process.ExitCode; Said = "$said"; Error = $stderr.Result.Trim() }
+}
+
+function Undo-Swap {
+    # After a failure past the swap: the half-restored database dropped, the one from before renamed back.
+    $undo = Invoke-SwapSql -Step 'undo'
+    if ($undo.ExitCode -eq 0) {
+        return "$Database is the database from before the restore again"
+    }
+    return "putting the database from before the restore back FAILED ($($undo.Said) $($undo.Error)): it is $Aside, rename it to $Database by hand"
+}
+
+if ($Kind -eq 'sqlite') {
+    if ($Action -eq 'keep') {
+        $Ansible.Result = @{ action = 'keep'; kept = $Replaced }
+        return
+    }
+    if ($Action -eq 'undo') {
+        if (-not $Replaced) {
+            $Ansible.Result = @{ action = 'undo'; said = 'nothing was replaced' }
+            return
+        }
+        if (-not $PSCmdlet.ShouldProcess($SqliteDatabase, "put $Replaced back")) {
+            $Ansible.Result = @{ action = 'undo'; plan = "put $Replaced back as $SqliteDatabase" }
+            return
+        }
+        $run = Invoke-Native -FilePath $Python -Arguments @('-I', $Script, 'undo', '--replaced', $Replaced, '--database',
+            $SqliteDatabase, '--log', $LogPath)
+        if ($run.ExitCode -ne 0) {
+            $Ansible.Failed = $true
+            $Ansible.Result = @{ action = 'undo'; error = "putting $Replaced back failed (exit $($run.ExitCode)): $($run.Output)" }
+            return
+        }
+        $Ansible.Changed = $true
+        $Ansible.Result = @{ action = 'undo'; said = "$SqliteDatabase is the database from before the restore again" }
+        return
+    }
+}
+elseif ($Action -ne 'restore') {
+    $step = if ($Action -eq 'keep') { 'drop' } else { 'undo' }
+    $what = if ($Action -eq 'keep') { "drop $Aside, the database from before the restore" } else { "drop the restored $Database and rename $Aside back" }
+    if (-not $PSCmdlet.ShouldProcess($Database, $what)) {
+        $Ansible.Result = @{ action = $Action; plan = $what }
+        return
+    }
+    $run = Invoke-SwapSql -Step $step
+    if ($run.ExitCode -ne 0) {
+        Write-BackupLog "prefect-restore FAILED postgresql $Action $($run.Said)"
+        $Ansible.Failed = $true
+        $Ansible.Result = @{ action = $Action; error = "$what failed (exit $($run.ExitCode)): $($run.Said) $($run.Error)" }
+        return
+    }
+    Write-BackupLog "prefect-restore $Action postgresql $($run.Said)"
+    $Ansible.Changed = $run.Said -notmatch 'was not there'
+    $Ansible.Result = @{ action = $Action; said = $run.Said }
+    return
 }
 
 if (-not (Test-Path -LiteralPath $BackupPath -PathType Leaf)) {
@@ -80,7 +169,7 @@ try {
     $kept = @($lines | Where-Object { $_ -notmatch $SkipPattern })
     $extensions = @($lines | ForEach-Object { if ($_ -match '^\d+; \d+ \d+ EXTENSION - (\S+)') { $Matches[1] } })
     $entries = @($kept | Where-Object { $_ -match '^\d+;' }).Count
-    $plan = "restore $entries entries of $BackupPath into $Database on $DbHost`:$Port as $Owner (--clean --if-exists, one transaction)"
+    $plan = "restore $entries entries of $BackupPath into an empty $Database on $DbHost`:$Port as $Owner (one transaction); the current database waits as $Aside until the server is healthy"
     if (-not $PSCmdlet.ShouldProcess($Database, $plan)) {
         $Ansible.Result = @{ plan = $plan; restored = $false; extensions = $extensions }
         return
@@ -92,28 +181,37 @@ try {
     [System.IO.File]::WriteAllText($passFile, "$DbHost`:$Port`:$Database`:$Owner`:$escaped`n", $encoding)
     $env:PGPASSFILE = $passFile
     $connect = @('--host', $DbHost, '--port', "$Port", '--username', $Owner, '--dbname', $Database)
+    $swap = Invoke-SwapSql -Step 'swap'
+    if ($swap.ExitCode -ne 0) {
+        $after = if ($swap.Said -like 'REFUSED *') { 'nothing was changed' } else { Undo-Swap }
+        Write-BackupLog "prefect-restore FAILED postgresql from=$(Split-Path -Leaf $BackupPath) swap: $($swap.Said)"
+        $Ansible.Failed = $true
+        $Ansible.Result = @{ error = "the empty database could not be made (exit $($swap.ExitCode)): $($swap.Said) $($swap.Error); $after"; restored = $false }
+        return
+    }
+    $Ansible.Changed = $true
     if ($extensions.Count -gt 0) {
         $sqlFile = Join-Path $work 'extensions.sql'
         $sql = ($extensions | ForEach-Object { 'CREATE EXTENSION IF NOT EXISTS "{0}";' -f $_.Replace('"', '""') }) -join "`n"
         [System.IO.File]::WriteAllText($sqlFile, $sql + "`n", $encoding)
         $ext = Invoke-Native -FilePath $Psql -Arguments (@('-X', '-w', '-q', '-v', 'ON_ERROR_STOP=1') + $connect + @('-f', $sqlFile))
         if ($ext.ExitCode -ne 0) {
+            $after = Undo-Swap
             $Ansible.Failed = $true
-            $Ansible.Result = @{ error = "extensions $($extensions -join ', ') cannot be created as $Owner (exit $($ext.ExitCode)): $($ext.Output)"; restored = $false }
+            $Ansible.Result = @{ error = "extensions $($extensions -join ', ') cannot be created as $Owner (exit $($ext.ExitCode)): $($ext.Output); $after"; restored = $false }
             return
         }
     }
     $restore = Invoke-Native -FilePath $PgRestore -Arguments ($RestoreArgs + $connect + @('--use-list', $listFile, $BackupPath))
-    $Ansible.Changed = $true
     if ($restore.ExitCode -ne 0) {
-        Write-BackupLog "prefect-restore FAILED postgresql from=$(Split-Path -Leaf $BackupPath) exit=$($restore.ExitCode)"
+        $after = Undo-Swap
+        Write-BackupLog "prefect-restore FAILED postgresql from=$(Split-Path -Leaf $BackupPath) exit=$($restore.ExitCode); $after"
         $Ansible.Failed = $true
-        $Ansible.Changed = $false
-        $Ansible.Result = @{ error = "pg_restore failed (exit $($restore.ExitCode)), the transaction was rolled back: $($restore.Output)"; restored = $false }
+        $Ansible.Result = @{ error = "pg_restore failed (exit $($restore.ExitCode)): $($restore.Output); $after"; restored = $false }
         return
     }
-    Write-BackupLog "prefect-restore OK postgresql from=$(Split-Path -Leaf $BackupPath) entries=$entries"
-    $Ansible.Result = @{ restored = $true; database = $Database; entries = $entries; from = $BackupPath; extensions = $extensions }
+    Write-BackupLog "prefect-restore OK postgresql from=$(Split-Path -Leaf $BackupPath) entries=$entries aside=$Aside"
+    $Ansible.Result = @{ restored = $true; database = $Database; entries = $entries; from = $BackupPath; extensions = $extensions; aside = $Aside }
 }
 finally {
     Remove-Item Env:\PGPASSFILE -ErrorAction SilentlyContinue

@@ -54,6 +54,10 @@ try {
     $name = 'prefect-pg-{0}.dump' -f $now.ToString($stampFormat, $invariant)
     $final = Join-Path $config.dest_dir $name
     $partial = "$final.partial"
+    # A run killed half-way (the task's time limit, a reboot) leaves its .partial: only one run goes at a time (the
+    # task does not start a second instance), so every one found now is stale.
+    Get-ChildItem -LiteralPath $config.dest_dir -Filter 'prefect-pg-*.dump.partial' -File |
+        Remove-Item -Force -ErrorAction SilentlyContinue
     $env:PGPASSFILE = $config.passfile
     $env:PGCONNECT_TIMEOUT = '30'
     $dumpArgs = @($config.dump_args) + @('--host', [string]$config.host, '--port', [string]$config.port,

@@ -5,6 +5,7 @@ Runs with the Prefect venv's python on the server host, standard library only:
   backup  --config FILE                  the scheduled task; FILE is the JSON the role writes (keys as the options)
   backup  --database DB --dest-dir DIR [--keep-count N] [--keep-days D] [--log FILE]
   restore --backup FILE --database DB  [--log FILE]
+  undo    --replaced FILE --database DB [--log FILE]
 
 backup: sqlite3's online backup API copies the database in one step, i.e. inside one read transaction. Prefect runs
 SQLite in WAL mode, where a reader never blocks the server's writers, so the copy is a consistent snapshot taken
@@ -15,6 +16,10 @@ the newest keep-count copies are kept, and of those the ones older than keep-day
 restore: refuses a backup that fails PRAGMA integrity_check and a database another process still uses (the server
 must be stopped); the database and its -wal/-shm files are kept as <db>.replaced-<UTC time>[-wal|-shm] (still
 openable together) and the backup, copied beside the database first, is renamed into place (os.replace: atomic).
+Nothing stale stays beside the restored file: its -wal/-shm went with the replaced one.
+
+undo: after a restore whose server did not come back healthy, the replaced database and its -wal/-shm are put back
+(the restored file is removed: the backup it came from is still there).
 
 Each run prints one JSON object and appends one line to the log; the exit code is 0 on success, 1 on failure (the
 scheduled task's last result shows it).
@@ -70,7 +75,10 @@ def backup(database: Path, dest_dir: Path, keep_count: int, keep_days: int) -> d
     now = utc_now()
     final = dest_dir / f"{PREFIX}{now.strftime(STAMP)}{SUFFIX}"
     partial = final.with_name(final.name + ".partial")
-    partial.unlink(missing_ok=True)
+    # A run killed half-way leaves its .partial; one run goes at a time (the task starts no second instance), so every
+    # one found now is stale.
+    for stale in dest_dir.glob(f"{PREFIX}*{SUFFIX}.partial"):
+        stale.unlink(missing_ok=True)
     # Read-only: the copy never writes to the server's database (Windows: the -shm is mapped read-only).
     source = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
     try:
@@ -96,24 +104,42 @@ def backup(database: Path, dest_dir: Path, keep_count: int, keep_days: int) -> d
     return {"changed": True, "file": str(final), "bytes": final.stat().st_size, "removed": removed}
 
 
+def not_in_use(database: Path) -> None:
+    """Raises when another process (the server) has the database open: the exclusive lock fails at once. In WAL mode a
+    plain BEGIN EXCLUSIVE does not see an idle reader; the exclusive locking mode needs the file to itself."""
+    if not database.exists():
+        return
+    con = sqlite3.connect(database, timeout=0, isolation_level=None)
+    try:
+        con.execute("PRAGMA locking_mode=EXCLUSIVE")
+        con.execute("BEGIN EXCLUSIVE")
+        con.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        raise RuntimeError(f"{database} is in use ({exc}): stop the Prefect server first, nothing was changed") from exc
+    finally:
+        con.close()
+
+
+def undo(replaced: Path, database: Path) -> dict:
+    if not replaced.is_file():
+        raise FileNotFoundError(f"replaced database {replaced} does not exist, {database} left as it is")
+    not_in_use(database)
+    for suffix in ("-wal", "-shm", ""):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    for suffix in ("-wal", "-shm", ""):
+        side = Path(f"{replaced}{suffix}")
+        if side.exists():
+            os.replace(side, f"{database}{suffix}")
+    return {"changed": True, "database": str(database), "put_back": str(replaced)}
+
+
 def restore(backup_file: Path, database: Path) -> dict:
     if not backup_file.is_file():
         raise FileNotFoundError(f"backup {backup_file} does not exist")
     check = integrity(backup_file)
     if check != "ok":
         raise RuntimeError(f"{backup_file} fails PRAGMA integrity_check, nothing was changed: {check[:300]}")
-    if database.exists():
-        # Another process (the server) with the database open makes the exclusive lock fail at once. In WAL mode a plain
-        # BEGIN EXCLUSIVE does not see an idle reader; the exclusive locking mode needs the file to itself.
-        con = sqlite3.connect(database, timeout=0, isolation_level=None)
-        try:
-            con.execute("PRAGMA locking_mode=EXCLUSIVE")
-            con.execute("BEGIN EXCLUSIVE")
-            con.execute("ROLLBACK")
-        except sqlite3.OperationalError as exc:
-            raise RuntimeError(f"{database} is in use ({exc}): stop the Prefect server first, nothing was changed") from exc
-        finally:
-            con.close()
+    not_in_use(database)
     staged = database.with_name(database.name + ".restoring")
     shutil.copyfile(backup_file, staged)
     with open(staged, "rb+") as handle:
@@ -138,13 +164,14 @@ def log_line(log: str | None, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["backup", "restore"])
+    parser.add_argument("command", choices=["backup", "restore", "undo"])
     parser.add_argument("--config", help="JSON file with database, dest_dir, keep_count, keep_days, log")
     parser.add_argument("--database")
     parser.add_argument("--dest-dir")
     parser.add_argument("--keep-count", type=int)
     parser.add_argument("--keep-days", type=int)
     parser.add_argument("--backup", help="restore: the backup file")
+    parser.add_argument("--replaced", help="undo: the file restore kept (its JSON's replaced)")
     parser.add_argument("--log")
     args = parser.parse_args(argv)
     cfg = json.loads(Path(args.config).read_text(encoding="utf-8-sig")) if args.config else {}
@@ -161,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
                             int(cfg.get("keep_days", 30)))
             log_line(cfg.get("log"), f"prefect-backup OK sqlite file={Path(result['file']).name} bytes={result['bytes']} "
                                      f"removed={len(result['removed'])}")
+        elif args.command == "undo":
+            if not args.replaced:
+                raise ValueError("undo needs --replaced FILE")
+            result = undo(Path(args.replaced), Path(cfg["database"]))
+            log_line(cfg.get("log"), f"prefect-restore UNDONE sqlite put back {Path(args.replaced).name}")
         else:
             if not args.backup:
                 raise ValueError("restore needs --backup FILE")

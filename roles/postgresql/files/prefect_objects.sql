@@ -10,8 +10,8 @@
 \getenv password PREFECT_DB_PASSWORD
 \if :{?password}
 \else
-  \echo 'PREFECT_DB_PASSWORD is not set'
-  \quit 3
+  -- psql's \quit takes no exit code: a statement that fails under ON_ERROR_STOP makes psql exit with 3.
+  DO $$BEGIN RAISE EXCEPTION 'PREFECT_DB_PASSWORD is not set'; END$$;
 \endif
 -- Statements below carry the password: keep them out of the server log even when one fails (superuser settings).
 SET log_statement = 'none';
