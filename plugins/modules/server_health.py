@@ -123,7 +123,7 @@ prefect_version:
   description: Prefect version of the server (C(/api/admin/version)).
   returned: success
   type: str
-  sample: 3.8.8
+  sample: 3.9.1
 api_version:
   description: Version of the REST API (C(/api/version)).
   returned: success

@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -28,6 +29,9 @@ REPO = Path(__file__).resolve().parents[2]
 PREFECT_VENV_BIN = REPO / ".venv-prefect" / "bin"
 # An older Prefect 3 (requirements/prefect-old-linux-py311.lock) whose databases the upgrade tests migrate.
 OLD_PREFECT_VENV_BIN = REPO / ".venv-prefect-old" / "bin"
+# The Prefect this release deploys (requirements/prefect.in) and the previous release's (prefect-old-linux-py311.in).
+PINNED_PREFECT = re.search(r"^prefect==(\S+)$", (REPO / "requirements" / "prefect.in").read_text(), re.M).group(1)
+OLD_PREFECT = re.search(r"^prefect==(\S+)$", (REPO / "requirements" / "prefect-old-linux-py311.in").read_text(), re.M).group(1)
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 FLOWS_DIR = REPO / "tests" / "fixtures" / "flows"
 SERVER_READY_TIMEOUT = 90

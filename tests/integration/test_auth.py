@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from playbooks import connection, module_task
+from servers import PINNED_PREFECT
 
 
 def ntlm_opts(proxy, **extra) -> dict:
@@ -20,7 +21,7 @@ def test_ntlm_end_to_end(playbook, ntlm_proxy, sqlite_server, pool_name):
         module_task("again", "work_pool", ntlm_opts(ntlm_proxy, name=pool_name, queues=[{"name": "high"}])),
     ])
     assert res.rc == 0, res.explain()
-    assert res.task("health")["prefect_version"] == "3.8.8"
+    assert res.task("health")["prefect_version"] == PINNED_PREFECT
     assert res.task("pool")["changed"] is True and res.task("again")["changed"] is False
     assert sqlite_server.pool(pool_name) is not None
     seen = ntlm_proxy.reset()

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from playbooks import connection, module_task
+from servers import PINNED_PREFECT
 
 
 def test_health(playbook, any_server):
     res = playbook.run([module_task("health", "server_health", connection(any_server, timeout=30))])
     assert res.rc == 0, res.explain()
-    assert res.task("health")["prefect_version"] == "3.8.8"
+    assert res.task("health")["prefect_version"] == PINNED_PREFECT
     assert res.task("health")["ready"] is True
 
 

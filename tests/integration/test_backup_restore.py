@@ -1,6 +1,6 @@
 """Backup and restore for real: the backup role's SQL and pg_dump/pg_restore options (roles/backup/vars/main.yml) on the
 throwaway PostgreSQL cluster, and the role's SQLite script (roles/backup/files/prefect_sqlite_backup.py) against a live
-Prefect server's database while it writes; each restored database is served by a real Prefect 3.8.8 server.
+Prefect server's database while it writes; each restored database is served by a real server of the pinned Prefect.
 
 The PowerShell around these (scheduling, PGPASSFILE handling on Windows) cannot run here: see tests/roles/test_backup.py.
 """
@@ -17,13 +17,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 
-from servers import REPO, PrefectServer, clean_env, prefect_bin
+from pgtools import ROLE, VARS, Pg, aside_of, databases, make_pg, pg_dump, pg_restore, restore_and_keep, row_counts, schema, swap
+from servers import PrefectServer, clean_env, prefect_bin
 
-ROLE = REPO / "roles" / "backup"
 SCRIPT = ROLE / "files" / "prefect_sqlite_backup.py"
-VARS = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
 # A password with the characters a PGPASSFILE must escape.
 BACKUP_PASSWORD = "bk:pass\\word-" + uuid.uuid4().hex[:6]
 
@@ -66,56 +64,14 @@ def counts(server: PrefectServer) -> dict[str, int]:
 
 # --------------------------------------------------------------------------- PostgreSQL
 
-class Pg:
-    """Programs of the throwaway cluster, run as the postgres user when the tests run as root."""
-
-    def __init__(self, cluster, work: Path):
-        self.cluster, self.work = cluster, work
-
-    def run(self, program, *argv, env=None, check=True, input=None):
-        cmd = [str(self.cluster.bin_dir / program), *argv]
-        if os.geteuid() == 0:
-            cmd = ["runuser", "-u", "postgres", "--", "env", *[f"{k}={v}" for k, v in (env or {}).items()], *cmd]
-            env = None
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, input=input,
-                              env=None if env is None else {**os.environ, **env})
-        if check:
-            assert proc.returncode == 0, f"{program} {argv[:3]} -> {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
-        return proc
-
-    def superuser_sql(self, sql, database="postgres"):
-        return self.run("psql", "-X", "-h", str(self.cluster.root), "-p", str(self.cluster.port), "-v", "ON_ERROR_STOP=1",
-                        "-q", "-t", "-A", "-d", database, "-c", sql).stdout.strip()
-
-    def passfile(self, name, lines):
-        """A PGPASSFILE as the role writes it (libpq escaping of ':' and '\\'), readable by its user only."""
-        path = self.work / name
-        path.write_text("".join(f"127.0.0.1:{self.cluster.port}:{db}:{user}:{pw.replace(chr(92), chr(92) * 2).replace(':', chr(92) + ':')}\n"
-                                for db, user, pw in lines))
-        os.chmod(path, 0o600)
-        if os.geteuid() == 0:
-            import pwd
-            os.chown(path, pwd.getpwnam("postgres").pw_uid, -1)
-        return path
-
-    def connect(self, user, database):
-        return ["--host", "127.0.0.1", "--port", str(self.cluster.port), "--username", user, "--dbname", database]
-
-
 @pytest.fixture(scope="module")
-def pg(pg_cluster, tmp_path_factory):
-    work = Path(pg_cluster.root) / ("bk-" + uuid.uuid4().hex[:6])
-    work.mkdir()
-    if os.geteuid() == 0:
-        import pwd
-        os.chown(work, pwd.getpwnam("postgres").pw_uid, -1)
-    pg = Pg(pg_cluster, work)
+def pg(pg_cluster):
     # A database of its own, so the shared postgres_server is never touched. pg_trgm made by the superuser, as the
     # postgresql role does: the database owner cannot drop it.
     db = "prefect_bk_" + uuid.uuid4().hex[:6]
+    pg = make_pg(pg_cluster, db)
     pg.superuser_sql(f"CREATE DATABASE {db} OWNER prefect")
     pg.superuser_sql("CREATE EXTENSION pg_trgm", database=db)
-    pg.db = db
     pg.url = f"postgresql+asyncpg://prefect:{pg_cluster.password}@127.0.0.1:{pg_cluster.port}/{db}"
     return pg
 
@@ -164,86 +120,6 @@ def pg_server(pg, prefect_venv, tmp_path_factory):
     server = PrefectServer(tmp_path_factory.mktemp("bk-pg-server"), database_url=pg.url, services=False).start()
     yield server
     server.stop()
-
-
-def pg_dump(pg: Pg, passfile: Path, dest: Path):
-    pg.run("pg_dump", *VARS["backup_pg_dump_args"], *pg.connect("prefect_backup", pg.db), "--file", str(dest),
-           env={"PGPASSFILE": str(passfile)})
-    pg.run("pg_restore", "--list", str(dest))  # the scheduled script's read-back
-
-
-SWAP_SQL = (ROLE / "files" / "restore_swap.sql").read_text()
-
-
-def aside_of(database: str) -> str:
-    """roles/backup/vars/main.yml backup_restore_aside."""
-    return database[:40] + "_before_restore"
-
-
-def swap(pg: Pg, action: str, database: str | None = None):
-    """files/restore_swap.sql as backup_restore.ps1 runs it: psql as the superuser, names as variables, SQL on stdin."""
-    database = database or pg.db
-    return pg.run("psql", "-X", "-q", "-t", "-A", "-h", str(pg.cluster.root), "-p", str(pg.cluster.port), "-d", "postgres",
-                  "-v", f"database={database}", "-v", "role=prefect", "-v", f"aside={aside_of(database)}",
-                  "-v", f"action={action}", input=SWAP_SQL, check=False)
-
-
-def pg_restore(pg: Pg, owner_passfile: Path, dump: Path, restore_args=None, fresh: bool = True):
-    """What files/backup_restore.ps1 does: the dump's TOC without extension entries; the database renamed aside and
-    made again empty by the superuser (restore_swap.sql swap); the dump's extensions created as the owner; pg_restore
-    with the role's options as the owner; on failure the database from before put back (undo). fresh=False is the
-    previous release's way (pg_restore --clean over the database in place), for negative controls."""
-    toc = pg.run("pg_restore", "--list", str(dump)).stdout.splitlines()
-    pattern = re.compile(VARS["backup_pg_restore_skip"])
-    kept = [line for line in toc if not pattern.search(line)]
-    extensions = [m.group(1) for line in toc if (m := re.match(r"^\d+; \d+ \d+ EXTENSION - (\S+)", line))]
-    listing = pg.work / ("restore-%s.list" % uuid.uuid4().hex[:6])
-    listing.write_text("\n".join(kept) + "\n")
-    os.chmod(listing, 0o644)
-    env = {"PGPASSFILE": str(owner_passfile)}
-    if fresh:
-        swapped = swap(pg, "swap")
-        assert swapped.returncode == 0, swapped.stdout + swapped.stderr
-        assert swapped.stdout.strip().splitlines()[-1].startswith("OK swap"), swapped.stdout
-    if extensions:
-        sql = pg.work / "extensions.sql"
-        sql.write_text("".join(f'CREATE EXTENSION IF NOT EXISTS "{e}";\n' for e in extensions))
-        os.chmod(sql, 0o644)
-        pg.run("psql", "-X", "-w", "-q", "-v", "ON_ERROR_STOP=1", *pg.connect("prefect", pg.db)[:6], "-d", pg.db, "-f", str(sql), env=env)
-    proc = pg.run("pg_restore", *(restore_args or VARS["backup_pg_restore_args"]), *pg.connect("prefect", pg.db), "--use-list",
-                  str(listing), str(dump), env=env, check=False)
-    if fresh and proc.returncode != 0:
-        undone = swap(pg, "undo")
-        assert undone.returncode == 0, undone.stdout + undone.stderr
-    return proc
-
-
-def restore_and_keep(pg: Pg, owner_passfile: Path, dump: Path):
-    """A restore that succeeded, then (the server healthy) the database from before dropped: restore_swap.sql drop."""
-    restored = pg_restore(pg, owner_passfile, dump)
-    assert restored.returncode == 0, restored.stderr
-    dropped = swap(pg, "drop")
-    assert dropped.returncode == 0 and "OK drop" in dropped.stdout, dropped.stdout + dropped.stderr
-    return restored
-
-
-def databases(pg: Pg) -> set[str]:
-    return set(pg.superuser_sql("SELECT datname FROM pg_database").split())
-
-
-def schema(pg: Pg, database: str) -> str:
-    """pg_dump --schema-only, without the lines that name the dump itself."""
-    text = pg.run("pg_dump", "--schema-only", "-h", str(pg.cluster.root), "-p", str(pg.cluster.port), "-d", database).stdout
-    return "\n".join(line for line in text.splitlines() if not line.startswith(("-- Dumped ", "\\restrict ", "\\unrestrict ")))
-
-
-def row_counts(pg: Pg, database: str) -> dict[str, int]:
-    """Rows of every table of the public schema."""
-    text = pg.superuser_sql(
-        "SELECT string_agg(table_name || '=' || (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM "
-        "public.%I', table_name), false, true, '')))[1]::text, ' ' ORDER BY table_name) FROM information_schema.tables "
-        "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'", database=database)
-    return {k: int(v) for k, v in (item.split("=") for item in text.split())}
 
 
 def upgrade(env: dict) -> None:

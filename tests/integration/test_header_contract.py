@@ -27,7 +27,7 @@ import pytest
 
 from arr_proxy import ArrProxy
 from roles_env import DATABASE, HOST_SPECIFIC
-from servers import http, prefect_bin
+from servers import PINNED_PREFECT, http, prefect_bin
 
 PERSON = "Negotiate " + base64.b64encode(b"NTLMSSP\x00\x03\x00\x00\x00" + os.urandom(48)).decode()
 WORKER_CREDENTIAL = "CORP\\svc_prefect_api:" + uuid.uuid4().hex
@@ -132,7 +132,7 @@ def test_api_and_ui_answer_every_client_shape(roles_server, contract_pool, clien
     base = f"http://127.0.0.1:{roles_server.port}"
     headers = _headers(CLIENTS[client])
     assert http("GET", f"{base}/api/health", headers=headers) == (200, True)
-    assert http("GET", f"{base}/api/admin/version", headers=headers) == (200, "3.8.8")
+    assert http("GET", f"{base}/api/admin/version", headers=headers) == (200, PINNED_PREFECT)
     status, pools = http("POST", f"{base}/api/work_pools/filter", body={}, headers=headers)
     assert status == 200 and contract_pool in [p["name"] for p in pools]
     # The UI's first call: /ui-settings beside /api (not under it); Prefect's auth off, the relative API URL served as is.
@@ -168,7 +168,7 @@ def test_a_server_auth_string_locks_people_out(roles_lockout_server, contract_po
     assert status == 101 and answer == ("close", (1008, "Auth required but no token provided"))
     # Control: Prefect's own Basic string passes, so the 401s above are the auth check and nothing else.
     admin = _headers(roles_lockout_server.auth_headers["Authorization"])
-    assert http("GET", f"{base}/api/admin/version", headers=admin) == (200, "3.8.8")
+    assert http("GET", f"{base}/api/admin/version", headers=admin) == (200, PINNED_PREFECT)
 
 
 # --------------------------------------------------------------------------- what Prefect's clients send

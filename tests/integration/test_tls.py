@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from playbooks import module_task
+from servers import PINNED_PREFECT
 
 
 def test_untrusted_certificate_is_a_clear_error(playbook, tls_front):
@@ -20,7 +21,7 @@ def test_ca_path_trusts_the_certificate(playbook, tls_front, pool_name, sqlite_s
                                           "name": pool_name}),
     ])
     assert res.rc == 0, res.explain()
-    assert res.task("health")["prefect_version"] == "3.8.8"
+    assert res.task("health")["prefect_version"] == PINNED_PREFECT
     assert res.task("pool")["changed"] is True
     assert sqlite_server.pool(pool_name) is not None
 

@@ -1,23 +1,36 @@
-"""A real database upgrade: the newest Prefect 3.6.x creates its schema and holds pools, queues, deployments, flow
-runs, variables and concurrency limits; it stops; the pinned Prefect migrates the database with the upgrade
-playbook's command (`prefect server database upgrade -y`) and serves the same objects with migrate-on-start off.
-A second upgrade changes nothing; `prefect server database downgrade` back to the old head lets the old server
-serve them again. On SQLite and PostgreSQL.
+"""A real database upgrade and its rollback: the previous release's Prefect (requirements/prefect-old-linux-py311.in)
+creates its schema and holds pools, queues, deployments, flow and task runs, variables, concurrency limits and an
+automation (the table a 3.9 migration references with a foreign key); the backup role takes its backup (pg_dump with
+the role's options; SQLite: the online backup API, with the server killed so that its last writes are still in the
+write-ahead log); the pinned Prefect migrates the database with the upgrade playbook's command (`prefect server database
+upgrade -y`) and serves the same objects with migrate-on-start off. A second upgrade changes nothing;
+`prefect server database downgrade` back to the old head lets the old server serve them again. Then the rollback the
+upgrade playbook does: the backup restored over the migrated database (PostgreSQL: into an empty database, as
+files/backup_restore.ps1 does; the previous way, pg_restore --clean, fails there), after which the schema and every
+table's rows equal the backup's, the old server serves the data, and the upgrade runs again. On SQLite and PostgreSQL.
 
 Also the version rule "servers before workers", on real processes: an old worker runs flows for the new server,
 and the report of what a new worker does against the old server."""
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import signal
 import sqlite3
 import subprocess
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
+from pgtools import ROLE, aside_of, make_pg, pg_dump, pg_restore, row_counts, schema, swap
 from playbooks import connection, module_task
 from servers import (
+    OLD_PREFECT,
     OLD_PREFECT_VENV_BIN,
+    PINNED_PREFECT,
     PREFECT_VENV_BIN,
     PrefectServer,
     PrefectWorker,
@@ -77,6 +90,13 @@ def populate(server: PrefectServer) -> None:
     ok(server, "POST", f"/flow_runs/{failed['id']}/set_state", {"state": {"type": "FAILED"}, "force": True})
     ok(server, "POST", "/variables/", {"name": "upgrade_var", "value": {"region": "north", "ids": [1, 2]}})
     ok(server, "POST", "/v2/concurrency_limits/", {"name": "upgrade-limit", "limit": 2})
+    ok(server, "POST", "/task_runs/", {"flow_run_id": done["id"], "task_key": "extract", "dynamic_key": "0",
+                                       "name": "extract-0"})
+    # 3.9's automation_held_event references automation: a row there makes the old pg_restore --clean fail for real.
+    ok(server, "POST", "/automations/", {
+        "name": "upgrade-automation", "trigger": {"type": "event", "posture": "Reactive", "expect": ["upgrade.done"],
+                                                  "threshold": 1, "within": 0},
+        "actions": [{"type": "do-nothing"}]})
 
 
 def snapshot(server: PrefectServer) -> dict:
@@ -96,12 +116,43 @@ def snapshot(server: PrefectServer) -> dict:
         "flow_run_count": ok(server, "POST", "/flow_runs/count", {}),
         "variables": {v["name"]: v["value"] for v in ok(server, "POST", "/variables/filter", {})},
         "limits": {c["name"]: c["limit"] for c in ok(server, "POST", "/v2/concurrency_limits/filter", {})},
+        "task_runs": {t["id"]: (t["name"], t["flow_run_id"]) for t in ok(server, "POST", "/task_runs/filter", {})},
+        "automations": {a["name"]: (a["id"], a["enabled"]) for a in ok(server, "POST", "/automations/filter", {})},
     }
+
+
+SQLITE_SCRIPT = ROLE / "files" / "prefect_sqlite_backup.py"
+
+
+def sqlite_schema(db: Path) -> list:
+    with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as con:
+        return con.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+
+
+def sqlite_rows(db: Path) -> dict[str, int]:
+    with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as con:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        return {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in sorted(tables)}
+
+
+def sqlite_script(*argv: str) -> dict:
+    """roles/backup/files/prefect_sqlite_backup.py, as the scheduled task and the restore run it."""
+    proc = subprocess.run([prefect_bin("python"), "-I", str(SQLITE_SCRIPT), *argv], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
+
+
+def kill(server: PrefectServer) -> None:
+    """The server ends without closing its database (a crash, a power cut): SQLite keeps the last writes in the WAL."""
+    os.killpg(server.proc.pid, signal.SIGKILL)
+    server.proc.wait()
+    server.proc = None
 
 
 def revision(server: PrefectServer, pg_cluster=None) -> str:
     if server.database == "sqlite":
-        with sqlite3.connect(server.root / "home" / "prefect.db") as db:
+        # Closed at once: a connection left open in this process would keep a stale view of the WAL index.
+        with closing(sqlite3.connect(server.root / "home" / "prefect.db")) as db:
             return db.execute("SELECT version_num FROM alembic_version").fetchone()[0]
     return pg_cluster.psql(server.database_url.rsplit("/", 1)[1], "SELECT version_num FROM alembic_version")
 
@@ -114,32 +165,56 @@ def database_command(server: PrefectServer, *args: str, venv_bin: Path = PREFECT
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_upgrade_keeps_the_data_and_downgrade_returns(backend, request, old_prefect_venv, prefect_venv,
-                                                      tmp_path_factory, playbook):
-    pg = request.getfixturevalue("pg_cluster") if backend == "postgresql" else None
-    dialect = "postgresql" if pg else "sqlite"
+def test_upgrade_keeps_the_data_downgrade_and_rollback_return(backend, request, old_prefect_venv, prefect_venv,
+                                                              tmp_path_factory, playbook):
+    pg_cluster = request.getfixturevalue("pg_cluster") if backend == "postgresql" else None
+    dialect = "postgresql" if pg_cluster else "sqlite"
     old_head, new_head = alembic_head(OLD_PREFECT_VENV_BIN, dialect), alembic_head(PREFECT_VENV_BIN, dialect)
     old_version, new_version = prefect_version(OLD_PREFECT_VENV_BIN), prefect_version(PREFECT_VENV_BIN)
-    assert old_version.startswith("3.6.") and new_version == "3.8.8" and old_head != new_head
+    assert (old_version, new_version) == (OLD_PREFECT, PINNED_PREFECT) and old_head != new_head
 
     root = tmp_path_factory.mktemp(f"upgrade-{backend}")
-    url = pg.create_database("prefect_upgrade") if pg else None
+    url = pg_cluster.create_database("prefect_upgrade") if pg_cluster else None
+    pg = make_pg(pg_cluster, "prefect_upgrade") if pg_cluster else None
+    live = root / "home" / "prefect.db"
+    backups = root / "backups"
+    backups.mkdir()
     old = PrefectServer(root, database_url=url, venv_bin=OLD_PREFECT_VENV_BIN)
     new = PrefectServer(root, database_url=url, extra_env=NO_MIGRATION)
     try:
         old.start()
         assert ok(old, "GET", "/admin/version") == old_version
-        assert revision(old, pg) == old_head
+        assert revision(old, pg_cluster) == old_head
+        if not pg:  # what the server writes from now on stays in the WAL until a checkpoint
+            with closing(sqlite3.connect(live)) as con:
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         populate(old)
         before = snapshot(old)
-        assert before["flow_run_count"] == 3 and len(before["pools"]) == 2
-        # A new client against the old server: the modules (and the 3.8.8 CLI below) read it.
+        assert before["flow_run_count"] == 3 and len(before["pools"]) == 2 and len(before["automations"]) == 1
+        # A new client against the old server: the modules (and the new CLI below) read it.
         res = playbook.run([module_task("old", "server_health", connection(old, timeout=30))])
         assert res.rc == 0 and res.task("old")["prefect_version"] == old_version, res.explain()
-        old.stop()
+
+        # The upgrade's backup, as the backup role takes it.
+        if pg:
+            old.stop()
+            dump = pg.work / "prefect-pg-20261206T010000Z.dump"
+            pg_dump(pg, None, dump)
+            at_backup = (schema(pg, pg.db), row_counts(pg, pg.db))
+        else:
+            kill(old)
+            assert Path(f"{live}-wal").stat().st_size > 0
+            # Negative control: the database file alone (a file copy without its WAL) misses the last writes.
+            alone = root / "file-copy.db"
+            shutil.copyfile(live, alone)
+            assert sqlite_rows(alone).get("automation", 0) == 0
+            dump = Path(sqlite_script("backup", "--database", str(live), "--dest-dir", str(backups), "--keep-count", "5",
+                                      "--keep-days", "0")["file"])
+            at_backup = (sqlite_schema(dump), sqlite_rows(dump))
+        assert at_backup[1]["automation"] == 1 and at_backup[1]["task_run"] == 1 and at_backup[1]["flow_run"] == 3
 
         output = database_command(new, "upgrade", "-y")
-        assert revision(new, pg) == new_head, output
+        assert revision(new, pg_cluster) == new_head, output
         new.start()
         assert ok(new, "GET", "/admin/version") == new_version
         assert snapshot(new) == before
@@ -151,13 +226,52 @@ def test_upgrade_keeps_the_data_and_downgrade_returns(backend, request, old_pref
         new.stop()
 
         database_command(new, "upgrade", "-y")  # run twice by mistake: nothing to do
-        assert revision(new, pg) == new_head
+        assert revision(new, pg_cluster) == new_head
 
         database_command(new, "downgrade", "-y", "-r", old_head)
-        assert revision(new, pg) == old_head
+        assert revision(new, pg_cluster) == old_head
         old.extra_env = dict(NO_MIGRATION)
         old.start()
         assert snapshot(old) == before
+        old.stop()
+
+        # Upgraded again, then rolled back from the backup, as the upgrade playbook's rollback does.
+        database_command(new, "upgrade", "-y")
+        assert revision(new, pg_cluster) == new_head
+        if pg:
+            owner = pg.passfile("owner.pgpass", [(pg.db, "prefect", pg_cluster.password)])
+            # Negative control: the previous release's restore (pg_restore --clean over the migrated database) fails on
+            # the new table's foreign key and leaves the database migrated.
+            failed = pg_restore(pg, owner, dump, restore_args=["--clean", "--if-exists", "--no-password",
+                                                               "--single-transaction", "--exit-on-error"], fresh=False)
+            assert failed.returncode != 0 and "depends on" in failed.stderr, failed.stderr[-2000:]
+            assert revision(new, pg_cluster) == new_head
+            restored = pg_restore(pg, owner, dump)
+            assert restored.returncode == 0, restored.stderr[-2000:]
+            assert (schema(pg, pg.db), row_counts(pg, pg.db)) == at_backup
+            assert aside_of(pg.db) in pg.superuser_sql("SELECT string_agg(datname, ' ') FROM pg_database")
+        else:
+            new.start()  # the migrated server writes, and is killed: its WAL is left behind
+            ok(new, "POST", "/variables/", {"name": "after_upgrade", "value": 1})
+            kill(new)
+            assert Path(f"{live}-wal").exists()
+            done = sqlite_script("restore", "--backup", str(dump), "--database", str(live))
+            assert not Path(f"{live}-wal").exists() and not Path(f"{live}-shm").exists(), "a stale WAL stayed beside it"
+            # The migrated database is kept whole, the write that was still in its WAL included.
+            assert sqlite_rows(Path(done["replaced"]))["variable"] == at_backup[1]["variable"] + 1
+            assert (sqlite_schema(live), sqlite_rows(live)) == at_backup
+        assert revision(old, pg_cluster) == old_head
+        old.start()
+        assert snapshot(old) == before
+        old.stop()
+        if pg:
+            assert "OK drop" in swap(pg, "drop").stdout
+
+        # The next upgrade succeeds on the restored database.
+        database_command(new, "upgrade", "-y")
+        assert revision(new, pg_cluster) == new_head
+        new.start()
+        assert snapshot(new) == before
     finally:
         old.stop()
         new.stop()
@@ -199,18 +313,20 @@ def run_version_flow(server: PrefectServer, worker_venv: Path, root: Path, pool:
 
 
 def test_old_worker_runs_flows_for_the_new_server(sqlite_server, old_prefect_venv, tmp_path_factory):
-    """Servers before workers: during an upgrade the workers still on 3.6.x keep working against the new server."""
+    """Servers before workers: during an upgrade the workers still on the previous release keep working against the new
+    server."""
     run, engine, log = run_version_flow(sqlite_server, OLD_PREFECT_VENV_BIN, tmp_path_factory.mktemp("old-worker"),
                                         "itest-old-worker")
     assert run["state"]["type"] == "COMPLETED", run["state"]
-    assert engine == prefect_version(OLD_PREFECT_VENV_BIN) and engine.startswith("3.6.")
-    assert ok(sqlite_server, "GET", "/admin/version") == "3.8.8"
+    assert engine == prefect_version(OLD_PREFECT_VENV_BIN) == OLD_PREFECT
+    assert ok(sqlite_server, "GET", "/admin/version") == PINNED_PREFECT
     assert "older version of Prefect than your client" not in log
 
 
 def test_new_worker_against_the_old_server(old_prefect_venv, prefect_venv, tmp_path_factory):
-    """The reverse order (workers before the server), measured: the 3.8.8 worker ran this simple flow on a 3.6.x
-    server, and every 3.8.8 client warns that the server is older. Not a supported order, only what it does."""
+    """The reverse order (workers before the server), measured: the pinned release's worker ran this simple flow on the
+    previous release's server, and every new client warns that the server is older. Not a supported order, only what it
+    does."""
     root = tmp_path_factory.mktemp("new-worker")
     old = PrefectServer(root / "server", venv_bin=OLD_PREFECT_VENV_BIN)
     try:
@@ -220,9 +336,9 @@ def test_new_worker_against_the_old_server(old_prefect_venv, prefect_venv, tmp_p
         assert ok(old, "GET", "/version") == ok(old, "GET", "/version")  # the API version the clients compare
         run, engine, log = run_version_flow(old, PREFECT_VENV_BIN, root, "itest-new-worker")
         assert run["state"]["type"] == "COMPLETED", run["state"]
-        assert engine == "3.8.8"
+        assert engine == PINNED_PREFECT
         assert (f"Your Prefect server is running an older version of Prefect than your client which may result in "
                 f"unexpected behavior. Please upgrade your Prefect server from version {old_version} to version "
-                f"3.8.8") in log
+                f"{PINNED_PREFECT}") in log
     finally:
         old.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from playbooks import connection, module_task
+from servers import PINNED_PREFECT
 
 
 def test_server_health_reports_versions(playbook, sqlite_server):
@@ -12,7 +13,7 @@ def test_server_health_reports_versions(playbook, sqlite_server):
     health = res.task("health")
     assert health["changed"] is False
     assert health["healthy"] is True and health["ready"] is True
-    assert health["prefect_version"] == "3.8.8"
+    assert health["prefect_version"] == PINNED_PREFECT
     status, api_version = sqlite_server.api("GET", "/version")
     assert health["api_version"] == api_version
     assert isinstance(health["latency_ms"], (int, float)) and health["latency_ms"] >= 0

@@ -15,6 +15,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+# The Prefect version the roles deploy by default (roles/common/defaults/main.yml).
+PINNED_PREFECT = str(yaml.safe_load((REPO / "roles" / "common" / "defaults" / "main.yml").read_text())["prefect_version"])
 PLAYBOOK_BIN = REPO / ".venv" / "bin" / "ansible-playbook"
 # Actions that run on the control node only: a task with any other action would reach the host. Dynamic includes
 # (the preflight's, playbooks/preflight.yml) only load tasks on the control node; what they load is counted itself.

@@ -219,7 +219,7 @@ def verify_server_health():
     if status != 200:
         fail("health", "GET %s/health: HTTP %d %s (waited %d s)" % (base, status, body, timeout))
         return
-    version = host.get("prefect_version", "3.8.8")
+    version = host.get("prefect_version", "unknown")
     checks += [{"name": "health", "ok": True, "detail": "GET %s/health: HTTP 200 true" % base},
                {"name": "ready", "ok": True, "detail": "GET %s/ready: HTTP 200" % base},
                {"name": "version", "ok": True, "detail": "Prefect %s, API 0.8.4" % version}]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from rolerun import CONTROLLER_ACTIONS, REPO
+from rolerun import CONTROLLER_ACTIONS, PINNED_PREFECT, REPO
 
 HOST = "prefect-aio.corp.local"
 BODY = (Path(__file__).parent / "sim_module.py").read_text()
@@ -148,7 +148,7 @@ def make_bundle(root: Path, lock: bytes = LOCK, thumbprints: dict[str, str] | No
     (bundle / "windows" / "installers").mkdir(parents=True, exist_ok=True)
     files = {
         "windows/prefect-py312.lock": lock,
-        "windows/prefect-3.8.8-py312-wheels.zip": WHEELHOUSE,
+        f"windows/prefect-{PINNED_PREFECT}-py312-wheels.zip": WHEELHOUSE,
         "windows/installers/nssm-2.24-101-g897c7ad.zip": NSSM_ZIP,
         "windows/installers/python-3.12.10-amd64.exe": INSTALLER,
         "windows/installers/" + PG_INSTALLER_NAME: PG_INSTALLER,
@@ -183,7 +183,9 @@ def default_state(computer: str = "PREFECT-AIO") -> dict:
                            hashlib.sha256(PG_INSTALLER).hexdigest(): PG_INSTALLER_SIGNATURE,
                            **{digest: MS_SIGNATURE for digest in MSI_PRODUCTS}},
             "msi_products": MSI_PRODUCTS, "computer": computer, "environment_names": DEFAULT_ENVIRONMENT_NAMES,
-            "iis": {"certificates": [PROXY_CERT_THUMBPRINT]}, "spns": {"HTTP/prefect.corp.local": [computer + "$"]}}
+            "iis": {"certificates": [PROXY_CERT_THUMBPRINT]}, "spns": {"HTTP/prefect.corp.local": [computer + "$"]},
+            # What the server's /api/admin/version answers (sim_verify.py).
+            "prefect_version": PINNED_PREFECT}
 
 
 class Sim:

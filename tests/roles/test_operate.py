@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from rolerun import PINNED_PREFECT
 from simhost import INSTALLER, LOCK, SECRETS, Sim, by_name, host_results, make_bundle, sqlite_example_inventory
 
 pytestmark = pytest.mark.simulated
@@ -149,7 +150,7 @@ def test_upgrade_failure_at_each_step_rolls_back(converged, tmp_path, ansible_en
                      and not r.get("skipped")]
     if migrated:
         # The previous venv must report its own release (venv_switch.ps1 checks `python -m prefect version`).
-        assert switched_back and switched_back[0]["invocation"]["module_args"]["parameters"]["PrefectVersion"] == "3.8.8"
+        assert switched_back and switched_back[0]["invocation"]["module_args"]["parameters"]["PrefectVersion"] == PINNED_PREFECT
 
 
 def test_upgrade_waits_for_running_flow_runs_and_rolls_back_at_the_timeout(converged, tmp_path, ansible_env):

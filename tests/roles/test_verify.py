@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from rolerun import REPO
+from rolerun import PINNED_PREFECT, REPO
 from simhost import INSTALLER, PROXY_CERT_THUMBPRINT, SECRETS, Sim, by_name, host_results, make_bundle
 
 pytestmark = pytest.mark.simulated
@@ -81,7 +81,7 @@ def test_healthy_deployment_passes_with_a_table_of_every_check(converged, tmp_pa
     sim, proc, data, table = _verify(converged, tmp_path, ansible_env)
     rows = _rows(table)
     assert list(rows) == CHECKS, table
-    assert rows[CHECKS[0]].startswith("ok: https://prefect.corp.local Prefect 3.8.8, anonymous 401")
+    assert rows[CHECKS[0]].startswith(f"ok: https://prefect.corp.local Prefect {PINNED_PREFECT}, anonymous 401")
     # All in one: no worker host calls the machine path or could reach the server's port from outside.
     assert rows[CHECKS[1]].startswith("skipped: no worker host without the server")
     assert rows[CHECKS[2]].startswith("skipped: no worker host without the server")
@@ -121,7 +121,7 @@ def _control_node_outside(state):
 # (case, state change, extra vars, the failed check, what its message says)
 FAILURES = [
     ("anonymous 200", _anonymous_allowed, {}, CHECKS[0],
-     "without credentials: HTTP 200 \"3.8.8\", expected HTTP 401: authentication is not enforced"),
+     f"without credentials: HTTP 200 \"{PINNED_PREFECT}\", expected HTTP 401: authentication is not enforced"),
     ("credentials 401", None, {"verify_username": "CORP\\operator", "verify_password": "wrong-Op-Secret"}, CHECKS[0],
      "check 'health' failed after 60.0 s: GET https://prefect.corp.local/api/health: HTTP 401"),
     ("control node outside the people's network", _control_node_outside, {}, CHECKS[0],
