@@ -261,7 +261,10 @@ def postgresql_plan(cfg):
     clients += [str(c) for c in cfg.get("extra_client_cidrs") or []]
     for address in sorted(set(clients), key=clients.index):
         hba.append({"type": "hostssl", "database": database, "user": user, "address": address, "method": method})
-    listen = cfg.get("listen_addresses") or ("localhost,%s" % cfg.get("host_address") if remote else "localhost")
+    # Servers on other hosts: every address. One pinned to this host's address can be missing when the service starts
+    # at boot (the NIC not up yet): PostgreSQL then binds what it can, loopback only, and remote servers fail until a
+    # restart. pg_hba.conf (hostssl from the server hosts only, above) and the firewall rule (the same hosts) narrow it.
+    listen = cfg.get("listen_addresses") or ("*" if remote else "localhost")
     settings = {
         "listen_addresses": listen,
         "port": int(cfg["port"]) if str(cfg["port"]).isdigit() else cfg["port"],

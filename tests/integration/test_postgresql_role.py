@@ -11,11 +11,13 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import shutil
 import socket
 import struct
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -39,8 +41,10 @@ def _include_dir_line() -> str:
     raise AssertionError("no win_lineinfile task in roles/postgresql/tasks/config.yml")
 
 
-def render(root: Path, port: int, password: str, log_dir: Path, extra: dict | None = None) -> dict[str, str]:
-    """The role's enclave_prefect.conf and pg_hba.conf, and the server URL database_url composes, rendered by Ansible."""
+def render(root: Path, port: int, password: str, log_dir: Path, extra: dict | None = None,
+           inventory: dict | None = None) -> dict[str, str]:
+    """The role's enclave_prefect.conf and pg_hba.conf, and the server URL database_url composes, rendered by Ansible
+    (for HOST; inventory: another one instead of the all-in-one HOST)."""
     root.mkdir(parents=True, exist_ok=True)
     host_vars = {"ansible_connection": "local", "ansible_python_interpreter": str(REPO / ".venv/bin/python"),
                  "prefect_host_address": "127.0.0.1", "postgresql_port": port, "prefect_database_port": port,
@@ -48,8 +52,8 @@ def render(root: Path, port: int, password: str, log_dir: Path, extra: dict | No
                  "prefect_database_password": password, **(extra or {})}
     # Extra vars: they win over the role defaults the play loads as vars_files.
     (root / "extra.json").write_text(json.dumps(host_vars))
-    inventory = {"all": {"children": {"prefect_server": {"hosts": {HOST: None}},
-                                      "prefect_database": {"hosts": {HOST: None}}}}}
+    inventory = inventory or {"all": {"children": {"prefect_server": {"hosts": {HOST: None}},
+                                                   "prefect_database": {"hosts": {HOST: None}}}}}
     (root / "inventory.yml").write_text(yaml.safe_dump(inventory))
     play = [{"name": "Render the postgresql role's files", "hosts": HOST, "gather_facts": False,
              "vars_files": [str(REPO / "roles/common/defaults/main.yml"), str(REPO / "roles/common/vars/main/installers.yml"),
@@ -81,7 +85,8 @@ class RoleCluster(PostgresCluster):
         self.root = Path(tempfile.mkdtemp(prefix="prefect-itest-pgrole-"))
         return self.root / "log"
 
-    def start_with(self, files: dict[str, str], port: int) -> "RoleCluster":
+    def start_with(self, files: dict[str, str], port: int, data_files: dict[str, bytes] | None = None) -> "RoleCluster":
+        """data_files: more files for the data directory (the certificate and key the role writes there), owner-only."""
         found = [d for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True) if (d / "initdb").exists()]
         if not found:
             raise Unavailable("PostgreSQL server binaries (/usr/lib/postgresql/*/bin) are not installed")
@@ -101,8 +106,12 @@ class RoleCluster(PostgresCluster):
         # The rendered files name the role's log directory: the test's, as rendered.
         (data / "conf.d" / "enclave_prefect.conf").write_text(files["enclave_prefect.conf"])
         (data / "pg_hba.conf").write_text(files["pg_hba.conf"])
+        for name, content in (data_files or {}).items():
+            (data / name).write_bytes(content)
+            os.chmod(data / name, 0o600)
         if os.geteuid() == 0:
-            for path in (data / "conf.d", data / "conf.d" / "enclave_prefect.conf", data / "pg_hba.conf"):
+            for path in (data / "conf.d", data / "conf.d" / "enclave_prefect.conf", data / "pg_hba.conf",
+                         *[data / name for name in data_files or {}]):
                 os.chown(path, _uid("postgres"), -1)
         self._run("pg_ctl", "-D", str(data), "-l", str(self.root / "postgres.log"), "-o",
                   f"-c unix_socket_directories={self.root}", "-w", "-t", "60", "start")
@@ -275,3 +284,58 @@ def test_prefect_server_migrates_and_serves_through_the_composed_url(role_cluste
     assert role_cluster.apply_sql(URL_PASSWORD) == []
     options = role_cluster.psql("-d", "prefect", "-c", "SELECT reloptions FROM pg_class WHERE relname = 'events'").stdout
     assert "autovacuum_vacuum_scale_factor=0.05" in options
+
+
+TLS_PROBE = re.search(r'\$tlsSql = "(.*)"', (ROLE / "files" / "postgresql_reload.ps1").read_text()).group(1)
+
+
+def test_remote_servers_get_every_address_tls_and_only_their_own_rule(tmp_path_factory):
+    """A Prefect server on another host (prefect-srv02, 127.0.0.2 here): listen_addresses '*' (no address that can be
+    missing at boot), ssl on with the certificate and key the role writes, pg_hba admitting that host with TLS only.
+    postgresql_reload.ps1's TLS probe says yes; with a key the server cannot load, ssl still reads on but the probe
+    says no (what service.yml then fails on)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    port = free_port()
+    cluster = RoleCluster()
+    inventory = {"all": {"children": {
+        "prefect_server": {"hosts": {HOST: None, "prefect-srv02.corp.local": {"prefect_host_address": "127.0.0.2"}}},
+        "prefect_database": {"hosts": {HOST: None}}}}}
+    files = render(tmp_path_factory.mktemp("pgrole-remote"), port, URL_PASSWORD, cluster.prepare(),
+                   extra={"prefect_database_host": HOST}, inventory=inventory)
+    assert "listen_addresses = '*'" in files["enclave_prefect.conf"], files["enclave_prefect.conf"]
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    tls_files = {"server.crt": cert.public_bytes(serialization.Encoding.PEM),
+                 "server.key": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                 serialization.NoEncryption())}
+    try:
+        cluster.start_with(files, port, data_files=tls_files)
+        assert cluster.show("listen_addresses") == "*" and cluster.show("ssl") == "on"
+        assert cluster.psql("-c", TLS_PROBE).stdout.strip() == "on true"
+        # The other server's address: admitted with TLS only (hostssl), refused in plain text.
+        plain = startup(port, "prefect", source="127.0.0.2")
+        assert plain[0] == "E" and b"no pg_hba.conf entry" in plain[1], plain
+        # TLS turned on by a reload (the role's first configuration of an installed server) with a key the server
+        # cannot load (not the certificate's): ssl reads on, and no session gets TLS. (A reload that fails while TLS
+        # already works keeps the previous certificate and key.)
+        cluster.psql("-c", "ALTER SYSTEM SET ssl = off")
+        cluster.psql("-c", "SELECT pg_reload_conf()")
+        other = ec.generate_private_key(ec.SECP256R1())
+        (cluster.root / "data" / "server.key").write_bytes(other.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        cluster.psql("-c", "ALTER SYSTEM RESET ssl")
+        cluster.psql("-c", "SELECT pg_reload_conf()")
+        for _ in range(50):
+            probe = cluster.psql("-c", TLS_PROBE).stdout.strip()
+            if probe != "on true":
+                break
+            time.sleep(0.1)
+        assert probe == "on false", probe
+    finally:
+        cluster.stop()

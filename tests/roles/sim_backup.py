@@ -198,6 +198,9 @@ def bk_backup_run():
         out["result"] = {"started": False, "exists": True, "last_result": task["last_result"], "file": backups[-1] if backups else "",
                          "bytes": 0, "log": (logs.get(params["LogPath"].lower()) or [""])[-1]}
         return
+    # A run already going (the nightly one) is waited for: it ends, then this one starts.
+    waited = bool(task.get("running"))
+    task["running"] = False
     sid = task["principal"]["sid"]
     action = task["actions"][0]
     config = host.get("backup_configs", {}).get(re.search(r'--?[Cc]onfig(?:Path)? "([^"]+)"', action["arguments"]).group(1).lower(), {})
@@ -234,7 +237,7 @@ def bk_backup_run():
         logs.setdefault(config.get("log", params["LogPath"]).lower(), []).append(line)
     task.update(last_result=result, last_run=NOW)
     out.update(changed=True, failed=result != 0,
-               result={"started": True, "exists": True, "finished": True, "last_result": result,
+               result={"started": True, "exists": True, "finished": True, "waited": waited, "last_result": result,
                        "file": backups[-1] if backups and result == 0 else "", "bytes": 4096 if result == 0 else 0,
                        "log": (logs.get(params["LogPath"].lower()) or [""])[-1]})
 

@@ -283,7 +283,11 @@ def pg_reload_script():
         pg["hba"] = hba
     pending = sorted(k for k, d in PG_POSTMASTER_DEFAULTS.items()
                      if pg_norm(k, pg["loaded"].get(k, d)) != pg_norm(k, pg["postmaster"].get(k, d)))
-    out["result"] = {"errors": errors + hba_errors, "pending_restart": pending}
+    # The TLS probe: a new session with sslmode=prefer gets TLS when ssl is on and the certificate and key loaded
+    # (host["pg"]["tls_broken"]: a key the service cannot read).
+    ssl = pg_norm("ssl", pg["loaded"].get("ssl", "off"))
+    out["result"] = {"errors": errors + hba_errors, "pending_restart": pending, "ssl": ssl,
+                     "tls_in_use": ssl == "on" and not pg.get("tls_broken")}
 
 
 def pg_objects_script():

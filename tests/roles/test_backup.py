@@ -8,6 +8,7 @@ stand-ins do. The Python script and the SQL are run for real in tests/integratio
 """
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 
@@ -268,6 +269,16 @@ def test_bad_input_is_refused_in_the_preflight_before_any_host(tmp_path, ansible
     assert sim.state == before, "a task reached the host"
 
 
+@pytest.mark.parametrize("variable", ["backup_database_password", "prefect_database_password"])
+def test_a_line_break_in_a_database_password_is_refused_before_any_host(tmp_path, ansible_env, playbook, variable):
+    sim = Sim(tmp_path, ansible_env, db_state())
+    before = sim.state
+    proc, _ = sim.run(extra(sim, **{variable: "Pg-Secret-line1\nline2"}), playbook=playbook, limit=DB, expect_rc=2)
+    assert f"{DB}: {variable} must not hold a line break" in proc.stdout
+    assert "Pg-Secret-line1" not in proc.stdout + proc.stderr
+    assert sim.state == before
+
+
 def test_database_host_needs_the_backup_login_password(tmp_path, ansible_env, playbook):
     sim = Sim(tmp_path, ansible_env, db_state())
     before = sim.state
@@ -421,3 +432,31 @@ def test_postgresql_restore_needs_the_superuser_password(pg_restorable):
                             postgresql_superuser_password=""), playbook="restore.yml", expect_rc=2)
     assert "set backup_postgresql_superuser_password" in proc.stdout
     assert sim.state == before
+
+
+def test_site_check_mode_on_a_fresh_sqlite_server_host(tmp_path, ansible_env, lite_inventory):
+    """site.yml --check on a fresh all-in-one host on SQLite: the server account the services layer would create in the
+    same run does not exist yet, and the backup layer reports what it would grant it instead of failing."""
+    sim = Sim(tmp_path, ansible_env)
+    before = sim.state
+    proc, data = lite(sim, lite_inventory, extra(sim), "site.yml", more=["--check"])
+    results = by_name(host_results(data, LITE))
+    after = sim.state
+    for key in ("tasks", "dirs", "accounts", "rights"):
+        assert after.get(key, {}) == before.get(key, {}), key
+    assert results["Backup account may log on as a batch job, and the dedicated one in no other way"].get("skipped"), \
+        "nothing can be granted to an account this run would create"
+
+
+def test_backup_now_waits_for_the_nightly_run_still_going(tmp_path, ansible_env, playbook, lite_inventory):
+    """The task starts no second instance: backup.yml waits for the run already going, then takes its own."""
+    sim = Sim(tmp_path, ansible_env, aio_state())
+    lite(sim, lite_inventory, extra(sim), playbook)
+    tasks = sim.state["tasks"]
+    tasks[TASK_KEY]["running"] = True
+    sim.update(tasks=tasks)
+    _, data = lite(sim, lite_inventory, extra(sim), "backup.yml")
+    result = by_name(reached(data, LITE))["A backup was taken now by the scheduled task"]["result"]
+    assert result["waited"] and result["last_result"] == 0 and result["file"]
+    summary = by_name(host_results(data, LITE))
+    assert "after the run that was already going" in json.dumps(summary), "the table says it waited"

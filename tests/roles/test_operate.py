@@ -194,6 +194,7 @@ def test_uninstall_removes_in_reverse_order_and_keeps_data(converged, tmp_path, 
     assert not [d for d in state["dirs"] if d.startswith("c:\\prefect\\tools\\nssm-")]
     assert "python" not in state
     assert state["files"][SQLITE] == "original-db", "data stays without uninstall_purge_data"
+    assert converged["tasks"] and state.get("tasks") == {}, "the SQLite backup task goes with the server"
     order = [name.split(" : ", 1)[-1] for name, r in host_results(data) if not r.get("skipped")]
     first = {task: order.index(task) for task in (
         "Prefect services are stopped and unregistered, workers before the server",

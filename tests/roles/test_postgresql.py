@@ -131,7 +131,7 @@ def test_first_run_installs_and_configures(converged):
     else:
         # prefect-srv01 (10.20.1.20) names prefect-db01 as its database host: TLS from that address only, and the owner
         # from the database host itself (pg_restore of playbooks/restore.yml).
-        assert pg["postmaster"]["listen_addresses"] == "localhost,10.20.1.30" and pg["loaded"]["ssl"] == "on"
+        assert pg["postmaster"]["listen_addresses"] == "*" and pg["loaded"]["ssl"] == "on"
         assert hba == [("host", "prefect", "prefect", "127.0.0.1/32"), ("hostssl", "prefect", "prefect", "10.20.1.20/32")]
         assert DATA + "\\server.crt" in state["files"] and DATA + "\\server.key" in state["files"]
     assert all(e["method"] == "scram-sha-256" for e in pg["hba"])
@@ -319,3 +319,19 @@ def test_bad_input_is_refused_before_any_host(tmp_path, ansible_env, bad, messag
     assert "prefect-aio.corp.local" in output
     assert sim.state_path.read_text() == before, "a task reached the host"
     assert not any(s in proc.stdout + proc.stderr for s in SECRET_VALUES)
+
+
+@pytest.mark.parametrize("key_format", ["pkcs8", "traditional"])
+def test_an_encrypted_server_key_is_refused_before_any_host(tmp_path, ansible_env, key_format):
+    """A passphrase-protected key is PEM too, but the service cannot answer PostgreSQL's passphrase prompt and TLS
+    would stay off: both encrypted forms (PKCS#8 "ENCRYPTED PRIVATE KEY", traditional "Proc-Type: 4,ENCRYPTED")."""
+    from cryptography.hazmat.primitives import serialization
+    sim, extra = _sim(tmp_path, ansible_env, host=DB)
+    key = serialization.load_pem_private_key(Path(extra["postgresql_ssl_key"]).read_bytes(), password=None)
+    fmt = serialization.PrivateFormat.PKCS8 if key_format == "pkcs8" else serialization.PrivateFormat.TraditionalOpenSSL
+    Path(extra["postgresql_ssl_key"]).write_bytes(key.private_bytes(serialization.Encoding.PEM, fmt,
+                                                                    serialization.BestAvailableEncryption(b"key-passphrase")))
+    before = sim.state_path.read_text()
+    proc, data = sim.run(extra, playbook="postgresql.yml", limit=DB, expect_rc=2)
+    assert "the key is encrypted" in " ".join(json.dumps(data).split()), proc.stdout[-3000:]
+    assert sim.state_path.read_text() == before, "a task reached the host"

@@ -1,5 +1,6 @@
 # A backup now (playbooks/backup.yml): starts the scheduled task, so that the run uses the task's own account, program
-# and settings, waits for it to finish and reports its last result, the newest backup and the log's last line.
+# and settings, waits for it to finish and reports its last result, the newest backup and the log's last line. A run
+# already going (the nightly one) is waited for first, within the same time limit.
 # Check mode starts nothing and reports what the task last did.
 [CmdletBinding(SupportsShouldProcess)]
 param (
@@ -40,8 +41,22 @@ if (-not $PSCmdlet.ShouldProcess("$taskPath$TaskName", 'start')) {
         log = Get-LastLogLine }
     return
 }
-Start-ScheduledTask -InputObject $task
 $deadline = [DateTime]::UtcNow.AddSeconds($TimeoutSeconds)
+# A run already going (the nightly one): the task starts no second instance (MultipleInstances IgnoreNew), so the
+# start below would be ignored. Wait for that run to end, then start this one.
+$waited = $false
+while ([string](Get-ScheduledTask -TaskPath $taskPath -TaskName $TaskName).State -eq 'Running') {
+    $waited = $true
+    if ([DateTime]::UtcNow -gt $deadline) {
+        $Ansible.Failed = $true
+        $Ansible.Result = @{ started = $false; exists = $true; finished = $false; waited = $true
+            last_result = [int64]$before.LastTaskResult; file = ''; bytes = 0; log = Get-LastLogLine }
+        return
+    }
+    Start-Sleep -Seconds 2
+}
+if ($waited) { $before = Get-ScheduledTaskInfo -TaskPath $taskPath -TaskName $TaskName }
+Start-ScheduledTask -InputObject $task
 do {
     Start-Sleep -Seconds 2
     $state = [string](Get-ScheduledTask -TaskPath $taskPath -TaskName $TaskName).State
@@ -54,6 +69,7 @@ $Ansible.Failed = -not $finished -or [int64]$info.LastTaskResult -ne 0
 $Ansible.Result = @{
     started = $true
     exists = $true
+    waited = $waited
     finished = $finished
     last_result = [int64]$info.LastTaskResult
     file = if ($newest) { $newest.FullName } else { '' }

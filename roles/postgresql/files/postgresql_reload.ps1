@@ -1,5 +1,7 @@
 # roles/postgresql/tasks/service.yml: the server reloads its configuration files (pg_reload_conf), then reports what
 # it rejected (pg_file_settings, pg_hba_file_rules) and which settings wait for a restart (pg_settings.pending_restart).
+# Then whether TLS really works: `ssl = on` is only the setting; a certificate or key the service cannot load leaves it
+# on while every connection is plain. A new TCP session with sslmode=prefer reports whether it got TLS (pg_stat_ssl).
 # The superuser password reaches psql.exe in its process environment only (PGPASSWORD), never on its command line.
 [CmdletBinding(SupportsShouldProcess)]
 param (
@@ -23,6 +25,7 @@ function Invoke-Psql {
     $info.RedirectStandardError = $true
     $info.EnvironmentVariables['PGPASSWORD'] = $SuperuserPassword
     $info.EnvironmentVariables['PGCONNECT_TIMEOUT'] = '15'
+    $info.EnvironmentVariables['PGSSLMODE'] = 'prefer'
     $process = [System.Diagnostics.Process]::Start($info)
     $stdout = $process.StandardOutput.ReadToEndAsync()
     $stderr = $process.StandardError.ReadToEndAsync()
@@ -52,4 +55,6 @@ UNION ALL
 SELECT 'pg_hba.conf:' || line_number || ' ' || error FROM pg_hba_file_rules WHERE error IS NOT NULL;
 "@)
 $pending = @(Invoke-Psql -Sql "SELECT name FROM pg_settings WHERE pending_restart ORDER BY name;")
-$Ansible.Result = @{ errors = $errors; pending_restart = $pending }
+$tlsSql = "SELECT current_setting('ssl') || ' ' || coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false);"
+$ssl, $tls = ([string]@(Invoke-Psql -Sql $tlsSql)[0]).Split(' ')
+$Ansible.Result = @{ errors = $errors; pending_restart = $pending; ssl = $ssl; tls_in_use = ($tls -eq 'true' -or $tls -eq 't') }

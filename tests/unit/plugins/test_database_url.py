@@ -83,7 +83,7 @@ def test_remote_server_gets_hostssl_from_its_address_only():
     assert all(e["method"] == "scram-sha-256" for e in result["hba"])
     assert all(e["address"] in ("", "127.0.0.1/32", "::1/128") for e in result["hba"] if e["user"] == "postgres")
     s = result["settings"]
-    assert s["listen_addresses"] == "localhost,10.20.1.30" and s["ssl"] == "on" and s["ssl_cert_file"] == "server.crt"
+    assert s["listen_addresses"] == "*" and s["ssl"] == "on" and s["ssl_cert_file"] == "server.crt"
     assert s["log_directory"] == "D:/PostgreSQL/17/log" and s["password_encryption"] == "scram-sha-256"
     assert (s["shared_buffers"], s["effective_cache_size"], s["maintenance_work_mem"]) == ("4GB", "8GB", "1GB")
 
