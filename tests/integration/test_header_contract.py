@@ -237,11 +237,12 @@ def test_flow_run_clients_send_basic_on_http_and_on_the_events_socket(roles_serv
 @pytest.mark.slow
 def test_a_worker_behind_basic_runs_on_rest_while_its_channel_and_subscriber_upgrades_carry_no_header(
         roles_server, basic_front, tmp_path):
-    """Prefect 3.8.8's worker channel (/api/work_pools/{pool}/workers/connect, workers/_worker_channel/_transport.py)
-    and the cancellation observer's event subscriber (/api/events/out, events/clients.py PrefectEventSubscriber)
-    open their websockets without an Authorization header; behind IIS Basic they get 401 and the worker falls back
-    to REST heartbeats and polling. The worker must still be ONLINE. If this test fails on the header assertions,
-    a newer Prefect sends it: update docs/architecture.md ("What Prefect's clients send")."""
+    """The pinned Prefect's worker channel (/api/work_pools/{pool}/workers/connect, workers/_worker_channel/_transport.py)
+    opens its websocket without an Authorization header, and so does an event subscriber (/api/events/out,
+    events/clients.py PrefectEventSubscriber) when one is opened; behind IIS Basic they get 401 and the worker falls
+    back to REST heartbeats and polling. The worker must still be ONLINE. (Measured: a 3.8.8 worker opened a subscriber
+    within 5 s of its first sync; an idle 3.9.1 worker opens none.) If this test fails on the header assertions, a
+    newer Prefect sends it: update docs/architecture.md ("What Prefect's clients send")."""
     pool = f"itest-basic-{uuid.uuid4().hex[:6]}"
     status, body = roles_server.api("POST", "/work_pools/", {"name": pool, "type": "process"})
     assert status == 201, body
@@ -268,6 +269,6 @@ def test_a_worker_behind_basic_runs_on_rest_while_its_channel_and_subscriber_upg
     assert http_requests and all(s.authorization == WORKER and s.status != 401 for s in http_requests)
     channel = [s for s in seen if s.upgrade and s.path.endswith("/workers/connect")]
     subscriber = [s for s in seen if s.upgrade and s.path == "/api/events/out"]
-    assert channel and subscriber, [(s.path, s.upgrade) for s in seen]
+    assert channel, [(s.path, s.upgrade) for s in seen]
     assert all(s.authorization == "" and s.status == 401 for s in channel + subscriber), \
         [(s.path, bool(s.authorization), s.status) for s in channel + subscriber]

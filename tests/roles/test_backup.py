@@ -32,6 +32,12 @@ SCHEDULE = "Backup runs daily as its account and shows a failed run in its last 
 CONFIRM_SQLITE = "yes, overwrite prefect.db"
 
 
+def bk_sha(text):
+    """The digest sim_backup.py keeps of a task's stored password."""
+    import hashlib
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def aio_state():
     """An all-in-one host the earlier layers set up: the server's account, the venv, the services running."""
     return {"accounts": {"svc_prefect": {"sid": "S-1-5-21-1000-1001"}, "svc_prefect_worker": {"sid": "S-1-5-21-1000-1002"}},
@@ -108,7 +114,9 @@ def test_sqlite_host_gets_the_task_as_the_server_account(aio):
     state = aio[5]
     task = state["tasks"][TASK_KEY]
     sid = state["accounts"]["svc_prefect"]["sid"]
-    assert task["principal"] == {"sid": sid, "logon_type": 1, "run_level": 0}
+    # S4U (2): Task Scheduler stores no password for the task.
+    assert task["principal"] == {"sid": sid, "logon_type": 2, "run_level": 0}
+    assert task["password_sha"] in (None, bk_sha(""))
     assert task["triggers"] == [{"type": "daily", "start_boundary": "2000-01-01T02:30:00"}]
     assert task["actions"][0]["path"].lower() == PYTHON
     assert "prefect_sqlite_backup.py\" backup --config" in task["actions"][0]["arguments"]
@@ -152,13 +160,22 @@ def test_backup_now_fails_visibly_without_the_batch_logon_right(tmp_path, ansibl
     assert "ended with last result 2147943785" in proc.stdout
 
 
-def test_update_password_reregisters_on_every_run(tmp_path, ansible_env, playbook, lite_inventory):
-    """As win_scheduled_task.ps1 does: a password with update_password true re-registers the task every time, so the
-    role sends it only when asked (backup_update_password)."""
+def test_the_task_stores_no_password_and_is_not_registered_again(tmp_path, ansible_env, playbook, lite_inventory):
+    """S4U: win_scheduled_task.ps1 demands a password value for it (an empty one is sent) and, with update_password
+    false, registers the task again only when something differs: a password rotation (backup_update_password) leaves
+    the task as it is, and a task of the previous release (logon type password) is moved to S4U once."""
     sim = Sim(tmp_path, ansible_env, aio_state())
     lite(sim, lite_inventory, extra(sim), playbook)
     again = lite(sim, lite_inventory, extra(sim, backup_update_password=True), playbook)
-    assert SCHEDULE in changed(again[1])
+    assert SCHEDULE not in changed(again[1])
+    tasks = sim.state["tasks"]
+    tasks[TASK_KEY]["principal"]["logon_type"] = 1
+    tasks[TASK_KEY]["password_sha"] = bk_sha("Svc-Secret-4c1d")
+    sim.update(tasks=tasks)
+    moved = lite(sim, lite_inventory, extra(sim), playbook)
+    assert SCHEDULE in changed(moved[1])
+    task = sim.state["tasks"][TASK_KEY]
+    assert task["principal"]["logon_type"] == 2 and task["password_sha"] == bk_sha("")
     assert changed(lite(sim, lite_inventory, extra(sim), playbook)[1]) == []
 
 
@@ -243,7 +260,6 @@ BAD_INPUT = {
     "task_folder": ({"backup_task_folder": "enclave.prefect"}, "backup_task_folder must be a Task Scheduler folder"),
     "admin": ({"backup_sqlite_account": "Administrator"}, "must be a dedicated, unprivileged account"),
     "builtin": ({"backup_sqlite_account": "NT AUTHORITY\\SYSTEM"}, "must be a dedicated, unprivileged account"),
-    "no_password": ({"backup_sqlite_account_password": ""}, "backup_sqlite_account_password"),
     "state": ({"backup_state": "gone"}, "backup_state"),
 }
 
@@ -251,7 +267,7 @@ BAD_INPUT = {
 def test_bad_input_is_refused_at_role_start(tmp_path, ansible_env):
     """Every case in one ansible-playbook run (one inventory host per case): each fails in validation, none reaches a host."""
     from rolerun import run_cases
-    base = {"prefect_database_host": "", "backup_sqlite_account_password": "x", "prefect_bundle_dir": str(tmp_path)}
+    base = {"prefect_database_host": "", "prefect_bundle_dir": str(tmp_path)}
     runs = run_cases(tmp_path, ansible_env, "backup", {k: {**base, **bad} for k, (bad, _) in BAD_INPUT.items()},
                      groups={"prefect_server": list(BAD_INPUT)})
     for case, (_, named) in BAD_INPUT.items():
