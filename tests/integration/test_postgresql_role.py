@@ -339,3 +339,31 @@ def test_remote_servers_get_every_address_tls_and_only_their_own_rule(tmp_path_f
         assert probe == "on false", probe
     finally:
         cluster.stop()
+
+
+def test_the_installs_one_time_superuser_password_is_replaced_through_psql(role_cluster):
+    """superuser_password.ps1's SQL on the real server, as the script runs it (psql with the SQL on stdin, the one-time
+    password in PGPASSWORD, the real one in ENCLAVE_SUPERUSER_PASSWORD): afterwards the real password logs in, the
+    one-time one does not, and neither is in the server's log even with log_statement = all."""
+    script = (ROLE / "files" / "superuser_password.ps1").read_text()
+    sql = re.search(r"\$sql = @'\r?\n(.*?)\r?\n'@", script, re.S).group(1)
+    one_time, real = "OneTime" + os.urandom(6).hex(), SUPERUSER_PASSWORD
+    role_cluster.psql("-c", "ALTER SYSTEM SET log_statement = 'all'")
+    role_cluster.psql("-c", "SELECT pg_reload_conf()")
+    role_cluster.psql("-c", f"ALTER ROLE postgres PASSWORD '{one_time}'")
+    role_cluster.psql("-c", "SELECT 'enclave-marker'", password=one_time)
+    try:
+        cmd = [str(role_cluster.bin_dir / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+               "-p", str(role_cluster.port), "-U", "postgres", "-d", "postgres"]
+        proc = subprocess.run(cmd, input=sql, capture_output=True, text=True, timeout=60,
+                              env=dict(os.environ, PGPASSWORD=one_time, ENCLAVE_SUPERUSER_PASSWORD=real))
+        assert proc.returncode == 0, proc.stderr
+        assert role_cluster.psql("-c", "SELECT 1", check=False).returncode == 0
+        assert role_cluster.psql("-c", "SELECT 1", password=one_time, check=False).returncode != 0
+    finally:
+        role_cluster.psql("-c", "ALTER SYSTEM RESET log_statement")
+        role_cluster.psql("-c", "SELECT pg_reload_conf()")
+    logs = "".join(p.read_text(errors="replace") for p in (role_cluster.root / "log").glob("*"))
+    logs += (role_cluster.root / "postgres.log").read_text(errors="replace")
+    assert "enclave-marker" in logs, "log_statement = all was on"
+    assert real not in logs

@@ -258,7 +258,8 @@ def pg_facts_script():
     if svc is not None:
         service = {"exists": True, "state": "Running" if svc.get("running") else "Stopped",
                    "account": svc.get("object_name", ""), "start_mode": svc.get("start_mode", "auto").capitalize()}
-    out["result"] = {"installations": installations, "service": service, "ram_mb": int(host.get("ram_mb", 16384))}
+    out["result"] = {"installations": installations, "service": service, "ram_mb": int(host.get("ram_mb", 16384)),
+                     "option_file_left": bool(args["parameters"].get("OptionFile")) and lookup(args["parameters"]["OptionFile"]) is not None}
 
 
 def pg_reload_script():
@@ -606,6 +607,47 @@ def pg_win_package():
         out.update(failed=True, rc=1, msg=problem)
 
 
+def pg_installer_options_script():
+    """installer_options.ps1: the option file with a one-time superuser password made on the host (never returned)."""
+    if CHECK:
+        return
+    one_time = "OneTime%08d" % (int(pg_sha(str(NOW) + args["parameters"]["Path"])[:8], 16) % 10 ** 8)
+    pg_write(args["parameters"]["Path"], "superpassword=%s\r\n" % one_time)
+    out["changed"] = True
+
+
+def pg_superuser_password_script():
+    """superuser_password.ps1: the Vault password already logs in (nothing to do, a left option file removed), or the
+    install's one-time password from the option file sets it through psql; then the real one logs in and the one-time
+    one does not, and the option file is removed."""
+    params = args["parameters"]
+    if CHECK:
+        out["changed"] = True
+        return
+    port, user, real = params["Port"], params["Superuser"], params["SuperuserPassword"]
+    option_file = params["OptionFile"].lower()
+    if pg_connect(port, user, real) is None:
+        files.pop(option_file, None)
+        out["result"] = {"set": False, "one_time_refused": None}
+        return
+    text = pg_text(params["OptionFile"]) or ""
+    line = next((l for l in text.splitlines() if l.startswith("superpassword=")), None)
+    if line is None:
+        out.update(failed=True, msg="psql.exe as %s refuses postgresql_superuser_password, and there is no installer option file" % user)
+        return
+    one_time = line[len("superpassword="):]
+    problem = pg_connect(port, user, one_time)
+    if problem:
+        out.update(failed=True, msg="psql.exe as %s with the install's one-time password failed (2): %s" % (user, problem))
+        return
+    pg_state()["superuser_password_sha"] = pg_sha(real)
+    assert pg_connect(port, user, real) is None and pg_connect(port, user, one_time) is not None
+    files.pop(option_file, None)
+    out.update(changed=True, result={"set": True, "one_time_refused": True})
+
+
+SCRIPTS["installer_options.ps1"] = pg_installer_options_script
+SCRIPTS["superuser_password.ps1"] = pg_superuser_password_script
 SCRIPTS["postgresql_facts.ps1"] = pg_facts_script
 SCRIPTS["postgresql_reload.ps1"] = pg_reload_script
 SCRIPTS["prefect_objects.ps1"] = pg_objects_script

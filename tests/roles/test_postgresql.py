@@ -27,6 +27,7 @@ AIO, DB = "prefect-aio.corp.local", "prefect-db01.corp.local"
 EXPECTED_NOOP = {AIO: (8, 8), DB: (10, 10)}
 DATA = "d:\\postgresql\\17\\data"
 OPTIONS = "c:\\prefect\\staging\\postgresql-options\\postgresql-install.options"
+SUPERUSER = "Superuser has the password from Vault, and the install's one-time password no longer works"
 OBJECTS = "Prefect role, its database and pg_trgm are as configured"
 INSTALL = "PostgreSQL is installed silently from the EDB installer"
 SECRET_VALUES = [SECRETS["vault_prefect_database_password"], SECRETS["vault_postgresql_superuser_password"],
@@ -91,7 +92,7 @@ def converged(request, tmp_path_factory, ansible_env):
 def test_first_run_installs_and_configures(converged):
     host, sim, _extra, first, state, _second = converged
     changed = _changed(first[1], host)
-    for task in [INSTALL, "Installer option file is gone", "Installer's postgresql.conf reads the role's directory last",
+    for task in [INSTALL, SUPERUSER, "Installer's postgresql.conf reads the role's directory last",
                  "Prefect's settings are in the role's configuration file",
                  "Client authentication admits the Prefect servers only, with SCRAM",
                  "Changed configuration is loaded and what needs a restart is known",
@@ -105,6 +106,9 @@ def test_first_run_installs_and_configures(converged):
     assert not any(s in " ".join(argv) for s in SECRET_VALUES), "a password on the installer's command line"
     assert state["pg_option_files_seen"] == ["C:\\Prefect\\staging\\postgresql-options\\postgresql-install.options"]
     assert OPTIONS not in state["files"]
+    # The installer got a one-time superuser password made on the host (it hands it to initcluster.vbs as an
+    # argument), never the one from Vault; the role set the real one through psql afterwards.
+    assert state["texts"][OPTIONS].startswith("superpassword=") and not any(v in state["texts"][OPTIONS] for v in SECRET_VALUES)
     assert state["dirs"]["c:\\prefect\\staging\\postgresql-options"] == {
         "acl": {"S-1-5-18": "FullControl", "S-1-5-32-544": "FullControl"}, "protected": True}
     assert state["pg"]["superuser_password_sha"] == _sha(SECRETS["vault_postgresql_superuser_password"])
@@ -228,13 +232,14 @@ def test_installer_failure_still_deletes_the_option_file(tmp_path, ansible_env):
     sim.update(pg_installer_fails=True)
     data = sim.run(extra, playbook="postgresql.yml", expect_rc=2)[1]
     results = by_name(host_results(data))
-    assert results[INSTALL]["failed"] and results["Installer option file is gone"]["changed"]
+    assert results[INSTALL]["failed"] and results["Installer option file is gone when the install failed"]["changed"]
     state = sim.state
     assert state["pg_option_files_seen"] and OPTIONS not in state["files"]
     assert "pg_installations" not in state or not state["pg_installations"]
     # The next run installs.
-    sim.run(extra, playbook="postgresql.yml")
-    assert sim.state["pg_installations"]["postgresql-x64-17"]["Version"] == "17.6-1" and OPTIONS not in sim.state["files"]
+    data = sim.run(extra, playbook="postgresql.yml")[1]
+    assert sim.state["pg_installations"]["postgresql-x64-17"]["Version"] == "17.6-1" and OPTIONS not in sim.state["files"], \
+        [(n, r.get("skipped"), r.get("changed")) for n, r in host_results(data) if "uperuser" in n or "option" in n.lower()]
 
 
 @pytest.mark.parametrize("converged", [AIO], indirect=True)
@@ -335,3 +340,20 @@ def test_an_encrypted_server_key_is_refused_before_any_host(tmp_path, ansible_en
     proc, data = sim.run(extra, playbook="postgresql.yml", limit=DB, expect_rc=2)
     assert "the key is encrypted" in " ".join(json.dumps(data).split()), proc.stdout[-3000:]
     assert sim.state_path.read_text() == before, "a task reached the host"
+
+
+@pytest.mark.parametrize("converged", [AIO], indirect=True)
+def test_a_run_stopped_after_the_install_is_finished_by_the_next(tmp_path, ansible_env, converged):
+    """The install went through but the run stopped before the real superuser password was set: the option file with
+    the one-time password is still there, and the next run sets the password and removes it."""
+    host, sim, extra, *_ = converged
+    state = sim.state
+    state["pg"]["superuser_password_sha"] = _sha("OneTime12345678")
+    state["files"][OPTIONS] = _sha("superpassword=OneTime12345678\r\n")
+    state["texts"][OPTIONS] = "superpassword=OneTime12345678\r\n"
+    copy = Sim(tmp_path, ansible_env, state)
+    data = copy.run(extra, playbook="postgresql.yml")[1]
+    assert SUPERUSER in _changed(data, host)
+    after = copy.state
+    assert after["pg"]["superuser_password_sha"] == _sha(SECRETS["vault_postgresql_superuser_password"])
+    assert OPTIONS not in after["files"]

@@ -3,7 +3,9 @@
 # postgresql-x64-<major> with 'Base Directory', 'Data Directory', 'Version' and 'Service ID'.
 [CmdletBinding(SupportsShouldProcess)]
 param (
-    [Parameter(Mandatory)][string]$ServiceName
+    [Parameter(Mandatory)][string]$ServiceName,
+    # The installer's option file: still there after an install whose superuser password was not set yet.
+    [string]$OptionFile = ''
 )
 
 $ErrorActionPreference = 'Stop'
@@ -37,6 +39,7 @@ if ($cim) {
 
 $memory = (Get-CimInstance -ClassName Win32_ComputerSystem).TotalPhysicalMemory
 $Ansible.Result = @{
+    option_file_left = [bool]($OptionFile -and (Test-Path -LiteralPath $OptionFile -PathType Leaf))
     installations = @($installations)
     service = $service
     ram_mb = [int64][math]::Floor($memory / 1048576)
