@@ -275,7 +275,7 @@ def nssm_services_plan(cfg):
             "parameters": "%s server start --host %s --port %s" % (python_args, p["server_host"], p["server_port"]),
             "directory": p["home"],
             "display_name": srv["display_name"], "description": srv["description"], "start_mode": srv["start_mode"],
-            "dependencies": [], "environment": env,
+            "dependencies": [str(d) for d in srv.get("dependencies") or []], "environment": env,
             "failure_actions": _failure_actions(srv["failure_delays_ms"]),
         }
         svc["stdout"], svc["stderr"] = (r"%s\%s.out.log" % (p["logs_dir"], svc["name"]), r"%s\%s.err.log" % (p["logs_dir"], svc["name"]))

@@ -49,6 +49,15 @@ def sid_of(name):
     short = short.lower()
     if name.upper().startswith("S-1-"):
         return name.upper()
+    # A service's virtual account (NT SERVICE\<service>): its SID is derived from the service name, and
+    # LookupAccountName knows it only while that service exists.
+    if prefix.lower() == "nt service":
+        found = next((n for n in services if n.lower() == short), None)
+        if found is None:
+            return None
+        import hashlib as _hashlib
+        digest = _hashlib.sha1(found.upper().encode("utf-16-le")).digest()
+        return "S-1-5-80-" + "-".join(str(int.from_bytes(digest[i:i + 4], "little")) for i in range(0, 20, 4))
     # Well-known accounts resolve on every host (LookupAccountName of NT AUTHORITY\NetworkService and the like).
     if short in ("system", "localsystem", "localservice", "local service", "networkservice", "network service"):
         return "S-1-5-" + {"system": "18", "localsystem": "18", "localservice": "19", "local service": "19"}.get(short, "20")

@@ -203,6 +203,11 @@ def pg_start(name):
         for key, default in (("ssl_cert_file", "server.crt"), ("ssl_key_file", "server.key")):
             if lookup(data_dir + "\\" + values.get(key, default)) is None:
                 errors.append('could not load server certificate file "%s"' % values.get(key, default))
+    # PostgreSQL on Windows checks no permissions of its own, but the service's process opens the data directory's
+    # files with its token: without a right on the directory the postmaster cannot read postgresql.conf.
+    owner = sid_of(svc.get("object_name") or "LocalSystem")
+    if dirs.get(data_dir.lower(), {}).get("acl", {}).get(owner) not in ("Modify", "FullControl") and owner != "S-1-5-18":
+        errors.append('could not open file "%s\\postgresql.conf": Permission denied (%s)' % (data_dir, svc.get("object_name")))
     if errors or hba_errors or not hba:
         svc["running"] = False
         return "FATAL: " + "; ".join(errors + hba_errors + ([] if hba else ["could not load pg_hba.conf"]))
@@ -422,6 +427,19 @@ def pg_win_service():
         out["changed"] = True
         if not CHECK:
             svc["start_mode"] = args["start_mode"]
+    if args.get("username"):
+        # win_service.ps1 compares SIDs (ConvertTo-SecurityIdentifier: NTAccount.Translate, which fails for an account
+        # that does not exist, and for NT SERVICE\<name> of a service that does not); a new account applies at the
+        # next start.
+        wanted = sid_of(args["username"])
+        if wanted is None:
+            out.update(failed=True, msg="Some or all identity references could not be translated: %s" % args["username"])
+            return
+        if wanted != sid_of(svc.get("object_name") or "LocalSystem"):
+            out["changed"] = True
+            if not CHECK:
+                svc["object_name"] = args["username"]
+                svc["password_sha"] = pg_sha(args.get("password") or "")
     state = args.get("state")
     problem = None
     if state == "started" and not svc.get("running"):
@@ -555,6 +573,9 @@ def pg_win_package():
         # pgserver.xml.in "Existing install ... Ignore command line": datadir, service name and prefix come from the
         # registration; only the programs and Version change; the service is started again at the end.
         existing["Version"] = version
+        # pgserver.xml.in: the service is stopped, deleted and registered again (pg_ctl register) with the account the
+        # installation recorded ('Service Account'), whatever logon account was set on it since.
+        services[existing["Service ID"]]["object_name"] = existing.get("Service Account", "NT AUTHORITY\\NetworkService")
         for program in ("psql.exe", "pg_dump.exe", "pg_restore.exe", "pg_ctl.exe", "initdb.exe"):
             files[(existing["Base Directory"] + "\\bin\\" + program).lower()] = pg_sha(program + " " + version)
         host["uninstall_keys"]["PostgreSQL " + major]["DisplayVersion"] = version

@@ -478,3 +478,12 @@ def test_check_mode_reports_the_restarts_a_venv_switch_of_the_same_run_will_caus
     assert [r["item"] for r in checked[RESTART]["results"] if not r.get("skipped")] == ["PrefectServer"]
     after = sim.state
     assert after["junctions"] == before["junctions"] and after["services"] == before["services"]
+
+
+def test_the_server_depends_on_the_local_postgresql_which_runs_as_its_own_account(runs):
+    """All in one: the Prefect server service starts after the local PostgreSQL (DependOnService), and PostgreSQL runs
+    as its own virtual account, not the NetworkService that WinRM and others share."""
+    services = runs[4].first_state["services"]
+    assert services["PrefectServer"]["dependencies"] == ["postgresql-x64-17"]
+    assert services["postgresql-x64-17"]["object_name"] == "NT SERVICE\\postgresql-x64-17"
+    assert services["postgresql-x64-17"]["process_owner"] == "NT SERVICE\\postgresql-x64-17"

@@ -95,9 +95,13 @@ def test_first_run_installs_and_configures(converged):
     for task in [INSTALL, SUPERUSER, "Installer's postgresql.conf reads the role's directory last",
                  "Prefect's settings are in the role's configuration file",
                  "Client authentication admits the Prefect servers only, with SCRAM",
-                 "Changed configuration is loaded and what needs a restart is known",
-                 "PostgreSQL is restarted for settings that need it", OBJECTS]:
+                 "PostgreSQL service is stopped to move to its account", "PostgreSQL service logs on as its account",
+                 "PostgreSQL service runs and starts with Windows", OBJECTS]:
         assert task in changed, (task, changed)
+    # Moved off the installer's NetworkService before the directories were given to the virtual account, so the
+    # server started once, with the role's settings: nothing left for a restart.
+    dirs_task = "Prefect root inherits nothing and the listed directories have their rules"  # common's dirs.yml
+    assert changed.index("PostgreSQL service logs on as its account") < max(i for i, t in enumerate(changed) if t == dirs_task)
     # The installer ran once, silently, with the passwords in its option file only; the file is gone afterwards.
     (argv,) = [run for run in state["installer_runs"] if run[0].endswith(PG_INSTALLER_NAME)]
     for option in ["--mode", "unattended", "--unattendedmodeui", "none", "--optionfile", "--datadir", "D:\\PostgreSQL\\17\\data",
@@ -115,13 +119,16 @@ def test_first_run_installs_and_configures(converged):
     assert state["pg_installations"]["postgresql-x64-17"]["Version"] == "17.6-1"
     # initcluster.vbs granted the installing user and CREATOR OWNER full control and left inheritance on: the role
     # leaves SYSTEM, Administrators and the service account (Modify) only.
+    virtual = [sid for sid in state["dirs"][DATA]["acl"] if sid.startswith("S-1-5-80-")]
+    assert len(virtual) == 1, state["dirs"][DATA]["acl"]
     for directory in (DATA, "d:\\postgresql\\17\\log"):
         assert state["dirs"][directory] == {"acl": {"S-1-5-18": "FullControl", "S-1-5-32-544": "FullControl",
-                                                    "S-1-5-20": "Modify"}, "protected": True}, directory
+                                                    virtual[0]: "Modify"}, "protected": True}, directory
     # The installer's listen_addresses='*' and shared_buffers=128MB needed a restart, which happened after the reload.
     pg = state["pg"]
     svc = state["services"]["postgresql-x64-17"]
-    assert svc["running"] and svc["object_name"] == "NT AUTHORITY\\NetworkService"
+    assert svc["running"] and svc["object_name"] == "NT SERVICE\\postgresql-x64-17"
+    assert svc["process_owner"] == "NT SERVICE\\postgresql-x64-17", "the running server is the one started as its account"
     conf = state["texts"][DATA + "\\postgresql.conf"]
     assert conf.count("include_dir = 'conf.d'") == 1 and conf.endswith("include_dir = 'conf.d'\r\n")
     assert pg["postmaster"]["shared_buffers"] == "4GB"  # a quarter of the simulated 16 GB
@@ -254,6 +261,9 @@ def test_minor_update_in_place_stops_and_starts_the_service(tmp_path, ansible_en
     after = copy.state
     assert after["pg_installations"]["postgresql-x64-17"]["Version"] == "17.6-1"
     assert after["services"]["postgresql-x64-17"]["running"] and OPTIONS not in after["files"]
+    # The installer registered the service again as NetworkService: it is moved back to its own account.
+    assert after["services"]["postgresql-x64-17"]["object_name"] == "NT SERVICE\\postgresql-x64-17"
+    assert "PostgreSQL service logs on as its account" in order
     assert _changed(copy.run(extra, playbook="postgresql.yml", limit=host)[1], host) == []
 
 
@@ -357,3 +367,42 @@ def test_a_run_stopped_after_the_install_is_finished_by_the_next(tmp_path, ansib
     after = copy.state
     assert after["pg"]["superuser_password_sha"] == _sha(SECRETS["vault_postgresql_superuser_password"])
     assert OPTIONS not in after["files"]
+
+
+@pytest.mark.parametrize("converged", [AIO], indirect=True)
+def test_a_server_of_the_previous_release_moves_to_its_own_account(tmp_path, ansible_env, converged):
+    """0.1.0 left the service as NetworkService, with the data directory for NetworkService: the next run stops it,
+    sets its own virtual account, gives the directories to that account alone and starts it; then nothing changes."""
+    host, sim, extra, *_ = converged
+    state = sim.state
+    state["services"]["postgresql-x64-17"]["object_name"] = "NT AUTHORITY\\NetworkService"
+    for directory in (DATA, "d:\\postgresql\\17\\log"):
+        state["dirs"][directory]["acl"] = {"S-1-5-18": "FullControl", "S-1-5-32-544": "FullControl", "S-1-5-20": "Modify"}
+    copy = Sim(tmp_path, ansible_env, state)
+    data = copy.run(extra, playbook="postgresql.yml", limit=host)[1]
+    changed = _changed(data, host)
+    assert changed.index("PostgreSQL service is stopped to move to its account") < changed.index(
+        "PostgreSQL service logs on as its account") < changed.index("PostgreSQL service runs and starts with Windows")
+    after = copy.state
+    svc = after["services"]["postgresql-x64-17"]
+    assert svc["running"] and svc["process_owner"] == "NT SERVICE\\postgresql-x64-17"
+    assert "S-1-5-20" not in after["dirs"][DATA]["acl"], "NetworkService, shared with WinRM and others, keeps no access"
+    assert _changed(copy.run(extra, playbook="postgresql.yml", limit=host)[1], host) == []
+
+
+@pytest.mark.parametrize("converged", [AIO], indirect=True)
+def test_a_custom_service_account_gets_its_password_through_the_service_manager(tmp_path, ansible_env, converged):
+    host, sim, extra, *_ = converged
+    state = sim.state
+    state["accounts"]["svc_pg"] = {"sid": "S-1-5-21-1000-1077"}
+    copy = Sim(tmp_path, ansible_env, state)
+    more = dict(extra, postgresql_service_account=".\\svc_pg", postgresql_service_password="SvcPg-Secret-4e1a")
+    proc, data = copy.run(more, playbook="postgresql.yml", limit=host)
+    after = copy.state
+    svc = after["services"]["postgresql-x64-17"]
+    assert svc["running"] and svc["object_name"] == ".\\svc_pg" and svc["password_sha"] == _sha("SvcPg-Secret-4e1a")
+    assert "S-1-5-21-1000-1077" in after["rights"]["SeServiceLogonRight"]
+    assert after["dirs"][DATA]["acl"]["S-1-5-21-1000-1077"] == "Modify"
+    assert "SvcPg-Secret-4e1a" not in proc.stdout + proc.stderr
+    refused = copy.run(dict(extra, postgresql_service_account=".\\svc_pg"), playbook="postgresql.yml", limit=host, expect_rc=2)
+    assert "with postgresql_service_password" in refused[0].stdout

@@ -339,3 +339,16 @@ def test_what_an_audit_found_accepted_is_refused(kind, value):
     ("win_path", "D:\\Data\\Console\\x"), ("file_name", "python-3.12.10-amd64.exe")])
 def test_their_good_neighbours_pass(kind, value):
     assert input_errors([["v", kind, value]]) == [], (kind, value)
+
+
+def test_server_service_depends_on_the_local_postgresql_when_given():
+    """nssm_services_server_dependencies (default: the local PostgreSQL service on its own database host) becomes the
+    server's DependOnService; none by default in the plan input."""
+    assert _plan_server(nssm_services_plan(_cfg()))["dependencies"] == []
+    plan = nssm_services_plan(_cfg(server__dependencies=["postgresql-x64-17"]))
+    assert _plan_server(plan)["dependencies"] == ["postgresql-x64-17"]
+    assert not plan["errors"]
+
+
+def _plan_server(plan):
+    return next(s for s in plan["services"] if s["kind"] == "server")
