@@ -250,12 +250,15 @@ def module_runs(results: list[tuple[str, dict]]) -> int:
     return sum(len([i for i in r["results"] if not i.get("skipped")]) if "results" in r else 1 for _name, r in results)
 
 
-def sqlite_example_inventory(directory: Path) -> str:
+def sqlite_example_inventory(directory: Path, no_database_hosts: bool = False) -> str:
     """The example inventory with its all-in-one host out of prefect_database: the same host, variables and groups
-    otherwise, on SQLite under PREFECT_HOME (prefect_database_host is then empty, and the backup role copies SQLite)."""
+    otherwise, on SQLite under PREFECT_HOME (prefect_database_host is then empty, and the backup role copies SQLite).
+    no_database_hosts: prefect_database empty (a database outside the inventory, given by prefect_database_url)."""
     example = REPO / "inventories" / "example"
     hosts = yaml.safe_load((example / "hosts.yml").read_text())
     hosts["all"]["children"]["prefect_database"]["hosts"].pop(HOST)
+    if no_database_hosts:
+        hosts["all"]["children"]["prefect_database"]["hosts"] = {}
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "hosts.yml").write_text(yaml.safe_dump(hosts))
     for name in ("group_vars", "host_vars"):

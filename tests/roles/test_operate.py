@@ -248,3 +248,27 @@ def test_diagnose_completes_on_a_broken_host_and_ranks_the_problems(converged, t
     assert severities == sorted(severities, key=["critical", "warning", "info"].index)
     for secret in ("Svc-Secret-4c1d", "Wrk-Secret-6e21", "Auth-Secret-93be", "Db-Secret-0a7f"):
         assert secret not in proc.stdout and secret not in summary
+
+
+EXTERNAL_URL = "postgresql+asyncpg://prefect:Db-Secret-0a7f@127.0.0.1:5432/prefect"
+
+
+def test_an_external_database_needs_its_backup_named_and_is_not_restored_by_the_rollback(converged, tmp_path, ansible_env):
+    """prefect_database_url and no prefect_database host: the collection cannot dump or restore that database. Without
+    upgrade_external_backup the upgrade stops before any host; with it, the backup named is in the table, and a failed
+    migration rolls everything else back and says to restore that backup."""
+    sim, extra = _new_release(tmp_path, ansible_env, converged)
+    sim.inventory = sqlite_example_inventory(sim.root / "external", no_database_hosts=True)
+    extra["vault_prefect_database_url"] = EXTERNAL_URL
+    before = _host_state(sim)
+    proc, _ = sim.run(extra, playbook="upgrade.yml", expect_rc=2)
+    assert "this playbook cannot back it up or restore it" in proc.stdout and _host_state(sim) == before
+    old = sim.state["junctions"][LINK]
+    sim.update(inject_failure={"target": "files/prefect_db_upgrade.ps1", "match": "Service"})
+    proc, data = sim.run(dict(extra, upgrade_external_backup="dba snapshot prefect-2026-12-06"), playbook="upgrade.yml",
+                         expect_rc=2)
+    assert "named by the operator: dba snapshot prefect-2026-12-06" in proc.stdout
+    assert "NOT restored (external database): restore dba snapshot prefect-2026-12-06" in proc.stdout
+    assert sim.state["junctions"][LINK] == old
+    assert not [n for n, r in host_results(data) if n.endswith("A backup was taken now by the scheduled task")
+                and not r.get("skipped")]
