@@ -180,3 +180,23 @@ def test_placeholder_files_on_the_control_node_are_named_before_any_connection(s
     assert any(line.startswith(f"prefect-aio.corp.local: prefect_bundle_checksums_file {sim.root / 'empty-bundle'}/SHA256SUMS"
                                " is not a file") for line in lines), lines
 
+
+
+def test_the_two_host_example_passes_the_preflight_of_every_role(sim):
+    """inventories/two-hosts (a server with its PostgreSQL and the front door, and a worker host; group_vars shared with
+    the example by a link), with the Vault values set: every role of site.yml accepts both hosts' input, and nothing
+    reaches a host."""
+    root = sim.root / "two-hosts-copy"
+    shutil.copytree(REPO / "inventories", root, symlinks=True)
+    assert (root / "two-hosts" / "group_vars" / "all").is_symlink()
+    vault = {**SECRETS, "prefect_api_ca_cert": str(CA), "prefect_bundle_dir": str(sim.bundle),
+             "python_installer_sha256": hashlib.sha256(INSTALLER).hexdigest(), "ansible_psrp_ca_cert": str(CA)}
+    (root / "example" / "group_vars" / "all" / "vault.yml").write_text(yaml.safe_dump(vault))
+    before = sim.state_path.read_bytes()
+    roles = ["python", "prefect_venv", "postgresql", "nssm_services", "backup", "iis_proxy", "firewall"]
+    proc = _run(sim, root / "two-hosts" / "hosts.yml", "preflight.yml", args=["-e", json.dumps({"preflight_roles": roles})])
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    data = _json(proc)
+    for name in ("prefect-srv02.corp.local", "prefect-wrk03.corp.local"):
+        assert dict(host_results(data, name))[VERDICT].get("skipped"), name
+    assert sim.state_path.read_bytes() == before
