@@ -183,15 +183,15 @@ def test_placeholder_files_on_the_control_node_are_named_before_any_connection(s
 
 
 def test_the_two_host_example_passes_the_preflight_of_every_role(sim):
-    """inventories/two-hosts (a server with its PostgreSQL and the front door, and a worker host; group_vars shared with
-    the example by a link), with the Vault values set: every role of site.yml accepts both hosts' input, and nothing
-    reaches a host."""
+    """inventories/two-hosts (a server with its PostgreSQL and the front door, and a worker host; the example's
+    group_vars files by links), with the Vault values set: every role of site.yml accepts both hosts' input, and
+    nothing reaches a host."""
     root = sim.root / "two-hosts-copy"
     shutil.copytree(REPO / "inventories", root, symlinks=True)
-    assert (root / "two-hosts" / "group_vars" / "all").is_symlink()
+    assert (root / "two-hosts" / "group_vars" / "all" / "prefect.yml").is_symlink()
     vault = {**SECRETS, "prefect_api_ca_cert": str(CA), "prefect_bundle_dir": str(sim.bundle),
              "python_installer_sha256": hashlib.sha256(INSTALLER).hexdigest(), "ansible_psrp_ca_cert": str(CA)}
-    (root / "example" / "group_vars" / "all" / "vault.yml").write_text(yaml.safe_dump(vault))
+    (root / "two-hosts" / "group_vars" / "all" / "vault.yml").write_text(yaml.safe_dump(vault))
     before = sim.state_path.read_bytes()
     roles = ["python", "prefect_venv", "postgresql", "nssm_services", "backup", "iis_proxy", "firewall"]
     proc = _run(sim, root / "two-hosts" / "hosts.yml", "preflight.yml", args=["-e", json.dumps({"preflight_roles": roles})])
