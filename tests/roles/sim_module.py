@@ -10,6 +10,17 @@ import json
 import os
 
 NAME = globals().get("NAME", "")
+
+
+def save_state(state, where):
+    """Atomic: another host's module may read this file at any moment (sim_verify.py's network), and a file truncated
+    by open(..., "w") and not written yet reads as invalid JSON."""
+    temporary = "%s.%d.tmp" % (where, os.getpid())
+    with open(temporary, "w") as handle:
+        json.dump(state, handle)
+    os.replace(temporary, where)
+
+
 args = _sim_args()
 path = os.environ["ENCLAVE_SIM_STATE"]
 host = json.load(open(path))
@@ -498,7 +509,7 @@ elif NAME == "win_powershell":
                 if host.get("interrupt_switch") == step:
                     host.pop("interrupt_switch")
                     out.update(failed=True, msg="simulated interruption after step " + step)
-                    json.dump(host, open(path, "w"))
+                    save_state(host, path)
                     break
     elif script == "venv_prune.ps1":
         pass
@@ -639,7 +650,7 @@ else:
     out.update(failed=True, msg="no stand-in for " + NAME)
 
 if not out.get("failed") or NAME != "win_powershell":
-    json.dump(host, open(path, "w"))
+    save_state(host, path)
 # AnsibleModule shows an option its spec marks no_log as VALUE_SPECIFIED_IN_NO_LOG_PARAMETER in `invocation`; the Prefect
 # plugins mark password and auth_string (plugins/module_utils/prefect_api.py common_argument_spec).
 if NAME in ("server_health", "work_pool", "work_pool_info", "flow_runs", "flow_run"):

@@ -24,7 +24,10 @@ def _operate_inject_failure():
         return
     state.pop("inject_failure")
     state.setdefault("injected", []).append(rule)
-    _json.dump(state, open(state_path, "w"))
+    temporary = "%s.%d.tmp" % (state_path, _os.getpid())
+    with open(temporary, "w") as handle:
+        _json.dump(state, handle)
+    _os.replace(temporary, state_path)
     print(_json.dumps({"failed": True, "changed": False, "msg": "injected failure of %s" % target}))
     _sys.exit(0)
 
