@@ -21,7 +21,9 @@ if (-not (Test-Path -LiteralPath $key)) {
 $params = Get-ItemProperty -LiteralPath $key
 $python = [string]$params.Application
 $directory = [string]$params.AppDirectory
-$environment = @($params.AppEnvironmentExtra)
+# As NSSM reads them: the lines as stored, each value expanded (%VAR%) when it starts the service
+# (playbooks/files/prefect_db_upgrade.ps1 does the same for the upgrade's migration).
+$environment = @((Get-Item -LiteralPath $key).GetValue('AppEnvironmentExtra', @(), 'DoNotExpandEnvironmentNames'))
 if (-not $PSCmdlet.ShouldProcess($python, 'prefect server database upgrade -y')) {
     $Ansible.Result = @{ plan = "$python -m prefect server database upgrade -y with the environment of $ServiceName"; output = '' }
     return
@@ -29,16 +31,19 @@ if (-not $PSCmdlet.ShouldProcess($python, 'prefect server database upgrade -y'))
 $saved = @{}
 $secrets = New-Object System.Collections.Generic.List[string]
 foreach ($entry in $environment) {
-    $name, $value = ([string]$entry).Split('=', 2)
+    $name, $written = ([string]$entry).Split('=', 2)
     if (-not $name) { continue }
+    $value = [Environment]::ExpandEnvironmentVariables("$written")
     $saved[$name] = [Environment]::GetEnvironmentVariable($name, 'Process')
     [Environment]::SetEnvironmentVariable($name, $value, 'Process')
-    if ($value -and $value.Length -ge 4) { $secrets.Add($value) }
-    # A URL's password also on its own, as written and decoded (an error message may quote either).
-    $url = [regex]::Match("$value", $SecretUrlPattern)
-    if ($url.Success -and $url.Groups[2].Value.Length -ge 4) {
-        $secrets.Add($url.Groups[2].Value)
-        $secrets.Add([Uri]::UnescapeDataString($url.Groups[2].Value))
+    foreach ($candidate in @($written, $value)) {
+        if ($candidate -and $candidate.Length -ge 4) { $secrets.Add($candidate) }
+        # A URL's password also on its own, as written and decoded (an error message may quote either).
+        $url = [regex]::Match("$candidate", $SecretUrlPattern)
+        if ($url.Success -and $url.Groups[2].Value.Length -ge 4) {
+            $secrets.Add($url.Groups[2].Value)
+            $secrets.Add([Uri]::UnescapeDataString($url.Groups[2].Value))
+        }
     }
 }
 $here = Get-Location
