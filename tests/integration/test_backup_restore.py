@@ -174,6 +174,7 @@ def test_restore_over_a_newer_schema_gives_back_exactly_the_dump(pg, pg_server):
         apply_backup_role(pg, BACKUP_PASSWORD)
     pg.superuser_sql(f"ALTER DATABASE {pg.db} SET work_mem = '8MB'")
     pg.superuser_sql(f"ALTER ROLE prefect_backup IN DATABASE {pg.db} SET statement_timeout = '1h'")
+    pg.superuser_sql(f"ALTER DATABASE {pg.db} SET search_path = \"$user\", public")
     pg.superuser_sql(f"REVOKE TEMPORARY ON DATABASE {pg.db} FROM PUBLIC")
     database_row = ("SELECT datacl::text, pg_encoding_to_char(encoding), datcollate, datctype, datconnlimit, "
                     "(SELECT string_agg(setrole::regrole::text || ':' || array_to_string(setconfig, ','), ';' ORDER BY setrole) "
@@ -210,6 +211,13 @@ def test_restore_over_a_newer_schema_gives_back_exactly_the_dump(pg, pg_server):
         assert pg_restore(pg, owner, damaged).returncode != 0
         assert schema(pg, pg.db) == migrated and aside_of(pg.db) not in databases(pg)
         assert row_counts(pg, pg.db)["enclave_newer"] == at_dump[1]["deployment"]
+
+        # A swap that stopped after closing the database to connections and before its rename (sessions that would
+        # not end): undo opens it again.
+        pg.superuser_sql(f"ALTER DATABASE {pg.db} ALLOW_CONNECTIONS false")
+        reopened = swap(pg, "undo")
+        assert reopened.returncode == 0 and "was not renamed and takes connections again" in reopened.stdout, reopened.stdout
+        assert pg.superuser_sql(f"SELECT datallowconn FROM pg_database WHERE datname = '{pg.db}'") == "t"
 
         # An aside name already taken (an interrupted restore): refused, nothing changed.
         pg.superuser_sql(f"CREATE DATABASE {aside_of(pg.db)}")

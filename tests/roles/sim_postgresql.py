@@ -1,4 +1,4 @@
-# modules: ansible.windows.win_template community.windows.win_lineinfile
+# modules: ansible.windows.win_template community.windows.win_lineinfile ansible.windows.win_regedit
 # Stand-ins of the postgresql role (simhost.py PARTS), behaving as the upstream sources do: the EDB installer as read in
 # EnterpriseDB/edb-installers (server/installer.xml.in, server/pgserver.xml.in, server/scripts/windows/initcluster.vbs),
 # ansible.windows 3.3.0 (win_package.ps1 registry provider, win_copy.ps1 Copy-File, win_service.ps1, plugins/action/
@@ -261,7 +261,15 @@ def pg_facts_script():
     svc = services.get(name)
     service = {"exists": False, "state": "", "account": "", "start_mode": ""}
     if svc is not None:
-        service = {"exists": True, "state": "Running" if svc.get("running") else "Stopped",
+        dependents, todo = [], [name]
+        while todo:
+            current = todo.pop()
+            for other, s in services.items():
+                if current in s.get("dependencies", []) and other not in dependents:
+                    dependents.append(other)
+                    todo.append(other)
+        service = {"dependents_running": [d for d in dependents if services[d].get("running")],
+                   "exists": True, "state": "Running" if svc.get("running") else "Stopped",
                    "account": svc.get("object_name", ""), "start_mode": svc.get("start_mode", "auto").capitalize()}
     out["result"] = {"installations": installations, "service": service, "ram_mb": int(host.get("ram_mb", 16384)),
                      "option_file_left": bool(args["parameters"].get("OptionFile")) and lookup(args["parameters"]["OptionFile"]) is not None}
@@ -442,6 +450,24 @@ def pg_win_service():
                 svc["password_sha"] = pg_sha(args.get("password") or "")
     state = args.get("state")
     problem = None
+    if state in ("stopped", "restarted") and svc.get("running"):
+        # Stop-Service / Restart-Service without -Force refuse a service whose dependents run (the local Prefect
+        # server); with -Force (force_dependent_services) they stop them first, every level down.
+        dependents, todo = [], [name]
+        while todo:
+            current = todo.pop()
+            for other, s in services.items():
+                if current in s.get("dependencies", []) and other not in dependents:
+                    dependents.append(other)
+                    todo.append(other)
+        running = [d for d in dependents if services[d].get("running")]
+        if running and not args.get("force_dependent_services"):
+            out.update(failed=True, msg="Cannot stop service '%s (%s)' because it has dependent services. It can only be "
+                                        "stopped if the Force flag is set." % (name, name))
+            return
+        if running and not CHECK:
+            for d in running:
+                services[d]["running"] = False
     if state == "started" and not svc.get("running"):
         out["changed"] = True
         problem = None if CHECK else pg_start(name)
@@ -572,6 +598,15 @@ def pg_win_package():
     if existing:
         # pgserver.xml.in "Existing install ... Ignore command line": datadir, service name and prefix come from the
         # registration; only the programs and Version change; the service is started again at the end.
+        # pgserver.xml.in: "Existing install, with serviceaccount. Ignore command line": the recorded account; for one
+        # other than NetworkService validateuser.exe checks servicepassword (the superpassword when none is given) and
+        # the install aborts on "Incorrect password".
+        recorded = existing.get("Service Account", "NT AUTHORITY\\NetworkService")
+        if recorded.lower().replace(" ", "") != "ntauthority\\networkservice":
+            wanted = options.get("servicepassword") or options.get("superpassword") or ""
+            if pg_sha(wanted) != services[existing["Service ID"]].get("password_sha"):
+                out.update(failed=True, rc=1, msg="validateuser.exe: Incorrect password for %s: the installation aborted" % recorded)
+                return
         existing["Version"] = version
         # pgserver.xml.in: the service is stopped, deleted and registered again (pg_ctl register) with the account the
         # installation recorded ('Service Account'), whatever logon account was set on it since.
@@ -629,7 +664,11 @@ def pg_win_package():
 
 
 def pg_installer_options_script():
-    """installer_options.ps1: the option file with a one-time superuser password made on the host (never returned)."""
+    """installer_options.ps1: the option file with a one-time superuser password made on the host (never returned); a
+    file left by an earlier run is kept."""
+    if lookup(args["parameters"]["Path"]) is not None:
+        out["result"] = {"kept": True}
+        return
     if CHECK:
         return
     one_time = "OneTime%08d" % (int(pg_sha(str(NOW) + args["parameters"]["Path"])[:8], 16) % 10 ** 8)
@@ -667,6 +706,21 @@ def pg_superuser_password_script():
     out.update(changed=True, result={"set": True, "one_time_refused": True})
 
 
+def pg_win_regedit():
+    """win_regedit.ps1 on EDB's registration (HKLM:\\SOFTWARE\\PostgreSQL\\Installations\\<id>): one string value set
+    when it differs; check mode reports only."""
+    key = args["path"].rstrip("\\").rsplit("\\", 1)[-1]
+    install = host.get("pg_installations", {}).get(key)
+    if install is None:
+        out.update(changed=True)  # win_regedit creates the key; nothing of the simulated installer reads it then
+        return
+    if install.get(args["name"]) != args.get("data"):
+        out["changed"] = True
+        if not CHECK:
+            install[args["name"]] = args.get("data")
+
+
+STANDINS["win_regedit"] = pg_win_regedit
 SCRIPTS["installer_options.ps1"] = pg_installer_options_script
 SCRIPTS["superuser_password.ps1"] = pg_superuser_password_script
 SCRIPTS["postgresql_facts.ps1"] = pg_facts_script

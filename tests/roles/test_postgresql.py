@@ -239,7 +239,7 @@ def test_installer_failure_still_deletes_the_option_file(tmp_path, ansible_env):
     sim.update(pg_installer_fails=True)
     data = sim.run(extra, playbook="postgresql.yml", expect_rc=2)[1]
     results = by_name(host_results(data))
-    assert results[INSTALL]["failed"] and results["Installer option file is gone when the install failed"]["changed"]
+    assert results[INSTALL]["failed"] and results["Installer option file is gone when the install failed before making a cluster"]["changed"]
     state = sim.state
     assert state["pg_option_files_seen"] and OPTIONS not in state["files"]
     assert "pg_installations" not in state or not state["pg_installations"]
@@ -376,6 +376,12 @@ def test_a_server_of_the_previous_release_moves_to_its_own_account(tmp_path, ans
     host, sim, extra, *_ = converged
     state = sim.state
     state["services"]["postgresql-x64-17"]["object_name"] = "NT AUTHORITY\\NetworkService"
+    # The all-in-one host's Prefect server depends on PostgreSQL, its worker on the server; both run: the stop must take
+    # them down with it (Stop-Service refuses otherwise) and they must run again afterwards.
+    state["services"]["PrefectServer"] = {"running": True, "dependencies": ["postgresql-x64-17"], "registry": {},
+                                          "object_name": ".\\svc_prefect"}
+    state["services"]["PrefectWorker"] = {"running": True, "dependencies": ["PrefectServer"], "registry": {},
+                                          "object_name": ".\\svc_prefect_worker"}
     for directory in (DATA, "d:\\postgresql\\17\\log"):
         state["dirs"][directory]["acl"] = {"S-1-5-18": "FullControl", "S-1-5-32-544": "FullControl", "S-1-5-20": "Modify"}
     copy = Sim(tmp_path, ansible_env, state)
@@ -387,6 +393,8 @@ def test_a_server_of_the_previous_release_moves_to_its_own_account(tmp_path, ans
     svc = after["services"]["postgresql-x64-17"]
     assert svc["running"] and svc["process_owner"] == "NT SERVICE\\postgresql-x64-17"
     assert "S-1-5-20" not in after["dirs"][DATA]["acl"], "NetworkService, shared with WinRM and others, keeps no access"
+    assert after["services"]["PrefectServer"]["running"] and after["services"]["PrefectWorker"]["running"]
+    assert "Services that depend on PostgreSQL run again" in changed
     assert _changed(copy.run(extra, playbook="postgresql.yml", limit=host)[1], host) == []
 
 
@@ -406,3 +414,39 @@ def test_a_custom_service_account_gets_its_password_through_the_service_manager(
     assert "SvcPg-Secret-4e1a" not in proc.stdout + proc.stderr
     refused = copy.run(dict(extra, postgresql_service_account=".\\svc_pg"), playbook="postgresql.yml", limit=host, expect_rc=2)
     assert "with postgresql_service_password" in refused[0].stdout
+
+
+@pytest.mark.parametrize("converged", [AIO], indirect=True)
+def test_an_update_of_a_server_installed_with_a_custom_account_goes_through(tmp_path, ansible_env, converged):
+    """0.1.0 installed with a custom account: the installer would take that account from its registration and validate
+    the option file's service password (the one-time superuser password) and abort. The role points the registration
+    at NetworkService first; the service then moves to its account again."""
+    host, sim, extra, *_ = converged
+    state = sim.state
+    state["pg_installations"]["postgresql-x64-17"].update({"Version": "17.4-1", "Service Account": ".\\svc_pg"})
+    state["accounts"]["svc_pg"] = {"sid": "S-1-5-21-1000-1077"}
+    state["services"]["postgresql-x64-17"].update(object_name=".\\svc_pg", password_sha=_sha("SvcPg-Secret-4e1a"))
+    copy = Sim(tmp_path, ansible_env, state)
+    more = dict(extra, postgresql_service_account=".\\svc_pg", postgresql_service_password="SvcPg-Secret-4e1a")
+    data = copy.run(more, playbook="postgresql.yml", limit=host)[1]
+    after = copy.state
+    assert after["pg_installations"]["postgresql-x64-17"]["Version"] == "17.6-1"
+    assert after["pg_installations"]["postgresql-x64-17"]["Service Account"] == "NT AUTHORITY\\NetworkService"
+    assert after["services"]["postgresql-x64-17"]["object_name"] == ".\\svc_pg" and after["services"]["postgresql-x64-17"]["running"]
+    assert "PostgreSQL registration names the installer's service account for the update in place" in _changed(data, host)
+
+
+@pytest.mark.parametrize("converged", [AIO], indirect=True)
+def test_an_install_that_failed_after_initdb_keeps_the_one_time_password_for_the_next_run(tmp_path, ansible_env, converged):
+    """The installer made the cluster (PG_VERSION) with the one-time password and failed later: the option file stays,
+    the next run keeps it (installer_options.ps1 does not make a new one) and sets the real password with it."""
+    host, sim, extra, *_ = converged
+    state = sim.state
+    state["pg"]["superuser_password_sha"] = _sha("OneTimeLeft00001")
+    state["files"][OPTIONS] = _sha("superpassword=OneTimeLeft00001\r\n")
+    state["texts"][OPTIONS] = "superpassword=OneTimeLeft00001\r\n"
+    copy = Sim(tmp_path, ansible_env, state)
+    copy.run(extra, playbook="postgresql.yml", limit=host)
+    after = copy.state
+    assert after["pg"]["superuser_password_sha"] == _sha(SECRETS["vault_postgresql_superuser_password"])
+    assert OPTIONS not in after["files"]

@@ -81,7 +81,7 @@ function Undo-Swap {
     if ($undo.ExitCode -eq 0) {
         return "$Database is the database from before the restore again"
     }
-    return "putting the database from before the restore back FAILED ($($undo.Said) $($undo.Error)): it is $Aside, rename it to $Database by hand"
+    return "putting the database from before the restore back FAILED ($($undo.Said) $($undo.Error)): if $Aside exists it is that database (rename it to $Database and ALTER DATABASE $Database ALLOW_CONNECTIONS true), else $Database is"
 }
 
 if ($Kind -eq 'sqlite') {
@@ -183,7 +183,9 @@ try {
     $connect = @('--host', $DbHost, '--port', "$Port", '--username', $Owner, '--dbname', $Database)
     $swap = Invoke-SwapSql -Step 'swap'
     if ($swap.ExitCode -ne 0) {
-        $after = if ($swap.Said -like 'REFUSED *') { 'nothing was changed' } else { Undo-Swap }
+        # psql's exit 2: no connection (nothing ran); a refusal changes nothing either. Otherwise the swap stopped part
+        # way: put the database from before back.
+        $after = if ($swap.ExitCode -eq 2 -or $swap.Said -like 'REFUSED *') { 'nothing was changed' } else { Undo-Swap }
         Write-BackupLog "prefect-restore FAILED postgresql from=$(Split-Path -Leaf $BackupPath) swap: $($swap.Said)"
         $Ansible.Failed = $true
         $Ansible.Result = @{ error = "the empty database could not be made (exit $($swap.ExitCode)): $($swap.Said) $($swap.Error); $after"; restored = $false }

@@ -63,26 +63,34 @@ SELECT set_config('enclave.target', :'database', false) IS NULL AS unused \gset
                 CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
     FROM pg_database d CROSS JOIN LATERAL aclexplode(d.datacl) AS a
    WHERE d.datname = :'aside' \gexec
-  -- Settings of the database, and of roles in it.
-  SELECT CASE WHEN s.setrole = 0 THEN format('ALTER DATABASE %I SET %I TO %L', :'database', split_part(c, '=', 1),
-                                             substr(c, strpos(c, '=') + 1))
-              ELSE format('ALTER ROLE %I IN DATABASE %I SET %I TO %L', pg_get_userbyid(s.setrole), :'database',
-                          split_part(c, '=', 1), substr(c, strpos(c, '=') + 1)) END
+  -- Settings of the database, and of roles in it. A list value is kept as written (search_path = "$user", public is
+  -- stored as `"$user", public`); any other value as one literal.
+  SELECT CASE WHEN s.setrole = 0 THEN format('ALTER DATABASE %I SET %I TO %s', :'database', split_part(c, '=', 1), v)
+              ELSE format('ALTER ROLE %I IN DATABASE %I SET %I TO %s', pg_get_userbyid(s.setrole), :'database',
+                          split_part(c, '=', 1), v) END
     FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase CROSS JOIN LATERAL unnest(s.setconfig) AS c
+         CROSS JOIN LATERAL (SELECT CASE WHEN substr(c, strpos(c, '=') + 1) ~ ','
+                                         THEN substr(c, strpos(c, '=') + 1)
+                                         ELSE quote_literal(substr(c, strpos(c, '=') + 1)) END AS v) AS value
    WHERE d.datname = :'aside' \gexec
   \echo OK swap :database renamed to :aside and created empty
 \elif :is_undo
   \if :has_aside
+    \if :has_database
+      DROP DATABASE :"database" WITH (FORCE);
+    \endif
+    ALTER DATABASE :"aside" RENAME TO :"database";
+    ALTER DATABASE :"database" ALLOW_CONNECTIONS true;
+    \echo OK undo :database is the database from before the restore again
+  \elif :has_database
+    -- The swap stopped before its rename (sessions that would not end): the database is still the one from before,
+    -- closed to connections by the swap's first step.
+    ALTER DATABASE :"database" ALLOW_CONNECTIONS true;
+    \echo OK undo :database was not renamed and takes connections again
   \else
-    \echo REFUSED database :aside does not exist: nothing to put back, :database left as it is
+    \echo REFUSED neither :database nor :aside exists: restore the backup by hand
     :refuse
   \endif
-  \if :has_database
-    DROP DATABASE :"database" WITH (FORCE);
-  \endif
-  ALTER DATABASE :"aside" RENAME TO :"database";
-  ALTER DATABASE :"database" ALLOW_CONNECTIONS true;
-  \echo OK undo :database is the database from before the restore again
 \elif :is_drop
   \if :has_database
   \else

@@ -10,6 +10,12 @@ param (
 
 $ErrorActionPreference = 'Stop'
 $Ansible.Changed = $false
+# A file left by an earlier run is kept: that run's install may have made the cluster with its password (the
+# installer can fail after initdb, and the next install then skips initdb), which superuser_password.ps1 still needs.
+if (Test-Path -LiteralPath $Path -PathType Leaf) {
+    $Ansible.Result = @{ kept = $true }
+    return
+}
 if (-not $PSCmdlet.ShouldProcess($Path, 'write the installer option file with a one-time superuser password')) {
     return
 }

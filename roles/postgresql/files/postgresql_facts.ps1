@@ -31,10 +31,15 @@ if (Test-Path -LiteralPath $root) {
     }
 }
 
-$service = @{ exists = $false; state = ''; account = ''; start_mode = '' }
+$service = @{ exists = $false; state = ''; account = ''; start_mode = ''; dependents_running = @() }
 $cim = Get-CimInstance -ClassName Win32_Service -Filter "Name='$($ServiceName -replace "'", "''")'"
 if ($cim) {
-    $service = @{ exists = $true; state = [string]$cim.State; account = [string]$cim.StartName; start_mode = [string]$cim.StartMode }
+    # The services that depend on PostgreSQL, directly or not (the Prefect server on an all-in-one host, its workers),
+    # that run now: a stop of PostgreSQL stops them too (-Force), and the role starts them again afterwards.
+    $dependents = @((Get-Service -Name $ServiceName).DependentServices | Where-Object { $_.Status -eq 'Running' } |
+        ForEach-Object { $_.Name })
+    $service = @{ exists = $true; state = [string]$cim.State; account = [string]$cim.StartName; start_mode = [string]$cim.StartMode
+        dependents_running = $dependents }
 }
 
 $memory = (Get-CimInstance -ClassName Win32_ComputerSystem).TotalPhysicalMemory

@@ -56,6 +56,7 @@ $sql = @'
 \getenv password ENCLAVE_SUPERUSER_PASSWORD
 SET log_statement = 'none';
 SET log_min_error_statement = 'panic';
+SET log_min_duration_statement = -1;
 SELECT format('ALTER ROLE %I PASSWORD %L', current_user, :'password') \gexec
 '@
 $set = Invoke-Psql -Password $oneTime -Sql $sql -Environment @{ ENCLAVE_SUPERUSER_PASSWORD = $SuperuserPassword }
