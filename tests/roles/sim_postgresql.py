@@ -720,6 +720,18 @@ def pg_win_regedit():
             install[args["name"]] = args.get("data")
 
 
+def pg_acl_reset_script():
+    """postgresql_acl_reset.ps1: icacls /reset /T on everything inside each directory, /setowner Administrators
+    (files have no ACLs in this simulation: the call is recorded for the tests)."""
+    if CHECK:
+        out["changed"] = True
+        return
+    done = [d for d in args["parameters"]["Directories"] if d.lower() in dirs]
+    host.setdefault("pg_acl_resets", []).append(done)
+    out.update(changed=bool(done), result={"reset": done})
+
+
+SCRIPTS["postgresql_acl_reset.ps1"] = pg_acl_reset_script
 STANDINS["win_regedit"] = pg_win_regedit
 SCRIPTS["installer_options.ps1"] = pg_installer_options_script
 SCRIPTS["superuser_password.ps1"] = pg_superuser_password_script

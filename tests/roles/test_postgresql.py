@@ -395,6 +395,11 @@ def test_a_server_of_the_previous_release_moves_to_its_own_account(tmp_path, ans
     assert "S-1-5-20" not in after["dirs"][DATA]["acl"], "NetworkService, shared with WinRM and others, keeps no access"
     assert after["services"]["PrefectServer"]["running"] and after["services"]["PrefectWorker"]["running"]
     assert "Services that depend on PostgreSQL run again" in changed
+    # The files inside lose the rules initcluster.vbs put on each and NetworkService's ownership, while it is stopped.
+    assert after["pg_acl_resets"][-1] == ["D:\\PostgreSQL\\17\\data", "D:\\PostgreSQL\\17\\log"]
+    assert changed.index("PostgreSQL service logs on as its account") < changed.index(
+        "Files in the data and log directories inherit the directories' rules and are owned by Administrators") < \
+        changed.index("PostgreSQL service runs and starts with Windows")
     assert _changed(copy.run(extra, playbook="postgresql.yml", limit=host)[1], host) == []
 
 
