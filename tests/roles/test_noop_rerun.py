@@ -125,8 +125,11 @@ def test_host_state_after_the_first_run(runs):
     assert dirs["c:\\prefect\\flows"]["acl"] == {sids["svc_prefect_worker"]: "Modify"}
     assert worker["registry"]["AppStdout"] == "C:\\Prefect\\logs\\workers\\PrefectWorker.out.log"
     # The backup task runs as its own account (pg_dump on this database host), not as a Prefect service's.
+    # PostgreSQL's virtual account (NT SERVICE\postgresql-x64-17, S-1-5-80-...) holds it by name too.
     service_sids = [sids["svc_prefect"], sids["svc_prefect_worker"]]
-    assert sorted(state["rights"]["SeServiceLogonRight"]) == sorted(service_sids)
+    virtual = [sid for sid in state["rights"]["SeServiceLogonRight"] if sid.startswith("S-1-5-80-")]
+    assert len(virtual) == 1 and state["dirs"]["d:\\postgresql\\17\\data"]["acl"][virtual[0]] == "Modify"
+    assert sorted(state["rights"]["SeServiceLogonRight"]) == sorted(service_sids + virtual)
     for right in ["SeDenyInteractiveLogonRight", "SeDenyRemoteInteractiveLogonRight", "SeDenyNetworkLogonRight"]:
         assert sorted(state["rights"][right]) == sorted(sids.values()), right
     task = state["tasks"]["\\enclave.prefect\\prefectdatabasebackup"]
