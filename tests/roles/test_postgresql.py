@@ -352,16 +352,20 @@ def test_an_encrypted_server_key_is_refused_before_any_host(tmp_path, ansible_en
     assert sim.state_path.read_text() == before, "a task reached the host"
 
 
+def _option_file_left(state: dict, one_time: str) -> dict:
+    """A host where an install left its option file: the cluster's superuser has that one-time password."""
+    state["pg"]["superuser_password_sha"] = _sha(one_time)
+    state["files"][OPTIONS] = _sha(f"superpassword={one_time}\r\n")
+    state["texts"][OPTIONS] = f"superpassword={one_time}\r\n"
+    return state
+
+
 @pytest.mark.parametrize("converged", [AIO], indirect=True)
 def test_a_run_stopped_after_the_install_is_finished_by_the_next(tmp_path, ansible_env, converged):
     """The install went through but the run stopped before the real superuser password was set: the option file with
     the one-time password is still there, and the next run sets the password and removes it."""
     host, sim, extra, *_ = converged
-    state = sim.state
-    state["pg"]["superuser_password_sha"] = _sha("OneTime12345678")
-    state["files"][OPTIONS] = _sha("superpassword=OneTime12345678\r\n")
-    state["texts"][OPTIONS] = "superpassword=OneTime12345678\r\n"
-    copy = Sim(tmp_path, ansible_env, state)
+    copy = Sim(tmp_path, ansible_env, _option_file_left(sim.state, "OneTime12345678"))
     data = copy.run(extra, playbook="postgresql.yml")[1]
     assert SUPERUSER in _changed(data, host)
     after = copy.state
@@ -446,12 +450,15 @@ def test_an_install_that_failed_after_initdb_keeps_the_one_time_password_for_the
     """The installer made the cluster (PG_VERSION) with the one-time password and failed later: the option file stays,
     the next run keeps it (installer_options.ps1 does not make a new one) and sets the real password with it."""
     host, sim, extra, *_ = converged
-    state = sim.state
-    state["pg"]["superuser_password_sha"] = _sha("OneTimeLeft00001")
-    state["files"][OPTIONS] = _sha("superpassword=OneTimeLeft00001\r\n")
-    state["texts"][OPTIONS] = "superpassword=OneTimeLeft00001\r\n"
+    state = _option_file_left(sim.state, "OneTimeLeft00001")
+    # No registration and no service: the installer runs again (the role's check finds no release installed).
+    state.pop("pg_installations")
+    state["services"].pop("postgresql-x64-17")
+    state["uninstall_keys"].pop("PostgreSQL 17", None)
     copy = Sim(tmp_path, ansible_env, state)
-    copy.run(extra, playbook="postgresql.yml", limit=host)
+    data = copy.run(extra, playbook="postgresql.yml", limit=host)[1]
+    kept = by_name(host_results(data, host))["Installer option file holds a one-time superuser password made on the host"]
+    assert kept["result"] == {"kept": True}, kept
     after = copy.state
     assert after["pg"]["superuser_password_sha"] == _sha(SECRETS["vault_postgresql_superuser_password"])
     assert OPTIONS not in after["files"]
