@@ -314,22 +314,53 @@ def bk_backup_restore():
 
 
 def bk_database_upgrade():
+    """database_upgrade.ps1, the one script of the restore and the upgrade's migration: not an NSSM service -> error;
+    check mode -> the plan; a running server refused; else the database migrated (host["database"]["migrations"]
+    counts runs; a SQLite file changes in place) and Prefect's output (host["migration_output"], e.g. an error
+    quoting the database URL) returned with every value of the service environment (NSSM AppEnvironmentExtra) masked,
+    a URL's password on its own too (as written and decoded), longest first, as the script does;
+    host["migration_exit_code"] makes Prefect fail."""
     params = args["parameters"]
-    if params["ServiceName"] not in services:
-        out["result"] = {"error": "%s is not an NSSM service on this host" % params["ServiceName"], "output": ""}
+    name = params["ServiceName"]
+    if name not in services:
+        out.update(failed=True, result={"error": "%s is not an NSSM service on this host" % name, "output": ""})
         return
     if CHECK:
-        out["result"] = {"plan": "prefect server database upgrade -y", "output": ""}
+        out.update(changed=True, result={"plan": "prefect server database upgrade -y", "output": ""})
+        return
+    if services[name].get("running"):
+        out.update(failed=True, result={"error": "%s is Running: migrations run only with the server stopped" % name,
+                                        "output": ""})
         return
     host.setdefault("events", []).append(["upgrade", NOW, bk_running()])
-    out.update(changed=True, result={"exit_code": 0, "output": "Migrations succeeded!", "python": "python.exe"})
+    db = host.setdefault("database", {})
+    db["migrations"] = db.get("migrations", 0) + 1
+    sqlite = "c:\\prefect\\data\\prefect.db"
+    if sqlite in files:
+        files[sqlite] = "migrated-%d" % db["migrations"]
+    output = host.get("migration_output", "Migrations succeeded!")
+    secrets = []
+    for value in services[name].get("environment", {}).values():
+        secrets.append(value)
+        url = re.search(params["SecretUrlPattern"], value)
+        if url:
+            secrets += [url.group(2), unquote(url.group(2))]
+    for value in sorted(secrets, key=len, reverse=True):
+        if len(value) >= 4:
+            output = output.replace(value, "***")
+    code = host.get("migration_exit_code", 0)
+    out.update(changed=not code, failed=bool(code), result={"exit_code": code, "output": output, "python": "python.exe"})
+    if code:
+        out["result"]["error"] = "prefect server database upgrade -y failed (%d): %s" % (code, output)
 
 
 import re  # noqa: E402  (the body imports only what it uses itself)
+from urllib.parse import unquote  # noqa: E402
 
 STANDINS["win_scheduled_task"] = win_scheduled_task
 SCRIPTS["backup_setup.ps1"] = bk_backup_setup
 SCRIPTS["pg_backup_role.ps1"] = bk_pg_backup_role
 SCRIPTS["backup_run.ps1"] = bk_backup_run
 SCRIPTS["backup_restore.ps1"] = bk_backup_restore
-SCRIPTS["database_upgrade.ps1"] = bk_database_upgrade
+# The restore calls it from the role, the upgrade from the playbook directory.
+SCRIPTS["database_upgrade.ps1"] = SCRIPTS["../roles/backup/files/database_upgrade.ps1"] = bk_database_upgrade

@@ -4,8 +4,6 @@
 # the database is host["database"] ({"migrated_to": version}). A failure can be injected into one call:
 # host["inject_failure"] = {"target": <module name or win_powershell path>, "match": <text in its arguments>}; the call
 # fails as the real one would on an error, and the injection is used up.
-import re as _re  # noqa: E402
-from urllib.parse import unquote as _unquote  # noqa: E402
 
 
 def _operate_inject_failure():
@@ -212,42 +210,6 @@ def operate_upgrade_preflight():
                      "backup_file": "", "backup_age_hours": -1}
 
 
-def operate_db_upgrade():
-    # prefect_db_upgrade.ps1: refuses a running server; migrates the database to the venv's release.
-    name = args["parameters"]["Service"]
-    if CHECK:
-        out["changed"] = True
-        return
-    if services.get(name, {}).get("running"):
-        out.update(failed=True, msg="Service '%s' is Running: migrations run only with the server stopped." % name)
-        return
-    out["changed"] = True
-    if not CHECK:
-        db = host.setdefault("database", {})
-        db["migrations"] = db.get("migrations", 0) + 1
-        # The schema changes in place: the SQLite file is no longer the one backed up.
-        sqlite = "c:\\prefect\\data\\prefect.db"
-        if sqlite in files:
-            files[sqlite] = "migrated-%d" % db["migrations"]
-    # What Prefect printed (host["migration_output"], e.g. an error quoting the database URL), with every value of the
-    # service environment (NSSM AppEnvironmentExtra) masked, longest first, as the script does.
-    output = host.get("migration_output", "Migrating database\nMigration complete")
-    secrets = []
-    for value in services.get(name, {}).get("environment", {}).values():
-        secrets.append(value)
-        # A URL's password on its own too, as written and decoded ([Uri]::UnescapeDataString).
-        url = _re.search(args["parameters"]["SecretUrlPattern"], value)
-        if url:
-            secrets += [url.group(2), _unquote(url.group(2))]
-    for value in sorted(secrets, key=len, reverse=True):
-        if len(value) >= 4:
-            output = output.replace(value, "***")
-    if host.get("migration_exit_code"):
-        out.update(failed=True, msg="prefect server database upgrade -y failed (%d): %s" % (host["migration_exit_code"], output))
-        return
-    out["result"] = {"output": output}
-
-
 def operate_smoke_deploy():
     if CHECK:
         out["changed"] = True
@@ -271,5 +233,5 @@ def operate_diagnose():
 STANDINS.update(work_pool=operate_work_pool, work_pool_info=operate_work_pool_info, flow_runs=operate_flow_runs,
                 flow_run=operate_flow_run, win_find=operate_win_find, win_file=operate_win_file, win_copy=operate_win_copy)
 SCRIPTS.update({"venv_remove.ps1": operate_venv_remove, "nssm_log_prune.ps1": operate_log_prune,
-                "files/upgrade_preflight.ps1": operate_upgrade_preflight, "files/prefect_db_upgrade.ps1": operate_db_upgrade,
+                "files/upgrade_preflight.ps1": operate_upgrade_preflight,
                 "files/smoke_deploy.ps1": operate_smoke_deploy, "files/diagnose.ps1": operate_diagnose})

@@ -93,8 +93,8 @@ def test_upgrade_switches_migrates_once_and_restores_the_pools(converged, tmp_pa
 
 
 def test_migration_output_masks_the_service_environment(converged, tmp_path, ansible_env):
-    """prefect_db_upgrade.ps1 masks every value of the server's NSSM environment in the output it returns (as
-    roles/backup/files/database_upgrade.ps1 does): here Prefect's output quotes the database URL."""
+    """database_upgrade.ps1 masks every value of the server's NSSM environment in the output it returns (the
+    restore runs the same script): here Prefect's output quotes the database URL."""
     url = "postgresql+asyncpg://prefect:Db-Secret-0a7f@db01:5432/prefect"
     # A proxy URL's password, URL-encoded in the environment, quoted decoded by an error message.
     proxy = "http://svc_proxy:Px%40Secret-9d2c@proxy01:8080"
@@ -120,7 +120,7 @@ FAILURES = [
     ("venv switched", {"target": "venv_switch.ps1", "match": "Target"}, False),
     # Right after the junction moved: the role's next task fails, the junction must still go back.
     ("venv switched", {"target": "venv_prune.ps1", "match": "Root"}, False),
-    ("database migrated", {"target": "files/prefect_db_upgrade.ps1", "match": "Service"}, True),
+    ("database migrated", {"target": "../roles/backup/files/database_upgrade.ps1", "match": "ServiceName"}, True),
     ("servers started", {"target": "server_health", "match": "api_url"}, True),
     ("pools unpaused", {"target": "work_pool", "match": '"paused": false'}, True),
 ]
@@ -264,7 +264,7 @@ def test_an_external_database_needs_its_backup_named_and_is_not_restored_by_the_
     proc, _ = sim.run(extra, playbook="upgrade.yml", expect_rc=2)
     assert "this playbook cannot back it up or restore it" in proc.stdout and _host_state(sim) == before
     old = sim.state["junctions"][LINK]
-    sim.update(inject_failure={"target": "files/prefect_db_upgrade.ps1", "match": "Service"})
+    sim.update(inject_failure={"target": "../roles/backup/files/database_upgrade.ps1", "match": "ServiceName"})
     proc, data = sim.run(dict(extra, upgrade_external_backup="dba snapshot prefect-2026-12-06"), playbook="upgrade.yml",
                          expect_rc=2)
     assert "named by the operator: dba snapshot prefect-2026-12-06" in proc.stdout

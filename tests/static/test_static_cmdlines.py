@@ -30,12 +30,15 @@ def test_the_listing_covers_every_program_the_data_layer_starts(found):
     text = "\n".join(listing)
     for where in ("pg_backup_role.ps1", "backup_restore.ps1", "database_upgrade.ps1", "prefect_objects.ps1",
                   "postgresql_reload.ps1", "superuser_password.ps1", "nssm_settings.ps1", "venv_build.ps1",
-                  "venv_switch.ps1", "prefect_db_upgrade.ps1", "smoke_deploy.ps1", "PostgreSQL is installed silently",
+                  "venv_switch.ps1", "smoke_deploy.ps1", "PostgreSQL is installed silently",
                   "Python is installed for all users", "scheduled task action"):
         assert where in text, where
     # The restore's psql as the superuser: its names are on the command line, its password is not.
     swap = [line for line in listing if "backup_restore.ps1" in line and "ProcessStartInfo" in line]
     assert swap and all("superuserpassword" not in line and "database" in line for line in swap), swap
+    # One migration script for the restore and the upgrade: both tasks start Prefect through the same file.
+    migrate = {line.split(":", 1)[0] for line in listing if "database_upgrade.ps1:" in line}
+    assert {Path(m).name for m in migrate} == {"restore_upgrade.yml", "upgrade_migrate.yml"}, migrate
 
 
 SCRIPT = r"""

@@ -1,8 +1,10 @@
-# `prefect server database upgrade -y` with exactly the server service's program and environment (playbooks/restore.yml,
-# with the server stopped): the python NSSM starts and the variables NSSM gives it (the database URL among them) are
-# read from the service's Parameters key and set in this process only, never on a command line. The output is
-# returned with every value of those variables masked. Prefect's output does not say whether a migration ran, so a
-# run reports changed.
+# `prefect server database upgrade -y` with exactly the server service's program, directory and environment: the one
+# implementation for the restore (roles/backup/tasks/restore_upgrade.yml) and the upgrade's migration
+# (playbooks/tasks/upgrade_migrate.yml). The python NSSM starts and the variables NSSM gives it (the database URL among
+# them) are read from the service's Parameters key, expanded (%VAR%) as NSSM expands them, and set in this process only,
+# never on a command line. The output is returned with every value of those variables masked. Prefect has no lock
+# around its migrations: run on one host, with every server stopped (a running one is refused). Prefect's output does
+# not say whether a migration ran, so a run reports changed.
 [CmdletBinding(SupportsShouldProcess)]
 param (
     [Parameter(Mandatory)][string]$ServiceName,
@@ -21,11 +23,18 @@ if (-not (Test-Path -LiteralPath $key)) {
 $params = Get-ItemProperty -LiteralPath $key
 $python = [string]$params.Application
 $directory = [string]$params.AppDirectory
-# As NSSM reads them: the lines as stored, each value expanded (%VAR%) when it starts the service
-# (playbooks/files/prefect_db_upgrade.ps1 does the same for the upgrade's migration).
+# The lines as stored (NSSM expands them when it starts the service, so this does too, below).
 $environment = @((Get-Item -LiteralPath $key).GetValue('AppEnvironmentExtra', @(), 'DoNotExpandEnvironmentNames'))
 if (-not $PSCmdlet.ShouldProcess($python, 'prefect server database upgrade -y')) {
+    # Check mode: the servers the run would have stopped may still run, so only the plan is reported.
+    $Ansible.Changed = $true
     $Ansible.Result = @{ plan = "$python -m prefect server database upgrade -y with the environment of $ServiceName"; output = '' }
+    return
+}
+$service = Get-Service -Name $ServiceName -ErrorAction SilentlyContinue
+if ($service -and $service.Status -ne 'Stopped') {
+    $Ansible.Failed = $true
+    $Ansible.Result = @{ error = "$ServiceName is $($service.Status): migrations run only with the server stopped"; output = '' }
     return
 }
 $saved = @{}
@@ -46,6 +55,11 @@ foreach ($entry in $environment) {
         }
     }
 }
+# No usage report leaves the host from a one-off command.
+if (-not $saved.ContainsKey('PREFECT_SERVER_ANALYTICS_ENABLED')) {
+    $saved['PREFECT_SERVER_ANALYTICS_ENABLED'] = $env:PREFECT_SERVER_ANALYTICS_ENABLED
+}
+$env:PREFECT_SERVER_ANALYTICS_ENABLED = 'false'
 $here = Get-Location
 try {
     if ($directory) { Set-Location -LiteralPath $directory }
@@ -63,3 +77,6 @@ foreach ($secret in @($secrets | Sort-Object -Property Length -Descending)) { $o
 $Ansible.Changed = $exitCode -eq 0
 $Ansible.Failed = $exitCode -ne 0
 $Ansible.Result = @{ exit_code = $exitCode; output = $output; python = $python }
+if ($exitCode -ne 0) {
+    $Ansible.Result.error = "prefect server database upgrade -y failed ($exitCode): $output"
+}
