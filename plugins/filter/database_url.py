@@ -234,6 +234,12 @@ ENFORCED_SETTINGS = {
 }
 
 
+def drill_database(database):
+    """The scratch database of the backup role's drills: the Prefect database's name, cut so that the whole name stays
+    within PostgreSQL's 63 bytes, with _drill (never the Prefect database's own name: one that ends so is refused)."""
+    return str(database)[:40] + "_drill"
+
+
 def postgresql_plan(cfg):
     """Settings for the role's configuration file, pg_hba.conf entries and input errors."""
     host = cfg["host"]
@@ -257,6 +263,9 @@ def postgresql_plan(cfg):
     hba.append({"type": "host", "database": database, "user": user, "address": "127.0.0.1/32", "method": method})
     if cfg.get("backup_user"):
         hba.append({"type": "host", "database": database, "user": cfg["backup_user"], "address": "127.0.0.1/32", "method": method})
+        # Its drills' scratch database (roles/backup backup_drill.sql: made, restored into, counted and dropped by it).
+        hba.append({"type": "host", "database": drill_database(database), "user": cfg["backup_user"], "address": "127.0.0.1/32",
+                    "method": method})
     clients = [str(s.get("address")) + "/32" for s in servers if s["name"] != host and _ipv4(s.get("address"))]
     clients += [str(c) for c in cfg.get("extra_client_cidrs") or []]
     for address in sorted(set(clients), key=clients.index):
@@ -310,4 +319,4 @@ def postgresql_conf_value(value) -> str:
 class FilterModule:
     def filters(self):
         return {"database_url": database_url, "postgresql_plan": postgresql_plan,
-                "postgresql_conf_value": postgresql_conf_value}
+                "postgresql_conf_value": postgresql_conf_value, "drill_database": drill_database}

@@ -3,9 +3,12 @@
 options (roles/backup/vars/main.yml), files/restore_swap.sql through psql as the superuser."""
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import re
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -15,6 +18,11 @@ from servers import REPO
 
 ROLE = REPO / "roles" / "backup"
 VARS = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
+# The filter the roles name the drill's scratch database with (plugins/filter/database_url.py), loaded from its file.
+_SPEC = importlib.util.spec_from_file_location("enclave_database_url", REPO / "plugins" / "filter" / "database_url.py")
+_FILTERS = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(_FILTERS)
+drill_database = _FILTERS.drill_database
 
 
 class Pg:
@@ -62,6 +70,77 @@ def pg_dump(pg: Pg, passfile: Path | None, dest: Path):
         pg.run("pg_dump", *VARS["backup_pg_dump_args"], *pg.connect("prefect_backup", pg.db), "--file", str(dest),
                env={"PGPASSFILE": str(passfile)})
     pg.run("pg_restore", "--list", str(dest))  # the scheduled script's read-back
+
+
+def snapshot_dump(pg: Pg, passfile: Path, dest: Path, meanwhile=None) -> dict:
+    """The scheduled backup as files/prefect_backup.ps1 runs it: psql -f backup_snapshot.sql -f - as the backup login
+    stays open on stdin, its output file (the snapshot's name, the counts, "ready") is polled, pg_dump dumps that
+    snapshot, COMMIT goes on stdin; the counts file <dump>.json is written as the script writes it. meanwhile() runs
+    after the snapshot was taken and before pg_dump (writes the dump must not hold). Returns the counts file's JSON."""
+    out = dest.parent / (dest.name + ".snapshot")
+    cmd = [str(pg.cluster.bin_dir / "psql"), "-X", "-q", "-t", "-A", "-w", *pg.connect("prefect_backup", pg.db), "-v",
+           f"out={out}", "-f", str(ROLE / "files" / "backup_snapshot.sql"), "-f", "-"]
+    if os.geteuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--", "env", f"PGPASSFILE={passfile}", *cmd]
+    session = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PGPASSFILE": str(passfile)})
+    try:
+        deadline = time.monotonic() + 60
+        while not (out.exists() and "ready" in out.read_text().splitlines()):
+            assert session.poll() is None, f"psql ended ({session.returncode}): {session.stderr.read()}"
+            assert time.monotonic() < deadline, "no snapshot within 60 s"
+            time.sleep(0.1)
+        snapshot, counts = out.read_text().splitlines()[:2]
+        if meanwhile:
+            meanwhile()
+        pg.run("pg_dump", *VARS["backup_pg_dump_args"], f"--snapshot={snapshot}", *pg.connect("prefect_backup", pg.db),
+               "--file", str(dest), env={"PGPASSFILE": str(passfile)})
+        stdout, stderr = session.communicate("COMMIT;\n", timeout=60)
+        assert session.returncode == 0, stderr
+    finally:
+        if session.poll() is None:
+            session.kill()
+        out.unlink(missing_ok=True)
+    pg.run("pg_restore", "--list", str(dest))
+    manifest = {"file": dest.name, "database": pg.db, "snapshot": snapshot, "tables": json.loads(counts)}
+    Path(f"{dest}.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+def drill(pg: Pg, passfile: Path, dump: Path) -> dict:
+    """A drill as files/prefect_backup.ps1 runs it, as the backup login: backup_drill.sql create (connected to the
+    Prefect database), pg_restore with the role's drill options into the scratch database, check with the counts file
+    in DRILL_EXPECTED, drop. Returns the record the script writes (without its time)."""
+    scratch = drill_database(pg.db)
+    env = {"PGPASSFILE": str(passfile)}
+
+    def step(action, database, more=None):
+        return pg.run("psql", "-X", "-q", "-t", "-A", "-w", *pg.connect("prefect_backup", database), "--set", f"action={action}",
+                      "--set", f"scratch={scratch}", "--file", str(ROLE / "files" / "backup_drill.sql"), env={**env, **(more or {})},
+                      check=False)
+
+    record = {"file": dump.name, "ok": False, "tables": 0, "rows": 0, "mismatches": [], "message": ""}
+    created = step("create", pg.db)
+    try:
+        if created.returncode != 0:
+            record["message"] = f"the scratch database could not be made (exit {created.returncode}): {created.stdout}{created.stderr}"
+            return record
+        restored = pg.run("pg_restore", *VARS["backup_pg_drill_restore_args"], *pg.connect("prefect_backup", scratch), str(dump),
+                          env=env, check=False)
+        if restored.returncode != 0:
+            record["message"] = f"pg_restore into the scratch database failed (exit {restored.returncode}): {restored.stderr}"
+            return record
+        checked = step("check", scratch, {"DRILL_EXPECTED": Path(f"{dump}.json").read_text()})
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        lines = checked.stdout.splitlines()
+        record["mismatches"] = [line[9:] for line in lines if line.startswith("MISMATCH ")]
+        total = re.fullmatch(r"TABLES (\d+) ROWS (\d+)", [line for line in lines if line.startswith("TABLES ")][-1])
+        record.update(tables=int(total.group(1)), rows=int(total.group(2)), ok=not record["mismatches"])
+        return record
+    finally:
+        if created.returncode == 0:
+            dropped = step("drop", pg.db)
+            assert dropped.returncode == 0 and "OK drop" in dropped.stdout, dropped.stdout + dropped.stderr
 
 
 SWAP_SQL = (ROLE / "files" / "restore_swap.sql").read_text()

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pgtools import ROLE, VARS, Pg, aside_of, databases, make_pg, pg_dump, pg_restore, restore_and_keep, row_counts, schema, swap
+from pgtools import (ROLE, VARS, Pg, aside_of, databases, drill, drill_database, make_pg, pg_dump, pg_restore, restore_and_keep, row_counts, schema,
+                     snapshot_dump, swap)
 from servers import PrefectServer, clean_env, prefect_bin
 
 SCRIPT = ROLE / "files" / "prefect_sqlite_backup.py"
@@ -96,7 +97,8 @@ def test_backup_login_sql_is_idempotent_and_least_privileged(pg):
     apply_backup_role(pg, BACKUP_PASSWORD)
     second = pg.superuser_sql("SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls, rolinherit, "
                               "rolpassword FROM pg_authid WHERE rolname = 'prefect_backup'")
-    assert first.split("|")[:7] == ["prefect_backup", "f", "f", "f", "f", "f", "t"] and second.split("|")[:7] == first.split("|")[:7]
+    # Creates databases (a drill's scratch copy), nothing more.
+    assert first.split("|")[:7] == ["prefect_backup", "f", "f", "t", "f", "f", "t"] and second.split("|")[:7] == first.split("|")[:7]
     assert first.split("|")[7].startswith("SCRAM-SHA-256$")
     check = login_check(pg, passfile)
     assert check.returncode == 0 and check.stdout.strip() == "t", check.stdout + check.stderr
@@ -104,6 +106,12 @@ def test_backup_login_sql_is_idempotent_and_least_privileged(pg):
     denied = pg.run("psql", "-X", "-w", "-q", *pg.connect("prefect_backup", pg.db)[:6], "-d", pg.db, "-c",
                     "CREATE TABLE t_nope(a int)", env={"PGPASSFILE": str(passfile)}, check=False)
     assert denied.returncode != 0 and "permission denied" in denied.stderr
+    # CREATEDB gives no power over a database the login does not own.
+    anywhere = pg.passfile("backup-any.pgpass", [("*", "prefect_backup", BACKUP_PASSWORD)])
+    for sql in (f"DROP DATABASE {pg.db}", f"ALTER DATABASE {pg.db} RENAME TO {pg.db}_x"):
+        denied = pg.run("psql", "-X", "-w", "-q", *pg.connect("prefect_backup", "postgres")[:6], "-d", "postgres", "-c", sql,
+                        env={"PGPASSFILE": str(anywhere)}, check=False)
+        assert denied.returncode != 0 and "must be owner" in denied.stderr, denied.stderr
     # The password is never in the server log (SET log_statement = 'none' in the SQL, log_statement=all here).
     pg.superuser_sql("ALTER SYSTEM SET log_statement = 'all'")
     pg.superuser_sql("SELECT pg_reload_conf()")
@@ -161,6 +169,59 @@ def test_postgresql_dump_and_restore_round_trip(pg, pg_server):
     finally:
         pg_server.start()
     assert counts(pg_server) == before
+
+
+def test_backup_counts_its_own_snapshot_and_the_drill_restores_it(pg, pg_server, tmp_path):
+    """The scheduled backup's snapshot session (backup_snapshot.sql) and pg_dump --snapshot, with the server writing
+    after the snapshot was taken: the counts file holds exactly the rows of the dump, and a drill as the backup login
+    (backup_drill.sql, pg_restore into the scratch database) finds every table with those rows, then drops the scratch
+    database. Counts that differ (a damaged or incomplete dump) are named table by table; a dump taken without the
+    snapshot (the negative control) differs from the counts."""
+    passfile = pg.passfile("backup.pgpass", [("*", "prefect_backup", BACKUP_PASSWORD)])
+    if login_check(pg, passfile).stdout.strip() != "t":
+        apply_backup_role(pg, BACKUP_PASSWORD)
+    make_data(pg_server, "drill1")
+    # The backup directory's name has a space: psql's \o gets the path through a variable.
+    where = pg.work / "backups dir"
+    where.mkdir(exist_ok=True)
+    os.chmod(where, 0o777)
+    dump = where / "prefect-pg-20261206T023000Z.dump"
+    before = row_counts(pg, pg.db)
+    manifest = snapshot_dump(pg, passfile, dump, meanwhile=lambda: make_data(pg_server, "drill2", pools=1, runs=3))
+    after = row_counts(pg, pg.db)
+    assert manifest["tables"] == before != after, "the counts are not the snapshot's"
+    assert manifest["tables"]["flow_run"] >= 8 and set(manifest["tables"]) == set(after)
+
+    record = drill(pg, passfile, dump)
+    assert record["ok"] and record["mismatches"] == [], record
+    assert record["tables"] == len(before) and record["rows"] == sum(before.values())
+    assert drill_database(pg.db) not in databases(pg)
+
+    # Counts that differ are named.
+    damaged = dict(manifest, tables=dict(manifest["tables"], flow_run=manifest["tables"]["flow_run"] + 1, enclave_gone=3))
+    Path(f"{dump}.json").write_text(json.dumps(damaged))
+    record = drill(pg, passfile, dump)
+    assert not record["ok"] and record["mismatches"] == [
+        "enclave_gone expected=3 restored=none", f"flow_run expected={before['flow_run'] + 1} restored={before['flow_run']}"], record
+    assert drill_database(pg.db) not in databases(pg)
+
+    # Negative control: a dump of the database now (no snapshot) does not hold the counted rows.
+    later = where / "prefect-pg-20261206T023100Z.dump"
+    pg_dump(pg, passfile, later)
+    Path(f"{later}.json").write_text(json.dumps(manifest))
+    record = drill(pg, passfile, later)
+    assert not record["ok"] and any(m.startswith("flow_run expected=") for m in record["mismatches"]), record
+
+    # A scratch database left by a killed drill is replaced; a scratch name that is the connected database is refused.
+    pg.run("psql", "-X", "-w", "-q", *pg.connect("prefect_backup", pg.db)[:6], "-d", pg.db, "-c",
+           f"CREATE DATABASE {drill_database(pg.db)}", env={"PGPASSFILE": str(passfile)})
+    Path(f"{dump}.json").write_text(json.dumps(manifest))
+    assert drill(pg, passfile, dump)["ok"]
+    refused = pg.run("psql", "-X", "-q", "-t", "-A", "-w", *pg.connect("prefect_backup", pg.db), "--set", "action=create",
+                     "--set", f"scratch={pg.db}", "--file", str(ROLE / "files" / "backup_drill.sql"),
+                     env={"PGPASSFILE": str(passfile)}, check=False)
+    assert refused.returncode == 3 and f"REFUSED the scratch database {pg.db} is the database connected to" in refused.stdout
+    assert pg.db in databases(pg)
 
 
 def test_restore_over_a_newer_schema_gives_back_exactly_the_dump(pg, pg_server):
@@ -338,6 +399,49 @@ def test_sqlite_online_copy_while_the_server_writes_then_restore(lite_server, tm
     after = counts(lite_server)
     assert after["flow_runs"] == snapshot["flow_run"] and after["work_pools"] == 2
     assert log.read_text().splitlines()[-1].split(" ", 1)[1].startswith("prefect-restore OK sqlite from=" + copy.name)
+
+
+def test_sqlite_backup_counts_rows_and_the_drill_compares_them(lite_server, tmp_path):
+    """backup writes <backup>.json with every table's rows of the copy; with a drill due (the request file here) the
+    copy is restored into a scratch file and compared, the record written and the request used up; retention removes
+    a backup's counts with it. A backup whose counts differ, or that is damaged, fails its drill (exit 1)."""
+    make_data(lite_server, "drill")
+    live = lite_server.root / "home" / "prefect.db"
+    dest, log, record, request = tmp_path / "backups", tmp_path / "backup.log", tmp_path / "drill.json", tmp_path / "drill.request"
+    dest.mkdir()
+    request.write_text("requested")
+    proc = script("backup", "--database", str(live), "--dest-dir", str(dest), "--keep-count", "1", "--log", str(log),
+                  "--drill-request", str(request), "--drill-record", str(record), "--drill-weekdays", "")
+    made = Path(json.loads(proc.stdout)["file"])
+    counted = json.loads(Path(f"{made}.json").read_text())
+    assert counted["file"] == made.name and counted["tables"]["flow_run"] >= 8 and len(counted["tables"]) > 20
+    assert all(counted["tables"][table] == rows for table, rows in table_counts(made).items())
+    drilled = json.loads(record.read_text())
+    assert drilled["ok"] and drilled["file"] == made.name and drilled["rows"] == sum(counted["tables"].values()), drilled
+    assert not request.exists() and not (dest / "drill-scratch.db").exists()
+    assert log.read_text().splitlines()[-1].split(" ", 1)[1].startswith(f"prefect-drill OK sqlite file={made.name}")
+    # No request, not a drill day: no drill. Retention (keep-count 1) removes the older backup and its counts.
+    threading.Event().wait(1.1)
+    proc = script("backup", "--database", str(live), "--dest-dir", str(dest), "--keep-count", "1", "--log", str(log),
+                  "--drill-request", str(request), "--drill-record", str(record), "--drill-weekdays", "")
+    newer = Path(json.loads(proc.stdout)["file"])
+    assert "drill" not in json.loads(proc.stdout) and json.loads(record.read_text())["file"] == made.name
+    assert sorted(p.name for p in dest.iterdir()) == sorted([newer.name, newer.name + ".json"])
+    # Counts that differ fail the drill, naming the table.
+    text = json.loads(Path(f"{newer}.json").read_text())
+    text["tables"]["flow_run"] += 2
+    Path(f"{newer}.json").write_text(json.dumps(text))
+    failed = script("drill", "--backup", str(newer), "--drill-record", str(record), "--log", str(log), check=False)
+    drilled = json.loads(record.read_text())
+    assert failed.returncode == 1 and not drilled["ok"]
+    assert drilled["mismatches"] == [f"flow_run expected={text['tables']['flow_run']} restored={text['tables']['flow_run'] - 2}"]
+    # A damaged backup fails it too, and no scratch file stays.
+    newer.write_bytes(newer.read_bytes()[:4096])
+    failed = script("drill", "--backup", str(newer), "--drill-record", str(record), "--log", str(log), check=False)
+    drilled = json.loads(record.read_text())
+    assert failed.returncode == 1 and not drilled["ok"] and drilled["message"], drilled
+    assert not (dest / "drill-scratch.db").exists()
+    assert log.read_text().splitlines()[-1].split(" ", 1)[1].startswith(f"prefect-drill FAILED sqlite file={newer.name}")
 
 
 def test_sqlite_script_refuses_a_damaged_backup_and_reports_failure(tmp_path):

@@ -158,7 +158,9 @@ def bk_pg_backup_role():
     pg = host.setdefault("pg", {"roles": {}, "superuser_password_sha": None})
     role = pg["roles"].get(params["Role"])
     line_ok = files.get(params["PassFile"].lower()) is not None
-    if role and line_ok and role["password_sha"] == bk_sha(params["RolePassword"]) and role["read_all"] and not role.get("superuser"):
+    # backup_role_check.sql: reads all data, may create databases (drills), nothing more.
+    if (role and line_ok and role["password_sha"] == bk_sha(params["RolePassword"]) and role["read_all"] and role.get("createdb")
+            and not role.get("superuser")):
         out["result"] = {"error": "", "applied": False}
         return
     out["changed"] = True
@@ -170,7 +172,8 @@ def bk_pg_backup_role():
         out["result"] = {"error": "psql as %s could not create the backup login %s: password authentication failed"
                                   % (params["SuperUser"], params["Role"])}
         return
-    pg["roles"][params["Role"]] = {"password_sha": bk_sha(params["RolePassword"]), "read_all": True, "superuser": False}
+    pg["roles"][params["Role"]] = {"password_sha": bk_sha(params["RolePassword"]), "read_all": True, "createdb": True,
+                                   "superuser": False}
     pg.setdefault("applied", 0)
     pg["applied"] += 1
     out["result"] = {"error": "", "applied": True}
@@ -201,12 +204,16 @@ def bk_backup_run():
     # A run already going (the nightly one) is waited for: it ends, then this one starts.
     waited = bool(task.get("running"))
     task["running"] = False
+    # -e backup_drill=true: the request file is written before the task starts (it stays when the backup fails).
+    if params.get("DrillRequest"):
+        files[params["DrillRequest"].lower()] = bk_sha("requested")
     sid = task["principal"]["sid"]
     action = task["actions"][0]
     config = host.get("backup_configs", {}).get(re.search(r'--?[Cc]onfig(?:Path)? "([^"]+)"', action["arguments"]).group(1).lower(), {})
     home = action["working_directory"]
     problems = []
     result = 0
+    backed_up = False
     if sid not in host.get("rights", {}).get("SeBatchLogonRight", []):
         result = BK_LOGON_NOT_GRANTED  # the task never starts: no log line
     else:
@@ -223,6 +230,7 @@ def bk_backup_run():
         if config.get("kind") == "sqlite" and lookup(config["database"]) is None:
             problems.append("database %s does not exist" % config["database"])
         result = 1 if problems else 0
+        backed_up = not problems
         kind = config.get("kind", "?")
         stamp = "20261130T%06dZ" % NOW
         if problems:
@@ -235,11 +243,57 @@ def bk_backup_run():
             backups.append(config["dest_dir"] + "\\" + name)  # Get-ChildItem reports the name as written
             line = "prefect-backup OK %s file=%s bytes=4096 removed=0" % (kind, name)
         logs.setdefault(config.get("log", params["LogPath"]).lower(), []).append(line)
+        # A drill after a good backup: on a configured weekday (host["weekday"], the host's local day) or on request.
+        request = config.get("drill_request", "").lower()
+        if backed_up and (request in files or host.get("weekday", "Monday") in config.get("drill_weekdays", [])):
+            drilled = bk_drill(config, name)
+            files.pop(request, None)
+            logs[config.get("log", params["LogPath"]).lower()].append(
+                "prefect-drill %s %s file=%s %s" % ("OK" if drilled["ok"] else "FAILED", kind, name, drilled["message"]))
+            result = 0 if drilled["ok"] else 1
     task.update(last_result=result, last_run=NOW)
     out.update(changed=True, failed=result != 0,
                result={"started": True, "exists": True, "finished": True, "waited": waited, "last_result": result,
-                       "file": backups[-1] if backups and result == 0 else "", "bytes": 4096 if result == 0 else 0,
-                       "log": (logs.get(params["LogPath"].lower()) or [""])[-1]})
+                       "file": backups[-1] if backups and backed_up else "", "bytes": 4096 if backed_up else 0,
+                       "log": (logs.get(params["LogPath"].lower()) or [""])[-1],
+                       "drill": host.get("drill_records", {}).get(params.get("DrillRecord", "").lower())
+                       if host.get("drill_run") == NOW else None})
+
+
+def bk_drill(config, name):
+    """The scheduled script's drill: PostgreSQL needs the backup login to create databases (backup_role.sql) and the
+    SQL files beside the script; host["drill_mismatch"] is a table whose rows differ from the counts (a damaged
+    backup). The record is kept in host["drill_records"] by its path."""
+    record = {"at": "2026-11-30T02:31:00Z", "kind": config["kind"], "file": name, "ok": False, "tables": 0, "rows": 0,
+              "mismatches": [], "message": "", "clock": NOW}
+    if config["kind"] == "postgresql":
+        role = host.get("pg", {}).get("roles", {}).get(config.get("user"), {})
+        missing = [p for p in (config["snapshot_sql"], config["drill_sql"]) if files.get(p.lower()) is None]
+        if missing:
+            record["message"] = "psql: %s: No such file or directory" % missing[0]
+        elif not role.get("createdb"):
+            record["message"] = "the scratch database could not be made (exit 3): ERROR: permission denied to create database"
+    if not record["message"]:
+        mismatch = host.get("drill_mismatch")
+        record.update(tables=60, rows=1234, mismatches=["%s expected=5 restored=4" % mismatch] if mismatch else [],
+                      ok=not mismatch,
+                      message="rows differ from the backup" if mismatch else "every table has the rows of the backup")
+    host.setdefault("drill_records", {})[config["drill_record"].lower()] = record
+    host["drill_run"] = NOW
+    return record
+
+
+def bk_backup_status():
+    """backup_status.ps1: the newest backup by name and the drill record; ages from host["backup_age_hours"] and
+    host["drill_age_days"] (the sim's clock does not run in hours)."""
+    params = args["parameters"]
+    found = sorted(p for p in files if p.startswith(params["BackupDir"].lower() + "\\")
+                   and re.match(params["Pattern"], p.rsplit("\\", 1)[-1], re.I))  # -match ignores case
+    newest = ({"file": found[-1].rsplit("\\", 1)[-1], "bytes": 4096, "made_at": "2026-11-30T02:30:00Z",
+               "age_hours": host.get("backup_age_hours", 3.5)} if found else None)
+    record = host.get("drill_records", {}).get(params["DrillRecord"].lower())
+    drill = dict(record, age_days=host.get("drill_age_days", 0.2)) if record else None
+    out["result"] = {"directory": params["BackupDir"], "newest": newest, "drill": drill}
 
 
 def bk_running():
@@ -361,6 +415,7 @@ STANDINS["win_scheduled_task"] = win_scheduled_task
 SCRIPTS["backup_setup.ps1"] = bk_backup_setup
 SCRIPTS["pg_backup_role.ps1"] = bk_pg_backup_role
 SCRIPTS["backup_run.ps1"] = bk_backup_run
+SCRIPTS["backup_status.ps1"] = bk_backup_status
 SCRIPTS["backup_restore.ps1"] = bk_backup_restore
 # The restore calls it from the role, the upgrade from the playbook directory.
 SCRIPTS["database_upgrade.ps1"] = SCRIPTS["../roles/backup/files/database_upgrade.ps1"] = bk_database_upgrade

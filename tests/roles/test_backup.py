@@ -129,7 +129,8 @@ def test_sqlite_host_gets_the_task_as_the_server_account(aio):
     assert backups["protected"] and backups["acl"][sid] == "Modify"
     assert state["backup_configs"]["c:\\prefect\\backup\\backup.json"] == {
         "kind": "sqlite", "database": "C:\\Prefect\\data\\prefect.db", "dest_dir": "C:\\Prefect\\backups", "keep_count": 14,
-        "keep_days": 30, "log": "C:\\Prefect\\backups\\backup.log"}
+        "keep_days": 30, "log": "C:\\Prefect\\backups\\backup.log", "drill_weekdays": ["Sunday"],
+        "drill_request": "C:\\Prefect\\backups\\drill.request", "drill_record": "C:\\Prefect\\backups\\drill.json"}
     assert "c:\\prefect\\backup\\pgpass.conf" not in state["files"]
 
 
@@ -144,7 +145,41 @@ def test_backup_now_starts_the_task_and_reports_the_file(aio):
     assert now["result"]["last_result"] == 0 and re.search(r"prefect-sqlite-\d{8}T\d{6}Z\.db$", now["result"]["file"])
     summary = by_name(host_results(data, LITE))["Backup summary"]["msg"]
     assert summary[0].startswith("host | kind") and summary[1].startswith(f"{LITE} | sqlite | OK |"), summary
-    assert "prefect-backup OK sqlite" in summary[1]
+    assert "prefect-backup OK sqlite" in summary[1] and "| 4096 | none |" in summary[1]
+
+
+def test_backup_drill_on_request_and_on_the_configured_day(tmp_path, ansible_env, playbook, lite_inventory):
+    """-e backup_drill=true: the request file makes the task's run end with a drill, whatever the day; the request is
+    used up. On a configured weekday the nightly run drills by itself; on another day it does not. A drill whose rows
+    differ fails backup.yml, naming the drill and the table."""
+    sim = Sim(tmp_path, ansible_env, dict(aio_state(), weekday="Wednesday"))
+    lite(sim, lite_inventory, extra(sim), playbook)
+    proc, data = lite(sim, lite_inventory, extra(sim, backup_drill=True), "backup.yml")
+    summary = by_name(host_results(data, LITE))["Backup summary"]["msg"]
+    assert "| OK: 60 tables, 1234 rows, every table has the rows of the backup |" in summary[1], summary
+    assert "prefect-drill OK sqlite" in summary[1]
+    state = sim.state
+    assert "c:\\prefect\\backups\\drill.request" not in state["files"]
+    assert state["drill_records"]["c:\\prefect\\backups\\drill.json"]["ok"]
+    # Not asked, not the day: no drill.
+    proc, data = lite(sim, lite_inventory, extra(sim), "backup.yml")
+    assert "| 4096 | none |" in by_name(host_results(data, LITE))["Backup summary"]["msg"][1]
+    # The configured day (backup_drill_weekdays), and a damaged backup: the run fails naming the drill.
+    sim.update(drill_mismatch="flow_run")
+    lite(sim, lite_inventory, extra(sim, backup_drill_weekdays=["Wednesday"]), playbook)
+    proc, data = lite(sim, lite_inventory, extra(sim), "backup.yml", expect_rc=2)
+    summary = by_name(host_results(data, LITE))["Backup summary"]["msg"]
+    assert "| FAILED: 60 tables, 1234 rows, rows differ from the backup (flow_run expected=5 restored=4) |" in summary[1], summary
+    assert "took the backup, but its drill failed: rows differ from the backup" in proc.stdout
+
+
+@pytest.mark.parametrize("days, problem", [(["sunday"], "backup_drill_weekdays must name days as Monday ... Sunday (got sunday)"),
+                                           (None, "is the name of its own drill database")])
+def test_bad_drill_input_is_refused_before_any_host(tmp_path, ansible_env, playbook, lite_inventory, days, problem):
+    sim = Sim(tmp_path, ansible_env, aio_state())
+    more = {"backup_drill_weekdays": days} if days else {"prefect_database_name": "p" * 40 + "_drill"}
+    proc, _ = lite(sim, lite_inventory, extra(sim, **more), playbook, expect_rc=2)
+    assert problem in proc.stdout
 
 
 def test_backup_now_fails_visibly_without_the_batch_logon_right(tmp_path, ansible_env, playbook, lite_inventory):
@@ -205,19 +240,31 @@ def test_database_host_dumps_with_a_dedicated_account(tmp_path, ansible_env, pla
     for right in ("SeBatchLogonRight", "SeDenyInteractiveLogonRight", "SeDenyRemoteInteractiveLogonRight", "SeDenyNetworkLogonRight"):
         assert sid in state["rights"][right], right
     assert state["pg"]["roles"]["prefect_backup"]["read_all"] and state["pg"]["applied"] == 1
+    # A login of the previous release (no CREATEDB, which drills need) is made again by backup_role.sql.
+    roles = state["pg"]["roles"]
+    roles["prefect_backup"]["createdb"] = False
+    sim.update(pg=dict(state["pg"], roles=roles))
+    assert "PostgreSQL backup login may read all data and nothing more" in changed(sim.run(extra(sim), **run)[1], DB)
+    assert sim.state["pg"]["roles"]["prefect_backup"]["createdb"] and sim.state["pg"]["applied"] == 2
     assert "c:\\prefect\\backup\\pgpass.conf" in state["files"]
     config = state["backup_configs"]["c:\\prefect\\backup\\backup.json"]
     assert config["user"] == "prefect_backup" and config["dump_args"][0] == "--format=custom"
     assert "PgBkp-Secret-1f3c" not in str(config)
     # Re-run: no change, and the superuser is not needed once the backup login works.
     second = sim.run(extra(sim, postgresql_superuser_password=""), **run)
-    assert changed(second[1], DB) == [] and sim.state["pg"]["applied"] == 1
+    assert changed(second[1], DB) == [] and sim.state["pg"]["applied"] == 2
     # A rotated backup password is applied as the superuser and reported.
     third = sim.run(extra(sim, backup_database_password="PgBkp-Rotated-22"), **run)
     assert "PostgreSQL backup login may read all data and nothing more" in changed(third[1], DB)
-    assert sim.state["pg"]["applied"] == 2
-    now = sim.run(extra(sim, backup_database_password="PgBkp-Rotated-22"), playbook="backup.yml", limit=DB)
-    assert re.search(r"prefect-pg-\d{8}T\d{6}Z\.dump$", by_name(reached(now[1], DB))["A backup was taken now by the scheduled task"]["result"]["file"])
+    assert sim.state["pg"]["applied"] == 3
+    now = sim.run(extra(sim, backup_database_password="PgBkp-Rotated-22", backup_drill=True), playbook="backup.yml", limit=DB)
+    taken = by_name(reached(now[1], DB))["A backup was taken now by the scheduled task"]["result"]
+    assert re.search(r"prefect-pg-\d{8}T\d{6}Z\.dump$", taken["file"])
+    # The drill's SQL is beside the script, and the backup login may create its scratch database (backup_role.sql).
+    assert taken["drill"]["ok"], taken["drill"]
+    for name in ("backup_snapshot.sql", "backup_counts.sql", "backup_drill.sql"):
+        assert "c:\\prefect\\backup\\" + name in sim.state["files"], name
+    assert config["psql"].endswith("\\psql.exe") and config["drill_database"] == "prefect_drill"
     for proc, _ in (first, second, third, now):
         for secret in ("PgBkp-Secret-1f3c", "PgBkp-Rotated-22", "Bkp-Secret-77aa", "PgSuper-Secret-8b21"):
             assert secret not in proc.stdout + proc.stderr

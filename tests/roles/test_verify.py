@@ -20,7 +20,7 @@ pytestmark = pytest.mark.simulated
 CA = REPO / "tests" / "fixtures" / "roles" / "enclave-ca.pem"
 CHECKS = ["proxy (negotiate 200, anonymous 401)", "machine path (worker credential 200, anonymous 401)",
           "Prefect port closed to other hosts", "pools READY, workers ONLINE", "proxy certificate expiry",
-          "smoke flow in pool windows-process"]
+          "smoke flow in pool windows-process", "newest backup", "last backup drill"]
 WORKER = "PrefectWorker-prefect-aio"
 # The password parts of the Vault values (the JSON output escapes backslashes).
 FRAGMENTS = [re.split(r"[:@]", v.split(":", 1)[-1])[0] if k.endswith("api_auth_string") else v for k, v in SECRETS.items()] + [
@@ -39,10 +39,13 @@ def _extra(bundle, **more):
 
 @pytest.fixture(scope="module")
 def converged(tmp_path_factory, ansible_env):
-    """The all-in-one host after site.yml, then what verify meets beyond it: its address, a control node in the people's
-    network (firewall_client_ranges), the proxy certificate's expiry, a domain account, and the worker's heartbeat."""
+    """The all-in-one host after site.yml and a backup with its drill (backup.yml -e backup_drill=true), then what
+    verify meets beyond it: its address, a control node in the people's network (firewall_client_ranges), the proxy
+    certificate's expiry, a domain account, and the worker's heartbeat."""
     sim = Sim(tmp_path_factory.mktemp("verify"), ansible_env)
-    sim.run(_extra(make_bundle(sim.root)))
+    bundle = make_bundle(sim.root)
+    sim.run(_extra(bundle))
+    sim.run(_extra(bundle, backup_drill=True), playbook="backup.yml")
     state = sim.state
     assert state["services"]["PrefectServer"]["running"] and "Prefect" in state["iis"]["sites"]
     state.update(address="10.20.1.10", control_node_address="10.30.0.15", certificate_details=_cert(400.5),
@@ -88,6 +91,9 @@ def test_healthy_deployment_passes_with_a_table_of_every_check(converged, tmp_pa
     assert rows[CHECKS[3]] == "ok: windows-process READY, 1 worker(s) ONLINE"
     assert rows[CHECKS[4]].startswith("ok: CN=prefect.corp.local expires in 400 days")
     assert rows[CHECKS[5]] == "ok: sim-run COMPLETED in 2.5 s"
+    assert re.fullmatch(r"ok: prefect-pg-\d{8}T\d{6}Z\.dump, 4096 bytes, 3\.5 h old", rows[CHECKS[6]], re.I), rows[CHECKS[6]]
+    assert re.fullmatch(r"ok: passed on 2026-11-30T02:31:00Z \(0\.2 days ago\) with prefect-pg-\d{8}T\d{6}Z\.dump: 60 tables, "
+                        r"1234 rows, every table has the rows of the backup", rows[CHECKS[7]]), rows[CHECKS[7]]
     assert sim.state["smoke_pool_of"] == {"enclave-smoke/smoke": "windows-process"}
     shown = by_name(host_results(data))["Smoke flow log lines are shown"]["msg"]
     assert shown == ["Flow run sim-run: COMPLETED", "INFO enclave.prefect smoke flow", "INFO Finished in state Completed()"]
@@ -118,6 +124,23 @@ def _control_node_outside(state):
     state["control_node_address"] = "10.20.0.15"
 
 
+def _backup_old(state):
+    state["backup_age_hours"] = 49.2
+
+
+def _drill_failed(state):
+    for record in state["drill_records"].values():
+        record.update(ok=False, mismatches=["flow_run expected=8 restored=5"], message="rows differ from the backup")
+
+
+def _drill_old(state):
+    state["drill_age_days"] = 12.4
+
+
+def _no_drill(state):
+    state["drill_records"] = {}
+
+
 # (case, state change, extra vars, the failed check, what its message says)
 FAILURES = [
     ("anonymous 200", _anonymous_allowed, {}, CHECKS[0],
@@ -131,6 +154,14 @@ FAILURES = [
     ("certificate expired", _expired, {}, CHECKS[4], "certificate CN=prefect.corp.local (%s) expired on" % PROXY_CERT_THUMBPRINT),
     ("smoke flow failed", _smoke_fails, {}, CHECKS[5],
      "ended FAILED (Failed): Flow run encountered an exception: RuntimeError('database is locked'); expected COMPLETED."),
+    ("backup too old", _backup_old, {}, CHECKS[6], "4096 bytes, 49.2 h old, over backup_verify_max_age_hours 26"),
+    ("backup too old for a custom threshold", None, {"backup_verify_max_age_hours": 2}, CHECKS[6],
+     "3.5 h old, over backup_verify_max_age_hours 2"),
+    ("drill failed", _drill_failed, {}, CHECKS[7],
+     "FAILED on 2026-11-30T02:31:00Z (0.2 days ago) with prefect-pg-"),
+    ("drill too old", _drill_old, {}, CHECKS[7], "(12.4 days ago)"),
+    ("no drill", _no_drill, {}, CHECKS[7],
+     "no drill recorded (drills run after the scheduled backup on Sunday, or with playbooks/backup.yml -e backup_drill=true)"),
 ]
 
 
@@ -151,6 +182,19 @@ def test_each_check_failing_alone_fails_the_run_naming_it(converged, tmp_path, a
         assert shown[0] == "Flow run sim-run: FAILED" and "ERROR Encountered exception during execution" in shown[2]
         assert "Its log lines are shown above." in rows[check]
     _no_secret(proc)
+
+
+def test_backup_thresholds_of_zero_show_without_judging(converged, tmp_path, ansible_env):
+    """backup_verify_max_age_hours and backup_verify_drill_max_age_days of 0: the rows show the age and the drill, the
+    run passes (the operator judges)."""
+    def stale(state):
+        _backup_old(state)
+        _drill_old(state)
+
+    sim, proc, data, table = _verify(converged, tmp_path, ansible_env, state=stale, backup_verify_max_age_hours=0,
+                                     backup_verify_drill_max_age_days=0)
+    rows = _rows(table)
+    assert rows[CHECKS[6]].endswith("4096 bytes, 49.2 h old") and rows[CHECKS[7]].startswith("ok: passed on "), table
 
 
 def test_certificate_under_the_threshold_warns_and_passes(converged, tmp_path, ansible_env):

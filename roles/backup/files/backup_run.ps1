@@ -1,7 +1,8 @@
 # A backup now (playbooks/backup.yml): starts the scheduled task, so that the run uses the task's own account, program
 # and settings, waits for it to finish and reports its last result, the newest backup and the log's last line. A run
-# already going (the nightly one) is waited for first, within the same time limit.
-# Check mode starts nothing and reports what the task last did.
+# already going (the nightly one) is waited for first, within the same time limit. With DrillRequest (backup.yml -e
+# backup_drill=true) the request file is written first, so that the run ends with a drill whatever the day; the drill
+# record (DrillRecord) is returned when this run wrote it. Check mode starts nothing and reports what the task last did.
 [CmdletBinding(SupportsShouldProcess)]
 param (
     [Parameter(Mandatory)][string]$TaskFolder,
@@ -9,7 +10,9 @@ param (
     [Parameter(Mandatory)][string]$BackupDir,
     [Parameter(Mandatory)][string]$Pattern,
     [Parameter(Mandatory)][string]$LogPath,
-    [int]$TimeoutSeconds = 3600
+    [int]$TimeoutSeconds = 3600,
+    [string]$DrillRecord = '',
+    [string]$DrillRequest = ''
 )
 
 $ErrorActionPreference = 'Stop'
@@ -20,6 +23,15 @@ function Get-NewestBackup {
     if (-not (Test-Path -LiteralPath $BackupDir)) { return $null }
     Get-ChildItem -LiteralPath $BackupDir -File | Where-Object { $_.Name -match $Pattern } |
         Sort-Object -Property Name -Descending | Select-Object -First 1
+}
+
+function Get-DrillRecord {
+    # The drill record, when it was written after Since (a drill of this run), else $null.
+    param([DateTime]$Since)
+    if (-not $DrillRecord -or -not (Test-Path -LiteralPath $DrillRecord)) { return $null }
+    $item = Get-Item -LiteralPath $DrillRecord
+    if ($item.LastWriteTimeUtc -lt $Since) { return $null }
+    Get-Content -LiteralPath $DrillRecord -Raw | ConvertFrom-Json
 }
 
 function Get-LastLogLine {
@@ -56,6 +68,10 @@ while ([string](Get-ScheduledTask -TaskPath $taskPath -TaskName $TaskName).State
     Start-Sleep -Seconds 2
 }
 if ($waited) { $before = Get-ScheduledTaskInfo -TaskPath $taskPath -TaskName $TaskName }
+$started = [DateTime]::UtcNow
+if ($DrillRequest) {
+    Set-Content -LiteralPath $DrillRequest -Value "requested $($started.ToString('o'))" -Encoding UTF8
+}
 Start-ScheduledTask -InputObject $task
 do {
     Start-Sleep -Seconds 2
@@ -75,4 +91,5 @@ $Ansible.Result = @{
     file = if ($newest) { $newest.FullName } else { '' }
     bytes = if ($newest) { $newest.Length } else { 0 }
     log = Get-LastLogLine
+    drill = Get-DrillRecord -Since $started
 }

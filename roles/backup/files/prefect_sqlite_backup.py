@@ -4,14 +4,23 @@ Runs with the Prefect venv's python on the server host, standard library only:
 
   backup  --config FILE                  the scheduled task; FILE is the JSON the role writes (keys as the options)
   backup  --database DB --dest-dir DIR [--keep-count N] [--keep-days D] [--log FILE]
+          [--drill-weekdays DAY,...] [--drill-request FILE] [--drill-record FILE]
+  drill   --backup FILE --drill-record FILE [--log FILE]
   restore --backup FILE --database DB  [--log FILE]
   undo    --replaced FILE --database DB [--log FILE]
 
 backup: sqlite3's online backup API copies the database in one step, i.e. inside one read transaction. Prefect runs
 SQLite in WAL mode, where a reader never blocks the server's writers, so the copy is a consistent snapshot taken
 while the server writes. The copy is written as <name>.partial, switched to a rollback journal (one self-contained
-file), checked with PRAGMA integrity_check and only then renamed to prefect-sqlite-<UTC time>.db. Then retention:
-the newest keep-count copies are kept, and of those the ones older than keep-days are deleted, except the newest.
+file), checked with PRAGMA integrity_check, every table's rows counted into <name>.json (the copy is the database at
+the instant of the copy, so these are the source's rows then) and only then renamed to prefect-sqlite-<UTC time>.db.
+Then retention: the newest keep-count copies are kept, and of those the ones older than keep-days are deleted, except
+the newest, each with its counts. Then a drill when one is due: on the drill weekdays (local time) or when the
+request file exists (playbooks/backup.yml -e backup_drill=true; removed after the drill).
+
+drill: the backup is copied to a scratch file as a restore would copy it, checked with PRAGMA integrity_check, every
+table's rows compared with <backup>.json, and the scratch file removed; the result is written to the drill record
+(JSON, replaced atomically) and the log. A failed drill is exit code 1.
 
 restore: refuses a backup that fails PRAGMA integrity_check and a database another process still uses (the server
 must be stopped); the database and its -wal/-shm files are kept as <db>.replaced-<UTC time>[-wal|-shm] (still
@@ -58,6 +67,60 @@ def retention(directory: Path, keep_count: int, keep_days: int, now: dt.datetime
     return doomed
 
 
+WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+def table_counts(path: Path) -> dict[str, int]:
+    """Rows of every table (SQLite's own sqlite_* tables left out), read-only."""
+    con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+                                           "ORDER BY name")]
+        return {name: con.execute('SELECT count(*) FROM "%s"' % name.replace('"', '""')).fetchone()[0] for name in names}
+    finally:
+        con.close()
+
+
+def write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def drill(backup_file: Path, record: Path) -> dict:
+    """The backup restored as a restore would (copied, integrity-checked) into a scratch file beside it, every
+    table's rows compared with the counts taken at backup time; the scratch file removed, the result recorded."""
+    result = {"at": utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"), "kind": "sqlite", "file": backup_file.name, "ok": False,
+              "tables": 0, "rows": 0, "mismatches": [], "message": ""}
+    scratch = backup_file.with_name("drill-scratch" + SUFFIX)
+    try:
+        manifest = Path(f"{backup_file}.json")
+        if not manifest.is_file():
+            raise FileNotFoundError(f"{backup_file.name} has no row counts ({manifest.name})")
+        expected = json.loads(manifest.read_text(encoding="utf-8-sig")).get("tables") or {}
+        shutil.copyfile(backup_file, scratch)
+        check = integrity(scratch)
+        if check != "ok":
+            raise RuntimeError(f"the restored copy fails PRAGMA integrity_check: {check[:300]}")
+        restored = table_counts(scratch)
+        result["mismatches"] = [f"{name} expected={expected.get(name, 'none')} restored={restored.get(name, 'none')}"
+                                for name in sorted(set(expected) | set(restored)) if expected.get(name) != restored.get(name)]
+        result.update(tables=len(restored), rows=sum(restored.values()), ok=not result["mismatches"],
+                      message="every table has the rows of the backup" if not result["mismatches"] else "rows differ from the backup")
+    except Exception as exc:  # recorded, not raised: the record says what failed
+        result["message"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        scratch.unlink(missing_ok=True)
+    write_atomically(record, json.dumps(result, indent=2))
+    return result
+
+
+def drill_due(weekdays: list[str], request: str | None, now: dt.datetime | None = None) -> bool:
+    """On a configured weekday (the host's local time), or when the request file exists."""
+    local = now or dt.datetime.now()
+    return bool(request and Path(request).exists()) or WEEKDAYS[local.weekday()] in (weekdays or [])
+
+
 def integrity(path: Path) -> str:
     con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
@@ -90,16 +153,24 @@ def backup(database: Path, dest_dir: Path, keep_count: int, keep_days: int) -> d
             target.close()
     finally:
         source.close()
+    manifest = Path(f"{final}.json")
     try:
         check = integrity(partial)
         if check != "ok":
             raise RuntimeError(f"the copy fails PRAGMA integrity_check: {check[:300]}")
+        # The counts first: a backup never exists without them.
+        write_atomically(manifest, json.dumps({"file": final.name, "database": str(database), "tables": table_counts(partial)},
+                                              indent=2))
         os.replace(partial, final)
+    except BaseException:
+        manifest.unlink(missing_ok=True)
+        raise
     finally:
         partial.unlink(missing_ok=True)
     removed = []
     for path in retention(dest_dir, keep_count, keep_days, now):
         path.unlink()
+        Path(f"{path}.json").unlink(missing_ok=True)
         removed.append(path.name)
     return {"changed": True, "file": str(final), "bytes": final.stat().st_size, "removed": removed}
 
@@ -164,21 +235,35 @@ def log_line(log: str | None, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["backup", "restore", "undo"])
+    parser.add_argument("command", choices=["backup", "restore", "undo", "drill"])
     parser.add_argument("--config", help="JSON file with database, dest_dir, keep_count, keep_days, log")
     parser.add_argument("--database")
     parser.add_argument("--dest-dir")
     parser.add_argument("--keep-count", type=int)
     parser.add_argument("--keep-days", type=int)
-    parser.add_argument("--backup", help="restore: the backup file")
+    parser.add_argument("--backup", help="restore, drill: the backup file")
+    parser.add_argument("--drill-weekdays", help="backup: the days a drill follows it (Monday,...,Sunday)")
+    parser.add_argument("--drill-request", help="backup: a drill follows it when this file exists (then removed)")
+    parser.add_argument("--drill-record", help="backup, drill: where the drill's result is written (JSON)")
     parser.add_argument("--replaced", help="undo: the file restore kept (its JSON's replaced)")
     parser.add_argument("--log")
     args = parser.parse_args(argv)
     cfg = json.loads(Path(args.config).read_text(encoding="utf-8-sig")) if args.config else {}
-    for key in ("database", "dest_dir", "keep_count", "keep_days", "log"):
+    for key in ("database", "dest_dir", "keep_count", "keep_days", "log", "drill_request", "drill_record"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
+    if args.drill_weekdays is not None:
+        cfg["drill_weekdays"] = [d.strip() for d in args.drill_weekdays.split(",") if d.strip()]
+    drilled = None
     try:
+        if args.command == "drill":
+            if not args.backup or not cfg.get("drill_record"):
+                raise ValueError("drill needs --backup FILE and --drill-record FILE")
+            drilled = drill(Path(args.backup), Path(cfg["drill_record"]))
+            result = {"changed": True, "drill": drilled}
+            log_line(cfg.get("log"), drill_line(drilled))
+            print(json.dumps(result))
+            return 0 if drilled["ok"] else 1
         if not cfg.get("database"):
             raise ValueError("no database given (--database or the config's database)")
         if args.command == "backup":
@@ -188,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
                             int(cfg.get("keep_days", 30)))
             log_line(cfg.get("log"), f"prefect-backup OK sqlite file={Path(result['file']).name} bytes={result['bytes']} "
                                      f"removed={len(result['removed'])}")
+            if cfg.get("drill_record") and drill_due(cfg.get("drill_weekdays") or [], cfg.get("drill_request")):
+                drilled = result["drill"] = drill(Path(result["file"]), Path(cfg["drill_record"]))
+                log_line(cfg.get("log"), drill_line(drilled))
+                if cfg.get("drill_request"):
+                    Path(cfg["drill_request"]).unlink(missing_ok=True)
         elif args.command == "undo":
             if not args.replaced:
                 raise ValueError("undo needs --replaced FILE")
@@ -204,7 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"changed": False, "failed": True, "msg": message}))
         return 1
     print(json.dumps(result))
-    return 0
+    return 0 if drilled is None or drilled["ok"] else 1
+
+
+def drill_line(record: dict) -> str:
+    return (f"prefect-drill {'OK' if record['ok'] else 'FAILED'} sqlite file={record['file']} tables={record['tables']} "
+            f"rows={record['rows']} mismatches={len(record['mismatches'])} {record['message']}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.enclave.prefect.plugins.filter.database_url import (
     database_url,
     database_url_errors,
+    drill_database,
     postgresql_conf_value,
     postgresql_plan,
 )
@@ -90,8 +91,19 @@ def test_remote_server_gets_hostssl_from_its_address_only():
 
 def test_the_backup_login_comes_from_this_host_only():
     backup = [e for e in plan(backup_user="prefect_backup")["hba"] if e["user"] == "prefect_backup"]
+    # The Prefect database, and its drills' scratch database (the only other one the backup login reaches).
     assert backup == [{"type": "host", "database": "prefect", "user": "prefect_backup", "address": "127.0.0.1/32",
+                       "method": "scram-sha-256"},
+                      {"type": "host", "database": "prefect_drill", "user": "prefect_backup", "address": "127.0.0.1/32",
                        "method": "scram-sha-256"}]
+
+
+def test_the_drill_database_fits_and_is_never_the_prefect_database():
+    assert drill_database("prefect") == "prefect_drill"
+    long = "p" * 63
+    assert drill_database(long) == "p" * 40 + "_drill" and len(drill_database(long).encode()) <= 63
+    # The one name that is its own drill database is refused by the backup role (validate.yml).
+    assert drill_database("p" * 40 + "_drill") == "p" * 40 + "_drill"
 
 
 def test_all_in_one_is_loopback_only():
