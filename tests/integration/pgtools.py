@@ -73,13 +73,13 @@ def pg_dump(pg: Pg, passfile: Path | None, dest: Path):
 
 
 def snapshot_dump(pg: Pg, passfile: Path, dest: Path, meanwhile=None) -> dict:
-    """The scheduled backup as files/prefect_backup.ps1 runs it: psql -f backup_snapshot.sql -f - as the backup login
+    """The scheduled backup as files/postgresql/prefect_backup.ps1 runs it: psql -f backup_snapshot.sql -f - as the backup login
     stays open on stdin, its output file (the snapshot's name, the counts, "ready") is polled, pg_dump dumps that
     snapshot, COMMIT goes on stdin; the counts file <dump>.json is written as the script writes it. meanwhile() runs
     after the snapshot was taken and before pg_dump (writes the dump must not hold). Returns the counts file's JSON."""
     out = dest.parent / (dest.name + ".snapshot")
     cmd = [str(pg.cluster.bin_dir / "psql"), "-X", "-q", "-t", "-A", "-w", *pg.connect("prefect_backup", pg.db), "-v",
-           f"out={out}", "-f", str(ROLE / "files" / "backup_snapshot.sql"), "-f", "-"]
+           f"out={out}", "-f", str(ROLE / "files" / "postgresql" / "backup_snapshot.sql"), "-f", "-"]
     if os.geteuid() == 0:
         cmd = ["runuser", "-u", "postgres", "--", "env", f"PGPASSFILE={passfile}", *cmd]
     session = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -108,7 +108,7 @@ def snapshot_dump(pg: Pg, passfile: Path, dest: Path, meanwhile=None) -> dict:
 
 
 def drill(pg: Pg, passfile: Path, dump: Path) -> dict:
-    """A drill as files/prefect_backup.ps1 runs it, as the backup login: backup_drill.sql create (connected to the
+    """A drill as files/postgresql/prefect_backup.ps1 runs it, as the backup login: backup_drill.sql create (connected to the
     Prefect database), pg_restore with the role's drill options into the scratch database, check with the counts file
     in DRILL_EXPECTED, drop. Returns the record the script writes (without its time)."""
     scratch = drill_database(pg.db)
@@ -116,7 +116,7 @@ def drill(pg: Pg, passfile: Path, dump: Path) -> dict:
 
     def step(action, database, more=None):
         return pg.run("psql", "-X", "-q", "-t", "-A", "-w", *pg.connect("prefect_backup", database), "--set", f"action={action}",
-                      "--set", f"scratch={scratch}", "--file", str(ROLE / "files" / "backup_drill.sql"), env={**env, **(more or {})},
+                      "--set", f"scratch={scratch}", "--file", str(ROLE / "files" / "postgresql" / "backup_drill.sql"), env={**env, **(more or {})},
                       check=False)
 
     record = {"file": dump.name, "ok": False, "tables": 0, "rows": 0, "mismatches": [], "message": ""}

@@ -218,7 +218,7 @@ def test_backup_counts_its_own_snapshot_and_the_drill_restores_it(pg, pg_server,
     Path(f"{dump}.json").write_text(json.dumps(manifest))
     assert drill(pg, passfile, dump)["ok"]
     refused = pg.run("psql", "-X", "-q", "-t", "-A", "-w", *pg.connect("prefect_backup", pg.db), "--set", "action=create",
-                     "--set", f"scratch={pg.db}", "--file", str(ROLE / "files" / "backup_drill.sql"),
+                     "--set", f"scratch={pg.db}", "--file", str(ROLE / "files" / "postgresql" / "backup_drill.sql"),
                      env={"PGPASSFILE": str(passfile)}, check=False)
     assert refused.returncode == 3 and f"REFUSED the scratch database {pg.db} is the database connected to" in refused.stdout
     assert pg.db in databases(pg)

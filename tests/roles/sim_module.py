@@ -336,18 +336,6 @@ elif NAME == "win_file":
     out["changed"] = args["path"].lower() not in dirs
     if not CHECK:
         dirs.setdefault(args["path"].lower(), {"acl": {}, "protected": False})
-elif NAME == "win_copy":
-    source = args["src"]
-    if args.get("remote_src"):
-        # A UNC path of the enclave file share: the test maps the share to a local directory.
-        for share, local in host.get("unc", {}).items():
-            if source.lower().startswith(share.lower()):
-                source = local + source[len(share):]
-        source = source.replace("\\", "/")
-    digest = hashlib.sha256(open(source, "rb").read()).hexdigest()
-    out["changed"] = files.get(args["dest"].lower()) != digest
-    if not CHECK:
-        files[args["dest"].lower()] = digest
 elif NAME == "win_get_url":
     source = args["url"].replace(host["url_prefix"], host["bundle_dir"], 1)
     digest = hashlib.sha256(open(source, "rb").read()).hexdigest()

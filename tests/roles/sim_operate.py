@@ -161,14 +161,25 @@ def operate_win_copy():
         return
     source = args["src"]
     if args.get("remote_src"):
+        # A UNC path of the enclave file share: the test maps the share to a local directory.
         for share, local in host.get("unc", {}).items():
             if source.lower().startswith(share.lower()):
                 source = local + source[len(share):]
         source = source.replace("\\", "/")
-    digest = hashlib.sha256(open(source, "rb").read()).hexdigest()
-    out.update(changed=files.get(args["dest"].lower()) != digest, dest=args["dest"])
+    # A directory whose name ends in "/": its contents go into dest (win_copy's action queries them all in one module
+    # run and sends only what differs); else the file is dest.
+    if source.endswith("/") and os.path.isdir(source):
+        wanted = {}
+        for folder, _dirs, names in os.walk(source):
+            for name in names:
+                relative = os.path.relpath(os.path.join(folder, name), source).replace("/", "\\")
+                wanted[(args["dest"].rstrip("\\") + "\\" + relative).lower()] = hashlib.sha256(
+                    open(os.path.join(folder, name), "rb").read()).hexdigest()
+    else:
+        wanted = {args["dest"].lower(): hashlib.sha256(open(source, "rb").read()).hexdigest()}
+    out.update(changed=any(files.get(dest) != digest for dest, digest in wanted.items()), dest=args["dest"])
     if not CHECK:
-        files[args["dest"].lower()] = digest
+        files.update(wanted)
 
 
 def operate_venv_remove():

@@ -1,6 +1,6 @@
 -- The PostgreSQL login the scheduled pg_dump uses (roles/backup, files/pg_backup_role.ps1): it may read every object
 -- of every database (pg_read_all_data, PostgreSQL 14+), connect to the Prefect database and create databases (a
--- drill's scratch copy, files/backup_drill.sql: the login owns that copy and may drop it; it may not drop or alter
+-- drill's scratch copy, files/postgresql/backup_drill.sql: the login owns that copy and may drop it; it may not drop or alter
 -- a database it does not own), nothing else. Run by
 -- psql as a superuser; the names and the password come from the environment (psql \getenv), never a command line.
 -- Idempotent: running it again changes nothing but the password, set again from the environment.

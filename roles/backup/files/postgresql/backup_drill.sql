@@ -1,4 +1,4 @@
--- A backup drill's steps in PostgreSQL (files/prefect_backup.ps1), run by psql as the backup login (CREATEDB, no
+-- A backup drill's steps in PostgreSQL (files/postgresql/prefect_backup.ps1), run by psql as the backup login (CREATEDB, no
 -- more), the scratch database's name in the variable scratch, the step in action:
 --   create  (connected to the Prefect database) the scratch database dropped if a killed drill left it, and made
 --           empty from template0 with the Prefect database's encoding; pg_restore then fills it as its owner.
