@@ -177,7 +177,9 @@ def test_backup_counts_its_own_snapshot_and_the_drill_restores_it(pg, pg_server,
     (backup_drill.sql, pg_restore into the scratch database) finds every table with those rows, then drops the scratch
     database. Counts that differ (a damaged or incomplete dump) are named table by table; a dump taken without the
     snapshot (the negative control) differs from the counts."""
-    passfile = pg.passfile("backup.pgpass", [("*", "prefect_backup", BACKUP_PASSWORD)])
+    # The PGPASSFILE as the role writes it: one line for the Prefect database, one for the drills' scratch database.
+    passfile = pg.passfile("backup-drill.pgpass", [(pg.db, "prefect_backup", BACKUP_PASSWORD),
+                                                   (drill_database(pg.db), "prefect_backup", BACKUP_PASSWORD)])
     if login_check(pg, passfile).stdout.strip() != "t":
         apply_backup_role(pg, BACKUP_PASSWORD)
     make_data(pg_server, "drill1")

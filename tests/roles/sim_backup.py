@@ -134,8 +134,13 @@ def bk_backup_setup():
     params = args["parameters"]
     changes = []
     wanted = {params["ConfigPath"]: json.dumps(json.loads(params["Config"]), sort_keys=True)}
+    lines = params.get("PassLine") or []
+    lines = [lines] if isinstance(lines, str) else lines
     if params.get("PassFile"):
-        wanted[params["PassFile"]] = params["PassLine"]
+        wanted[params["PassFile"]] = "\n".join(lines)
+        # libpq picks a PGPASSFILE line by host:port:database:user (a field may be *): the databases it names.
+        if not CHECK:
+            host.setdefault("pgpass_databases", {})[params["PassFile"].lower()] = [line.split(":")[2] for line in lines]
     for path_, text in wanted.items():
         if files.get(path_.lower()) != bk_sha(text):
             changes.append(path_)
@@ -251,6 +256,8 @@ def bk_backup_run():
             logs[config.get("log", params["LogPath"]).lower()].append(
                 "prefect-drill %s %s file=%s %s" % ("OK" if drilled["ok"] else "FAILED", kind, name, drilled["message"]))
             result = 0 if drilled["ok"] else 1
+    if params.get("DrillRequest"):
+        files.pop(params["DrillRequest"].lower(), None)  # a request the run did not use up is removed
     task.update(last_result=result, last_run=NOW)
     out.update(changed=True, failed=result != 0,
                result={"started": True, "exists": True, "finished": True, "waited": waited, "last_result": result,
@@ -269,8 +276,12 @@ def bk_drill(config, name):
     if config["kind"] == "postgresql":
         role = host.get("pg", {}).get("roles", {}).get(config.get("user"), {})
         missing = [p for p in (config["snapshot_sql"], config["drill_sql"]) if files.get(p.lower()) is None]
+        reachable = host.get("pgpass_databases", {}).get(config["passfile"].lower(), [])
         if missing:
             record["message"] = "psql: %s: No such file or directory" % missing[0]
+        elif config["drill_database"] not in reachable and "*" not in reachable:
+            record["message"] = ("pg_restore into the scratch database failed (exit 1): connection to server failed: "
+                                 "fe_sendauth: no password supplied")
         elif not role.get("createdb"):
             record["message"] = "the scratch database could not be made (exit 3): ERROR: permission denied to create database"
     if not record["message"]:

@@ -79,6 +79,8 @@ do {
     $info = Get-ScheduledTaskInfo -TaskPath $taskPath -TaskName $TaskName
     $finished = $state -ne 'Running' -and $info.LastRunTime -ne $before.LastRunTime
 } until ($finished -or [DateTime]::UtcNow -gt $deadline)
+# A request the run did not use up (its backup failed before the drill) must not make the next nightly run drill.
+if ($DrillRequest) { Remove-Item -LiteralPath $DrillRequest -Force -ErrorAction SilentlyContinue }
 $newest = Get-NewestBackup
 $Ansible.Changed = $true
 $Ansible.Failed = -not $finished -or [int64]$info.LastTaskResult -ne 0

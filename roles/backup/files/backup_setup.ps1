@@ -6,7 +6,8 @@ param (
     [Parameter(Mandatory)][string]$ConfigPath,
     [Parameter(Mandatory)][string]$Config,
     [string]$PassFile = '',
-    [string]$PassLine = ''
+    # The PGPASSFILE's lines: one per database the login reaches (the Prefect database, a drill's scratch database).
+    [string[]]$PassLine = @()
 )
 
 $ErrorActionPreference = 'Stop'
@@ -33,7 +34,7 @@ function Set-FileText {
 $text = ($Config | ConvertFrom-Json | ConvertTo-Json -Depth 5) + "`r`n"
 Set-FileText -Path $ConfigPath -Text $text
 if ($PassFile) {
-    Set-FileText -Path $PassFile -Text ($PassLine + "`n")
+    Set-FileText -Path $PassFile -Text ((@($PassLine) -join "`n") + "`n")
 }
 $Ansible.Changed = $changes.Count -gt 0
 $Ansible.Result = @{ changes = @($changes) }

@@ -4,7 +4,9 @@
 # them) are read from the service's Parameters key, expanded (%VAR%) as NSSM expands them, and set in this process only,
 # never on a command line. The output is returned with every value of those variables masked. Prefect has no lock
 # around its migrations: run on one host, with every server stopped (a running one is refused). Prefect's output does
-# not say whether a migration ran, so a run reports changed.
+# not say whether a migration ran, so a run reports changed. The expansion uses this session's environment, NSSM's
+# the service account's: a value naming a per-user variable (%USERPROFILE%, %APPDATA%, %TEMP%) would differ; the role's
+# values are absolute paths, and the services layer refuses secrets that hold a defined %NAME%.
 [CmdletBinding(SupportsShouldProcess)]
 param (
     [Parameter(Mandatory)][string]$ServiceName,

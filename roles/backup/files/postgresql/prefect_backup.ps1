@@ -124,7 +124,13 @@ function Invoke-Drill {
     }
     $text = $record | ConvertTo-Json -Depth 3
     [System.IO.File]::WriteAllText("$($config.drill_record).partial", $text, (New-Object System.Text.UTF8Encoding $false))
-    Move-Item -LiteralPath "$($config.drill_record).partial" -Destination $config.drill_record -Force
+    # Replaced in one step (File.Replace), so that a reader never finds the record missing.
+    if (Test-Path -LiteralPath $config.drill_record) {
+        [System.IO.File]::Replace("$($config.drill_record).partial", [string]$config.drill_record, $null)
+    }
+    else {
+        [System.IO.File]::Move("$($config.drill_record).partial", [string]$config.drill_record)
+    }
     $verdict = if ($record.ok) { 'OK' } else { 'FAILED' }
     Write-BackupLog -Path $config.log -Text ("prefect-drill $verdict postgresql file=$leaf tables=$($record.tables) rows=$($record.rows) " +
         "mismatches=$($record.mismatches.Count) $($record.message)")
