@@ -23,6 +23,9 @@ IIS_SECTIONS = {
     "system.webServer/security/access": ({"sslFlags": "0"}, {}, "Web-Server"),
     "system.webServer/security/ipSecurity": ({"allowUnlisted": "true"}, {"": []}, "Web-IP-Security"),
     "system.webServer/webSocket": ({"enabled": "true"}, {}, "Web-WebSockets"),
+    # IIS_schema.xml declares it whatever is installed; applicationHost.config's default rule allows everyone. Only
+    # UrlAuthorizationModule (Web-Url-Auth) enforces it: see iis_config_script.
+    "system.webServer/security/authorization": ({}, {"": ["accessType=Allow;users=*;roles=;verbs="]}, "Web-Server"),
 }
 
 
@@ -308,6 +311,21 @@ def iis_config_script():
         return
     apphost = iis["apphost"]
     params = args["parameters"]
+    # NTAccount.Translate: local and domain accounts (sid_of), BUILTIN groups, domain groups (host["groups"]).
+    unresolved = [n for n in params.get("Principals") or []
+                  if not (sid_of(n) or n.lower().startswith("builtin\\")
+                          or n.lower() in {g.lower() for g in host.get("groups", {})})]
+    if unresolved:
+        out.update(failed=True, result={"unresolved": unresolved, "error": "these names do not resolve to a Windows account "
+                                        "or group on this host, nothing was written: " + ", ".join(unresolved)})
+        return
+    # globalModules holds UrlAuthorizationModule once Web-Url-Auth is installed.
+    if any(s["section"] == "system.webServer/security/authorization" for s in params.get("Settings") or []) \
+            and "Web-Url-Auth" not in iis["features"]:
+        out.update(failed=True, result={"error": "IIS URL Authorization (role service Web-Url-Auth, UrlAuthorizationModule) "
+                                                 "is not installed: without it IIS ignores the authorization rules; install it "
+                                                 "(iis_proxy_features) and run again, nothing was written"})
+        return
     before, after = {}, {}
     staged = _iis_json.loads(_iis_json.dumps(apphost))
     for setting in params.get("Settings") or []:

@@ -178,12 +178,13 @@ def default_state(computer: str = "PREFECT-AIO") -> dict:
     """What a prepared Windows host has before the first run: the installers' signatures as Get-AuthenticodeSignature
     reports them, the MSIs' ProductCodes, the proxy certificate in LocalMachine\\My, and HTTP/<prefect_public_host>
     registered on the computer account (setspn -S, runbook 000 Phase 6), which the proxy's ApplicationPoolIdentity
-    uses to decrypt Kerberos tickets."""
+    uses to decrypt Kerberos tickets; the domain groups of the example inventories' iis_proxy_allowed_groups."""
     return {"signatures": {hashlib.sha256(INSTALLER).hexdigest(): INSTALLER_SIGNATURE,
                            hashlib.sha256(PG_INSTALLER).hexdigest(): PG_INSTALLER_SIGNATURE,
                            **{digest: MS_SIGNATURE for digest in MSI_PRODUCTS}},
             "msi_products": MSI_PRODUCTS, "computer": computer, "environment_names": DEFAULT_ENVIRONMENT_NAMES,
             "iis": {"certificates": [PROXY_CERT_THUMBPRINT]}, "spns": {"HTTP/prefect.corp.local": [computer + "$"]},
+            "groups": {"CORP\\Prefect Users": {"sid": "S-1-5-21-2000-5101"}},
             # What the server's /api/admin/version answers (sim_verify.py).
             "prefect_version": PINNED_PREFECT}
 

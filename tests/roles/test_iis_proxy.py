@@ -53,7 +53,9 @@ def _state() -> dict:
             "msi_products": {digest[REWRITE_MSI]: {"code": "{REWRITE}", "name": "URL Rewrite"},
                              digest[ARR_MSI]: {"code": "{ARR}", "name": "Application Request Routing"}},
             "iis": {"certificates": [THUMB], "dirs": ["c:\\inetpub"]},
-            "spns": {"HOST/prefect.corp.local": ["OTHER$"]}}
+            "spns": {"HOST/prefect.corp.local": ["OTHER$"]},
+            # The remote workers' accounts (the workers' site admits them); the allowed group is in default_state.
+            "directory": {"CORP\\svc_wrk1": {"sid": "S-1-5-21-2000-5201"}, "CORP\\svc_wrk2": {"sid": "S-1-5-21-2000-5202"}}}
 
 
 class Proxy:
@@ -62,7 +64,9 @@ class Proxy:
     def __init__(self, root: Path, env: dict):
         self.sim = Sim(root, env, state=_state())
         self.bundle = _bundle(root)
-        hosts = {HOST: {}, **{w: {"prefect_host_address": a} for w, a in WORKERS.items()}}
+        # Each remote worker's machine-path credential (its account is what the workers' site admits).
+        hosts = {HOST: {}, **{w: {"prefect_host_address": a, "prefect_worker_api_auth_string": f"CORP\\svc_wrk{i}:Wrk-Secret-{i}"}
+                              for i, (w, a) in enumerate(WORKERS.items(), 1)}}
         inventory = {"all": {"hosts": hosts, "children": {
             "prefect_server": {"hosts": {HOST: None}}, "prefect_proxy": {"hosts": {HOST: None}},
             "prefect_workers": {"hosts": {h: None for h in hosts}}}}}
@@ -71,7 +75,7 @@ class Proxy:
 
     def run(self, expect_rc: int = 0, args: list[str] | None = None, **extra) -> tuple[str, dict]:
         values = {**self.sim.base, "prefect_bundle_dir": str(self.bundle), "prefect_public_host": "prefect.corp.local",
-                  "iis_proxy_certificate_thumbprint": THUMB, **extra}
+                  "iis_proxy_certificate_thumbprint": THUMB, "iis_proxy_allowed_groups": ["CORP\\Prefect Users"], **extra}
         (self.sim.root / "extra.json").write_text(json.dumps(values))
         argv = [str(REPO / ".venv/bin/ansible-playbook"), "-i", str(self.inventory),
                 str(self.sim.collections / "ansible_collections/enclave/prefect/playbooks/iis_proxy.yml"),
@@ -130,6 +134,13 @@ def test_first_run_builds_the_front_door(runs):
     assert ip["allowUnlisted"] == "false"
     # The remote workers only, never the proxy host itself.
     assert ip["collection:"] == [f"ipAddress={a};subnetMask=255.255.255.255;allowed=true" for a in WORKERS.values()]
+    # URL Authorization in place of the inherited "allow everyone": the allowed group on the people's site, the remote
+    # workers' accounts on theirs.
+    assert "Web-Url-Auth" in state["features"]
+    assert apphost["Prefect|system.webServer/security/authorization"]["collection:"] == [
+        "accessType=Allow;users=;roles=CORP\\Prefect Users;verbs="]
+    assert apphost["Prefect-Workers|system.webServer/security/authorization"]["collection:"] == [
+        "accessType=Allow;users=CORP\\svc_wrk1;roles=;verbs=", "accessType=Allow;users=CORP\\svc_wrk2;roles=;verbs="]
 
 
 def test_web_config_on_the_host_passes_the_checker(runs):
@@ -252,6 +263,10 @@ def test_reboot_needed_by_a_role_service_stops_naming_the_host(tmp_path, ansible
 BAD = [
     ({"iis_proxy_certificate_thumbprint": "A1B2 C3"}, "iis_proxy_certificate_thumbprint must be"),
     ({"prefect_api_auth_string": "prefect:Auth-Secret-93be"}, "prefect_api_auth_string must be empty"),
+    ({"iis_proxy_allowed_groups": []}, "whose members may use Prefect, and know that each of them is then a Prefect "
+     "administrator (Prefect has no roles"),
+    ({"iis_proxy_allowed_groups": ["Prefect Users", "CORP\\a,b"]},
+     "without commas (IIS reads a comma as a list separator); got Prefect Users, CORP"),
 ]
 
 
@@ -263,6 +278,31 @@ def test_bad_input_is_refused_before_any_host(tmp_path, ansible_env, extra, mess
     assert f"{HOST}: " in output and message in output, output[-3000:]
     assert proxy.sim.state_path.read_text() == before  # no task reached the host
     assert "Auth-Secret-93be" not in output
+
+
+def test_authorization_is_refused_on_the_host_before_anything_is_written(tmp_path, ansible_env):
+    """A group that does not resolve on the proxy host, and URL Authorization not installed (IIS would ignore the
+    rules and let every authenticated account through): the run stops naming the cause, applicationHost.config
+    unchanged. Allowing every authenticated account is possible on purpose."""
+    proxy = Proxy(tmp_path, ansible_env)
+    output, _data = proxy.run(expect_rc=2, iis_proxy_allowed_groups=["CORP\\Prefect Users", "CORP\\No Such Group"])
+    assert (f"{HOST}: these names do not resolve to a Windows account or group on this host, nothing was written: "
+            "CORP\\No Such Group") in output.replace("\\\\", "\\"), output[-3000:]
+    assert proxy.sim.state["iis"].get("apphost", {}) == {}
+    # A host where the role service is left out of iis_proxy_features.
+    bare = Proxy(tmp_path / "bare", ansible_env)
+    features = [f for f in yaml.safe_load((REPO / "roles/iis_proxy/defaults/main.yml").read_text())["iis_proxy_features"]
+                if f != "Web-Url-Auth"]
+    output, _data = bare.run(expect_rc=2, iis_proxy_features=features)
+    assert "IIS URL Authorization (role service Web-Url-Auth, UrlAuthorizationModule) is not installed" in output
+    assert bare.sim.state["iis"].get("apphost", {}) == {}
+    # Every authenticated account: the server-level rule "allow *" already says so (anonymous is off), nothing written;
+    # the workers' site still admits its accounts only.
+    proxy.run(iis_proxy_allowed_groups=[], iis_proxy_allow_all_authenticated=True)
+    apphost = proxy.sim.state["iis"]["apphost"]
+    assert "Prefect|system.webServer/security/authorization" not in apphost
+    assert apphost["Prefect|system.webServer/security/authentication/anonymousAuthentication"] == {"enabled": "false"}
+    assert len(apphost["Prefect-Workers|system.webServer/security/authorization"]["collection:"]) == 2
 
 
 def test_missing_worker_address_is_refused_before_any_host(tmp_path, ansible_env):

@@ -3,11 +3,16 @@
 # writes only those that differ, in one commit; check mode (-WhatIf) reports the same changes and writes nothing.
 # Microsoft.Web.Administration reads the effective value (an inherited default counts as the value), so a setting
 # already right by inheritance is not written. Collections: `exact` makes the location's list equal to the items
-# (inherited entries count), `include` only adds missing items and leaves others' entries alone.
+# (inherited entries count), `include` only adds missing items and leaves others' entries alone; an enum attribute is
+# compared by its name (Microsoft.Web.Administration reads its number). Before anything is written: every name in
+# Principals (URL Authorization's groups and accounts) must resolve to a SID on this host, and a setting of
+# system.webServer/security/authorization needs IIS's UrlAuthorizationModule (role service Web-Url-Auth): without it IIS
+# ignores those rules and lets every authenticated account through.
 [CmdletBinding(SupportsShouldProcess)]
 param (
     [object[]]$Settings = @(),
-    [string[]]$RemoveLocations = @()
+    [string[]]$RemoveLocations = @(),
+    [string[]]$Principals = @()
 )
 
 $ErrorActionPreference = 'Stop'
@@ -56,10 +61,40 @@ function ConvertTo-Typed {
 function Format-Item {
     param ($Element, [string[]]$Keys)
     $parts = foreach ($key in $Keys) {
-        $value = if ($Element -is [System.Collections.IDictionary]) { $Element[$key] } else { $Element.GetAttributeValue($key) }
+        if ($Element -is [System.Collections.IDictionary]) {
+            $value = $Element[$key]
+        }
+        else {
+            $value = $Element.GetAttributeValue($key)
+            $schema = $Element.Schema.AttributeSchemas[$key]
+            if ($schema -and $schema.Type -eq 'enum') {
+                $named = @($schema.GetEnumValues() | Where-Object { [int64]$_.Value -eq [int64]$value }) | Select-Object -First 1
+                if ($named) { $value = $named.Name }
+            }
+        }
         '{0}={1}' -f $key, (Format-Value -Value $value)
     }
     return ($parts -join ';')
+}
+
+$unresolved = @(foreach ($name in $Principals) {
+        try { $null = ([System.Security.Principal.NTAccount]$name).Translate([System.Security.Principal.SecurityIdentifier]) }
+        catch { $name }
+    })
+if ($unresolved.Count -gt 0) {
+    $Ansible.Failed = $true
+    $Ansible.Result = @{ unresolved = $unresolved
+        error = "these names do not resolve to a Windows account or group on this host, nothing was written: $($unresolved -join ', ')" }
+    return
+}
+$authorizing = @($Settings | Where-Object { $_.section -eq 'system.webServer/security/authorization' }).Count -gt 0
+if ($authorizing) {
+    $modules = @(foreach ($module in $config.GetSection('system.webServer/globalModules').GetCollection()) { [string]$module['name'] })
+    if ($modules -notcontains 'UrlAuthorizationModule') {
+        $Ansible.Failed = $true
+        $Ansible.Result = @{ error = 'IIS URL Authorization (role service Web-Url-Auth, UrlAuthorizationModule) is not installed: without it IIS ignores the authorization rules; install it (iis_proxy_features) and run again, nothing was written' }
+        return
+    }
 }
 
 foreach ($setting in $Settings) {
