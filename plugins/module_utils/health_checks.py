@@ -27,6 +27,9 @@ def argument_spec():
         timeout=dict(type="int", default=120),
         interval=dict(type="int", default=2),
         expect_unauthenticated_status=dict(type="int"),
+        denied_username=dict(type="str"),
+        denied_password=dict(type="str", no_log=True),
+        expect_denied_status=dict(type="int", default=401),
         work_pools_ready=dict(type="list", elements="str", default=[]),
         workers_online=dict(type="list", elements="dict", default=[], options=dict(
             pool=dict(type="str", required=True),
@@ -134,6 +137,12 @@ def check(client, params, ctx):
     status = params.get("expect_unauthenticated_status")
     if status is not None and not 100 <= status <= 599:
         problems.append("expect_unauthenticated_status must be an HTTP status (100-599)")
+    if params.get("denied_username") and not params.get("denied_password"):
+        problems.append("denied_username needs denied_password")
+    if params.get("denied_username") and params["auth"] not in ("negotiate", "ntlm", "kerberos", "basic"):
+        problems.append("denied_username needs auth negotiate, ntlm, kerberos or basic (the way the allowed account signs in)")
+    if not 100 <= params["expect_denied_status"] <= 599:
+        problems.append("expect_denied_status must be an HTTP status (100-599)")
     if problems:
         raise PrefectValidationError("Invalid arguments: %s" % "; ".join(problems))
 
@@ -159,6 +168,24 @@ def check(client, params, ctx):
             checker.fail("unauthenticated", "%s, expected HTTP %d%s" % (
                 seen, status, ": authentication is not enforced" if response.status < 300 else ""))
         checker.record("unauthenticated", True, seen)
+
+    if params.get("denied_username"):
+        # An account that signs in but is not allowed (IIS URL Authorization answers 401.2): proves authorization, not
+        # only authentication. The allowed account's answer above is the other half.
+        user, password = params["denied_username"], params["denied_password"]
+        overrides = (dict(auth_string="%s:%s" % (user, password)) if params["auth"] == "basic"
+                     else dict(username=user, password=password))
+        denied = ctx.make_client(**overrides)
+        path = "admin/version"
+        response, problem = denied.probe(path)
+        if response is None:
+            checker.fail("not allowed", "GET %s as %s: %s" % (denied.url(path), user, problem))
+        seen = "GET %s as %s: %s" % (denied.url(path), user, _answer(response, client.secrets))
+        if response.status != params["expect_denied_status"]:
+            checker.fail("not allowed", "%s, expected HTTP %d%s" % (
+                seen, params["expect_denied_status"], ": authorization is not enforced, every account that signs in is let through"
+                if response.status < 300 else ""))
+        checker.record("not allowed", True, seen)
 
     for name in params["work_pools_ready"]:
         checker.wait_for("work_pool:%s" % name, lambda name=name: pool_ready(client, name))

@@ -39,6 +39,21 @@ options:
       - Send C(GET /api/admin/version) once without any credentials and require this HTTP status, for example
         V(401). Proves that the proxy or the server enforces authentication.
     type: int
+  denied_username:
+    description:
+      - An account that can sign in (same O(auth) as the task's credentials) but is not allowed to use Prefect. One
+        C(GET /api/admin/version) with it must be answered O(expect_denied_status), which proves that the proxy authorizes,
+        not only authenticates (IIS URL Authorization, C(iis_proxy_allowed_groups)).
+      - A wrong password for it also gets a 401 from IIS, so use an account whose password is known to be right.
+    type: str
+  denied_password:
+    description: Password of O(denied_username); keep it in Ansible Vault.
+    type: str
+  expect_denied_status:
+    description:
+      - The HTTP status O(denied_username) must get. IIS URL Authorization refuses with C(401), sub-status 2 in the IIS log.
+    type: int
+    default: 401
   work_pools_ready:
     description:
       - Work pools that must be C(READY) with at least one C(ONLINE) worker before O(timeout).

@@ -33,6 +33,8 @@ from servers import (  # noqa: E402
 )
 
 NTLM_USER = ("ENCLAVE", "svc-prefect-deploy", "Ntlm-" + secrets.token_urlsafe(12))
+# Signs in, but is not among the accounts the proxy lets through (as a domain user outside iis_proxy_allowed_groups).
+NTLM_OTHER = ("ENCLAVE", "someone-else", "Ntlm-" + secrets.token_urlsafe(12))
 WORKER_POOL = "itest-process"
 
 
@@ -157,7 +159,8 @@ def deployments(sqlite_server, worker, tmp_path_factory) -> Deployments:
 @pytest.fixture(scope="session")
 def ntlm_proxy(sqlite_server, tmp_path_factory):
     """IIS-like NTLM front of the SQLite server: http://127.0.0.1:<port>/api demands Windows auth."""
-    proxy = AuthProxy(f"http://127.0.0.1:{sqlite_server.port}", auth="ntlm", users=[NTLM_USER],
+    proxy = AuthProxy(f"http://127.0.0.1:{sqlite_server.port}", auth="ntlm", users=[NTLM_USER, NTLM_OTHER],
+                      allowed=[f"{NTLM_USER[0]}\\{NTLM_USER[1]}"],
                       state_dir=tmp_path_factory.mktemp("ntlm")).start()
     yield proxy
     proxy.stop()

@@ -5,7 +5,9 @@ With `auth="ntlm"` it behaves like IIS with Windows authentication: requests wit
 401 `WWW-Authenticate: NTLM` / `Negotiate`, the NTLM handshake runs on pyspnego's acceptor side, and an
 authenticated TCP connection stays authenticated (NTLM authenticates connections, so HTTP/1.1 keep-alive
 is required). Users come from a credential file in the `DOMAIN:USER:PASSWORD` format that pyspnego reads
-through the NTLM_USER_FILE environment variable (process wide: one NTLM user file per test process).
+through the NTLM_USER_FILE environment variable (process wide: one NTLM user file per test process). With `allowed`
+(DOMAIN\\user names) it authorizes as IIS URL Authorization does: a user who signed in but is not allowed gets 401
+(IIS logs it as 401.2) and nothing reaches the upstream.
 
 With `tls` (an ssl.SSLContext) it listens on HTTPS, which the TLS tests use with a self-signed certificate.
 It counts what it forwards, which the benchmark uses to count HTTP requests per work pool, and can answer
@@ -115,6 +117,11 @@ class _Handler(BaseHTTPRequestHandler):
         proxy = self.server.proxy
         if proxy.auth and self.user is None and not self._authenticate():
             return
+        if proxy.allowed is not None and (self.user or "").lower() not in {a.lower() for a in proxy.allowed}:
+            proxy.record(self.command, self.path, 401, self.user)
+            self._reply(401, b"401 - Unauthorized: Access is denied due to server configuration.",
+                        [("Content-Type", "text/plain")])
+            return
         injected = proxy.take_injected_failure()
         if injected:
             proxy.record(self.command, self.path, injected, self.user)
@@ -155,16 +162,19 @@ class AuthProxy:
     auth:  None (pass through) or "ntlm" (NTLM / Negotiate-wrapped NTLM, users from `users`).
     users: [(domain, user, password)] written to the NTLM_USER_FILE credential store in `state_dir`.
     tls:   a server-side ssl.SSLContext to listen on HTTPS.
+    allowed: DOMAIN\\user names let through after signing in (IIS URL Authorization); None lets every one through.
     """
 
     def __init__(self, upstream: str, *, auth: str | None = None, users=(), state_dir: Path | None = None,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, allowed=None) -> None:
         if auth not in (None, "ntlm"):
             raise ValueError(f"unsupported auth {auth!r}")
         self.upstream = urllib.parse.urlsplit(upstream)
         self.auth = auth
         self.tls = tls
         self.users = list(users)
+        # DOMAIN\\user names let through after signing in; None: every account that signs in (no authorization).
+        self.allowed = None if allowed is None else list(allowed)
         self.forwarded: list[Forwarded] = []
         self._lock = threading.Lock()
         self._failures: list[int] = []

@@ -29,6 +29,29 @@ def test_ntlm_end_to_end(playbook, ntlm_proxy, sqlite_server, pool_name):
     assert {f.user for f in seen if f.user} == {"ENCLAVE\\" + ntlm_proxy.users[0][1]}
 
 
+def test_health_proves_authorization_with_an_account_that_is_not_allowed(playbook, ntlm_proxy):
+    """denied_username: an account that signs in but is not allowed must get 401 (as from IIS URL Authorization); the
+    same check fails, naming the cause, when the proxy lets every account that signs in through."""
+    domain, user, password = ntlm_proxy.users[1]
+    denied = {"denied_username": f"{domain}\\{user}", "denied_password": password}
+    ntlm_proxy.reset()
+    res = playbook.run([module_task("health", "server_health", ntlm_opts(ntlm_proxy, timeout=30, **denied))])
+    assert res.rc == 0, res.explain()
+    check = [c for c in res.task("health")["checks"] if c["name"] == "not allowed"]
+    assert check and check[0]["ok"] and f"as {domain}\\{user}: HTTP 401" in check[0]["detail"], check
+    seen = ntlm_proxy.reset()
+    assert not [f for f in seen if f.user == f"{domain}\\{user}" and f.status != 401], seen
+    allowed, ntlm_proxy.allowed = ntlm_proxy.allowed, None
+    try:
+        res = playbook.run([module_task("health", "server_health", ntlm_opts(ntlm_proxy, timeout=30, **denied))])
+    finally:
+        ntlm_proxy.allowed = allowed
+    assert res.rc != 0
+    msg = res.task("health")["msg"]
+    assert "check 'not allowed' failed" in msg and "authorization is not enforced" in msg, msg
+    assert password not in res.output
+
+
 def test_negotiate_falls_back_to_ntlm_inside_spnego(playbook, ntlm_proxy):
     """No Kerberos realm here: SPNEGO must still authenticate with NTLM, as against IIS from a non-domain node."""
     ntlm_proxy.reset()

@@ -169,15 +169,34 @@ def _v_proxy_answer(state, site, credentials):
     if _v_effective(state, site, auth + "anonymousAuthentication", "enabled") != "true":
         accounts = state.get("domain_accounts", {})
         kind = credentials[0] if credentials else None
+        user = None
         if kind == "negotiate" and _v_effective(state, site, auth + "windowsAuthentication", "enabled") == "true":
             user, password = credentials[1], credentials[2]
             ok = host.get("kerberos_ticket", True) if user is None else accounts.get(user) == password
+            # The operator's Kerberos ticket names its account.
+            user = user or host.get("kerberos_user", "CORP\\operator")
         elif kind == "basic" and _v_effective(state, site, auth + "basicAuthentication", "enabled") == "true":
-            ok = accounts.get(credentials[1]) == credentials[2]
+            user = credentials[1]
+            ok = accounts.get(user) == credentials[2]
         else:
             ok = False
         if not ok:
             return 401, "401 - Unauthorized: Access is denied due to invalid credentials."
+        # URL Authorization (UrlAuthorizationModule, with Web-Url-Auth): the location's rules, else the server's
+        # "allow *"; the first rule naming the account, one of its groups (host["group_members"]) or * decides.
+        rules = state.get("iis", {}).get("apphost", {}).get(site + "|system.webServer/security/authorization", {}).get(
+            "collection:", ["accessType=Allow;users=*;roles=;verbs="])
+        members = {g.lower(): [m.lower() for m in ms] for g, ms in host.get("group_members", {}).items()}
+        verdict = None
+        for text in rules:
+            rule = dict(p.split("=", 1) for p in text.split(";"))
+            users = [u.strip().lower() for u in rule.get("users", "").split(",") if u.strip()]
+            roles = [r.strip().lower() for r in rule.get("roles", "").split(",") if r.strip()]
+            if "*" in users or user.lower() in users or any(user.lower() in members.get(r, []) for r in roles):
+                verdict = rule.get("accessType") == "Allow"
+                break
+        if "Web-Url-Auth" in state.get("iis", {}).get("features", []) and not verdict:
+            return 401, "401 - Unauthorized: Access is denied due to server configuration."
     server = state.get("services", {}).get("PrefectServer", {})
     if not server.get("running"):
         return 502, "502 - Web server received an invalid response while acting as a gateway or proxy server."
@@ -217,7 +236,9 @@ def verify_server_health():
         credentials = None
     status, body = _v_proxy_answer(state, site, credentials)
     if status != 200:
-        fail("health", "GET %s/health: HTTP %d %s (waited %d s)" % (base, status, body, timeout))
+        # 401/403 with credentials: refused at once (not retried), as Checker.wait_for does.
+        fail("health", "GET %s/health: HTTP %d %s (%s)" % (base, status, body, "the credentials were refused: not retried"
+                                                           if status in (401, 403) and credentials else "waited %d s" % timeout))
         return
     version = host.get("prefect_version", "unknown")
     checks += [{"name": "health", "ok": True, "detail": "GET %s/health: HTTP 200 true" % base},
@@ -232,6 +253,16 @@ def verify_server_health():
                                                                ": authentication is not enforced" if status < 300 else ""))
             return
         checks.append({"name": "unauthenticated", "ok": True, "detail": seen})
+    if args.get("denied_username"):
+        user = args["denied_username"]
+        status, body = _v_proxy_answer(state, site, (credentials[0], user, args.get("denied_password")))
+        seen = "GET %s/admin/version as %s: HTTP %d %s" % (base, user, status, body or '"%s"' % version)
+        wanted = int(args.get("expect_denied_status") or 401)
+        if status != wanted:
+            fail("not allowed", "%s, expected HTTP %d%s" % (seen, wanted, ": authorization is not enforced, every account that "
+                                                                         "signs in is let through" if status < 300 else ""))
+            return
+        checks.append({"name": "not allowed", "ok": True, "detail": seen})
     out.update(healthy=True, ready=True, prefect_version=version, api_version="0.8.4", checks=checks, api_from=args.get("api_from"))
 
 

@@ -18,7 +18,7 @@ from simhost import INSTALLER, PROXY_CERT_THUMBPRINT, SECRETS, Sim, by_name, hos
 pytestmark = pytest.mark.simulated
 
 CA = REPO / "tests" / "fixtures" / "roles" / "enclave-ca.pem"
-CHECKS = ["proxy (negotiate 200, anonymous 401)", "machine path (worker credential 200, anonymous 401)",
+CHECKS = ["proxy (negotiate 200, anonymous 401)", "authorization (allowed 200, not allowed 401)", "machine path (worker credential 200, anonymous 401)",
           "Prefect port closed to other hosts", "pools READY, workers ONLINE", "proxy certificate expiry",
           "smoke flow in pool windows-process", "newest backup", "last backup drill"]
 WORKER = "PrefectWorker-prefect-aio"
@@ -86,14 +86,15 @@ def test_healthy_deployment_passes_with_a_table_of_every_check(converged, tmp_pa
     assert list(rows) == CHECKS, table
     assert rows[CHECKS[0]].startswith(f"ok: https://prefect.corp.local Prefect {PINNED_PREFECT}, anonymous 401")
     # All in one: no worker host calls the machine path or could reach the server's port from outside.
-    assert rows[CHECKS[1]].startswith("skipped: no worker host without the server")
+    assert rows[CHECKS[1]].startswith("skipped: no second credential: set verify_denied_username and verify_denied_password")
     assert rows[CHECKS[2]].startswith("skipped: no worker host without the server")
-    assert rows[CHECKS[3]] == "ok: windows-process READY, 1 worker(s) ONLINE"
-    assert rows[CHECKS[4]].startswith("ok: CN=prefect.corp.local expires in 400 days")
-    assert rows[CHECKS[5]] == "ok: sim-run COMPLETED in 2.5 s"
-    assert re.fullmatch(r"ok: prefect-pg-\d{8}T\d{6}Z\.dump, 4096 bytes, 3\.5 h old", rows[CHECKS[6]], re.I), rows[CHECKS[6]]
+    assert rows[CHECKS[3]].startswith("skipped: no worker host without the server")
+    assert rows[CHECKS[4]] == "ok: windows-process READY, 1 worker(s) ONLINE"
+    assert rows[CHECKS[5]].startswith("ok: CN=prefect.corp.local expires in 400 days")
+    assert rows[CHECKS[6]] == "ok: sim-run COMPLETED in 2.5 s"
+    assert re.fullmatch(r"ok: prefect-pg-\d{8}T\d{6}Z\.dump, 4096 bytes, 3\.5 h old", rows[CHECKS[7]], re.I), rows[CHECKS[7]]
     assert re.fullmatch(r"ok: passed on 2026-11-30T02:31:00Z \(0\.2 days ago\) with prefect-pg-\d{8}T\d{6}Z\.dump: 60 tables, "
-                        r"1234 rows, every table has the rows of the backup", rows[CHECKS[7]]), rows[CHECKS[7]]
+                        r"1234 rows, every table has the rows of the backup", rows[CHECKS[8]]), rows[CHECKS[8]]
     assert sim.state["smoke_pool_of"] == {"enclave-smoke/smoke": "windows-process"}
     shown = by_name(host_results(data))["Smoke flow log lines are shown"]["msg"]
     assert shown == ["Flow run sim-run: COMPLETED", "INFO enclave.prefect smoke flow", "INFO Finished in state Completed()"]
@@ -149,18 +150,18 @@ FAILURES = [
      "check 'health' failed after 60.0 s: GET https://prefect.corp.local/api/health: HTTP 401"),
     ("control node outside the people's network", _control_node_outside, {}, CHECKS[0],
      "connection error: timed out"),
-    ("pool paused", _pool_paused, {}, CHECKS[3], "pool windows-process is PAUSED, not READY"),
-    ("worker offline", _worker_offline, {}, CHECKS[3], f"worker windows-process/{WORKER} is OFFLINE"),
-    ("certificate expired", _expired, {}, CHECKS[4], "certificate CN=prefect.corp.local (%s) expired on" % PROXY_CERT_THUMBPRINT),
-    ("smoke flow failed", _smoke_fails, {}, CHECKS[5],
+    ("pool paused", _pool_paused, {}, CHECKS[4], "pool windows-process is PAUSED, not READY"),
+    ("worker offline", _worker_offline, {}, CHECKS[4], f"worker windows-process/{WORKER} is OFFLINE"),
+    ("certificate expired", _expired, {}, CHECKS[5], "certificate CN=prefect.corp.local (%s) expired on" % PROXY_CERT_THUMBPRINT),
+    ("smoke flow failed", _smoke_fails, {}, CHECKS[6],
      "ended FAILED (Failed): Flow run encountered an exception: RuntimeError('database is locked'); expected COMPLETED."),
-    ("backup too old", _backup_old, {}, CHECKS[6], "4096 bytes, 49.2 h old, over backup_verify_max_age_hours 26"),
-    ("backup too old for a custom threshold", None, {"backup_verify_max_age_hours": 2}, CHECKS[6],
+    ("backup too old", _backup_old, {}, CHECKS[7], "4096 bytes, 49.2 h old, over backup_verify_max_age_hours 26"),
+    ("backup too old for a custom threshold", None, {"backup_verify_max_age_hours": 2}, CHECKS[7],
      "3.5 h old, over backup_verify_max_age_hours 2"),
-    ("drill failed", _drill_failed, {}, CHECKS[7],
+    ("drill failed", _drill_failed, {}, CHECKS[8],
      "FAILED on 2026-11-30T02:31:00Z (0.2 days ago) with prefect-pg-"),
-    ("drill too old", _drill_old, {}, CHECKS[7], "(12.4 days ago)"),
-    ("no drill", _no_drill, {}, CHECKS[7],
+    ("drill too old", _drill_old, {}, CHECKS[8], "(12.4 days ago)"),
+    ("no drill", _no_drill, {}, CHECKS[8],
      "no drill recorded (drills run after the scheduled backup on Sunday, or with playbooks/backup.yml -e backup_drill=true)"),
 ]
 
@@ -172,16 +173,42 @@ def test_each_check_failing_alone_fails_the_run_naming_it(converged, tmp_path, a
     assert list(rows) == CHECKS, table
     failed = [c for c, r in rows.items() if r.startswith("FAILED")]
     # The smoke flow needs a READY pool with an ONLINE worker: it fails with them, after them.
-    assert failed == [check] + ([CHECKS[5]] if check == CHECKS[3] else []), table
+    assert failed == [check] + ([CHECKS[6]] if check == CHECKS[4] else []), table
     assert seen in rows[check], rows[check]
     verdict = by_name(host_results(data))["Every check passed"]
     assert verdict["failed"] and verdict["msg"].startswith(f"First failed check: {check} on prefect-aio.corp.local: ")
     assert seen in verdict["msg"]
-    if check == CHECKS[5]:
+    if check == CHECKS[6]:
         shown = by_name(host_results(data))["Smoke flow log lines of the failed run are shown"]["msg"]
         assert shown[0] == "Flow run sim-run: FAILED" and "ERROR Encountered exception during execution" in shown[2]
         assert "Its log lines are shown above." in rows[check]
     _no_secret(proc)
+
+
+def _someone_else(state):
+    state["domain_accounts"]["CORP\\someone"] = "Else-Secret-31a9"
+
+
+def test_authorization_row_proves_an_account_outside_the_groups_is_refused(converged, tmp_path, ansible_env):
+    """verify_denied_username: an account that signs in but is not in iis_proxy_allowed_groups gets 401 from IIS URL
+    Authorization; the same account in the group (authorization not doing its job) fails the row naming the cause."""
+    more = {"verify_denied_username": "CORP\\someone", "verify_denied_password": "Else-Secret-31a9"}
+    sim, proc, data, table = _verify(converged, tmp_path, ansible_env, state=_someone_else, **more)
+    assert _rows(table)[CHECKS[1]] == "ok: the Kerberos ticket 200, CORP\\someone HTTP 401", table
+    assert "Else-Secret-31a9" not in proc.stdout + proc.stderr
+
+    def in_the_group(state):
+        _someone_else(state)
+        state["group_members"]["CORP\\Prefect Users"].append("CORP\\someone")
+
+    sim, proc, data, table = _verify(converged, tmp_path / "open", ansible_env, expect_rc=2, state=in_the_group, **more)
+    assert "authorization is not enforced, every account that signs in is let through" in _rows(table)[CHECKS[1]], table
+    # The operator outside the allowed group: the proxy itself refuses them.
+    def operator_out(state):
+        state["group_members"]["CORP\\Prefect Users"] = []
+
+    sim, proc, data, table = _verify(converged, tmp_path / "out", ansible_env, expect_rc=2, state=operator_out)
+    assert "HTTP 401 401 - Unauthorized: Access is denied due to server configuration." in _rows(table)[CHECKS[0]], table
 
 
 def test_backup_thresholds_of_zero_show_without_judging(converged, tmp_path, ansible_env):
@@ -194,7 +221,7 @@ def test_backup_thresholds_of_zero_show_without_judging(converged, tmp_path, ans
     sim, proc, data, table = _verify(converged, tmp_path, ansible_env, state=stale, backup_verify_max_age_hours=0,
                                      backup_verify_drill_max_age_days=0)
     rows = _rows(table)
-    assert rows[CHECKS[6]].endswith("4096 bytes, 49.2 h old") and rows[CHECKS[7]].startswith("ok: passed on "), table
+    assert rows[CHECKS[7]].endswith("4096 bytes, 49.2 h old") and rows[CHECKS[8]].startswith("ok: passed on "), table
 
 
 def test_certificate_under_the_threshold_warns_and_passes(converged, tmp_path, ansible_env):
@@ -202,26 +229,26 @@ def test_certificate_under_the_threshold_warns_and_passes(converged, tmp_path, a
         state["certificate_details"] = _cert(9.5)
 
     sim, proc, data, table = _verify(converged, tmp_path, ansible_env, state=soon)
-    result = _rows(table)[CHECKS[4]]
+    result = _rows(table)[CHECKS[5]]
     assert result.startswith("WARNING: CN=prefect.corp.local expires in 9 days") and "under verify_cert_warn_days 30" in result
     # The threshold is the operator's.
     sim, proc, data, table = _verify(converged, tmp_path / "5", ansible_env, state=soon, verify_cert_warn_days=5)
-    assert _rows(table)[CHECKS[4]].startswith("ok: CN=prefect.corp.local expires in 9 days")
+    assert _rows(table)[CHECKS[5]].startswith("ok: CN=prefect.corp.local expires in 9 days")
 
 
 def test_check_mode_runs_the_read_only_checks_and_deploys_nothing(converged, tmp_path, ansible_env):
     sim, proc, data, table = _verify(converged, tmp_path, ansible_env, args=["--check"])
     rows = _rows(table)
     assert list(rows) == CHECKS, table
-    assert rows[CHECKS[5]] == "skipped (check mode): it deploys and runs a flow"
-    assert rows[CHECKS[0]].startswith("ok:") and rows[CHECKS[3]].startswith("ok:") and rows[CHECKS[4]].startswith("ok:")
+    assert rows[CHECKS[6]] == "skipped (check mode): it deploys and runs a flow"
+    assert rows[CHECKS[0]].startswith("ok:") and rows[CHECKS[4]].startswith("ok:") and rows[CHECKS[5]].startswith("ok:")
     state = sim.state
     assert "smoke_pool_of" not in state
     assert "c:\\prefect\\flows\\enclave-smoke" not in state["dirs"]
     # A failing read-only check still fails in check mode.
     sim, proc, data, table = _verify(converged, tmp_path / "worker", ansible_env, expect_rc=2, args=["--check"],
                                      state=_worker_offline)
-    assert [c for c, r in _rows(table).items() if r.startswith("FAILED")] == [CHECKS[3]]
+    assert [c for c, r in _rows(table).items() if r.startswith("FAILED")] == [CHECKS[4]]
 
 
 def test_without_a_smoke_pool_the_smoke_flow_is_a_skipped_row(converged, tmp_path, ansible_env):
