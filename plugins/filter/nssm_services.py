@@ -9,6 +9,8 @@ decisions that need host state (which running service must restart, whether a wo
 """
 from __future__ import annotations
 
+import base64
+import json
 import re
 from datetime import datetime, timezone
 
@@ -71,11 +73,12 @@ NSSM_DEFAULTS = {
 NSSM_EXIT_DEFAULT = "Restart"
 
 # Environment variables whose values are secrets: masked in every result and diff.
-SECRET_ENV = ["PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_SERVER_API_AUTH_STRING", "PREFECT_API_AUTH_STRING"]
+SECRET_ENV = ["PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_SERVER_API_AUTH_STRING", "PREFECT_API_AUTH_STRING",
+              "PREFECT_CLIENT_CUSTOM_HEADERS"]
 # roles/common/vars/main/secrets.yml common_secret_name_pattern, the list the scripts on the hosts use (a unit test keeps
 # the two equal).
 SECRET_NAME_PATTERN = (r"PASSWORD|PASSWD|_PASS$|^PASS$|_PWD$|SECRET|TOKEN|CREDENTIAL|AUTH_STRING|APIKEY|API_KEY|_KEY$|^KEY$"
-                       r"|_DSN$|^DSN$|CONNECTION_URL$|DATABASE_URL$|WEBHOOK")
+                       r"|_DSN$|^DSN$|CONNECTION_URL$|DATABASE_URL$|WEBHOOK|CUSTOM_HEADERS$")
 SECRET_NAME = re.compile(SECRET_NAME_PATTERN, re.IGNORECASE)
 LOOPBACK_URL = re.compile(r"^https?://(127\.0\.0\.1|localhost|\[::1\])[:/]")
 PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -121,6 +124,7 @@ PROTECTED_ENV = {
     "PREFECT_API_DATABASE_CONNECTION_URL": "prefect_database_url or the composed database settings",
     "PREFECT_SERVER_API_AUTH_STRING": "prefect_api_auth_string", "PREFECT_API_AUTH_STRING": "prefect_worker_api_auth_string",
     "PREFECT_API_SSL_CERT_FILE": "prefect_api_ca_cert", "PREFECT_API_TLS_INSECURE_SKIP_VERIFY": "prefect_api_ca_cert",
+    "PREFECT_CLIENT_CUSTOM_HEADERS": "prefect_worker_api_auth_string (the machine path's Authorization on websocket upgrades)",
 }
 
 
@@ -318,6 +322,12 @@ def nssm_services_plan(cfg):
                               % (w["service"], api_url))
             if worker_credential:
                 env["PREFECT_API_AUTH_STRING"] = worker_credential
+                # Prefect sends the auth string on HTTP requests only; its websockets (the worker channel, the
+                # cancellation observer, log and event subscribers) add PREFECT_CLIENT_CUSTOM_HEADERS to the upgrade
+                # (prefect/_internal/websockets.py, where Authorization is not a protected header), so IIS Basic
+                # authenticates them too. The HTTP client sets the same header from it (client/base.py).
+                env["PREFECT_CLIENT_CUSTOM_HEADERS"] = json.dumps(
+                    {"Authorization": "Basic " + base64.b64encode(worker_credential.encode("utf-8")).decode("ascii")})
         # Prefect's client validates TLS with PREFECT_API_SSL_CERT_FILE or certifi, never the Windows store.
         if api_url.startswith("https://") and p["ca_host_path"]:
             env["PREFECT_API_SSL_CERT_FILE"] = p["ca_host_path"]

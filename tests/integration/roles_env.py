@@ -31,14 +31,15 @@ VAULT = {"vault_prefect_service_password": "Plan-Svc-2b1e", "vault_prefect_worke
          "vault_prefect_database_password": "Plan-Db-0c3e"}
 
 
-def server_plan(tmp: Path, host: str = ALL_IN_ONE, extra_vars: dict | None = None) -> dict:
-    """The `server` service of nssm_services_plan for `host` of the example inventory (validated by the role)."""
+def server_plan(tmp: Path, host: str = ALL_IN_ONE, extra_vars: dict | None = None, kind: str = "server") -> dict:
+    """The first `kind` service (server, worker) of nssm_services_plan for `host` of the example inventory (validated by
+    the role)."""
     play = [{"name": "nssm_services plan", "hosts": host, "gather_facts": False, "connection": "local",
              "vars": {"ansible_connection": "local"},
              "tasks": [{"name": "Role input is valid", "ansible.builtin.include_role": {
                             "name": "enclave.prefect.nssm_services", "tasks_from": "validate", "public": True}},
                        {"name": "Server service", "ansible.builtin.debug": {
-                            "var": "nssm_services_plan.services | selectattr('kind', 'equalto', 'server') | list"}}]}]
+                            "var": f"nssm_services_plan.services | selectattr('kind', 'equalto', '{kind}') | list"}}]}]
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "plan.yml").write_text(yaml.safe_dump(play, sort_keys=False))
     (tmp / "vault.json").write_text(json.dumps({**VAULT, **(extra_vars or {})}))
@@ -48,9 +49,9 @@ def server_plan(tmp: Path, host: str = ALL_IN_ONE, extra_vars: dict | None = Non
                            "-e", f"@{tmp / 'vault.json'}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     data = json.loads(proc.stdout[proc.stdout.find("{"):]) if "{" in proc.stdout else {}
     results = {t["task"]["name"]: t["hosts"].get(host, {}) for p in data.get("plays", []) for t in p["tasks"]}
-    found = results.get("Server service", {}).get("nssm_services_plan.services | selectattr('kind', 'equalto', 'server') | list")
+    found = results.get("Server service", {}).get(f"nssm_services_plan.services | selectattr('kind', 'equalto', '{kind}') | list")
     if proc.returncode != 0 or not found:
-        raise RuntimeError(f"no server plan for {host} (rc={proc.returncode}):\n"
+        raise RuntimeError(f"no {kind} plan for {host} (rc={proc.returncode}):\n"
                            f"{json.dumps(results, indent=1)[-3000:]}\n{proc.stderr[-2000:]}")
     return found[0]
 

@@ -26,8 +26,8 @@ import uuid
 import pytest
 
 from arr_proxy import ArrProxy
-from roles_env import DATABASE, HOST_SPECIFIC
-from servers import PINNED_PREFECT, http, prefect_bin
+from roles_env import DATABASE, HOST_SPECIFIC, VAULT, server_plan
+from servers import PINNED_PREFECT, REPO, http, prefect_bin
 
 PERSON = "Negotiate " + base64.b64encode(b"NTLMSSP\x00\x03\x00\x00\x00" + os.urandom(48)).decode()
 WORKER_CREDENTIAL = "CORP\\svc_prefect_api:" + uuid.uuid4().hex
@@ -272,3 +272,53 @@ def test_a_worker_behind_basic_runs_on_rest_while_its_channel_and_subscriber_upg
     assert channel, [(s.path, s.upgrade) for s in seen]
     assert all(s.authorization == "" and s.status == 401 for s in channel + subscriber), \
         [(s.path, bool(s.authorization), s.status) for s in channel + subscriber]
+
+
+@pytest.mark.slow
+def test_a_remote_worker_as_the_role_writes_it_authenticates_its_websocket_upgrades(roles_server, tmp_path):
+    """The environment the nssm_services role writes for a remote worker (the example inventory's prefect-wrk01, its
+    plan asked from Ansible) holds PREFECT_CLIENT_CUSTOM_HEADERS with the machine path's Basic header, which Prefect adds
+    to every websocket upgrade (prefect/_internal/websockets.py): behind a front demanding that header, the worker
+    channel's upgrade carries it and gets 101, and no request of the worker is refused."""
+    # The example's CA placeholder replaced by a real PEM file (the role refuses a worker on https:// without one).
+    ca = str(REPO / "tests" / "fixtures" / "roles" / "enclave-ca.pem")
+    plan = server_plan(tmp_path / "plan", host="prefect-wrk01.corp.local", kind="worker", extra_vars={"prefect_api_ca_cert": ca})
+    credential = VAULT["vault_prefect_worker_api_auth_string"]
+    assert plan["environment"]["PREFECT_API_AUTH_STRING"] == credential
+    header = "Basic " + base64.b64encode(credential.encode()).decode()
+    assert json.loads(plan["environment"]["PREFECT_CLIENT_CUSTOM_HEADERS"]) == {"Authorization": header}
+    proxy = ArrProxy(roles_server.port, basic={credential}).start()
+    pool = f"itest-wrk01-{uuid.uuid4().hex[:6]}"
+    status, body = roles_server.api("POST", "/work_pools/", {"name": pool, "type": "process"})
+    assert status == 201, body
+    name = f"wrk01-{uuid.uuid4().hex[:6]}"
+    log = tmp_path / "worker.log"
+    from servers import clean_env
+    env = clean_env(PREFECT_API_URL=f"{proxy.url}/api", PREFECT_HOME=str(tmp_path / "client-home"),
+                    PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_WORKER_PREFETCH_SECONDS="2",
+                    **{k: plan["environment"][k] for k in ("PREFECT_API_AUTH_STRING", "PREFECT_CLIENT_CUSTOM_HEADERS")})
+    try:
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([prefect_bin(), "worker", "start", "--pool", pool, "--type", "process", "--name", name],
+                                    env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        try:
+            deadline, online = time.monotonic() + 60, False
+            while time.monotonic() < deadline and not online:
+                assert proc.poll() is None, log.read_text()[-3000:]
+                status, workers = roles_server.api("POST", f"/work_pools/{pool}/workers/filter", {})
+                online = status == 200 and any(w["name"] == name and w["status"] == "ONLINE" for w in workers)
+                time.sleep(0.5)
+            time.sleep(5)
+        finally:
+            os.killpg(proc.pid, 15)
+            proc.wait(30)
+        assert online, log.read_text()[-3000:]
+        seen = proxy.reset()
+    finally:
+        proxy.stop()
+    assert [s for s in seen if s.status == 401] == [], [(s.path, s.upgrade, s.status) for s in seen if s.status == 401]
+    channel = [s for s in seen if s.upgrade and s.path.endswith("/workers/connect")]
+    assert channel and all(s.authorization == header and s.status == 101 for s in channel), \
+        [(s.path, bool(s.authorization), s.status) for s in channel]
+    assert all(s.authorization == header for s in seen)

@@ -185,6 +185,9 @@ def default_state(computer: str = "PREFECT-AIO") -> dict:
             "msi_products": MSI_PRODUCTS, "computer": computer, "environment_names": DEFAULT_ENVIRONMENT_NAMES,
             "iis": {"certificates": [PROXY_CERT_THUMBPRINT]}, "spns": {"HTTP/prefect.corp.local": [computer + "$"]},
             "groups": {"CORP\\Prefect Users": {"sid": "S-1-5-21-2000-5101"}},
+            # The example inventories' machine-path account (vault_prefect_worker_api_auth_string): the proxy's
+            # workers' site admits it by name, resolved in the domain.
+            "directory": {"CORP\\svc_prefect_api": {"sid": "S-1-5-21-2000-5301"}},
             # Who is in them (URL Authorization on the proxy, sim_verify.py); the operator's Kerberos ticket names kerberos_user.
             "group_members": {"CORP\\Prefect Users": ["CORP\\operator"]}, "kerberos_user": "CORP\\operator",
             # What the server's /api/admin/version answers (sim_verify.py).

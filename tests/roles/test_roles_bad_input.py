@@ -19,7 +19,8 @@ CA = str(REPO / "tests" / "fixtures" / "roles" / "enclave-ca.pem")
 IN_PROXY_GROUP = {"<group>": "prefect_proxy"}
 # A proxy host's input that passes (the certificate's thumbprint in the proxy's store).
 THUMB = "5E0C1D7A9B3F4E2D8C6A1B0F9E8D7C6B5A4F3E2D"
-PROXY = {**IN_PROXY_GROUP, "prefect_public_host": "prefect.corp.local", "iis_proxy_certificate_thumbprint": THUMB}
+PROXY = {**IN_PROXY_GROUP, "prefect_public_host": "prefect.corp.local", "iis_proxy_certificate_thumbprint": THUMB,
+         "iis_proxy_allowed_groups": ["CORP\\Prefect Users"]}
 
 CASES = [
     # role, vars, words the message must contain
@@ -287,7 +288,8 @@ GOOD = [
     ("nssm_services", {"nssm_services_worker_account": "CORP\\gmsa_prefect$", "prefect_worker_api_auth_string": "CORP\\svc_api:Good-4e7b",
                        "prefect_api_ca_cert": CA, "nssm_services_workers": [{"service": "W", "pool": "p"}]},
      "NSSM executable presence is known"),
-    ("iis_proxy", {"prefect_public_host": "prefect.corp.local", "iis_proxy_certificate_thumbprint": THUMB},
+    ("iis_proxy", {"prefect_public_host": "prefect.corp.local", "iis_proxy_certificate_thumbprint": THUMB,
+                   "iis_proxy_allowed_groups": ["CORP\\Prefect Users"]},
      "IIS role services are installed"),
 ]
 
