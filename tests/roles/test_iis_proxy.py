@@ -245,6 +245,9 @@ def test_pfx_is_imported_once_and_its_staged_copy_removed(tmp_path, ansible_env)
                              args=["-vvv"])
     assert THUMB in proxy.sim.state["iis"]["certificates"]
     assert not [f for f in proxy.sim.state["files"] if f.endswith(".pfx")]
+    # It waited where only SYSTEM and Administrators may read (not the staging directory the service accounts read).
+    private = proxy.sim.state["dirs"]["c:\\prefect\\staging\\iis-proxy-pfx"]
+    assert private["protected"] and set(private["acl"]) == {"S-1-5-18", "S-1-5-32-544"}, private
     assert "Pfx-Secret-77aa" not in output
     _out, again = proxy.run(iis_proxy_certificate_pfx=str(pfx), iis_proxy_certificate_pfx_password="Pfx-Secret-77aa")
     assert "PFX is staged on the host" not in by_name(reached(again))

@@ -234,7 +234,9 @@ def test_diagnose_completes_on_a_broken_host_and_ranks_the_problems(converged, t
     out = tmp_path / "diag"
     proc, _data = sim.run(_extra(bundle, diagnose_output_dir=str(out)), playbook="diagnose.yml")
     summary = (out / "SUMMARY.md").read_text()
-    assert (tmp_path / "diag.tar.gz").is_file()
+    # The archive is as private as the folder (0700): 0600, not the umask's 0644.
+    assert (tmp_path / "diag.tar.gz").is_file() and (tmp_path / "diag.tar.gz").stat().st_mode & 0o777 == 0o600
+    assert out.stat().st_mode & 0o777 == 0o700
     report = json.loads((out / "prefect-aio.corp.local" / "report.json").read_text())
     assert report["services"] and "iis" in report["errors"]
     lines = [line for line in summary.splitlines() if line.startswith("| ") and line[2].isdigit()]
