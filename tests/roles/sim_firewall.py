@@ -231,7 +231,9 @@ def firewall_rules_script():
                 result["disable_rules"].append({"rule_name": rule_name, "name": rule["Name"], "enabled": bool(rule["Enabled"])})
     for name in params.get("Profiles") or []:
         current = state["profiles"][name]
-        result["profiles"][name] = {"enabled": current["enabled"], "inbound": current["inbound"]}
+        # The active store's AllowLocalFirewallRules (False: Group Policy "Apply local firewall rules: No").
+        result["profiles"][name] = {"enabled": current["enabled"], "inbound": current["inbound"],
+                                    "local_rules": current.get("local_rules", "NotConfigured")}
     out.update(changed=False, result=result)
 
 

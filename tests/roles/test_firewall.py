@@ -225,13 +225,30 @@ def test_profile_is_not_turned_on_without_a_winrm_rule(tmp_path, ansible_env):
         "Domain": {"enabled": False, "inbound": "NotConfigured"}, "Private": {"enabled": True, "inbound": "Block"},
         "Public": {"enabled": True, "inbound": "Block"}}}})
     proc, _data = run(sim, expect_rc=2)
-    assert "turning them on would lock the control node out" in proc.stdout
+    assert "turning them on with inbound blocked would lock the control node out" in proc.stdout
     assert sim.state["firewall"]["profiles"]["Domain"]["enabled"] is False
     # With the role's own WinRM rule from the control node, the profile is turned on after the rule exists.
     run(sim, extra={"firewall_manage_winrm": True})
     rules = rules_by_name(sim.state)
     assert rules[GROUP + " - WinRM HTTPS"]["RemoteAddresses"] == "10.20.0.15/255.255.255.255"
     assert sim.state["firewall"]["profiles"]["Domain"] == {"enabled": True, "inbound": "Block"}
+
+
+def test_a_profile_that_allows_inbound_by_default_counts_for_the_guard(tmp_path, ansible_env):
+    """A profile already on but with DefaultInboundAction Allow: setting it to Block cuts the control node off as
+    surely as turning a profile on; the guard refuses it the same way. Group Policy that does not apply local rules
+    is reported by profile."""
+    sim = Sim(tmp_path, ansible_env, {"firewall": {"rules": [], "profiles": {
+        "Domain": {"enabled": True, "inbound": "Allow", "local_rules": "False"},
+        "Private": {"enabled": True, "inbound": "Block"}, "Public": {"enabled": True, "inbound": "NotConfigured"}}}})
+    proc, _data = run(sim, expect_rc=2)
+    message = next(line for line in proc.stdout.splitlines() if "lock the control node out" in line)
+    assert "profile(s) Domain are off or allow" in message, message
+    assert sim.state["firewall"]["profiles"]["Domain"]["inbound"] == "Allow"
+    proc, _data = run(sim, extra={"firewall_manage_winrm": True})
+    assert sim.state["firewall"]["profiles"]["Domain"]["inbound"] == "Block"
+    assert ('Group Policy sets \\"Apply local firewall rules: No\\" for the Domain profile(s)' in proc.stdout
+            or 'Group Policy sets "Apply local firewall rules: No" for the Domain profile(s)' in proc.stdout), proc.stdout[-3000:]
 
 
 def _domain_off(rules):

@@ -7,8 +7,11 @@
 #  - runbook 000's rules, by display name;
 #  - built-in rules to disable, by rule name (Get-NetFirewallRule -Name), returned with their translated display name;
 #  - the profiles as win_firewall reads them, and the enabled inbound allow rules for WinRM over HTTPS with their
-#    profiles and remote addresses, so that turning a profile on cannot lock the control node out
-#    (plugins/filter/firewall.py firewall_winrm_unreachable decides).
+#    profiles and remote addresses, so that turning a profile on (or its inbound default to Block) cannot lock the control
+#    node out (plugins/filter/firewall.py firewall_winrm_unreachable decides);
+#  - per profile, whether the effective policy applies local rules (Get-NetFirewallProfile -PolicyStore ActiveStore,
+#    AllowLocalFirewallRules: False when Group Policy says "Apply local firewall rules: No", and then the role's rules
+#    are stored but never applied).
 [CmdletBinding()]
 param (
     [Parameter(Mandatory)][string]$Group,
@@ -95,9 +98,11 @@ foreach ($ruleName in $DisableRuleNames) {
 $profileState = @{}
 foreach ($firewallProfile in $Profiles) {
     $current = Get-NetFirewallProfile -Name $firewallProfile
+    $active = Get-NetFirewallProfile -Name $firewallProfile -PolicyStore ActiveStore
     $profileState[$firewallProfile] = @{
         enabled = ([string]$current.Enabled -eq 'True')
         inbound = [string]$current.DefaultInboundAction
+        local_rules = [string]$active.AllowLocalFirewallRules
     }
 }
 
