@@ -49,18 +49,15 @@ def iis_allow_rules(names, field="roles"):
     return rules
 
 
-def iis_basic_accounts(auth_strings, domain=""):
-    """The accounts of Basic credentials 'account:password' (the password never returned), qualified as IIS Basic
-    authentication qualifies them: DOMAIN\\account as given, a bare account with defaultLogonDomain (domain) when set.
-    Unique and sorted; empty credentials are left out."""
+def iis_basic_accounts(auth_strings):
+    """The accounts of Basic credentials 'DOMAIN\\account:password' (the password never returned), as the workers send
+    them and IIS names the request's user (AUTH_USER is the name as sent). Unique and sorted; empty credentials are left
+    out. nssm_services accepts only DOMAIN\\account, and iis_bad_principals refuses anything else here."""
     accounts = set()
     for text in auth_strings or []:
         account = str(text or "").split(":", 1)[0]
-        if not account:
-            continue
-        if "\\" not in account and domain:
-            account = "%s\\%s" % (domain, account)
-        accounts.add(account)
+        if account:
+            accounts.add(account)
     return sorted(accounts, key=str.lower)
 
 

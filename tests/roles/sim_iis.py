@@ -319,12 +319,16 @@ def iis_config_script():
         out.update(failed=True, result={"unresolved": unresolved, "error": "these names do not resolve to a Windows account "
                                         "or group on this host, nothing was written: " + ", ".join(unresolved)})
         return
-    # globalModules holds UrlAuthorizationModule once Web-Url-Auth is installed.
-    if any(s["section"] == "system.webServer/security/authorization" for s in params.get("Settings") or []) \
-            and "Web-Url-Auth" not in iis["features"]:
+    # globalModules holds UrlAuthorizationModule once Web-Url-Auth is installed; a site's system.webServer/modules can
+    # still remove it (iis["url_auth_removed_from"]: the sites whose effective module list lacks it).
+    authorizing = [s.get("location") or "" for s in params.get("Settings") or []
+                   if s["section"] == "system.webServer/security/authorization"]
+    if authorizing and ("Web-Url-Auth" not in iis["features"]
+                        or set(authorizing) & set(iis.get("url_auth_removed_from", []))):
         out.update(failed=True, result={"error": "IIS URL Authorization (role service Web-Url-Auth, UrlAuthorizationModule) "
-                                                 "is not installed: without it IIS ignores the authorization rules; install it "
-                                                 "(iis_proxy_features) and run again, nothing was written"})
+                                                 "is not installed, or is removed from a site's system.webServer/modules: without it IIS "
+                                                 "ignores the authorization rules; install it (iis_proxy_features), keep it in the "
+                                                 "sites' modules and run again, nothing was written"})
         return
     before, after = {}, {}
     staged = _iis_json.loads(_iis_json.dumps(apphost))

@@ -299,6 +299,11 @@ def test_authorization_is_refused_on_the_host_before_anything_is_written(tmp_pat
     output, _data = bare.run(expect_rc=2, iis_proxy_features=features)
     assert "IIS URL Authorization (role service Web-Url-Auth, UrlAuthorizationModule) is not installed" in output
     assert bare.sim.state["iis"].get("apphost", {}) == {}
+    # Installed, but removed from the people's site's module list: the rules would be ignored there too.
+    removed = Proxy(tmp_path / "removed", ansible_env)
+    removed.sim.update(iis=dict(removed.sim.state["iis"], url_auth_removed_from=["Prefect"]))
+    output, _data = removed.run(expect_rc=2)
+    assert "IIS URL Authorization (role service Web-Url-Auth, UrlAuthorizationModule) is not installed" in output
     # Every authenticated account: the server-level rule "allow *" already says so (anonymous is off), nothing written;
     # the workers' site still admits its accounts only.
     proxy.run(iis_proxy_allowed_groups=[], iis_proxy_allow_all_authenticated=True)

@@ -87,12 +87,20 @@ if ($unresolved.Count -gt 0) {
         error = "these names do not resolve to a Windows account or group on this host, nothing was written: $($unresolved -join ', ')" }
     return
 }
-$authorizing = @($Settings | Where-Object { $_.section -eq 'system.webServer/security/authorization' }).Count -gt 0
-if ($authorizing) {
-    $modules = @(foreach ($module in $config.GetSection('system.webServer/globalModules').GetCollection()) { [string]$module['name'] })
-    if ($modules -notcontains 'UrlAuthorizationModule') {
+$authorizing = @($Settings | Where-Object { $_.section -eq 'system.webServer/security/authorization' })
+if ($authorizing.Count -gt 0) {
+    # Installed (globalModules) and in the effective module list of every site that gets rules.
+    $installed = @(foreach ($module in $config.GetSection('system.webServer/globalModules').GetCollection()) { [string]$module['name'] })
+    $missing = $installed -notcontains 'UrlAuthorizationModule'
+    foreach ($setting in $authorizing) {
+        $location = [string]$setting.location
+        $section = if ($location) { $config.GetSection('system.webServer/modules', $location) } else { $config.GetSection('system.webServer/modules') }
+        $names = @(foreach ($module in $section.GetCollection()) { [string]$module['name'] })
+        if ($names -notcontains 'UrlAuthorizationModule') { $missing = $true }
+    }
+    if ($missing) {
         $Ansible.Failed = $true
-        $Ansible.Result = @{ error = 'IIS URL Authorization (role service Web-Url-Auth, UrlAuthorizationModule) is not installed: without it IIS ignores the authorization rules; install it (iis_proxy_features) and run again, nothing was written' }
+        $Ansible.Result = @{ error = 'IIS URL Authorization (role service Web-Url-Auth, UrlAuthorizationModule) is not installed, or is removed from a site''s system.webServer/modules: without it IIS ignores the authorization rules; install it (iis_proxy_features), keep it in the sites'' modules and run again, nothing was written' }
         return
     }
 }
