@@ -313,6 +313,15 @@ def test_authorization_is_refused_on_the_host_before_anything_is_written(tmp_pat
     assert len(apphost["Prefect-Workers|system.webServer/security/authorization"]["collection:"]) == 2
 
 
+def test_the_spn_check_asks_the_directory_as_system():
+    """The WinRM session cannot reach a domain controller with its own logon (no delegation: a double hop); the
+    computer account can, so the task runs as SYSTEM (runas). The simulated host's local connection cannot run as
+    another account, so the task itself is checked."""
+    tasks = yaml.safe_load((REPO / "roles" / "iis_proxy" / "tasks" / "verify.yml").read_text())
+    task = next(t for t in tasks if t.get("name") == "Kerberos service principal name of the proxy is known")
+    assert (task.get("become"), task.get("become_method"), task.get("become_user")) == (True, "ansible.builtin.runas", "SYSTEM")
+
+
 def test_missing_worker_address_is_refused_before_any_host(tmp_path, ansible_env):
     proxy = Proxy(tmp_path, ansible_env)
     inventory = yaml.safe_load(proxy.inventory.read_text())
