@@ -266,7 +266,12 @@ def nssm_services_plan(cfg):
         srv = cfg["server"]
         env = dict(base_env, PREFECT_HOME=p["home"], PREFECT_API_URL=p["api_url"], PREFECT_SERVER_API_HOST=p["server_host"],
                    PREFECT_SERVER_API_PORT=str(p["server_port"]), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                   PREFECT_UI_API_URL=srv["ui_api_url"], PREFECT_UI_STATIC_DIRECTORY=srv["ui_static_dir"])
+                   PREFECT_UI_API_URL=srv["ui_api_url"], PREFECT_UI_STATIC_DIRECTORY=srv["ui_static_dir"],
+                   # uvicorn closes an idle keep-alive connection after 5 s by default (prefect/settings/models/server/
+                   # api.py keepalive_timeout, "greater than the load balancer's idle timeout" behind one); ARR keeps
+                   # idle back-end connections pooled for a time it does not document, and one it reuses after uvicorn
+                   # closed it is a 502.3. Well above the usual proxy windows (a few minutes); loopback sockets only.
+                   PREFECT_SERVER_API_KEEPALIVE_TIMEOUT="620")
         if p["database_url"]:
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = p["database_url"]
         if auth_string:

@@ -127,6 +127,30 @@ def test_the_server_runs_what_the_role_writes(roles_plan, roles_server):
     assert roles_plan["parameters"].endswith(f"--port {roles_plan['environment']['PREFECT_SERVER_API_PORT']}")
 
 
+def test_an_idle_keep_alive_connection_outlives_uvicorns_default(roles_server):
+    """ARR reuses pooled back-end connections; uvicorn closes an idle one after 5 s unless told otherwise, and a reused
+    closed connection is a 502.3 at IIS. With the environment the role writes, a connection idle for 7 s still answers."""
+    import http.client
+    assert int(roles_server.environment["PREFECT_SERVER_API_KEEPALIVE_TIMEOUT"]) > 300
+    conn = http.client.HTTPConnection("127.0.0.1", roles_server.port, timeout=30)
+    try:
+        conn.request("GET", "/api/health", headers=ARR)
+        assert conn.getresponse().read() == b"true"
+        time.sleep(7)
+        # The server has not closed its end: no EOF waiting on the socket (uvicorn would have sent FIN at 5 s).
+        conn.sock.setblocking(False)
+        try:
+            eof = conn.sock.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            eof = False
+        conn.sock.setblocking(True)
+        assert not eof, "the server closed the idle keep-alive connection"
+        conn.request("GET", "/api/health", headers=ARR)
+        assert conn.getresponse().read() == b"true"
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize("client", CLIENTS)
 def test_api_and_ui_answer_every_client_shape(roles_server, contract_pool, client):
     base = f"http://127.0.0.1:{roles_server.port}"
