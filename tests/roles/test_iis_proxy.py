@@ -143,6 +143,12 @@ def test_first_run_builds_the_front_door(runs):
         "accessType=Allow;users=CORP\\svc_wrk1;roles=;verbs=", "accessType=Allow;users=CORP\\svc_wrk2;roles=;verbs="]
 
 
+def test_server_proxy_and_worker_on_one_host_is_a_warning(runs):
+    """The proxy host is also the server and a worker here: flow code there reaches the loopback API past the proxy."""
+    shown = by_name(host_results(runs["first"]))["Server, proxy and workers on one host are reported"]
+    assert shown["msg"].startswith(f"WARNING {HOST} is a Prefect server, the proxy and a worker host at once"), shown
+
+
 def test_web_config_on_the_host_passes_the_checker(runs):
     state = runs["converged"]["iis"]
     text = state["files"]["c:\\inetpub\\prefect-proxy\\web.config"]
