@@ -271,7 +271,11 @@ def nssm_services_plan(cfg):
                    # api.py keepalive_timeout, "greater than the load balancer's idle timeout" behind one); ARR keeps
                    # idle back-end connections pooled for a time it does not document, and one it reuses after uvicorn
                    # closed it is a 502.3. Well above the usual proxy windows (a few minutes); loopback sockets only.
-                   PREFECT_SERVER_API_KEEPALIVE_TIMEOUT="620")
+                   PREFECT_SERVER_API_KEEPALIVE_TIMEOUT="620",
+                   # A state-changing request needs a token the page fetched from this server (Prefect's CSRF
+                   # protection): a page of another origin that a person visits cannot make their browser, signed in by
+                   # Windows authentication, change Prefect. The UI and Prefect's client fetch the token themselves.
+                   PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED="true")
         if p["database_url"]:
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = p["database_url"]
         if auth_string:

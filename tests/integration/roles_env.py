@@ -76,6 +76,8 @@ class RolesServer(PrefectServer):
     def start(self) -> "RolesServer":
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
+        # api() fetches a CSRF token for state-changing calls when the plan turns the protection on.
+        self.csrf = self.environment.get("PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED") == "true"
         self.auth_string = self.extra_env.get("PREFECT_SERVER_API_AUTH_STRING") or None
         args = shlex.split(self.plan["parameters"])
         # The role's AppParameters with this machine's interpreter and port: "-P -m prefect server start --port 4200".

@@ -157,7 +157,14 @@ def test_api_and_ui_answer_every_client_shape(roles_server, contract_pool, clien
     headers = _headers(CLIENTS[client])
     assert http("GET", f"{base}/api/health", headers=headers) == (200, True)
     assert http("GET", f"{base}/api/admin/version", headers=headers) == (200, PINNED_PREFECT)
-    status, pools = http("POST", f"{base}/api/work_pools/filter", body={}, headers=headers)
+    # CSRF protection is on (the role's plan): a state-changing call without the token is refused, with the token the
+    # client fetched from this server it passes, as the UI and Prefect's client do it.
+    status, _body = http("POST", f"{base}/api/work_pools/filter", body={}, headers=headers)
+    assert status == 403, status
+    status, token = http("GET", f"{base}/api/csrf-token?client=itest-{client}", headers=headers)
+    assert status == 200, token
+    status, pools = http("POST", f"{base}/api/work_pools/filter", body={},
+                         headers=dict(headers, **{"Prefect-Csrf-Token": token["token"], "Prefect-Csrf-Client": f"itest-{client}"}))
     assert status == 200 and contract_pool in [p["name"] for p in pools]
     # The UI's first call: /ui-settings beside /api (not under it); Prefect's auth off, the relative API URL served as is.
     status, settings = http("GET", f"{base}/ui-settings", headers=headers)
@@ -181,9 +188,12 @@ def test_websockets_accept_every_client_shape(roles_server, contract_pool, clien
 def test_a_server_auth_string_locks_people_out(roles_lockout_server, contract_pool):
     base = f"http://127.0.0.1:{roles_lockout_server.port}"
     person = _headers(PERSON)
-    for method, path in (("GET", "/api/admin/version"), ("POST", "/api/work_pools/filter"), ("GET", "/api/ui-settings")):
-        assert http(method, base + path, body={} if method == "POST" else None, headers=person) == (
-            401, {"exception_message": "Unauthorized"}), path
+    for path in ("/api/admin/version", "/api/ui-settings", "/api/csrf-token?client=itest-person"):
+        assert http("GET", base + path, headers=person) == (401, {"exception_message": "Unauthorized"}), path
+    # A state-changing call is refused before the auth check by CSRF protection (the role's plan turns it on), and the
+    # person cannot get a token (401 above): locked out either way.
+    status, body = http("POST", f"{base}/api/work_pools/filter", body={}, headers=person)
+    assert status == 403 and "CSRF" in str(body), (status, body)
     # The UI loads, learns that Prefect wants its own password, and every API call of the person's browser gets 401.
     status, settings = http("GET", f"{base}/ui-settings", headers=person)
     assert status == 200 and settings["auth"] == "BASIC"

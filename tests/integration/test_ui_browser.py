@@ -104,7 +104,7 @@ def test_a_loopback_ui_api_url_shows_no_pool_through_the_proxy(loopback_ui_serve
     own_loopback.reset()
     try:
         dom = render(f"{proxy.url}/v2/work-pools", tmp_path / "profile",
-                     lambda d: any("work_pools" in s.path for s in own_loopback.seen))
+                     lambda d: any(s.path.startswith("/api/") for s in own_loopback.seen))
         seen = proxy.reset()
     finally:
         proxy.stop()
@@ -112,7 +112,9 @@ def test_a_loopback_ui_api_url_shows_no_pool_through_the_proxy(loopback_ui_serve
     # The app started (its settings came through the proxy) and sent its API calls to the loopback URL, not here.
     assert "/ui-settings" in paths, paths
     assert not [p for p in paths if p.startswith("/api/")], paths
-    assert any(p.startswith("/api/work_pools/") for p in elsewhere), elsewhere
+    # (With CSRF protection on, the app's first API calls are /api/health and /api/csrf-token; the browser's own machine
+    # has no Prefect, so it goes no further.)
+    assert any(p.startswith("/api/") for p in elsewhere), elsewhere
     assert not any(n in dom for n in names)
     # Control: the pool exists and the server answers; only the browser's API URL is wrong.
     assert loopback_ui_server.pool(names[0]) is not None
