@@ -54,3 +54,52 @@ def test_each_check_fails_on_its_fixture(fixture):
 
 def test_every_fixture_is_expected():
     assert {p.name for p in FIXTURES.iterdir()} == set(EXPECTED) | {"good.config"}
+
+
+def _first_rule(text: str, headers: dict[str, str], path: str = "api/logs/out") -> tuple[str, str]:
+    """(rule name, action type) of the first rule URL Rewrite applies to a request: ECMAScript patterns, case-insensitive
+    by default, conditions MatchAll (the rules here), {HTTP_<NAME>} the request header, empty when absent."""
+    import re
+    import xml.etree.ElementTree as ET
+    for rule in ET.fromstring(text).iterfind("system.webServer/rewrite/rules/rule"):
+        match = rule.find("match")
+        if not re.search(match.get("url"), path, re.I):
+            continue
+        ok = True
+        for condition in rule.iterfind("conditions/add"):
+            name = condition.get("input").strip("{}")
+            value = headers.get(name[5:].replace("_", "-").lower(), "") if name.startswith("HTTP_") else ""
+            hit = bool(re.search(condition.get("pattern"), value, 0 if condition.get("ignoreCase") == "false" else re.I))
+            ok = ok and (hit != (condition.get("negate") == "true"))
+        if ok:
+            return rule.get("name"), rule.find("action").get("type")
+    return "", ""
+
+
+def test_a_websocket_from_another_origin_is_refused_before_authentication():
+    """Cross-site websocket hijacking: a browser always sends Origin; Prefect's clients send none (the websockets
+    library adds it only when asked) and its UI opens no websocket. Only the public origin, exactly, passes."""
+    role, template = xml_templates()[0]
+    text, _allowed = render(role, template, prefect_public_host="prefect.corp.local")
+    upgrade = {"upgrade": "websocket"}
+    refused = ("Prefect websockets from other origins", "CustomResponse")
+    assert _first_rule(text, dict(upgrade, origin="https://evil.example")) == refused
+    assert _first_rule(text, dict(upgrade, origin="https://prefect.corp.local.evil.example")) == refused
+    assert _first_rule(text, dict(upgrade, origin="http://prefect.corp.local")) == refused
+    assert _first_rule(text, dict(upgrade, origin="https://prefect.corp.local")) == ("Prefect websockets", "Rewrite")
+    assert _first_rule(text, dict(upgrade, origin="HTTPS://PREFECT.CORP.LOCAL")) == ("Prefect websockets", "Rewrite")
+    assert _first_rule(text, upgrade) == ("Prefect websockets", "Rewrite")  # Prefect's workers and clients
+    # A plain request of another origin goes on (Prefect's CSRF protection guards the state-changing ones).
+    assert _first_rule(text, {"origin": "https://evil.example"}, "api/flows/filter") == ("Prefect API and UI", "Rewrite")
+    # A port other than 443 is part of the origin.
+    text, _allowed = render(role, template, prefect_public_host="prefect.corp.local", prefect_public_port=8444)
+    assert _first_rule(text, dict(upgrade, origin="https://prefect.corp.local:8444")) == ("Prefect websockets", "Rewrite")
+    assert _first_rule(text, dict(upgrade, origin="https://prefect.corp.local")) == refused
+
+
+def test_neither_ui_bundle_of_the_pinned_release_opens_a_websocket():
+    """Why the Origin rule breaks nothing: the UIs' code never constructs a WebSocket."""
+    bundles = sorted((REPO / ".venv-prefect").glob("lib/python3*/site-packages/prefect/server/ui*/assets"))
+    assert len(bundles) == 2, bundles
+    scripts = [p for b in bundles for p in b.rglob("*.js")]
+    assert scripts and not [p for p in scripts if "WebSocket" in p.read_text(errors="replace")]
