@@ -328,6 +328,18 @@ def test_the_spn_check_asks_the_directory_as_system():
     assert (task.get("become"), task.get("become_method"), task.get("become_user")) == (True, "ansible.builtin.runas", "SYSTEM")
 
 
+def test_a_proxy_that_is_not_a_server_host_is_refused_before_any_host(tmp_path, ansible_env):
+    """The rules forward to 127.0.0.1:4200: a proxy host without the Prefect server would proxy to nothing."""
+    proxy = Proxy(tmp_path, ansible_env)
+    inventory = yaml.safe_load(proxy.inventory.read_text())
+    inventory["all"]["children"]["prefect_server"]["hosts"] = {"wrk1.corp.local": None}
+    proxy.inventory.write_text(yaml.safe_dump(inventory))
+    before = proxy.sim.state_path.read_text()
+    output, _data = proxy.run(expect_rc=2)
+    assert f"{HOST}: this host is in prefect_proxy but not in prefect_server" in output, output[-3000:]
+    assert proxy.sim.state_path.read_text() == before
+
+
 def test_missing_worker_address_is_refused_before_any_host(tmp_path, ansible_env):
     proxy = Proxy(tmp_path, ansible_env)
     inventory = yaml.safe_load(proxy.inventory.read_text())

@@ -256,7 +256,9 @@ def bad_runs(tmp_path_factory, ansible_env):
         cases = {f"case{i}": {k: v for k, v in c[1].items() if k not in IN_PROXY_GROUP}
                  for i, c in enumerate(CASES) if c[0] == role}
         proxy = [f"case{i}" for i, c in enumerate(CASES) if c[0] == role and IN_PROXY_GROUP.items() <= c[1].items()]
-        runs.update(run_cases(tmp_path_factory.mktemp(role), ansible_env, role, cases, groups={"prefect_proxy": proxy}))
+        # A proxy host is a server host too (the proxy forwards to its own loopback).
+        runs.update(run_cases(tmp_path_factory.mktemp(role), ansible_env, role, cases,
+                              groups={"prefect_proxy": proxy, "prefect_server": proxy}))
     return runs
 
 
