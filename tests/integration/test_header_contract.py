@@ -27,7 +27,7 @@ import pytest
 
 from arr_proxy import ArrProxy
 from roles_env import DATABASE, HOST_SPECIFIC, VAULT, server_plan
-from servers import PINNED_PREFECT, REPO, http, prefect_bin
+from servers import PINNED_PREFECT, REPO, clean_env, http, prefect_bin
 
 PERSON = "Negotiate " + base64.b64encode(b"NTLMSSP\x00\x03\x00\x00\x00" + os.urandom(48)).decode()
 WORKER_CREDENTIAL = "CORP\\svc_prefect_api:" + uuid.uuid4().hex
@@ -230,8 +230,6 @@ def basic_front(roles_server):
 
 
 def _client_env(tmp_path, proxy: ArrProxy) -> dict[str, str]:
-    from servers import clean_env
-
     return clean_env(PREFECT_API_URL=f"{proxy.url}/api", PREFECT_API_AUTH_STRING=WORKER_CREDENTIAL,
                      PREFECT_HOME=str(tmp_path / "client-home"), PREFECT_WORKER_QUERY_SECONDS="2",
                      PREFECT_WORKER_PREFETCH_SECONDS="2")
@@ -268,6 +266,32 @@ def test_flow_run_clients_send_basic_on_http_and_on_the_events_socket(roles_serv
     assert any(marker in entry["message"] for entry in logs), "the flow's log line did not arrive"
 
 
+def _worker_comes_online(server, tag: str, env: dict, tmp_path) -> None:
+    """A process worker of a new pool started with `env` (its API URL a proxy), left running until ONLINE and 5 s more
+    (the cancellation observer subscribes after the first sync), then stopped."""
+    pool = f"itest-{tag}-{uuid.uuid4().hex[:6]}"
+    status, body = server.api("POST", "/work_pools/", {"name": pool, "type": "process"})
+    assert status == 201, body
+    name = f"{tag}-worker-{uuid.uuid4().hex[:6]}"
+    log = tmp_path / f"{tag}-worker.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([prefect_bin(), "worker", "start", "--pool", pool, "--type", "process", "--name", name],
+                                env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    try:
+        deadline, online = time.monotonic() + 60, False
+        while time.monotonic() < deadline and not online:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            status, workers = server.api("POST", f"/work_pools/{pool}/workers/filter", {})
+            online = status == 200 and any(w["name"] == name and w["status"] == "ONLINE" for w in workers)
+            time.sleep(0.5)
+        time.sleep(5)
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
+    assert online, log.read_text()[-3000:]
+
+
 @pytest.mark.slow
 def test_a_worker_behind_basic_runs_on_rest_while_its_channel_and_subscriber_upgrades_carry_no_header(
         roles_server, basic_front, tmp_path):
@@ -277,27 +301,7 @@ def test_a_worker_behind_basic_runs_on_rest_while_its_channel_and_subscriber_upg
     back to REST heartbeats and polling. The worker must still be ONLINE. (Measured: a 3.8.8 worker opened a subscriber
     within 5 s of its first sync; an idle 3.9.1 worker opens none.) If this test fails on the header assertions, a
     newer Prefect sends it: update docs/architecture.md ("What Prefect's clients send")."""
-    pool = f"itest-basic-{uuid.uuid4().hex[:6]}"
-    status, body = roles_server.api("POST", "/work_pools/", {"name": pool, "type": "process"})
-    assert status == 201, body
-    name = f"basic-worker-{uuid.uuid4().hex[:6]}"
-    log = tmp_path / "worker.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([prefect_bin(), "worker", "start", "--pool", pool, "--type", "process", "--name", name],
-                                env=_client_env(tmp_path, basic_front), cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline, online = time.monotonic() + 60, False
-        while time.monotonic() < deadline and not online:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            status, workers = roles_server.api("POST", f"/work_pools/{pool}/workers/filter", {})
-            online = status == 200 and any(w["name"] == name and w["status"] == "ONLINE" for w in workers)
-            time.sleep(0.5)
-        time.sleep(5)  # the cancellation observer subscribes after the first sync
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(30)
-    assert online, log.read_text()[-3000:]
+    _worker_comes_online(roles_server, "basic", _client_env(tmp_path, basic_front), tmp_path)
     seen = basic_front.reset()
     http_requests = [s for s in seen if not s.upgrade]
     assert http_requests and all(s.authorization == WORKER and s.status != 401 for s in http_requests)
@@ -322,32 +326,11 @@ def test_a_remote_worker_as_the_role_writes_it_authenticates_its_websocket_upgra
     header = "Basic " + base64.b64encode(credential.encode()).decode()
     assert json.loads(plan["environment"]["PREFECT_CLIENT_CUSTOM_HEADERS"]) == {"Authorization": header}
     proxy = ArrProxy(roles_server.port, basic={credential}).start()
-    pool = f"itest-wrk01-{uuid.uuid4().hex[:6]}"
-    status, body = roles_server.api("POST", "/work_pools/", {"name": pool, "type": "process"})
-    assert status == 201, body
-    name = f"wrk01-{uuid.uuid4().hex[:6]}"
-    log = tmp_path / "worker.log"
-    from servers import clean_env
     env = clean_env(PREFECT_API_URL=f"{proxy.url}/api", PREFECT_HOME=str(tmp_path / "client-home"),
                     PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_WORKER_PREFETCH_SECONDS="2",
                     **{k: plan["environment"][k] for k in ("PREFECT_API_AUTH_STRING", "PREFECT_CLIENT_CUSTOM_HEADERS")})
     try:
-        with open(log, "wb") as out:
-            proc = subprocess.Popen([prefect_bin(), "worker", "start", "--pool", pool, "--type", "process", "--name", name],
-                                    env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
-        try:
-            deadline, online = time.monotonic() + 60, False
-            while time.monotonic() < deadline and not online:
-                assert proc.poll() is None, log.read_text()[-3000:]
-                status, workers = roles_server.api("POST", f"/work_pools/{pool}/workers/filter", {})
-                online = status == 200 and any(w["name"] == name and w["status"] == "ONLINE" for w in workers)
-                time.sleep(0.5)
-            time.sleep(5)
-        finally:
-            os.killpg(proc.pid, 15)
-            proc.wait(30)
-        assert online, log.read_text()[-3000:]
+        _worker_comes_online(roles_server, "wrk01", env, tmp_path)
         seen = proxy.reset()
     finally:
         proxy.stop()
