@@ -49,6 +49,18 @@ def lookup(p):
     return None
 
 
+def dependents_of(name):
+    """The services that depend on `name`, every level down (EnumDependentServices, ServiceController.DependentServices)."""
+    dependents, todo = [], [name]
+    while todo:
+        current = todo.pop()
+        for other, svc in services.items():
+            if current in svc.get("dependencies", []) and other not in dependents:
+                dependents.append(other)
+                todo.append(other)
+    return dependents
+
+
 def sid_of(name):
     """The account database as LookupAccountName searches it (Microsoft's documentation of LookupAccountNameW and
     LsaLookupNames): well-known names, then the local accounts (host["accounts"], made by win_user or declared), then
@@ -556,13 +568,7 @@ elif NAME == "win_service_info":
         s = services[n]
         image = s.get("image_path", "")
         # EnumDependentServices lists direct and indirect dependents.
-        dependents, todo = [], [n]
-        while todo:
-            name = todo.pop()
-            for d, o in services.items():
-                if name in o.get("dependencies", []) and d not in dependents:
-                    dependents.append(d)
-                    todo.append(d)
+        dependents = dependents_of(n)
         out["services"].append({
             "name": n, "display_name": n, "state": s.get("scm_state") or ("started" if s.get("running") else "stopped"),
             "path": '"%s"' % image if " " in image else image,

@@ -248,18 +248,6 @@ def pg_connect(port, user, password, database="postgres"):
 
 # --- the role's scripts ---
 
-def pg_dependents(name):
-    """The services that depend on `name`, every level down (ServiceController.DependentServices)."""
-    dependents, todo = [], [name]
-    while todo:
-        current = todo.pop()
-        for other, svc in services.items():
-            if current in svc.get("dependencies", []) and other not in dependents:
-                dependents.append(other)
-                todo.append(other)
-    return dependents
-
-
 def pg_facts_script():
     """postgresql_facts.ps1: the Installations subkeys (major from the key name's -<digits> suffix), Win32_Service of the
     service, TotalPhysicalMemory in MB. Read-only, in check mode too."""
@@ -273,7 +261,7 @@ def pg_facts_script():
     svc = services.get(name)
     service = {"exists": False, "state": "", "account": "", "start_mode": ""}
     if svc is not None:
-        service = {"dependents_running": [d for d in pg_dependents(name) if services[d].get("running")],
+        service = {"dependents_running": [d for d in dependents_of(name) if services[d].get("running")],
                    "exists": True, "state": "Running" if svc.get("running") else "Stopped",
                    "account": svc.get("object_name", ""), "start_mode": svc.get("start_mode", "auto").capitalize()}
     out["result"] = {"installations": installations, "service": service, "ram_mb": int(host.get("ram_mb", 16384)),
@@ -458,7 +446,7 @@ def pg_win_service():
     if state in ("stopped", "restarted") and svc.get("running"):
         # Stop-Service / Restart-Service without -Force refuse a service whose dependents run (the local Prefect
         # server); with -Force (force_dependent_services) they stop them first, every level down.
-        running = [d for d in pg_dependents(name) if services[d].get("running")]
+        running = [d for d in dependents_of(name) if services[d].get("running")]
         if running and not args.get("force_dependent_services"):
             out.update(failed=True, msg="Cannot stop service '%s (%s)' because it has dependent services. It can only be "
                                         "stopped if the Force flag is set." % (name, name))
