@@ -8,6 +8,9 @@ per client connection (the client reconnects; nothing is buffered or rewritten).
 
 `basic`: a set of "user:password" strings; a request without one of them as `Authorization: Basic` gets 401 with
 `WWW-Authenticate: Basic`, like an IIS site with only Basic authentication on, the websocket upgrade included.
+
+`record_upgraded` (off by default): keep what the upstream sends on an upgraded connection (its 101 head and every
+frame after it, as relayed) in `Seen.downstream`, so that a test can read what a websocket delivered.
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ class Seen:
     headers: dict[str, str]
     status: int = 0
     upgrade: bool = False
+    # The upstream's bytes on an upgraded connection, as relayed (only with ArrProxy(record_upgraded=True)).
+    downstream: bytearray = field(default_factory=bytearray)
 
     @property
     def authorization(self) -> str:
@@ -39,6 +44,7 @@ class ArrProxy:
     forwarded_proto: str = "https"
     seen: list[Seen] = field(default_factory=list)
     port: int = 0
+    record_upgraded: bool = False
 
     def __post_init__(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -130,6 +136,8 @@ class ArrProxy:
                         break
                     if first and not record.status:
                         record.status = int(chunk.split(b" ", 2)[1])
+                    if first and record.upgrade and self.record_upgraded:
+                        record.downstream.extend(chunk)
                     dst.write(chunk)
                     await dst.drain()
             except (ConnectionError, ValueError, IndexError):

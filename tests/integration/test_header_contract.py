@@ -1,4 +1,4 @@
-"""The header contract of the front door, against a real Prefect 3.8.8 server started with the environment the
+"""The header contract of the front door, against a real server of the pinned Prefect started with the environment the
 nssm_services role writes (roles_env.py).
 
 IIS ARR forwards a request with X-Forwarded-Proto/Host/For added, the client's Host kept and the client's
@@ -14,6 +14,7 @@ records what they send on the HTTP requests and on the websocket upgrades.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -22,12 +23,13 @@ import struct
 import subprocess
 import time
 import uuid
+import zlib
 
 import pytest
 
 from arr_proxy import ArrProxy
 from roles_env import DATABASE, HOST_SPECIFIC, VAULT, server_plan
-from servers import PINNED_PREFECT, REPO, clean_env, http, prefect_bin
+from servers import PINNED_PREFECT, REPO, clean_env, copy_flows, deploy_flow, http, prefect_bin
 
 PERSON = "Negotiate " + base64.b64encode(b"NTLMSSP\x00\x03\x00\x00\x00" + os.urandom(48)).decode()
 WORKER_CREDENTIAL = "CORP\\svc_prefect_api:" + uuid.uuid4().hex
@@ -266,30 +268,46 @@ def test_flow_run_clients_send_basic_on_http_and_on_the_events_socket(roles_serv
     assert any(marker in entry["message"] for entry in logs), "the flow's log line did not arrive"
 
 
+@contextlib.contextmanager
+def _online_workers(server, pool: str, envs: dict[str, dict], tmp_path, queues: bool = False):
+    """One process worker of `pool` per entry of `envs` (worker name: environment, its API URL a proxy), started together,
+    each polling only the queue of its own name when `queues`; all ONLINE when the block starts, every worker's process
+    group stopped at its end."""
+    procs, logs = {}, {}
+    try:
+        for name, env in envs.items():
+            logs[name] = tmp_path / f"{name}.log"
+            with open(logs[name], "wb") as out:
+                procs[name] = subprocess.Popen(
+                    [prefect_bin(), "worker", "start", "--pool", pool, "--type", "process", "--name", name,
+                     *(["--work-queue", name] if queues else [])],
+                    env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True)
+        deadline, waiting = time.monotonic() + 60, set(envs)
+        while time.monotonic() < deadline and waiting:
+            for name in waiting:
+                assert procs[name].poll() is None, logs[name].read_text()[-3000:]
+            status, workers = server.api("POST", f"/work_pools/{pool}/workers/filter", {})
+            waiting -= {w["name"] for w in workers if w["status"] == "ONLINE"} if status == 200 else set()
+            time.sleep(0.5)
+        assert not waiting, "\n".join(logs[name].read_text()[-3000:] for name in waiting)
+        yield logs
+    finally:
+        for proc in procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 15)
+        for proc in procs.values():
+            proc.wait(30)
+
+
 def _worker_comes_online(server, tag: str, env: dict, tmp_path) -> None:
     """A process worker of a new pool started with `env` (its API URL a proxy), left running until ONLINE and 5 s more
     (the cancellation observer subscribes after the first sync), then stopped."""
     pool = f"itest-{tag}-{uuid.uuid4().hex[:6]}"
     status, body = server.api("POST", "/work_pools/", {"name": pool, "type": "process"})
     assert status == 201, body
-    name = f"{tag}-worker-{uuid.uuid4().hex[:6]}"
-    log = tmp_path / f"{tag}-worker.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([prefect_bin(), "worker", "start", "--pool", pool, "--type", "process", "--name", name],
-                                env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    try:
-        deadline, online = time.monotonic() + 60, False
-        while time.monotonic() < deadline and not online:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            status, workers = server.api("POST", f"/work_pools/{pool}/workers/filter", {})
-            online = status == 200 and any(w["name"] == name and w["status"] == "ONLINE" for w in workers)
-            time.sleep(0.5)
+    with _online_workers(server, pool, {f"{tag}-worker-{uuid.uuid4().hex[:6]}": env}, tmp_path):
         time.sleep(5)
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(30)
-    assert online, log.read_text()[-3000:]
 
 
 @pytest.mark.slow
@@ -312,25 +330,38 @@ def test_a_worker_behind_basic_runs_on_rest_while_its_channel_and_subscriber_upg
         [(s.path, bool(s.authorization), s.status) for s in channel + subscriber]
 
 
+@pytest.fixture(scope="module")
+def wrk01_plan(tmp_path_factory) -> dict:
+    """The worker service nssm_services plans for the example inventory's remote worker prefect-wrk01 (asked from
+    Ansible), with the example's CA placeholder replaced by a real PEM file (the role refuses a worker on https://
+    without one)."""
+    ca = str(REPO / "tests" / "fixtures" / "roles" / "enclave-ca.pem")
+    return server_plan(tmp_path_factory.mktemp("wrk01-plan"), host="prefect-wrk01.corp.local", kind="worker",
+                       extra_vars={"prefect_api_ca_cert": ca})
+
+
+def _remote_worker_env(plan: dict, proxy: ArrProxy, home, custom_headers: bool = True) -> dict[str, str]:
+    """A worker's environment with the machine path's credentials as the role writes them (PREFECT_API_AUTH_STRING and,
+    unless told otherwise, PREFECT_CLIENT_CUSTOM_HEADERS), its API URL the proxy."""
+    names = ("PREFECT_API_AUTH_STRING", "PREFECT_CLIENT_CUSTOM_HEADERS") if custom_headers else ("PREFECT_API_AUTH_STRING",)
+    return clean_env(PREFECT_API_URL=f"{proxy.url}/api", PREFECT_HOME=str(home), PREFECT_WORKER_QUERY_SECONDS="2",
+                     PREFECT_WORKER_PREFETCH_SECONDS="2", **{k: plan["environment"][k] for k in names})
+
+
 @pytest.mark.slow
-def test_a_remote_worker_as_the_role_writes_it_authenticates_its_websocket_upgrades(roles_server, tmp_path):
+def test_a_remote_worker_as_the_role_writes_it_authenticates_its_websocket_upgrades(roles_server, wrk01_plan, tmp_path):
     """The environment the nssm_services role writes for a remote worker (the example inventory's prefect-wrk01, its
     plan asked from Ansible) holds PREFECT_CLIENT_CUSTOM_HEADERS with the machine path's Basic header, which Prefect adds
     to every websocket upgrade (prefect/_internal/websockets.py): behind a front demanding that header, the worker
     channel's upgrade carries it and gets 101, and no request of the worker is refused."""
-    # The example's CA placeholder replaced by a real PEM file (the role refuses a worker on https:// without one).
-    ca = str(REPO / "tests" / "fixtures" / "roles" / "enclave-ca.pem")
-    plan = server_plan(tmp_path / "plan", host="prefect-wrk01.corp.local", kind="worker", extra_vars={"prefect_api_ca_cert": ca})
     credential = VAULT["vault_prefect_worker_api_auth_string"]
-    assert plan["environment"]["PREFECT_API_AUTH_STRING"] == credential
+    assert wrk01_plan["environment"]["PREFECT_API_AUTH_STRING"] == credential
     header = "Basic " + base64.b64encode(credential.encode()).decode()
-    assert json.loads(plan["environment"]["PREFECT_CLIENT_CUSTOM_HEADERS"]) == {"Authorization": header}
+    assert json.loads(wrk01_plan["environment"]["PREFECT_CLIENT_CUSTOM_HEADERS"]) == {"Authorization": header}
     proxy = ArrProxy(roles_server.port, basic={credential}).start()
-    env = clean_env(PREFECT_API_URL=f"{proxy.url}/api", PREFECT_HOME=str(tmp_path / "client-home"),
-                    PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_WORKER_PREFETCH_SECONDS="2",
-                    **{k: plan["environment"][k] for k in ("PREFECT_API_AUTH_STRING", "PREFECT_CLIENT_CUSTOM_HEADERS")})
     try:
-        _worker_comes_online(roles_server, "wrk01", env, tmp_path)
+        _worker_comes_online(roles_server, "wrk01", _remote_worker_env(wrk01_plan, proxy, tmp_path / "client-home"),
+                             tmp_path)
         seen = proxy.reset()
     finally:
         proxy.stop()
@@ -339,3 +370,155 @@ def test_a_remote_worker_as_the_role_writes_it_authenticates_its_websocket_upgra
     assert channel and all(s.authorization == header and s.status == 101 for s in channel), \
         [(s.path, bool(s.authorization), s.status) for s in channel]
     assert all(s.authorization == header for s in seen)
+
+
+def _server_messages(raw: bytes) -> list:
+    """The text messages a websocket server sent, parsed as JSON, from the bytes relayed after the upgrade request (the
+    101 head, then unmasked frames; permessage-deflate undone when the server accepted it, RFC 7692)."""
+    head, _, rest = bytes(raw).partition(b"\r\n\r\n")
+    extensions = [line.split(b":", 1)[1].decode().strip() for line in head.split(b"\r\n")[1:]
+                  if line.lower().startswith(b"sec-websocket-extensions:")]
+    deflate = any(e.startswith("permessage-deflate") for e in extensions)
+    takeover = not any("server_no_context_takeover" in e for e in extensions)
+    inflater, messages, parts, compressed, at = zlib.decompressobj(-15), [], [], False, 0
+    while at + 2 <= len(rest):
+        first, second = rest[at], rest[at + 1]
+        size, at = second & 0x7F, at + 2
+        if size == 126:
+            size, at = struct.unpack(">H", rest[at:at + 2])[0], at + 2
+        elif size == 127:
+            size, at = struct.unpack(">Q", rest[at:at + 8])[0], at + 8
+        payload, at = rest[at:at + size], at + size
+        if len(payload) < size:
+            break  # the connection ended inside a frame
+        opcode = first & 0x0F
+        if opcode in (0x1, 0x2):
+            parts, compressed = [payload], bool(first & 0x40)
+        elif opcode == 0x0:
+            parts.append(payload)
+        else:
+            continue  # ping, pong, close
+        if first & 0x80:  # FIN: the message is complete
+            data = b"".join(parts)
+            if compressed and deflate:
+                if not takeover:
+                    inflater = zlib.decompressobj(-15)
+                data = inflater.decompress(data + b"\x00\x00\xff\xff")
+            if opcode == 0x1:
+                messages.append(json.loads(data))
+    return messages
+
+
+SLEEPY_SECONDS = 600  # far longer than the test: the run ends only when it is cancelled
+
+
+@pytest.mark.slow
+def test_a_cancellation_reaches_a_running_flow_of_a_remote_worker_through_the_push_channel(
+        roles_server, wrk01_plan, tmp_path):
+    """Cancelling a running flow run of a remote worker (the role's environment for prefect-wrk01, behind a front that
+    demands its Basic header) kills the flow's process, and the cancellation travels through the push channel: the
+    websocket /api/events/out, whose upgrade carries the header only thanks to PREFECT_CLIENT_CUSTOM_HEADERS.
+
+    Who observes a cancellation in the pinned Prefect (3.9.1, site-packages/prefect/):
+    - workers/process.py:165, ProcessWorker.run: each flow run runs in a FlowRunExecutorContext, in the worker's
+      process; runner/_flow_run_executor.py:315 enters a FlowRunCancellingObserver with the default polling interval,
+      10 s (_internal/observers.py:211; no setting reaches it), whose callback kills the run's process
+      (runner/_cancellation_manager.py cancel_by_id) and sets CANCELLED.
+    - _internal/observers.py:362: the observer hands delivery to ObservationDelivery with an events subscriber
+      (events/clients.py:693 PrefectEventSubscriber, websocket /api/events/out, filter prefect.flow-run.Cancelling).
+      _internal/_observation_delivery.py:136 start(): when the subscriber connects, STREAMING, which owns only the
+      consumer (line 197), no poller; only when it fails, POLLING (line 208): critical_service_loop every 10 s +-30 %
+      of _check_for_cancelled_flow_runs (observers.py:308), i.e. POST /api/flow_runs/filter, while the websocket is
+      retried with backoff.
+    - The worker's own observer (workers/base.py:1432) is off by default (PREFECT_WORKER_ENABLE_CANCELLATION) and
+      cancels only runs that never started (line 1896). The flow run's process opens one more subscriber,
+      FlowRunSuspendingObserver (_flow_run_suspension.py:106, /api/events/out), which polls the same route on failure.
+    Timing cannot tell the two apart (polling may come 0 to 13 s after the cancel; with the header removed, a run was
+    once cancelled by polling in 4.8 s), the wire can: the proxy keeps what the server sent down each /api/events/out
+    socket, where the Cancelling event of this run must be, and no POST /api/flow_runs/filter may pass it, nor may
+    the worker log that polling found the run.
+
+    Negative control, beside it on the same pool (its own queue and proxy): the same worker without
+    PREFECT_CLIENT_CUSTOM_HEADERS. Its subscribers' upgrades get 401, and its run is cancelled too, by polling. The
+    cancellation is set as the UI does it: state CANCELLING through POST /api/flow_runs/{id}/set_state. About 25 to 32 s
+    on two cores (the flow runs' start is most of it), with the roles' server and the plan shared with the tests above."""
+    credential = VAULT["vault_prefect_worker_api_auth_string"]
+    header = "Basic " + base64.b64encode(credential.encode()).decode()
+    pool = f"itest-cancel-{uuid.uuid4().hex[:6]}"
+    status, body = roles_server.api("POST", "/work_pools/", {"name": pool, "type": "process"})
+    assert status == 201, body
+    push, poll = f"push-{uuid.uuid4().hex[:6]}", f"poll-{uuid.uuid4().hex[:6]}"
+    for queue in (push, poll):
+        status, body = roles_server.api("POST", f"/work_pools/{pool}/queues", {"name": queue})
+        assert status == 201, body
+    flows = copy_flows(tmp_path / "flows")
+    deployment = deploy_flow(roles_server, flows, "sleepy.py:sleepy", "itest-cancel", pool, tmp_path / "deploy-home")
+    proxies = {push: ArrProxy(roles_server.port, basic={credential}, record_upgraded=True).start(),
+               poll: ArrProxy(roles_server.port, basic={credential}).start()}
+    envs = {push: _remote_worker_env(wrk01_plan, proxies[push], tmp_path / "push-home"),
+            poll: _remote_worker_env(wrk01_plan, proxies[poll], tmp_path / "poll-home", custom_headers=False)}
+    runs, pids, cancelled_after = {}, {}, {}
+    try:
+        with _online_workers(roles_server, pool, envs, tmp_path, queues=True) as logs:
+            for queue in (push, poll):
+                status, run = roles_server.api("POST", f"/deployments/{deployment}/create_flow_run",
+                                               {"parameters": {"seconds": SLEEPY_SECONDS}, "work_queue_name": queue})
+                assert status == 201, run
+                runs[queue] = run["id"]
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and len(pids) < len(runs):
+                for queue, run_id in runs.items():
+                    _status, run = roles_server.api("GET", f"/flow_runs/{run_id}")
+                    assert run["state"]["type"] in ("SCHEDULED", "PENDING", "RUNNING"), (queue, run["state"])
+                    if run["state"]["type"] == "RUNNING" and run["infrastructure_pid"]:
+                        pids[queue] = int(run["infrastructure_pid"].rsplit(":", 1)[-1])
+                time.sleep(0.5)
+            assert len(pids) == len(runs), {q: logs[q].read_text()[-3000:] for q in runs if q not in pids}
+            assert all(os.path.exists(f"/proc/{pid}") for pid in pids.values())
+            started = time.monotonic()
+            for run_id in runs.values():
+                status, answer = roles_server.api("POST", f"/flow_runs/{run_id}/set_state", {
+                    "state": {"type": "CANCELLING", "name": "Cancelling", "message": "itest: cancelled by a person"}})
+                assert status == 201 and answer["status"] == "ACCEPT", answer
+            while time.monotonic() < started + 40 and len(cancelled_after) < len(runs):
+                for queue, run_id in runs.items():
+                    _status, run = roles_server.api("GET", f"/flow_runs/{run_id}")
+                    if queue not in cancelled_after and run["state"]["type"] == "CANCELLED":
+                        cancelled_after[queue] = time.monotonic() - started
+                time.sleep(0.25)
+            assert cancelled_after.keys() == runs.keys(), \
+                ({q: roles_server.api("GET", f"/flow_runs/{r}")[1]["state"] for q, r in runs.items()},
+                 {q: logs[q].read_text()[-3000:] for q in runs})
+            # The flow's process is gone (killed, and reaped by the worker).
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in pids.values()):
+                time.sleep(0.2)
+            assert not [pid for pid in pids.values() if os.path.exists(f"/proc/{pid}")], pids
+        seen = {queue: proxy.reset() for queue, proxy in proxies.items()}
+        # Logged by the cancellation observer's polling only (_internal/observers.py _check_for_cancelled_flow_runs).
+        found = {queue: "flow runs awaiting cancellation" in logs[queue].read_text() for queue in runs}
+    finally:
+        for proxy in proxies.values():
+            proxy.stop()
+        for pid in pids.values():  # a flow's process that outlived the cancellation (its own process group)
+            if os.path.exists(f"/proc/{pid}"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, 9)
+
+    # The role's environment: nothing refused, every request and upgrade with the header, the subscriber streamed.
+    refused = [(s.method, s.path) for s in seen[push] if s.status == 401]
+    assert refused == [] and all(s.authorization == header for s in seen[push]), refused
+    subscribers = [s for s in seen[push] if s.upgrade and s.path == "/api/events/out"]
+    assert subscribers and all(s.status == 101 for s in subscribers), [(s.path, s.status) for s in subscribers]
+    delivered = [m["event"] for s in subscribers for m in _server_messages(s.downstream) if m.get("type") == "event"]
+    assert any(e["event"] == "prefect.flow-run.Cancelling" and e["resource"]["prefect.resource.id"] ==
+               f"prefect.flow-run.{runs[push]}" for e in delivered), [e["event"] for e in delivered]
+    assert not [s for s in seen[push] if s.method == "POST" and s.path == "/api/flow_runs/filter"], \
+        "an observer polled: its events stream was not up"
+    assert not found[push], "the cancellation observer found the run by polling"
+
+    # Negative control, without PREFECT_CLIENT_CUSTOM_HEADERS: the subscriber is refused, polling delivers.
+    subscribers = [s for s in seen[poll] if s.upgrade and s.path == "/api/events/out"]
+    assert subscribers and all(s.status == 401 and not s.authorization for s in subscribers), \
+        [(s.path, s.status, bool(s.authorization)) for s in subscribers]
+    assert [s for s in seen[poll] if s.method == "POST" and s.path == "/api/flow_runs/filter"] and found[poll]
