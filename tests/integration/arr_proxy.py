@@ -9,6 +9,12 @@ per client connection (the client reconnects; nothing is buffered or rewritten).
 `basic`: a set of "user:password" strings; a request without one of them as `Authorization: Basic` gets 401 with
 `WWW-Authenticate: Basic`, like an IIS site with only Basic authentication on, the websocket upgrade included.
 
+`rules` (none by default): the inbound rules of a rendered web.config (url_rewrite.RewriteRules). Each request goes
+through them first, as URL Rewrite runs in BeginRequest before authentication: a CustomResponse, Redirect or
+AbortRequest is answered here, a Rewrite goes on (authentication, then the upstream); `Seen.rule` names the rule. A
+web.config the model cannot evaluate is answered with 500 and the reason. `tls`: a server-side ssl.SSLContext to
+listen on HTTPS (`url` then starts with https).
+
 `record_upgraded` (off by default): keep what the upstream sends on an upgraded connection (its 101 head and every
 frame after it, as relayed) in `Seen.downstream`, so that a test can read what a websocket delivered.
 """
@@ -16,8 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from url_rewrite import RewriteRules
 
 MAX_HEAD = 64 * 1024
 
@@ -29,6 +40,7 @@ class Seen:
     headers: dict[str, str]
     status: int = 0
     upgrade: bool = False
+    rule: str = ""  # the web.config rule that applied (only with ArrProxy(rules=...))
     # The upstream's bytes on an upgraded connection, as relayed (only with ArrProxy(record_upgraded=True)).
     downstream: bytearray = field(default_factory=bytearray)
 
@@ -45,6 +57,8 @@ class ArrProxy:
     seen: list[Seen] = field(default_factory=list)
     port: int = 0
     record_upgraded: bool = False
+    rules: "RewriteRules | None" = None
+    tls: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -54,11 +68,12 @@ class ArrProxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> "ArrProxy":
         self._thread.start()
-        future = asyncio.run_coroutine_threadsafe(asyncio.start_server(self._client, "127.0.0.1", 0), self._loop)
+        serving = asyncio.start_server(self._client, "127.0.0.1", 0, ssl=self.tls)
+        future = asyncio.run_coroutine_threadsafe(serving, self._loop)
         self._server = future.result(10)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -90,6 +105,34 @@ class ArrProxy:
         except ValueError:
             return False
 
+    async def _rewrite(self, record: Seen, writer: asyncio.StreamWriter) -> bool:
+        """Apply the web.config's rules; True when the request goes on to the upstream."""
+        from url_rewrite import NotModelled
+        try:
+            outcome = self.rules.apply(record.path, record.headers, https=self.tls is not None)
+        except NotModelled as exc:
+            status, reason, extra, body = 500, "Internal Server Error", b"", str(exc).encode()
+        else:
+            record.rule = outcome.rule
+            if outcome.action == "Rewrite":
+                return True
+            if outcome.action == "AbortRequest":
+                record.status = -1
+                writer.transport.abort()
+                return False
+            if not outcome.action:  # no rule applied: IIS would serve the URL from disk, where this site has nothing
+                status, reason, extra, body = 404, "Not Found", b"", b""
+            else:
+                status, reason, body = outcome.status, outcome.reason, outcome.body.encode()
+                extra = b"Location: %s\r\n" % outcome.location.encode() if outcome.location else b""
+                reason = reason or "Redirect"
+        record.status = status
+        writer.write(b"HTTP/1.1 %d %s\r\n%sContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close"
+                     b"\r\n\r\n%s" % (status, reason.encode(), extra, len(body), body))
+        await writer.drain()
+        writer.close()
+        return False
+
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -104,6 +147,8 @@ class ArrProxy:
         record = Seen(method, path, lowered, upgrade=upgrade)
         with self._lock:
             self.seen.append(record)
+        if self.rules is not None and not await self._rewrite(record, writer):
+            return
         if self.basic is not None and not self._accepts(lowered.get("authorization", "")):
             record.status = 401
             body = b"401 Unauthorized: Basic authentication required"
