@@ -119,43 +119,74 @@ Invoke-Section -Name 'events' -Body {
     ,$entries
 }
 
+# Every listening address of every port (0.0.0.0 and 127.0.0.1 apart), with the process holding it (System: http.sys).
 Invoke-Section -Name 'ports' -Body {
-    ,@(Get-NetTCPConnection -State Listen | Sort-Object -Property LocalPort -Unique | ForEach-Object {
+    ,@(Get-NetTCPConnection -State Listen | Sort-Object -Property @('LocalPort', 'LocalAddress') -Unique | ForEach-Object {
             $process = Get-Process -Id $_.OwningProcess -ErrorAction SilentlyContinue
             [ordered]@{ address = $_.LocalAddress; port = [int]$_.LocalPort; pid = [int]$_.OwningProcess
                 process = if ($process) { $process.ProcessName } else { '' } }
         })
 }
 
+# The effective policy (ActiveStore: local and Group Policy rules as merged), for the firewall role's group and for the
+# enabled inbound block rules, which beat any allow rule (plugins/filter/diagnose_checks.py compares them).
 Invoke-Section -Name 'firewall' -Body {
-    ,@(Get-NetFirewallRule -ErrorAction SilentlyContinue | Where-Object { $_.Group -like "$FirewallGroup*" -or $_.Name -like "$FirewallGroup*" } |
-            ForEach-Object {
-                $ports = $_ | Get-NetFirewallPortFilter
-                $addresses = $_ | Get-NetFirewallAddressFilter
-                [ordered]@{ name = $_.Name; display_name = $_.DisplayName; group = $_.Group; enabled = [string]$_.Enabled
-                    direction = [string]$_.Direction; action = [string]$_.Action; local_port = @($ports.LocalPort | ForEach-Object { "$_" })
-                    remote_address = @($addresses.RemoteAddress | ForEach-Object { "$_" }) }
+    $describe = {
+        $ports = $_ | Get-NetFirewallPortFilter
+        $addresses = $_ | Get-NetFirewallAddressFilter
+        [ordered]@{ name = $_.Name; display_name = $_.DisplayName; group = $_.Group; enabled = [string]$_.Enabled
+            direction = [string]$_.Direction; action = [string]$_.Action; profile = [string]$_.Profile
+            source = [string]$_.PolicyStoreSourceType; protocol = [string]$ports.Protocol
+            local_port = @($ports.LocalPort | ForEach-Object { "$_" }); remote_address = @($addresses.RemoteAddress | ForEach-Object { "$_" }) }
+    }
+    $local = @(Get-NetFirewallRule -ErrorAction SilentlyContinue | Where-Object { $_.Group -like "$FirewallGroup*" -or $_.Name -like "$FirewallGroup*" })
+    [ordered]@{
+        rules = @($local | ForEach-Object $describe)
+        block_rules = @(Get-NetFirewallRule -PolicyStore ActiveStore -Direction Inbound -Action Block -Enabled True -ErrorAction SilentlyContinue |
+                ForEach-Object $describe)
+        profiles = @(Get-NetFirewallProfile -PolicyStore ActiveStore | ForEach-Object {
+                [ordered]@{ name = [string]$_.Name; enabled = [string]$_.Enabled; default_inbound_action = [string]$_.DefaultInboundAction
+                    allow_local_rules = [string]$_.AllowLocalFirewallRules }
             })
+        network_categories = @(Get-NetConnectionProfile -ErrorAction SilentlyContinue | ForEach-Object { [string]$_.NetworkCategory })
+    }
 }
 
 Invoke-Section -Name 'iis' -Body {
     if (-not (Get-Module -ListAvailable -Name WebAdministration)) { return [ordered]@{ installed = $false } }
     Import-Module -Name WebAdministration
+    $apphost = 'MACHINE/WEBROOT/APPHOST'
+    $globalModules = @(Get-WebConfiguration -PSPath $apphost -Filter 'system.webServer/globalModules/add' | ForEach-Object { [string]$_.name })
     $sites = @(Get-Website | ForEach-Object {
-            $path = "IIS:\Sites\$($_.Name)"
+            $site = $_.Name
+            $path = "IIS:\Sites\$site"
+            $modules = @(Get-WebConfiguration -PSPath $apphost -Location $site -Filter 'system.webServer/modules/add' | ForEach-Object { [string]$_.name })
             [ordered]@{
-                name = $_.Name; state = [string]$_.State; app_pool = $_.applicationPool; physical_path = $_.physicalPath
-                bindings = @($_.bindings.Collection | ForEach-Object { [ordered]@{ protocol = $_.protocol; binding = $_.bindingInformation; thumbprint = "$($_.certificateHash)" } })
-                windows_auth = [string](Get-WebConfigurationProperty -PSPath 'MACHINE/WEBROOT/APPHOST' -Location $_.Name -Filter 'system.webServer/security/authentication/windowsAuthentication' -Name enabled).Value
-                basic_auth = [string](Get-WebConfigurationProperty -PSPath 'MACHINE/WEBROOT/APPHOST' -Location $_.Name -Filter 'system.webServer/security/authentication/basicAuthentication' -Name enabled).Value
-                anonymous_auth = [string](Get-WebConfigurationProperty -PSPath 'MACHINE/WEBROOT/APPHOST' -Location $_.Name -Filter 'system.webServer/security/authentication/anonymousAuthentication' -Name enabled).Value
+                name = $site; state = [string]$_.State; app_pool = $_.applicationPool; physical_path = $_.physicalPath
+                bindings = @($_.bindings.Collection | ForEach-Object {
+                        $hash = "$($_.certificateHash)"
+                        $store = if ($_.certificateStoreName) { "$($_.certificateStoreName)" } else { 'My' }
+                        $cert = if ($hash) { Get-Item -LiteralPath "Cert:\LocalMachine\$store\$hash" -ErrorAction SilentlyContinue }
+                        [ordered]@{ protocol = $_.protocol; binding = $_.bindingInformation; thumbprint = $hash; store = $store
+                            certificate = if ($cert) {
+                                [ordered]@{ found = $true; subject = $cert.Subject; not_before = ConvertTo-Utc $cert.NotBefore
+                                    not_after = ConvertTo-Utc $cert.NotAfter; has_private_key = [bool]$cert.HasPrivateKey }
+                            } else { [ordered]@{ found = $false } } }
+                    })
+                windows_auth = [string](Get-WebConfigurationProperty -PSPath $apphost -Location $site -Filter 'system.webServer/security/authentication/windowsAuthentication' -Name enabled).Value
+                basic_auth = [string](Get-WebConfigurationProperty -PSPath $apphost -Location $site -Filter 'system.webServer/security/authentication/basicAuthentication' -Name enabled).Value
+                anonymous_auth = [string](Get-WebConfigurationProperty -PSPath $apphost -Location $site -Filter 'system.webServer/security/authentication/anonymousAuthentication' -Name enabled).Value
                 rewrite_rules = @(Get-WebConfigurationProperty -PSPath $path -Filter 'system.webServer/rewrite/rules/rule' -Name '.' -ErrorAction SilentlyContinue |
-                        ForEach-Object { [ordered]@{ name = $_.name; url = "$($_.match.url)"; action = "$($_.action.url)" } })
+                        ForEach-Object { [ordered]@{ name = $_.name; enabled = [string]$_.enabled; url = "$($_.match.url)"; action = "$($_.action.url)" } })
+                authorization = @(Get-WebConfiguration -PSPath $apphost -Location $site -Filter 'system.webServer/security/authorization/add' |
+                        ForEach-Object { [ordered]@{ access = [string]$_.accessType; users = "$($_.users)"; roles = "$($_.roles)" } })
+                url_auth_module = $modules -contains 'UrlAuthorizationModule'
+                rewrite_module = $modules -contains 'RewriteModule'
             }
         })
-    $proxy = Get-WebConfiguration -PSPath 'MACHINE/WEBROOT/APPHOST' -Filter 'system.webServer/proxy' -ErrorAction SilentlyContinue
+    $proxy = Get-WebConfiguration -PSPath $apphost -Filter 'system.webServer/proxy' -ErrorAction SilentlyContinue
     [ordered]@{
-        installed = $true; sites = $sites
+        installed = $true; sites = $sites; global_modules = $globalModules
         app_pools = @(Get-ChildItem -Path 'IIS:\AppPools' | ForEach-Object { [ordered]@{ name = $_.Name; state = [string]$_.State } })
         arr = if ($proxy) { [ordered]@{ enabled = [string]$proxy.enabled; timeout = "$($proxy.timeout)"; preserve_host = [string]$proxy.preserveHostHeader } } else { $null }
     }

@@ -29,6 +29,11 @@ options:
     description: Overrides of the thresholds (see C(THRESHOLDS) in the source).
     type: dict
     default: {}
+  more:
+    description: More findings C({severity, host, area, message, evidence, fix, weight}) to rank with these.
+    type: list
+    elements: dict
+    default: []
 """
 
 EXAMPLES = r"""
@@ -39,7 +44,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: Findings, most urgent first.
+  description: Findings, most urgent first; C(rank) from 1, and C(evidence) and C(fix) where the rule gives them.
   type: list
   elements: dict
 """
@@ -186,9 +191,9 @@ def _storage(findings, host, report, limits):
                  % _size(logs["dir_bytes"]), logs["dir_bytes"] / 1024 ** 3)
 
 
-def diagnose_findings(reports, thresholds=None):
+def diagnose_findings(reports, thresholds=None, more=None):
     limits = dict(THRESHOLDS, **(thresholds or {}))
-    findings = []
+    findings = [dict(f) for f in more or []]
     for host, report in sorted((reports or {}).items()):
         report = report or {}
         if report.get("unreachable") or report.get("failed"):
@@ -217,6 +222,11 @@ def diagnose_summary(findings, hosts):
                   for f in findings]
     else:
         lines.append("No problem found.")
+    detailed = [f for f in findings if f.get("evidence") or f.get("fix")]
+    if detailed:
+        lines += ["", "## Evidence and fixes", ""]
+        lines += ["%d. %s, %s: %s\n   - evidence: %s\n   - fix: %s" % (f["rank"], f["host"], f["area"], f["message"],
+                                                                       f.get("evidence") or "-", f.get("fix") or "-") for f in detailed]
     lines += ["", "## Hosts", ""]
     for host in sorted(hosts or []):
         count = len([f for f in findings if f["host"] == host and f["severity"] != "info"])
@@ -224,6 +234,12 @@ def diagnose_summary(findings, hosts):
     return "\n".join(lines) + "\n"
 
 
+def diagnose_details(findings):
+    """Lines for the playbook's output: each finding with evidence or a fix, by its rank."""
+    return ["#%d %s %s: evidence: %s | fix: %s" % (f["rank"], f["host"], f["area"], f.get("evidence") or "-", f.get("fix") or "-")
+            for f in findings or [] if f.get("evidence") or f.get("fix")]
+
+
 class FilterModule:
     def filters(self):
-        return {"diagnose_findings": diagnose_findings, "diagnose_summary": diagnose_summary}
+        return {"diagnose_findings": diagnose_findings, "diagnose_summary": diagnose_summary, "diagnose_details": diagnose_details}

@@ -229,10 +229,124 @@ def operate_smoke_deploy():
     out.update(changed=True, result={"id": "sim"})
 
 
+def _diag_listeners():
+    """diagnose.ps1 'ports' (Get-NetTCPConnection -State Listen): http.sys (System, pid 4) on every port of a started
+    site's bindings, WinRM on 5986; the Prefect server on its --host/--port (python, the NSSM app's pid) while running;
+    PostgreSQL on the listen_addresses and port its postmaster read at start while running; host["listeners"] more."""
+    listeners = [{"address": "0.0.0.0", "port": 5986, "pid": 4, "process": "System"}]
+    for site in host.get("iis", {}).get("sites", {}).values():
+        if site.get("state") == "Started":
+            listeners += [{"address": "0.0.0.0", "port": int(key.split(":")[1]), "pid": 4, "process": "System"}
+                          for key in site.get("bindings", {})]
+    for name, svc in sorted(services.items()):
+        params = str(svc.get("registry", {}).get("AppParameters", "")).split()
+        if svc.get("running") and "server" in params and "start" in params:
+            env = svc.get("environment", {})
+            bind = params[params.index("--host") + 1] if "--host" in params[:-1] else env.get("PREFECT_SERVER_API_HOST", "127.0.0.1")
+            port = params[params.index("--port") + 1] if "--port" in params[:-1] else env.get("PREFECT_SERVER_API_PORT", "4200")
+            listeners.append({"address": bind, "port": int(port), "pid": 4242, "process": "python"})
+    pg = host.get("pg", {}).get("postmaster")
+    pg_running = [svc for name, svc in services.items() if name.lower().startswith("postgresql") and svc.get("running")]
+    if pg and pg_running:
+        for entry in str(pg.get("listen_addresses", "localhost")).split(","):
+            entry = entry.strip()
+            addresses = {"*": ["0.0.0.0", "::"], "localhost": ["127.0.0.1", "::1"]}.get(entry, [entry])
+            listeners += [{"address": a, "port": int(pg.get("port", 5432)), "pid": 5432, "process": "postgres"} for a in addresses]
+    listeners += host.get("listeners", [])
+    unique = {(str(x["port"]), x["address"]): x for x in listeners}  # Sort-Object LocalPort, LocalAddress -Unique
+    return [unique[k] for k in sorted(unique)]
+
+
+def _diag_netsecurity_addresses(remote):
+    """HNetCfg.FWRule RemoteAddresses -> Get-NetFirewallAddressFilter RemoteAddress: 'Any', single addresses without
+    their /255.255.255.255, subnets with the dotted mask, keywords as they are."""
+    if remote in (None, "", "*"):
+        return ["Any"]
+    return [entry[:-16] if entry.endswith("/255.255.255.255") else entry for entry in str(remote).split(",")]
+
+
+def _diag_firewall():
+    """diagnose.ps1 'firewall' over host["firewall"] (sim_firewall.py): the group's rules (PersistentStore), the enabled
+    inbound block rules of the active policy (a rule's "source" GroupPolicy, else Local), the profiles of the active
+    policy and host["network_categories"] (Get-NetConnectionProfile; default one domain network)."""
+    state = host.get("firewall", {})
+    group = args["parameters"].get("FirewallGroup", "")
+
+    def describe(rule):
+        mask = int(rule.get("Profiles", 0x7FFFFFFF))
+        profile = "Any" if mask & 7 == 7 else ", ".join(n for n, bit in (("Domain", 1), ("Private", 2), ("Public", 4)) if mask & bit)
+        return {"name": rule.get("id", ""), "display_name": rule["Name"], "group": rule.get("Grouping") or "",
+                "enabled": "True" if rule.get("Enabled") else "False", "direction": "Outbound" if rule.get("Direction") == 2 else "Inbound",
+                "action": "Block" if rule.get("Action") == 0 else "Allow", "profile": profile, "source": rule.get("source", "Local"),
+                "protocol": {6: "TCP", 17: "UDP", 256: "Any"}.get(rule.get("Protocol"), str(rule.get("Protocol"))),
+                "local_port": ["Any" if p.strip() == "*" else p.strip() for p in str(rule.get("LocalPorts", "*")).split(",")],
+                "remote_address": _diag_netsecurity_addresses(rule.get("RemoteAddresses"))}
+    rules = state.get("rules", [])
+    profiles = state.get("profiles", {"Domain": {"enabled": True}, "Private": {"enabled": True}, "Public": {"enabled": True}})
+    return {"rules": [describe(r) for r in rules if str(r.get("Grouping") or "").lower().startswith(group.lower())],
+            "block_rules": [describe(r) for r in rules if r.get("Enabled") and r.get("Direction", 1) == 1 and r.get("Action") == 0],
+            "profiles": [{"name": n, "enabled": "True" if p.get("enabled") else "False", "default_inbound_action": p.get("inbound", "NotConfigured"),
+                          "allow_local_rules": p.get("local_rules", "NotConfigured")}
+                         for n, p in sorted(profiles.items())],
+            "network_categories": host.get("network_categories", ["DomainAuthenticated"])}
+
+
+def _diag_iis():
+    """diagnose.ps1 'iis' over host["iis"] (sim_iis.py): sites with their bindings and the certificate each names
+    (host["iis"]["certificates"] is LocalMachine\\My, host["certificate_details"] a certificate's subject, not_before,
+    not_after and has_private_key), the rewrite rules of the site's web.config, its effective authorization rules, and
+    whether UrlAuthorizationModule (Web-Url-Auth; iis["url_auth_removed_from"]) and RewriteModule (URL Rewrite) apply."""
+    import xml.etree.ElementTree as _et
+    iis = host.get("iis", {})
+    if "Web-Server" not in iis.get("features", []):
+        return {"installed": False}
+    extensions = iis.get("extensions", [])
+    modules = (["UrlAuthorizationModule"] if "Web-Url-Auth" in iis["features"] else []) + \
+        (["RewriteModule"] if "URL Rewrite" in extensions else []) + \
+        (["ApplicationRequestRouting"] if "Application Request Routing" in extensions else [])
+    apphost = iis.get("apphost", {})
+    details = host.get("certificate_details", {})
+    sites = []
+    for name, site in sorted(iis.get("sites", {}).items()):
+        bindings = []
+        for key, value in site.get("bindings", {}).items():
+            thumb = value.get("certificate", "") if value.get("protocol") == "https" else ""
+            cert = {"found": False}
+            if thumb and thumb.upper() in iis.get("certificates", []):
+                more = details.get(thumb.upper(), {})
+                cert = {"found": True, "subject": more.get("subject", "CN=sim"), "not_before": more.get("not_before", "2025-01-01T00:00:00+00:00"),
+                        "not_after": more.get("not_after", "2036-01-01T00:00:00+00:00"), "has_private_key": more.get("has_private_key", True)}
+            bindings.append({"protocol": value.get("protocol"), "binding": key, "thumbprint": thumb, "store": "My", "certificate": cert})
+        rules = []
+        config = iis.get("files", {}).get(str(site.get("physical_path", "")).lower() + "\\web.config")
+        if config and "URL Rewrite" in extensions:
+            rules = [{"name": r.get("name"), "enabled": "False" if r.get("enabled", "true").lower() == "false" else "True",
+                      "url": (r.find("match").get("url") if r.find("match") is not None else ""),
+                      "action": (r.find("action").get("url", "") if r.find("action") is not None else "")}
+                     for r in _et.fromstring(config).iter("rule") if r.get("name")]
+        section = apphost.get(name + "|system.webServer/security/authorization", apphost.get("|system.webServer/security/authorization", {}))
+        entries = section.get("collection:", ["accessType=Allow;users=*;roles=;verbs="])
+        authorization = []
+        for entry in entries:
+            fields = dict(part.split("=", 1) for part in entry.split(";") if "=" in part)
+            authorization.append({"access": fields.get("accessType", ""), "users": fields.get("users", ""), "roles": fields.get("roles", "")})
+        sites.append({"name": name, "state": site.get("state"), "app_pool": site.get("pool"), "physical_path": site.get("physical_path"),
+                      "bindings": bindings, "rewrite_rules": rules, "authorization": authorization,
+                      "url_auth_module": "UrlAuthorizationModule" in modules and name not in iis.get("url_auth_removed_from", []),
+                      "rewrite_module": "RewriteModule" in modules})
+    proxy = None
+    if "Application Request Routing" in extensions:
+        proxy = {"enabled": apphost.get("|system.webServer/proxy", {}).get("enabled", "false").capitalize()}
+    return {"installed": True, "sites": sites, "global_modules": modules, "arr": proxy,
+            "app_pools": [{"name": n, "state": p.get("state")} for n, p in sorted(iis.get("pools", {}).items())]}
+
+
 def operate_diagnose():
-    # diagnose.ps1: one section per part of the host; host["diagnose"] holds what a broken host shows, and
-    # host["diagnose_errors"] the sections whose try/catch caught an error.
-    report = dict(host.get("diagnose", {}), collected_at="2026-03-01T12:00:00+00:00", host="SIM")
+    # diagnose.ps1: one section per part of the host. Ports, firewall and IIS are read from the simulated host's state
+    # (the other stand-ins'); host["diagnose"] holds what a broken host shows in the other sections (and may replace
+    # any), and host["diagnose_errors"] the sections whose try/catch caught an error.
+    report = dict({"ports": _diag_listeners(), "firewall": _diag_firewall(), "iis": _diag_iis()}, **host.get("diagnose", {}))
+    report.update(collected_at="2026-03-01T12:00:00+00:00", host="SIM")
     report["services"] = [{"name": n, "state": s.get("state_override") or ("Running" if s.get("running") else "Stopped"),
                            "start_mode": "Auto", "app_pid": 4242 if s.get("running") else 0} for n, s in sorted(services.items())]
     report["errors"] = host.get("diagnose_errors", {})
