@@ -2,6 +2,8 @@
 # Sets up the control-node / developer toolchain from the committed locks, idempotently.
 #   .venv          ansible-core 2.19, WinRM/PSRP libraries, linters, molecule, pytest (requirements/dev.lock)
 #   .venv-prefect  the pinned Prefect for the integration tests' real server (requirements/prefect-linux-py311.lock)
+#   .venv-core-2.16  the lowest supported ansible-core, for tests/static/test_core_versions.py
+#                    (requirements/ansible-core-2.16.lock), with .venv's Windows collections linked in
 #   .venv-prefect-old  the previous pin (Prefect 3.8.8) for the upgrade tests (requirements/prefect-old-linux-py311.lock)
 #   .venv/collections/ansible_collections/enclave/prefect -> this checkout (found through ./ansible.cfg)
 #   .venv/nssm/nssm.exe  with --with-test-servers: NSSM 2.24-101-g897c7ad, the bundle's build, which the tests run
@@ -165,6 +167,15 @@ py_version=$(python_version "$PYTHON")
 if [ "$py_version" != "$(python_version python3 || true)" ]; then py_pkg=python$py_version; else py_pkg=python3; fi
 need_pkgs
 make_venv .venv requirements/dev.lock
+# The lowest supported ansible-core (meta/runtime.yml), where the sanity and fast tests run again
+# (tests/static/test_core_versions.py); the collections the bundle carries are those of .venv's `ansible` wheel.
+for lock in requirements/ansible-core-*.lock; do
+  core_venv=.venv-core-$(basename "$lock" .lock | sed 's/^ansible-core-//')
+  make_venv "$core_venv" "$lock"
+  for site in .venv/lib/python3*/site-packages; do
+    ln -sfn "$top/$site/ansible_collections" "$core_venv/${site#.venv/}/ansible_collections"
+  done
+done
 [ "$with_servers" = 1 ] && make_venv .venv-prefect requirements/prefect-linux-py311.lock
 # The previous pin, whose database the upgrade tests migrate with the pinned Prefect and restore.
 [ "$with_servers" = 1 ] && make_venv .venv-prefect-old requirements/prefect-old-linux-py311.lock

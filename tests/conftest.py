@@ -59,7 +59,8 @@ def group_of(nodeid: str) -> str:
 
 # Tiers (docs/testing.md): what a group proves and costs. The fast tier is what runs without a server, a simulated
 # converge or a build: `bash scripts/test.sh -m fast`.
-SLOW_STATIC = {"tests/static/test_static_lint.py", "tests/static/test_static_sanity.py"}
+SLOW_STATIC = {"tests/static/test_static_lint.py", "tests/static/test_static_sanity.py",
+               "tests/static/test_core_versions.py"}
 FAST_ROLES = {"tests/roles/test_firewall_filter.py", "tests/roles/test_role_docs.py", "tests/roles/test_role_tags.py",
               "tests/roles/test_molecule_windows.py"}
 TIERS = ["fast", "lint and sanity", "simulated host", "real servers", "offline bundle"]

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = REPO / ".venv" / "bin"
+# The toolchain of the running interpreter when it is one of the checkout's virtual environments (.venv, or
+# .venv-core-<version>, where tests/static/test_core_versions.py runs tests against another ansible-core), else .venv.
+VENV = Path(sys.prefix) if Path(sys.prefix).parent == REPO and Path(sys.prefix).name.startswith(".venv") else REPO / ".venv"
+VENV_BIN = VENV / "bin"
 PREFECT_VENV_BIN = REPO / ".venv-prefect" / "bin"
 
 

@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from rolerun import REPO
+from toolchain import VENV_BIN
 
 pytestmark = pytest.mark.static
 
@@ -16,7 +17,7 @@ LINE = re.compile(r"^\s+(?:enclave\.prefect\.)?(?P<role>\w+) : (?P<name>.*?)\tTA
 
 
 def test_every_role_task_has_role_and_stage_tags(ansible_env):
-    proc = subprocess.run([str(REPO / ".venv/bin/ansible-playbook"), "--list-tasks", "playbooks/site.yml"],
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "--list-tasks", "playbooks/site.yml"],
                           cwd=REPO, env=ansible_env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     seen, missing = set(), []

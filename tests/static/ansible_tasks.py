@@ -18,7 +18,7 @@ os.environ.setdefault("ANSIBLE_CONFIG", str(REPO / "ansible.cfg"))
 
 # Where task files live when a directory is searched.
 DEFAULT_ROOTS = ("roles", "playbooks", "molecule")
-SKIP_DIRS = {".venv", ".venv-prefect", ".venv-prefect-old", ".git", "build", "dist", "__pycache__", ".ansible", "output"}
+SKIP_DIRS = {".venv", ".venv-prefect", ".venv-prefect-old", ".venv-core-2.16", ".git", "build", "dist", "__pycache__", ".ansible", "output"}
 PLAY_TASK_SECTIONS = ("pre_tasks", "tasks", "post_tasks", "handlers")
 BLOCK_SECTIONS = ("block", "rescue", "always")
 PLAYBOOK_KEYS = {"hosts", "import_playbook", "ansible.builtin.import_playbook"}

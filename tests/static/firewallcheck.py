@@ -31,6 +31,9 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+# The running virtual environment's ansible-playbook when it is one of the checkout's (.venv-core-<version> runs the
+# checks against another ansible-core), else .venv's.
+BIN = Path(sys.prefix) / "bin" if Path(sys.prefix).parent == REPO else REPO / ".venv" / "bin"
 ANY = {"", "*", "any", "internet"}
 
 RENDER = """
@@ -120,11 +123,11 @@ def sim_rules(state: dict) -> list[dict]:
 def render(inventory: Path, limit: str = "all", extra: dict | None = None) -> dict[str, dict]:
     """{host: {plan, api_port, prefect_ports}} as the role derives them on the control node."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-               PATH=f"{REPO / '.venv/bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     with tempfile.TemporaryDirectory() as tmp:
         playbook = Path(tmp) / "render.yml"
         playbook.write_text(RENDER)
-        argv = [str(REPO / ".venv/bin/ansible-playbook"), "-i", str(inventory), str(playbook), "--limit", limit]
+        argv = [str(BIN / "ansible-playbook"), "-i", str(inventory), str(playbook), "--limit", limit]
         if extra:
             (Path(tmp) / "extra.json").write_text(json.dumps(extra))
             argv += ["-e", "@" + str(Path(tmp) / "extra.json")]

@@ -55,7 +55,7 @@ def test_fixtures(fixture):
 
 
 def test_command_line_exit_status():
-    cli = [str(REPO / ".venv/bin/python"), str(REPO / "tests/static/firewallcheck.py")]
+    cli = [sys.executable, str(REPO / "tests/static/firewallcheck.py")]
     bad = subprocess.run(cli + [str(FIXTURES / "bad_block_rule.yml")], capture_output=True, text=True, check=False)
     assert bad.returncode == 1 and "a block rule" in bad.stdout
     good = subprocess.run(cli + [str(FIXTURES / "good_rules.yml")], capture_output=True, text=True, check=False)

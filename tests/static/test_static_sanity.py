@@ -22,11 +22,12 @@ from pathlib import Path
 import pytest
 
 import sanity_tree
-from toolchain import REPO, VENV_BIN, tool
+from toolchain import REPO, VENV, VENV_BIN, tool
 
 pytestmark = [pytest.mark.static, pytest.mark.slow]
 
-BUILD = REPO / "build" / "sanity"
+# One tree per toolchain: .venv-core-<version> (tests/static/test_core_versions.py) runs beside .venv's run.
+BUILD = REPO / "build" / ("sanity" + VENV.name.removeprefix(".venv"))
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 SHIM = Path(__file__).with_name("sanity_get_pip.py")
 # Programs some sanity tests need; ansible-test skips those tests without them.
@@ -72,7 +73,7 @@ def _sanity_env() -> dict[str, str]:
 def _tree_lock():
     """One ansible-test run at a time per checkout: parallel pytest sessions share build/sanity."""
     BUILD.mkdir(parents=True, exist_ok=True)
-    with open(BUILD.parent / "sanity.lock", "w", encoding="utf-8") as handle:
+    with open(BUILD.parent / f"{BUILD.name}.lock", "w", encoding="utf-8") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -129,10 +129,18 @@ def check_web_config(text: str, allowed_server_variables: list[str], name: str =
     return problems
 
 
+def _trust(text: str) -> Any:
+    """Text marked as a template the roles wrote (ansible-core 2.19's data tagging); earlier cores trust every string."""
+    try:
+        from ansible.template import trust_as_template
+    except ImportError:  # ansible-core 2.16 to 2.18
+        return text
+    return trust_as_template(text)
+
+
 def _trusted(value: Any) -> Any:
-    from ansible.template import trust_as_template
     if isinstance(value, str):
-        return trust_as_template(value)
+        return _trust(value)
     if isinstance(value, dict):
         return {k: _trusted(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -159,11 +167,11 @@ def role_variables(role: Path, **overrides: Any) -> dict:
 def render(role: Path, template: Path, **overrides: Any) -> tuple[str, list[str]]:
     """The rendered template and the server variables the role allows."""
     from ansible.parsing.dataloader import DataLoader
-    from ansible.template import Templar, trust_as_template
+    from ansible.template import Templar
     variables = role_variables(role, **overrides)
     templar = Templar(loader=DataLoader(), variables=variables)
-    text = templar.template(trust_as_template(template.read_text()))
-    headers = templar.template(trust_as_template("{{ iis_proxy_forwarded_headers | default([]) }}"))
+    text = templar.template(_trust(template.read_text()))
+    headers = templar.template(_trust("{{ iis_proxy_forwarded_headers | default([]) }}"))
     return text, [h["name"] for h in headers]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fake_prefect import AUTH_STRING, PASSWORD
+from toolchain import VENV_BIN
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.unit
 
 def test_playbook_at_vvv_never_shows_secrets(http_fake, tmp_path):
     fake, api_url = http_fake
-    ansible_playbook = REPO / ".venv" / "bin" / "ansible-playbook"
+    ansible_playbook = VENV_BIN / "ansible-playbook"
     if not ansible_playbook.exists():
         pytest.skip("ansible-playbook is not installed: run `bash scripts/setup.sh`")
     common = {"api_url": api_url, "auth": "basic", "auth_string": AUTH_STRING}

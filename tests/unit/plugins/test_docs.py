@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from toolchain import VENV_BIN
 
 from ansible_collections.enclave.prefect.plugins.module_utils import flow_runs, flow_runs_query, health_checks, work_pools
 
@@ -25,7 +26,7 @@ SPECS = {
 
 @pytest.fixture(scope="module")
 def docs():
-    ansible_doc = REPO / ".venv" / "bin" / "ansible-doc"
+    ansible_doc = VENV_BIN / "ansible-doc"
     if not ansible_doc.exists():
         pytest.skip("ansible-doc is not installed: run `bash scripts/setup.sh`")
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
