@@ -71,6 +71,15 @@ def iis_win_feature():
                reboot_required=any(f in host.get("reboot_features", []) for f in missing), success=True, exitcode="Success")
     if not CHECK:
         iis["features"].extend(missing)
+        if "Web-Server" in missing and host.get("iis_setup_default_site"):
+            # IIS setup's Default Web Site (id 1, DefaultAppPool, *:80:) and its start page in %SystemDrive%\inetpub\wwwroot.
+            # A host state option: the older tests' hosts count the role's own sites only.
+            iis["sites"]["Default Web Site"] = {"physical_path": "%SystemDrive%\\inetpub\\wwwroot", "pool": "DefaultAppPool",
+                                                "bindings": {"*:80:": {"protocol": "http", "sslFlags": 0, "certificate": ""}},
+                                                "state": "Started"}
+            iis["dirs"].extend(d for d in ("c:\\inetpub", "c:\\inetpub\\wwwroot") if d not in iis["dirs"])
+            iis["files"].update({"c:\\inetpub\\wwwroot\\iisstart.htm": "IIS start page",
+                                 "c:\\inetpub\\wwwroot\\iisstart.png": "IIS start image"})
 
 
 def iis_reg_stat():
@@ -201,6 +210,40 @@ def iis_web_app_pool():
         out["changed"] = True
 
 
+def _iis_ssl_flags(binding):
+    """website.ps1:80-130 Get-SSLFlagFromBinding: sslFlags from use_sni (1) and use_ccs (2) alone, after its checks; None
+    (and the call failed) when one refuses, as FailJson does."""
+    https = binding.get("protocol") == "https"
+    flags = 0
+    for option, bit in (("use_sni", 1), ("use_ccs", 2)):
+        if not binding.get(option):
+            continue
+        if not https:
+            out.update(failed=True, msg="%s can only be set for https protocol" % option)
+            return None
+        if not binding.get("hostname"):
+            out.update(failed=True, msg="must specify hostname value when %s is set." % option)
+            return None
+        if option == "use_ccs" and binding.get("certificate_hash"):
+            out.update(failed=True, msg="You set use_ccs to %s. This indicates you wish to use the Central Certificate Store "
+                                        "feature. This cannot be used in combination with certficiate_hash and "
+                                        "certificate_store_name." % binding["use_ccs"])
+            return None
+        flags += bit
+    if https and not binding.get("use_ccs") and not binding.get("certificate_hash"):
+        out.update(failed=True, msg="must either specify a certificate_hash or use_ccs.")
+        return None
+    if binding.get("certificate_hash"):
+        if not https:
+            out.update(failed=True, msg="You can only provide a certificate thumbprint when protocol is set to https")
+            return None
+        if binding["certificate_hash"].upper() not in _iis()["certificates"]:
+            out.update(failed=True, msg="Unable to locate certificate at cert:\\LocalMachine\\%s\\%s" % (
+                binding.get("certificate_store_name") or "my", binding["certificate_hash"]))
+            return None
+    return flags
+
+
 def iis_website():
     """website.ps1: a new site needs an existing physical_path; bindings are keyed by the literal
     "$ip:$port:$hostname" (an ip left out never matches IIS's '*' and is added again); an https binding needs its
@@ -239,34 +282,46 @@ def iis_website():
             site["pool"] = args["application_pool"]
     wanted = (args.get("bindings") or {}).get("set")
     if wanted is not None:
+        # website.ps1:209-271: bindings keyed by the literal "$ip:$port:$hostname"; the new ones are added first (toAdd),
+        # then the kept ones edited (toEdit), then the site's others removed; each step writes at once (a failure
+        # later leaves the earlier ones written).
         keys = {}
         for binding in wanted:
-            key = "%s:%s:%s" % (binding.get("ip") or "", binding.get("port"), binding.get("hostname") or "")
-            flags = 1 if binding.get("use_sni") else 0
-            if binding.get("protocol") == "https":
-                if not binding.get("certificate_hash"):
-                    out.update(failed=True, msg="must either specify a certificate_hash or use_ccs.")
-                    return
-                if binding["certificate_hash"].upper() not in iis["certificates"]:
-                    out.update(failed=True, msg="Unable to locate certificate at cert:\\LocalMachine\\my\\" + binding["certificate_hash"])
-                    return
-            keys[key.lower()] = {"protocol": binding.get("protocol", "http"), "sslFlags": flags,
-                                 "certificate": (binding.get("certificate_hash") or "").upper()}
-        for key, value in keys.items():
-            stored_key = key if not key.startswith(":") else "*" + key  # New-WebBinding -IPAddress $null binds '*'
-            current = site["bindings"].get(key)
-            if current is None:
-                if stored_key in site["bindings"]:
-                    out.update(failed=True, msg="Cannot add duplicate collection entry of type 'binding'")
-                    return
-                out["changed"] = True
-            elif current["protocol"] != value["protocol"] or current["sslFlags"] != value["sslFlags"]:
-                out["changed"] = True
-            if current is not None and value["certificate"]:
-                current["certificate"] = value["certificate"]  # AddSslCertificate, unreported, in check mode too
+            keys["%s:%s:%s" % (binding.get("ip") or "", binding.get("port"), binding.get("hostname") or "")] = binding
+        for key, binding in [(k, b) for k, b in keys.items() if k.lower() not in site["bindings"]]:
+            stored_key = (key if not key.startswith(":") else "*" + key).lower()  # New-WebBinding -IPAddress $null binds '*'
+            flags = _iis_ssl_flags(binding)
+            if flags is None:
+                return
+            if stored_key in site["bindings"]:
+                out.update(failed=True, msg="Cannot add duplicate collection entry of type 'binding'")
+                return
+            out["changed"] = True
             if not CHECK:
-                site["bindings"][stored_key] = value
-        for key in [k for k in site["bindings"] if k not in keys]:
+                site["bindings"][stored_key] = {"protocol": binding.get("protocol") or "http", "sslFlags": flags,
+                                                "certificate": (binding.get("certificate_hash") or "").upper()}
+        for key, binding in [(k, b) for k, b in keys.items() if k.lower() in site["bindings"]]:
+            current = site["bindings"][key.lower()]
+            edit = dict(binding)
+            # website.ps1:243-249: use_sni and use_ccs left out are taken from the kept binding's sslFlags, use_ccs as
+            # [math]::Floor(sslFlags / 2): any flag from 4 up (DisableHTTP2 ... DisableLegacyTLS) makes it truthy.
+            if edit.get("use_sni") is None:
+                edit["use_sni"] = current["sslFlags"] % 2
+            if edit.get("use_ccs") is None:
+                edit["use_ccs"] = current["sslFlags"] // 2
+            flags = _iis_ssl_flags(edit)
+            if flags is None:
+                return
+            protocol = binding.get("protocol") or "http"
+            # website.ps1:251-260: protocol and sslFlags are written when they differ: every other flag is dropped.
+            if current["protocol"] != protocol or current["sslFlags"] != flags:
+                out["changed"] = True
+                if not CHECK:
+                    current.update(protocol=protocol, sslFlags=flags)
+            if binding.get("certificate_hash"):
+                current["certificate"] = binding["certificate_hash"].upper()  # AddSslCertificate, unreported, in check mode too
+        kept = {k.lower() for k in keys} | {"*" + k.lower() for k in keys if k.startswith(":")}
+        for key in [k for k in site["bindings"] if k not in kept]:
             out["changed"] = True
             if not CHECK:
                 del site["bindings"][key]
@@ -381,6 +436,116 @@ def iis_config_script():
         iis["apphost"] = staged
 
 
+# Windows build of the simulated host: Server 2019 (17763) unless the state says otherwise (Server 2022: 20348). IIS knows
+# the binding flag DisableLegacyTLS (64) from 20348 on (MicrosoftDocs/security#129: not on Server 2019).
+IIS_LEGACY_TLS_BUILD = 20348
+
+
+def iis_bindings_script():
+    """files/iis_proxy_bindings.ps1 (Microsoft.Web.Administration): the named sites' bindings with their sslFlags; the
+    DisableLegacyTLS bit (64) of the given HTTPS bindings set (or cleared), where the build knows it, with the bits of
+    others from Previous (the read before microsoft.iis.website rewrote them) put back; ReadOnly and check mode write
+    nothing, pending says whether a write would change anything."""
+    iis = _iis()
+    if _iis_missing("dll"):
+        return
+    params = args["parameters"]
+    build = host.get("os_build", 17763)
+    supported = build >= IIS_LEGACY_TLS_BUILD
+    disable = params.get("DisableLegacyTls", True)
+    read_only = bool(params.get("ReadOnly"))
+    found, flags = [], []
+    for name in params.get("Sites") or []:
+        site = iis["sites"].get(name)
+        if site is None:
+            continue
+        bindings = []
+        for key, value in site["bindings"].items():
+            ip, port, hostname = key.split(":", 2)
+            flags.append({"site": name, "information": key, "ssl_flags": value["sslFlags"]})
+            bindings.append({"ip": ip, "port": int(port), "hostname": hostname, "protocol": value["protocol"],
+                             "use_sni": bool(value["sslFlags"] & 1), "use_ccs": bool(value["sslFlags"] & 2),
+                             "certificate_hash": value.get("certificate", "") if value["protocol"] == "https" else "",
+                             "ssl_flags": value["sslFlags"]})
+        found.append({"name": name, "bindings": bindings})
+    before, after, missing, staged = {}, {}, [], []
+    for item in params.get("Bindings") or []:
+        label = "%s %s" % (item["name"], item["information"])
+        key = item["information"].lower()
+        binding = iis["sites"].get(item["name"], {}).get("bindings", {}).get(key)
+        if binding is None or binding["protocol"] != "https":
+            if supported and disable:
+                missing.append(label)
+            continue
+        current = wanted = binding["sslFlags"]
+        earlier = next((p for p in params.get("Previous") or []
+                        if p["site"] == item["name"] and p["information"].lower() == key), None)
+        if earlier:
+            wanted |= earlier["ssl_flags"] & ~3
+        if supported:
+            wanted = wanted | 64 if disable else wanted & ~64
+        if wanted != current:
+            before[label], after[label] = current, wanted
+            staged.append((binding, wanted))
+    if not read_only and missing and not CHECK:
+        out.update(failed=True, result={"error": "these HTTPS bindings are missing after microsoft.iis.website ran, no flag "
+                                                 "was written: " + ", ".join(missing)})
+        return
+    pending = bool(after or missing)
+    if not read_only:
+        out["changed"] = pending
+        if not CHECK:
+            for binding, wanted in staged:
+                binding["sslFlags"] = wanted
+        after.update({label: "DisableLegacyTLS once created" for label in missing})
+        out["diff"] = {"before": before, "after": after}
+    out["result"] = {"build": build, "legacy_tls_supported": supported, "pending": pending, "site": found, "flags": flags,
+                     "changed_bindings": list(after)}
+
+
+def iis_default_site_script():
+    """files/iis_proxy_default_site.ps1: every started (or auto-starting) site but the role's with an http binding on
+    Port and no host name is stopped and kept stopped (serverAutoStart false) when it is IIS setup's Default Web Site,
+    with that one binding, its root application only, and nothing but iisstart.htm and iisstart.png in its directory;
+    any other is listed in kept with the reasons. Check mode (-WhatIf) changes nothing."""
+    iis = _iis()
+    if _iis_missing("dll"):
+        return
+    params = args["parameters"]
+    port, exclude = str(params.get("Port", 80)), params.get("Exclude") or []
+    stopped, kept = [], []
+    for name, site in iis["sites"].items():
+        if name in exclude:
+            continue
+        catch_all = [k for k, b in site["bindings"].items()
+                     if b["protocol"] == "http" and k.split(":")[1] == port and k.split(":", 2)[2] == ""]
+        if not catch_all or (site["state"] != "Started" and not site.get("auto_start", True)):
+            continue
+        reasons = []
+        if name != "Default Web Site":
+            reasons.append("it is not IIS's Default Web Site")
+        if len(site["bindings"]) != 1:
+            reasons.append("it has other bindings")
+        if site.get("applications", ["/"]) != ["/"]:
+            reasons.append("it has applications or virtual directories of its own")
+        else:
+            # [Environment]::ExpandEnvironmentVariables, then Get-ChildItem -Recurse -Force: files and directories.
+            path = site["physical_path"].lower().replace("%systemdrive%", "c:").rstrip("\\")
+            content = [p[len(path) + 1:] for p in list(iis["files"]) + iis["dirs"] if p.startswith(path + "\\")]
+            own = sorted(c for c in content if c not in ("iisstart.htm", "iisstart.png"))
+            if own:
+                reasons.append("%s holds more than IIS's start page (%s)" % (path, ", ".join(own[:5])))
+        if reasons:
+            kept.append({"name": name, "bindings": catch_all, "reasons": reasons})
+            continue
+        stopped.append(name)
+        if not CHECK:
+            site.update(auto_start=False, state="Stopped")
+    out["changed"] = bool(stopped)
+    out["diff"] = {"before": {"started": stopped}, "after": {"stopped": stopped}}
+    out["result"] = {"stopped": stopped, "kept": kept}
+
+
 def iis_spn_script():
     """files/iis_proxy_spn.ps1: read-only (SupportsShouldProcess, so it runs in check mode); holders of HTTP/<name>
     and HOST/<name> from host["spns"] (SPN -> accounts), one warning per problem."""
@@ -409,6 +574,8 @@ STANDINS["win_certificate_info"] = iis_certificate_info
 STANDINS["win_certificate_store"] = iis_certificate_store
 SCRIPTS["iis_proxy_config.ps1"] = iis_config_script
 SCRIPTS["iis_proxy_spn.ps1"] = iis_spn_script
+SCRIPTS["iis_proxy_bindings.ps1"] = iis_bindings_script
+SCRIPTS["iis_proxy_default_site.ps1"] = iis_default_site_script
 # Modules other roles use too: this role's calls only (an IIS Extensions key, an MSI, web.config content, and the
 # role's directories), so the other roles keep the stand-ins of sim_module.py and of the other parts.
 _IIS_MINE = {}
