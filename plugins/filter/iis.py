@@ -3,6 +3,8 @@
 """Helpers of the iis_proxy role: IIS URL Authorization rules and the accounts of the workers' Basic credential."""
 from __future__ import annotations
 
+import re
+
 DOCUMENTATION = r"""
 name: iis_allow_rules
 short_description: IIS URL Authorization allow rules for Windows groups or accounts
@@ -50,15 +52,74 @@ def iis_allow_rules(names, field="roles"):
 
 
 def iis_basic_accounts(auth_strings):
-    """The accounts of Basic credentials 'DOMAIN\\account:password' (the password never returned), as the workers send
-    them and IIS names the request's user (AUTH_USER is the name as sent). Unique and sorted; empty credentials are left
-    out. nssm_services accepts only DOMAIN\\account, and iis_bad_principals refuses anything else here."""
+    """The accounts of Basic credentials 'account:password' or 'DOMAIN\\account:password' (the password never
+    returned), as the workers send them and IIS names the request's user (AUTH_USER is the name as sent). Unique and
+    sorted; empty credentials are left out. An account without DOMAIN\\ is a local account of the proxy host (iis_worker_credentials)."""
     accounts = set()
     for text in auth_strings or []:
         account = str(text or "").split(":", 1)[0]
         if account:
             accounts.add(account)
     return sorted(accounts, key=str.lower)
+
+
+# Characters a local account name cannot hold (Windows user-name rules; NetUserAdd refuses them), and its length.
+LOCAL_NAME_BAD = re.compile(r'["/\\\[\]:;|=,+*?<>@]')
+LOCAL_NAME_MAX = 20
+
+
+def iis_worker_credentials(auth_strings):
+    """The remote workers' Basic credentials split by kind. 'account:password' (no backslash) is a local account the
+    iis_proxy role creates on the proxy host; 'DOMAIN\\account:password' a domain account the user manages. Returns
+    {"local": [{"name", "password"}], "domain": [names], "conflicts": [local names given with different passwords],
+    "bad": [local names Windows refuses]}; empty credentials are left out; passwords appear only in "local"."""
+    local, domain, conflicts, bad = {}, set(), set(), set()
+    for text in auth_strings or []:
+        account, _, password = str(text or "").partition(":")
+        if not account:
+            continue
+        if "\\" in account:
+            domain.add(account)
+            continue
+        key = account.lower()
+        if LOCAL_NAME_BAD.search(account) or len(account) > LOCAL_NAME_MAX or not account.strip(". "):
+            bad.add(account)
+        elif key in local and local[key]["password"] != password:
+            conflicts.add(local[key]["name"])
+        else:
+            local.setdefault(key, {"name": account, "password": password})
+    return {"local": [local[k] for k in sorted(local)], "domain": sorted(domain, key=str.lower),
+            "conflicts": sorted(conflicts, key=str.lower), "bad": sorted(bad, key=str.lower)}
+
+
+def iis_worker_account_clashes(credentials, services):
+    """Messages for each remote workers' account that is also a service account of the proxy host, where one role's
+    logon rights would break the other: the local account the iis_proxy role makes is denied batch and service logon,
+    and a service account denied network logon (SeDenyNetworkLogonRight) cannot pass IIS Basic authentication.
+    credentials: the output of iis_worker_credentials; services: [variable, account, deny rights] of this host."""
+    messages = []
+    local = {c["name"].lower(): c["name"] for c in credentials.get("local", [])}
+    domain = {n.lower(): n for n in credentials.get("domain", [])}
+    for variable, account, deny in services or []:
+        account = str(account or "")
+        prefix, sep, short = account.rpartition("\\")
+        if not short:
+            continue
+        if prefix in ("", ".") and short.lower() in local:
+            messages.append("prefect_worker_api_auth_string's local account %s is also %s (%s) on this host: the proxy's "
+                            "account may log on over the network only, a service account as a service or batch job only; "
+                            "give the machine path an account of its own" % (local[short.lower()], variable, account))
+        elif sep and account.lower() in domain and "SeDenyNetworkLogonRight" in (deny or []):
+            messages.append("prefect_worker_api_auth_string's account %s is also %s on this host, which is denied network "
+                            "logon (SeDenyNetworkLogonRight), so IIS Basic authentication would refuse every remote "
+                            "worker; use a local account for the machine path (account:password) or another domain "
+                            "account" % (domain[account.lower()], variable))
+    return messages
+
+
+def iis_service_entry(account, variable, deny):
+    """[variable, account, deny] for iis_worker_account_clashes, from a name found in a list (map() in a role's vars)."""
+    return [variable, account, list(deny or [])]
 
 
 def iis_bad_principals(names):
@@ -76,4 +137,5 @@ def iis_bad_principals(names):
 class FilterModule:
     def filters(self):
         return {"iis_allow_rules": iis_allow_rules, "iis_basic_accounts": iis_basic_accounts,
-                "iis_bad_principals": iis_bad_principals}
+                "iis_bad_principals": iis_bad_principals, "iis_worker_credentials": iis_worker_credentials,
+                "iis_worker_account_clashes": iis_worker_account_clashes, "iis_service_entry": iis_service_entry}

@@ -83,7 +83,14 @@ SECRET_NAME = re.compile(SECRET_NAME_PATTERN, re.IGNORECASE)
 LOOPBACK_URL = re.compile(r"^https?://(127\.0\.0\.1|localhost|\[::1\])[:/]")
 PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # What IIS Basic authentication checks on the machine path: a Windows account and its password.
-WORKER_CREDENTIAL = re.compile(r"^[^\\/:*?\"<>|@\s]+\\[^\\/:*?\"<>|@\s]+:\S.*$")
+# account:password (a local account the iis_proxy role makes on the proxy host) or DOMAIN\\account:password.
+WORKER_CREDENTIAL = re.compile(r"^([^\\/:*?\"<>|@\s]+\\)?[^\\/:*?\"<>|@\s]+:\S.*$")
+
+
+def _origin(url):
+    """scheme://host[:port] of an absolute http(s) URL, as a browser sends it in Origin; '' otherwise."""
+    match = re.match(r"^(https?://[^/?#]+)", str(url or ""), re.IGNORECASE)
+    return match.group(1).lower() if match else ""
 
 
 def _short(account):
@@ -275,7 +282,12 @@ def nssm_services_plan(cfg):
                    # A state-changing request needs a token the page fetched from this server (Prefect's CSRF
                    # protection): a page of another origin that a person visits cannot make their browser, signed in by
                    # Windows authentication, change Prefect. The UI and Prefect's client fetch the token themselves.
-                   PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED="true")
+                   PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED="true",
+                   # Prefect answers CORS with Access-Control-Allow-Origin: * by default (settings/models/server/api.py
+                   # cors_allowed_origins): any page a browser on this host opens could read the loopback API, which
+                   # asks for no credentials, CSRF token included. The UI is served from its API's own origin and needs
+                   # no CORS: only that origin is named.
+                   PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS=_origin(srv["ui_api_url"]) or _origin(p["api_url"]))
         if p["database_url"]:
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = p["database_url"]
         if auth_string:
@@ -319,10 +331,11 @@ def nssm_services_plan(cfg):
             # The machine path: IIS Basic authentication checks a Windows account; Prefect's own auth is off behind IIS.
             if not worker_credential:
                 errors.append("nssm_services_workers: worker %s calls %s, which is not this host's server: it needs "
-                              "prefect_worker_api_auth_string (DOMAIN\\account:password of the Windows account IIS Basic "
+                              "prefect_worker_api_auth_string (account:password of the proxy host's local account IIS Basic "
                               "authentication checks on the machine path, from Ansible Vault)" % (w["service"], api_url))
             elif not WORKER_CREDENTIAL.match(worker_credential):
-                shape = ("prefect_worker_api_auth_string must be DOMAIN\\account:password, the Windows account IIS Basic "
+                shape = ("prefect_worker_api_auth_string must be account:password (a local account on the proxy host, made by "
+                         "the iis_proxy role) or DOMAIN\\account:password, the Windows account IIS Basic "
                          "authentication checks on the machine path (value hidden here)")
                 errors.extend([] if shape in errors else [shape])
             elif not api_url.startswith("https://"):

@@ -27,7 +27,7 @@ HOST_SPECIFIC = {"PREFECT_HOME", "PREFECT_UI_STATIC_DIRECTORY", "PREFECT_SERVER_
 DATABASE = {"PREFECT_SERVER_DATABASE_CONNECTION_URL", "PGSSLROOTCERT"}
 # Placeholders for the example inventory's Vault values (its vault.yml.example keys); none reaches the server.
 VAULT = {"vault_prefect_service_password": "Plan-Svc-2b1e", "vault_prefect_worker_password": "Plan-Wrk-77c0",
-         "vault_prefect_worker_api_auth_string": "CORP\\svc_prefect_api:Plan-Api-4d9a",
+         "vault_prefect_worker_api_auth_string": "prefect_machine:Plan-Api-4d9a",
          "vault_prefect_database_password": "Plan-Db-0c3e"}
 
 

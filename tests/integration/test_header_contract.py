@@ -153,6 +153,33 @@ def test_an_idle_keep_alive_connection_outlives_uvicorns_default(roles_server):
         conn.close()
 
 
+def test_no_other_origin_may_read_the_api(roles_server):
+    """Prefect's CORS default is Access-Control-Allow-Origin: * (settings/models/server/api.py cors_allowed_origins): a
+    page that a browser on the server host opens could read the loopback API, which asks for no credentials, CSRF token
+    included. With the environment the role writes, the server names no other origin: a simple request from another
+    origin gets no Access-Control-Allow-Origin (the browser withholds the answer) and its preflight is refused."""
+    import urllib.error
+    import urllib.request
+    base = f"http://127.0.0.1:{roles_server.port}"
+    allowed = roles_server.environment["PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS"]
+    assert allowed and "*" not in allowed
+
+    def ask(method, origin, **more):
+        req = urllib.request.Request(f"{base}/api/csrf-token?client=cors-test", method=method,
+                                     headers={"Origin": origin, **more})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, resp.headers.get("Access-Control-Allow-Origin")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers.get("Access-Control-Allow-Origin")
+
+    assert ask("GET", "https://elsewhere.example")[1] is None
+    preflight = {"Access-Control-Request-Method": "PATCH", "Access-Control-Request-Headers": "prefect-csrf-token"}
+    assert ask("OPTIONS", "https://elsewhere.example", **preflight) == (400, None)
+    # The origin the role names is answered as before.
+    assert ask("GET", allowed)[1] == allowed
+
+
 @pytest.mark.parametrize("client", CLIENTS)
 def test_api_and_ui_answer_every_client_shape(roles_server, contract_pool, client):
     base = f"http://127.0.0.1:{roles_server.port}"

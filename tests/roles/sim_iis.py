@@ -19,7 +19,7 @@ IIS_SECTIONS = {
     "system.webServer/security/authentication/anonymousAuthentication": ({"enabled": "true"}, {}, "Web-Server"),
     "system.webServer/security/authentication/windowsAuthentication": (
         {"enabled": "false", "useAppPoolCredentials": "false"}, {"providers": ["value=Negotiate", "value=NTLM"]}, "Web-Windows-Auth"),
-    "system.webServer/security/authentication/basicAuthentication": ({"enabled": "false", "defaultLogonDomain": ""}, {}, "Web-Basic-Auth"),
+    "system.webServer/security/authentication/basicAuthentication": ({"enabled": "false", "defaultLogonDomain": "", "logonMethod": 3}, {}, "Web-Basic-Auth"),
     "system.webServer/security/access": ({"sslFlags": "0"}, {}, "Web-Server"),
     "system.webServer/security/ipSecurity": ({"allowUnlisted": "true"}, {"": []}, "Web-IP-Security"),
     "system.webServer/webSocket": ({"enabled": "true"}, {}, "Web-WebSockets"),
@@ -399,6 +399,8 @@ def iis_config_script():
         server = staged.get("|" + section, {})
         mine = dict(staged.get(location + "|" + section, {}))
         for name, wanted in sorted((setting.get("attributes") or {}).items()):
+            # iis_proxy_config.ps1 writes $env:COMPUTERNAME for this marker.
+            wanted = host.get("computer", "PREFECT-AIO") if wanted == "%COMPUTERNAME%" else wanted
             current = mine.get(name, server.get(name, defaults.get(name)))
             if current is None:
                 out.update(failed=True, msg="Unrecognized attribute '%s'" % name)

@@ -449,12 +449,28 @@ elif NAME == "win_package":
             # (expected_return_code 0, 3010) and reports with failed=false and reboot_required.
             out.update(rc=3010 if (upgrade and in_use) else 0, reboot_required=bool(upgrade and in_use), failed=False)
 elif NAME == "win_user":
-    exists = args["name"].lower() in {a.lower() for a in accounts}
-    out["changed"] = not exists
-    if not exists and not CHECK:
-        accounts[args["name"]] = {"sid": "S-1-5-21-1000-%d" % (1000 + len(accounts))}
-    if exists or not CHECK:
-        out["sid"] = sid_of(args["name"])
+    # win_user.ps1: create (ADSI) or remove; update_password always sets the password when a network logon with it
+    # (Test-LocalCredential) fails; groups with groups_action replace leaves exactly those local groups.
+    found = next((a for a in accounts if a.lower() == args["name"].lower()), None)
+    if args.get("state") == "absent":
+        out["changed"] = found is not None
+        if found is not None and not CHECK:
+            del accounts[found]
+    else:
+        account = accounts.get(found, {}) if found else {"sid": "S-1-5-21-1000-%d" % (1000 + len(accounts))}
+        changed = found is None
+        if args.get("password") is not None and (found is None or args.get("update_password", "always") == "always"):
+            changed = changed or account.get("password") != args["password"]
+            account = dict(account, password=args["password"])
+        if args.get("groups") is not None and args.get("groups_action", "replace") == "replace":
+            wanted = sorted(g.lower() for g in args["groups"])
+            changed = changed or sorted(account.get("groups", [])) != wanted
+            account = dict(account, groups=wanted)
+        out["changed"] = changed
+        if not CHECK:
+            accounts[found or args["name"]] = account
+        if found or not CHECK:
+            out["sid"] = sid_of(args["name"])
 elif NAME == "win_user_right":
     # win_user_right.ps1 resolves every user to a SID first and fails on one that does not exist.
     rights = host.setdefault("rights", {}).setdefault(args["name"], [])

@@ -157,6 +157,33 @@ def _v_effective(state, site, section, attribute):
     return str(IIS_SECTIONS[section][0][attribute]).lower()
 
 
+# LogonUser's logon type for basicAuthentication's logonMethod (0 Interactive, 1 Batch, 2 Network, 3 ClearText, which is
+# LOGON32_LOGON_NETWORK_CLEARTEXT) and the rights it needs: the right, or by default Everyone's "Access this computer
+# from the network"; interactive and batch logon are held by Administrators and Backup Operators only on a server.
+_V_LOGON_RIGHTS = {0: ("SeInteractiveLogonRight", "SeDenyInteractiveLogonRight", False),
+                   1: ("SeBatchLogonRight", "SeDenyBatchLogonRight", False),
+                   2: ("SeNetworkLogonRight", "SeDenyNetworkLogonRight", True),
+                   3: ("SeNetworkLogonRight", "SeDenyNetworkLogonRight", True)}
+
+
+def _v_basic_logon(state, site, user, password, domain_accounts):
+    """IIS Basic authentication: LogonUser(name, domain, password, logonMethod). A name without DOMAIN\\ is looked up in
+    defaultLogonDomain; the proxy host's own name means its local accounts (state["accounts"], made by win_user with
+    their password) and their logon rights (state["rights"]); any other domain means host["domain_accounts"]."""
+    domain, _, short = user.rpartition("\\")
+    domain = domain or _v_effective(state, site, "system.webServer/security/authentication/basicAuthentication",
+                                    "defaultLogonDomain")
+    if domain.lower() not in (state.get("computer", "").lower(), "."):
+        return domain_accounts.get(domain.upper() + "\\" + short, domain_accounts.get(user)) == password
+    account = next((a for n, a in state.get("accounts", {}).items() if n.lower() == short.lower()), None)
+    if account is None or account.get("password") != password:
+        return False
+    method = int(_v_effective(state, site, "system.webServer/security/authentication/basicAuthentication", "logonMethod"))
+    right, deny, everyone = _V_LOGON_RIGHTS[method]
+    rights = state.get("rights", {})
+    return account["sid"] not in rights.get(deny, []) and (everyone or account["sid"] in rights.get(right, []))
+
+
 def _v_proxy_answer(state, site, credentials):
     """(status, body) of IIS for one request to a site: IP restrictions, then authentication, then ARR to the server."""
     auth = "system.webServer/security/authentication/"
@@ -177,7 +204,7 @@ def _v_proxy_answer(state, site, credentials):
             user = user or host.get("kerberos_user", "CORP\\operator")
         elif kind == "basic" and _v_effective(state, site, auth + "basicAuthentication", "enabled") == "true":
             user = credentials[1]
-            ok = accounts.get(user) == credentials[2]
+            ok = _v_basic_logon(state, site, user, credentials[2], accounts)
         else:
             ok = False
         if not ok:

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from rolerun import CONTROLLER_ACTIONS, PINNED_PREFECT, REPO
+from toolchain import VENV, VENV_BIN
 
 HOST = "prefect-aio.corp.local"
 BODY = (Path(__file__).parent / "sim_module.py").read_text()
@@ -69,7 +70,7 @@ PROXY_CERT_THUMBPRINT = "5E0C1D7A9B3F4E2D8C6A1B0F9E8D7C6B5A4F3E2D"
 SECRETS = {
     "vault_prefect_service_password": "Svc-Secret-4c1d",
     "vault_prefect_worker_password": "Wrk-Secret-6e21",
-    "vault_prefect_worker_api_auth_string": "CORP\\svc_prefect_api:WrkApi-Secret-5b3c",
+    "vault_prefect_worker_api_auth_string": "prefect_machine:WrkApi-Secret-5b3c",
     # An override of the composed URL on loopback (plugins/filter/database_url.py refuses a remote host without TLS).
     "vault_prefect_database_url": "postgresql+asyncpg://prefect:Db-Secret-0a7f@127.0.0.1:5432/prefect",
     # PostgreSQL on the prefect_database hosts (roles/postgresql): the Prefect role's and the superuser's passwords.
@@ -127,7 +128,7 @@ def build_sim(root: Path, pipelined: bool = True) -> Path:
     # node and runs the win_copy action, here the plain module call of the win_template stand-in (sim_postgresql.py).
     action = collections / "ansible" / "windows" / "plugins" / "action"
     action.mkdir(exist_ok=True)
-    (action / "win_template.py").symlink_to(next((REPO / ".venv").glob(
+    (action / "win_template.py").symlink_to(next(VENV.glob(
         "lib/python*/site-packages/ansible_collections/ansible/windows/plugins/action/win_template.py")))
     (action / "win_copy.py").write_text("from ansible.plugins.action.normal import ActionModule  # noqa: F401\n")
     prefect = collections / "enclave" / "prefect"
@@ -185,8 +186,8 @@ def default_state(computer: str = "PREFECT-AIO") -> dict:
             "msi_products": MSI_PRODUCTS, "computer": computer, "environment_names": DEFAULT_ENVIRONMENT_NAMES,
             "iis": {"certificates": [PROXY_CERT_THUMBPRINT]}, "spns": {"HTTP/prefect.corp.local": [computer + "$"]},
             "groups": {"CORP\\Prefect Users": {"sid": "S-1-5-21-2000-5101"}},
-            # The example inventories' machine-path account (vault_prefect_worker_api_auth_string): the proxy's
-            # workers' site admits it by name, resolved in the domain.
+            # A domain account for the machine path (prefect_worker_api_auth_string = CORP\\svc_prefect_api:...): the
+            # proxy's workers' site admits it by name, resolved in the domain.
             "directory": {"CORP\\svc_prefect_api": {"sid": "S-1-5-21-2000-5301"}},
             # Who is in them (URL Authorization on the proxy, sim_verify.py); the operator's Kerberos ticket names kerberos_user.
             "group_members": {"CORP\\Prefect Users": ["CORP\\operator"]}, "kerberos_user": "CORP\\operator",
@@ -206,7 +207,7 @@ class Sim:
                         ENCLAVE_SIM_STATE=str(self.state_path), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
         # ansible_become false: the local connection cannot run a module as another account (the one task that runs
         # as SYSTEM, the service account check, is checked as written by test_noop_rerun.py).
-        self.base = {"ansible_connection": "local", "ansible_python_interpreter": str(REPO / ".venv/bin/python"),
+        self.base = {"ansible_connection": "local", "ansible_python_interpreter": str(VENV_BIN / "python"),
                      "ansible_become": False, "ansible_pipelining": pipelined}
 
     @property
@@ -223,7 +224,7 @@ class Sim:
         """inventory: another one instead of the example's (sqlite_example_inventory: the same without a database)."""
         (self.root / "extra.json").write_text(json.dumps({**self.base, **extra}))
         inventory = inventory or getattr(self, "inventory", None) or str(REPO / "inventories/example/hosts.yml")
-        argv = [str(REPO / ".venv/bin/ansible-playbook"), "-i", inventory,
+        argv = [str(VENV_BIN / "ansible-playbook"), "-i", inventory,
                 str(self.collections / "ansible_collections/enclave/prefect/playbooks" / playbook),
                 "--limit", limit, "-e", f"@{self.root / 'extra.json'}", *(args or [])]
         proc = subprocess.run(argv, env=self.env, cwd=self.root, capture_output=True, text=True, timeout=600, check=False)

@@ -34,7 +34,7 @@ EXPECTED_PER_HOST = {
     # Server and proxy without a worker or a database (28 tasks, 34 module runs): one account, one service, the enclave CA
     # for PostgreSQL's TLS (a checksum query), no workers to see online; the workers' site for the two worker hosts; no
     # backup (the dumps are taken on prefect-db01); two allow rules (the UI, the workers' machine path).
-    SRV: {"python": (1, 2), "prefect_venv": (1, 1), "nssm_services": (12, 15), "iis_proxy": (11, 12), "firewall": (3, 4)},
+    SRV: {"python": (1, 2), "prefect_venv": (1, 1), "nssm_services": (12, 15), "iis_proxy": (13, 18), "firewall": (3, 4)},
     # Worker hosts (15 and 19 each): one account, one worker service, the enclave CA (a checksum query), the worker online
     # through the proxy; no health or pool call (the server host's), no allow rule (they serve nothing).
     WRK1: {"python": (1, 2), "prefect_venv": (1, 1), "nssm_services": (11, 14), "firewall": (2, 2)},
@@ -75,9 +75,6 @@ class Hosts(Sim):
 def runs(tmp_path_factory, ansible_env):
     root = tmp_path_factory.mktemp("distributed")
     states = {host: {**default_state(host.split(".")[0].upper()), "address": ADDRESSES[host]} for host in HOSTS}
-    # The domain account IIS Basic authentication checks for the workers' credential (prefect_worker_api_auth_string).
-    account, password = SECRETS["vault_prefect_worker_api_auth_string"].split(":", 1)
-    states[SRV]["domain_accounts"] = {account: password}
     sim = Hosts(root, ansible_env, states)
     shared = sim.state_path.read_text()
     # The example inventory's CA path, proxy thumbprint and database certificate are placeholders: real values here.

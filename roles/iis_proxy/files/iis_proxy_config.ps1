@@ -7,7 +7,8 @@
 # compared by its name (Microsoft.Web.Administration reads its number). Before anything is written: every name in
 # Principals (URL Authorization's groups and accounts) must resolve to a SID on this host, and a setting of
 # system.webServer/security/authorization needs IIS's UrlAuthorizationModule (role service Web-Url-Auth): without it IIS
-# ignores those rules and lets every authenticated account through.
+# ignores those rules and lets every authenticated account through. An attribute value of exactly %COMPUTERNAME% is
+# written as this host's computer name.
 [CmdletBinding(SupportsShouldProcess)]
 param (
     [object[]]$Settings = @(),
@@ -116,6 +117,10 @@ foreach ($setting in $Settings) {
             $current = $section.GetAttributeValue($name)
             $shown = Format-Value -Value $current
             $wanted = [string]$attributes[$name]
+            if ($wanted -ceq '%COMPUTERNAME%') {
+                # This host's own account database (basicAuthentication's defaultLogonDomain for local accounts).
+                $wanted = $env:COMPUTERNAME
+            }
             if ($shown -ne $wanted) {
                 $before["$label@$name"] = $shown
                 $after["$label@$name"] = $wanted

@@ -209,9 +209,9 @@ def test_remote_worker_with_https_gets_the_ca_and_no_server_account():
     ({"server_enabled": False, "worker_api_url": "https://prefect.corp.local:8443/api", "prefect__ca_host_path": "C:\\Prefect\\ca.pem"},
      "it needs prefect_worker_api_auth_string"),
     ({"server_enabled": False, "worker_api_url": "https://prefect.corp.local:8443/api", "prefect__ca_host_path": "C:\\Prefect\\ca.pem",
-      "worker_api_auth_string": "svc_api:S3rver-pw"}, "prefect_worker_api_auth_string must be DOMAIN\\account:password"),
+      "worker_api_auth_string": "svc api:S3rver-pw"}, "prefect_worker_api_auth_string must be account:password"),
     ({"server_enabled": False, "worker_api_url": "https://prefect.corp.local:8443/api", "prefect__ca_host_path": "C:\\Prefect\\ca.pem",
-      "worker_api_auth_string": "CORP\\svc_api:"}, "prefect_worker_api_auth_string must be DOMAIN\\account:password"),
+      "worker_api_auth_string": "CORP\\svc_api:"}, "prefect_worker_api_auth_string must be account:password"),
     ({"server_enabled": False, "worker_api_url": "http://prefect.corp.local:8080/api", "worker_api_auth_string": "CORP\\a:S3rver-pw"},
      "in clear text"),
     ({"worker_home": "D:\\w"}, "nssm_services_worker_home must be under prefect_root"),
@@ -352,3 +352,28 @@ def test_server_service_depends_on_the_local_postgresql_when_given():
 
 def _plan_server(plan):
     return next(s for s in plan["services"] if s["kind"] == "server")
+
+
+def test_iis_worker_credentials_split_local_and_domain_accounts():
+    from ansible_collections.enclave.prefect.plugins.filter.iis import iis_worker_credentials
+    got = iis_worker_credentials(["prefect_machine:One-1", "CORP\\svc_api:Two-2", "", "PREFECT_MACHINE:One-1",
+                                  "x+y:Bad-3", "a" * 21 + ":Long-4", "..:Dots-5", "other:Pw-6", "other:Pw-7"])
+    assert got["local"] == [{"name": "other", "password": "Pw-6"}, {"name": "prefect_machine", "password": "One-1"}]
+    assert got["domain"] == ["CORP\\svc_api"]
+    assert got["conflicts"] == ["other"]
+    assert got["bad"] == ["..", "a" * 21, "x+y"]
+
+
+def test_iis_worker_account_clashes_name_both_sides():
+    from ansible_collections.enclave.prefect.plugins.filter.iis import iis_worker_account_clashes, iis_worker_credentials
+    deny = ["SeDenyNetworkLogonRight"]
+    local = iis_worker_credentials(["prefect_machine:pw"])
+    assert iis_worker_account_clashes(local, [["backup_account", "svc_prefect_backup", deny]]) == []
+    found = iis_worker_account_clashes(local, [["nssm_services_account", ".\\Prefect_Machine", []]])
+    assert len(found) == 1 and "prefect_machine is also nssm_services_account (.\\Prefect_Machine)" in found[0]
+    # A domain service account of the same name is another account.
+    assert iis_worker_account_clashes(local, [["nssm_services_account", "CORP\\prefect_machine", deny]]) == []
+    domain = iis_worker_credentials(["CORP\\svc_api:pw"])
+    assert iis_worker_account_clashes(domain, [["nssm_services_account", "corp\\SVC_API", []]]) == []
+    found = iis_worker_account_clashes(domain, [["nssm_services_account", "corp\\SVC_API", deny]])
+    assert len(found) == 1 and "denied network logon" in found[0] and "pw" not in found[0].replace("password", "")

@@ -1,0 +1,170 @@
+"""The machine path's local account (prefect_worker_api_auth_string = account:password) on the simulated proxy host:
+the iis_proxy role creates it in no group, grants the network logon IIS Basic authentication performs (logonMethod
+Network) and denies every other kind of logon; the workers' site looks a name without DOMAIN\\ up on this host
+(defaultLogonDomain = the computer name) and admits that account only. A re-run changes nothing, check mode on a new
+host does not fail on the account it would create, state absent removes it, and the clashes with a service account of
+the same host are refused before any host is touched.
+
+Not on Windows: the stand-ins follow win_user.ps1 / win_user_right.ps1 (ansible.windows) and IIS Basic authentication
+as documented (LogonUser with the logon type of basicAuthentication/logonMethod, sim_verify.py _v_basic_logon).
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from simhost import HOST, by_name, reached
+from test_iis_proxy import WORKERS, Proxy
+
+pytestmark = pytest.mark.simulated
+
+ACCOUNT, PASSWORD = "prefect_machine", "Mach-Secret-8e1f"
+DENIED = ["SeDenyInteractiveLogonRight", "SeDenyRemoteInteractiveLogonRight", "SeDenyBatchLogonRight", "SeDenyServiceLogonRight"]
+BASIC = "Prefect-Workers|system.webServer/security/authentication/basicAuthentication"
+
+
+def _local_proxy(root, env, credentials=None) -> Proxy:
+    """The proxy of test_iis_proxy.py with both remote workers on the local account (or the given credentials)."""
+    proxy = Proxy(root, env)
+    inventory = yaml.safe_load(proxy.inventory.read_text())
+    for i, worker in enumerate(WORKERS):
+        inventory["all"]["hosts"][worker]["prefect_worker_api_auth_string"] = (credentials or {}).get(
+            worker, f"{ACCOUNT}:{PASSWORD}")
+    proxy.inventory.write_text(yaml.safe_dump(inventory))
+    return proxy
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, ansible_env):
+    proxy = _local_proxy(tmp_path_factory.mktemp("iis-local"), ansible_env)
+    check_first = proxy.run(args=["--check"])[1]
+    untouched = proxy.sim.state
+    first = proxy.run()[1]
+    converged = proxy.sim.state
+    second = proxy.run()[1]
+    return {"proxy": proxy, "check_first": check_first, "untouched": untouched, "first": first,
+            "converged": converged, "second": second}
+
+
+def test_check_mode_on_a_new_host_passes_and_creates_no_account(runs):
+    assert ACCOUNT not in runs["untouched"].get("accounts", {})
+    results = by_name(reached(runs["check_first"]))
+    assert results["Machine path's local accounts exist, in no group"]["changed"]
+    # The rights follow in the real run: win_user_right could not resolve an account that does not exist yet.
+    assert "Machine path's local accounts may log on over the network only" not in results
+
+
+def test_the_account_is_made_in_no_group_with_network_logon_only(runs):
+    state = runs["converged"]
+    account = state["accounts"][ACCOUNT]
+    assert account["password"] == PASSWORD and account["groups"] == []
+    rights = state["rights"]
+    assert account["sid"] in rights["SeNetworkLogonRight"]
+    assert all(account["sid"] in rights[r] for r in DENIED), {r: rights.get(r) for r in DENIED}
+    # Nothing else of the role grants it a right.
+    assert {r for r, sids in rights.items() if account["sid"] in sids} == {"SeNetworkLogonRight", *DENIED}
+
+
+def test_the_workers_site_looks_the_name_up_on_this_host_and_admits_only_it(runs):
+    apphost = runs["converged"]["iis"]["apphost"]
+    assert apphost[BASIC] == {"enabled": "true", "defaultLogonDomain": runs["converged"]["computer"], "logonMethod": "2"}
+    rules = apphost["Prefect-Workers|system.webServer/security/authorization"]["collection:"]
+    assert rules == [f"accessType=Allow;users={ACCOUNT};roles=;verbs="]
+
+
+def test_rerun_changes_nothing(runs):
+    changed = [n for n, r in reached(runs["second"]) if r.get("changed")]
+    assert changed == [], changed
+
+
+def _health(proxy, root, auth_string, state_change=None, expect_rc=0):
+    """server_health (its stand-in: IIS Basic as sim_verify.py answers it) from a remote worker's address to the
+    workers' site of the converged proxy, whose Prefect server runs."""
+    state = proxy.sim.state
+    state.update(address=list(WORKERS.values())[0])
+    state.setdefault("services", {})["PrefectServer"] = {"running": True}
+    if state_change:
+        state_change(state)
+    proxy.sim.state_path.write_text(json.dumps(state))
+    playbook = root / "health.yml"
+    playbook.write_text(yaml.safe_dump([{"hosts": HOST, "gather_facts": False, "tasks": [{
+        "name": "Machine path answers", "enclave.prefect.server_health": {
+            "api_url": "https://prefect.corp.local:8443/api", "auth": "basic", "auth_string": auth_string, "timeout": 1}}]}]))
+    _proc, data = proxy.sim.run({}, playbook=str(playbook), inventory=str(proxy.inventory), limit=HOST, expect_rc=expect_rc)
+    return by_name(reached(data))["Machine path answers"]
+
+
+def _deny_network(state):
+    state["rights"].setdefault("SeDenyNetworkLogonRight", []).append(state["accounts"][ACCOUNT]["sid"])
+
+
+def test_the_account_passes_iis_basic_with_its_password_and_network_logon_only(tmp_path, ansible_env):
+    """The account and password pass IIS Basic on the workers' site; a wrong password, the name with a domain, or the
+    account denied network logon (as every service account of this host is) get 401."""
+    proxy = _local_proxy(tmp_path / "proxy", ansible_env)
+    proxy.run()
+    converged = proxy.sim.state_path.read_text()
+    assert _health(proxy, tmp_path, f"{ACCOUNT}:{PASSWORD}").get("healthy") is True
+    for auth_string, change in [(f"{ACCOUNT}:wrong", None), (f"CORP\\{ACCOUNT}:{PASSWORD}", None),
+                                (f"{ACCOUNT}:{PASSWORD}", _deny_network)]:
+        proxy.sim.state_path.write_text(converged)
+        result = _health(proxy, tmp_path, auth_string, change, expect_rc=2)
+        assert result["failed"] and "HTTP 401" in result["msg"], (auth_string, result["msg"])
+
+
+def test_state_absent_removes_the_local_account(tmp_path, ansible_env):
+    proxy = _local_proxy(tmp_path, ansible_env)
+    proxy.run()
+    assert ACCOUNT in proxy.sim.state["accounts"]
+    proxy.run(iis_proxy_state="absent")
+    assert ACCOUNT not in proxy.sim.state["accounts"]
+
+
+W1, W2 = list(WORKERS)
+REFUSALS = [
+    ("the server's service account", {}, {"nssm_services_account": ACCOUNT},
+     [f"prefect_worker_api_auth_string's local account {ACCOUNT} is also nssm_services_account ({ACCOUNT})"]),
+    ("a worker's own service account", {}, {"nssm_services_workers": [{"service": "W", "pool": "p", "account": ".\\" + ACCOUNT}]},
+     [f"local account {ACCOUNT} is also nssm_services_workers (account) (.\\{ACCOUNT})"]),
+    ("a domain account denied network logon", {W1: "CORP\\svc_prefect:Dom-Secret-1", W2: "CORP\\svc_prefect:Dom-Secret-1"},
+     {"nssm_services_account": "CORP\\svc_prefect"},
+     ["account CORP\\svc_prefect is also nssm_services_account on this host, which is denied network logon"]),
+    ("two passwords", {W1: f"{ACCOUNT}:One-Secret-1", W2: f"{ACCOUNT}:Two-Secret-2"}, {},
+     [f"give the local account {ACCOUNT} different passwords", "passwords hidden here"]),
+    ("a name Windows refuses", {W1: "prefect+machine:Bad-Name-1", W2: "prefect+machine:Bad-Name-1"}, {},
+     ["must be a Windows user name", "got prefect+machine"]),
+    ("a default logon domain", {}, {"iis_proxy_basic_auth_domain": "CORP"},
+     [f"the local account {ACCOUNT} without a domain", "leave iis_proxy_basic_auth_domain empty"]),
+]
+
+
+@pytest.mark.parametrize("case, credentials, extra, messages", REFUSALS, ids=[r[0] for r in REFUSALS])
+def test_clashes_are_refused_before_any_host(tmp_path, ansible_env, case, credentials, extra, messages):
+    proxy = _local_proxy(tmp_path, ansible_env, credentials)
+    before = proxy.sim.state_path.read_text()
+    output, _data = proxy.run(expect_rc=2, **extra)
+    output = output.replace("\\\\", "\\")  # the JSON callback escapes backslashes
+    for message in messages:
+        assert message in output, (message, [line for line in output.splitlines() if "corp.local: " in line])
+    for secret in ("One-Secret-1", "Two-Secret-2", "Dom-Secret-1", PASSWORD):
+        assert secret not in output
+    assert proxy.sim.state_path.read_text() == before
+
+
+def test_the_service_account_fallbacks_are_those_roles_defaults():
+    """roles/iis_proxy/vars/main.yml checks the machine path's account against the service accounts of this host, falling
+    back to the nssm_services and backup roles' defaults when the inventory does not set them (another role's defaults
+    are not visible in the proxy's play): those fallbacks must stay equal to the defaults."""
+    from rolerun import REPO
+    text = (REPO / "roles" / "iis_proxy" / "vars" / "main.yml").read_text()
+    nssm = yaml.safe_load((REPO / "roles" / "nssm_services" / "defaults" / "main.yml").read_text())
+    backup = yaml.safe_load((REPO / "roles" / "backup" / "defaults" / "main.yml").read_text())
+    proxy_vars = yaml.safe_load(text)
+    for name, value in [("nssm_services_account", nssm["nssm_services_account"]),
+                        ("nssm_services_worker_account", nssm["nssm_services_worker_account"]),
+                        ("backup_account", backup["backup_account"])]:
+        assert f"{name} | default('{value}')" in text, name
+    assert proxy_vars["iis_proxy_default_deny_rights"] == nssm["nssm_services_account_deny_rights"] \
+        == backup["backup_account_deny_rights"]
