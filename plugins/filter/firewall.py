@@ -19,7 +19,8 @@ description:
     allow rules the host must carry, with their remote addresses in one canonical spelling, and one message per
     problem (each naming the variable, what it must be and what it got).
   - People's HTTPS (and HTTP when redirecting) from C(client_ranges) and the machine path from the remote
-    workers' addresses on proxy hosts; PostgreSQL from the Prefect server hosts on database hosts; WinRM over HTTPS
+    workers' addresses and the developers' C(cli_networks) (O(prefect_cli_networks), addresses or CIDR subnets, no
+    keyword, /8 or narrower) on proxy hosts; PostgreSQL from the Prefect server hosts on database hosts; WinRM over HTTPS
     from the control node when the role manages that rule. Never a rule for the Prefect API port.
   - "Refused: an empty client range list on a proxy host, C(any), C(*), C(0.0.0.0/0) and ranges wider than /8 unless
     C(allow_any_client); a control-node list that is empty, a keyword or wider than /24 while the role manages
@@ -246,8 +247,12 @@ def firewall_plan(data: Mapping) -> dict:
             else:
                 rule("HTTP redirect", 80, clients, "HTTP, redirected to HTTPS by IIS, for people's networks")
         workers = _host_addresses("firewall_worker_hosts", data.get("worker_hosts"), host, inventory, addresses, errors)
-        rule("worker machine path", ports["prefect_worker_port"], workers,
-             "Prefect API machine path through IIS (Basic authentication) for the remote worker hosts")
+        # Developers' networks for Prefect's CLI and SDK share the machine path (IIS Basic, allowed groups only).
+        cli = _ranges("prefect_cli_networks", data.get("cli_networks") or [], errors, allow_any=False,
+                      min_prefix=MIN_CLIENT_PREFIX, keywords=set())
+        rule("worker machine path", ports["prefect_worker_port"], workers + [c for c in cli if c not in workers],
+             "Prefect API machine path through IIS (Basic authentication) for the remote worker hosts"
+             + (" and the developers' networks" if cli else ""))
     if is_database:
         servers = _host_addresses("firewall_database_client_hosts", data.get("database_client_hosts"), host, inventory,
                                   addresses, errors)

@@ -122,6 +122,24 @@ def iis_service_entry(account, variable, deny):
     return [variable, account, list(deny or [])]
 
 
+def iis_ip_entries(values):
+    """IIS ipSecurity <add> elements (allowed) for IPv4 addresses and CIDR subnets: {"entries": [...], "bad": [values
+    that are not an IPv4 address or a subnet written with its network address]}, in the given order, without
+    repeats."""
+    import ipaddress
+    entries, bad = [], []
+    for value in values or []:
+        try:
+            network = ipaddress.IPv4Network(str(value).strip(), strict=True)
+        except ValueError:
+            bad.append(str(value))
+            continue
+        entry = {"ipAddress": str(network.network_address), "subnetMask": str(network.netmask), "allowed": "true"}
+        if entry not in entries:
+            entries.append(entry)
+    return {"entries": entries, "bad": bad}
+
+
 def iis_bad_principals(names):
     """The names URL Authorization cannot take as one group or account: not DOMAIN\\name (one backslash, both parts
     present), or holding a comma (IIS splits users and roles at commas)."""
@@ -138,4 +156,5 @@ class FilterModule:
     def filters(self):
         return {"iis_allow_rules": iis_allow_rules, "iis_basic_accounts": iis_basic_accounts,
                 "iis_bad_principals": iis_bad_principals, "iis_worker_credentials": iis_worker_credentials,
-                "iis_worker_account_clashes": iis_worker_account_clashes, "iis_service_entry": iis_service_entry}
+                "iis_worker_account_clashes": iis_worker_account_clashes, "iis_service_entry": iis_service_entry,
+                "iis_ip_entries": iis_ip_entries}

@@ -75,6 +75,18 @@ def test_worker_addresses_are_required():
     assert "ghost is not a host of the inventory" in errors[2]
 
 
+def test_developers_networks_share_the_machine_path():
+    result = plan(cli_networks=["10.40.0.0/16", "10.20.1.21", "10.40.0.0/255.255.0.0"])
+    assert result["errors"] == []
+    rule = next(r for r in result["rules"] if r["name"].endswith("worker machine path"))
+    assert rule["remoteip"] == "10.20.1.21,10.20.1.22,10.40.0.0/16" and "developers' networks" in rule["description"]
+    # Developers alone (no remote worker) still open the port; keywords, any and wide ranges are refused.
+    alone = plan(worker_hosts=["px"], cli_networks=["10.40.0.0/16"])
+    assert [r["remoteip"] for r in alone["rules"] if r["name"].endswith("worker machine path")] == ["10.40.0.0/16"]
+    errors = plan(cli_networks=["LocalSubnet", "0.0.0.0/0", "10.0.0.0/7", "10.40.0.1/16"])["errors"]
+    assert [e.split(":")[0] for e in errors] == ["prefect_cli_networks"] * 4, errors
+
+
 def test_database_rule_and_all_in_one():
     result = plan(is_proxy=False, is_database=True, database_client_hosts=["s1"])
     assert [(r["localport"], r["remoteip"]) for r in result["rules"]] == [("5432", "10.20.1.20")]

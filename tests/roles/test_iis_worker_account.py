@@ -79,11 +79,11 @@ def test_rerun_changes_nothing(runs):
     assert changed == [], changed
 
 
-def _health(proxy, root, auth_string, state_change=None, expect_rc=0):
-    """server_health (its stand-in: IIS Basic as sim_verify.py answers it) from a remote worker's address to the
-    workers' site of the converged proxy, whose Prefect server runs."""
+def _health(proxy, root, auth_string, state_change=None, expect_rc=0, caller=None):
+    """server_health (its stand-in: IIS Basic as sim_verify.py answers it) from a remote worker's address (or caller)
+    to the workers' site of the converged proxy, whose Prefect server runs."""
     state = proxy.sim.state
-    state.update(address=list(WORKERS.values())[0])
+    state.update(address=caller or list(WORKERS.values())[0])
     state.setdefault("services", {})["PrefectServer"] = {"running": True}
     if state_change:
         state_change(state)
@@ -135,6 +135,8 @@ REFUSALS = [
      [f"give the local account {ACCOUNT} different passwords", "passwords hidden here"]),
     ("a name Windows refuses", {W1: "prefect+machine:Bad-Name-1", W2: "prefect+machine:Bad-Name-1"}, {},
      ["must be a Windows user name", "got prefect+machine"]),
+    ("a developers' network with host bits", {}, {"prefect_cli_networks": ["10.40.0.0/16", "10.40.0.1/16"]},
+     ["prefect_cli_networks must hold IPv4 addresses or CIDR subnets", "got 10.40.0.1/16."]),
     ("a default logon domain", {}, {"iis_proxy_basic_auth_domain": "CORP"},
      [f"the local account {ACCOUNT} without a domain", "leave iis_proxy_basic_auth_domain empty"]),
 ]
@@ -168,3 +170,31 @@ def test_the_service_account_fallbacks_are_those_roles_defaults():
         assert f"{name} | default('{value}')" in text, name
     assert proxy_vars["iis_proxy_default_deny_rights"] == nssm["nssm_services_account_deny_rights"] \
         == backup["backup_account_deny_rights"]
+
+
+def test_developers_networks_reach_the_machine_path_as_members_of_the_allowed_groups(tmp_path, ansible_env):
+    """prefect_cli_networks: Prefect's CLI from a developers' network sends DOMAIN\\user:password (IIS Basic); the
+    workers' site admits that network and the members of iis_proxy_allowed_groups besides the workers' account. A
+    person outside the groups gets 401, an address outside the networks 403, and the workers' account still passes."""
+    proxy = _local_proxy(tmp_path / "proxy", ansible_env)
+    proxy.run(prefect_cli_networks=["10.40.0.0/16"])
+    apphost = proxy.sim.state["iis"]["apphost"]
+    assert apphost["Prefect-Workers|system.webServer/security/ipSecurity"]["collection:"] == [
+        f"ipAddress={a};subnetMask=255.255.255.255;allowed=true" for a in WORKERS.values()] + [
+        "ipAddress=10.40.0.0;subnetMask=255.255.0.0;allowed=true"]
+    assert apphost["Prefect-Workers|system.webServer/security/authorization"]["collection:"] == [
+        f"accessType=Allow;users={ACCOUNT};roles=;verbs=", "accessType=Allow;users=;roles=CORP\\Prefect Users;verbs="]
+    converged = proxy.sim.state_path.read_text()
+
+    def people(state):
+        state["domain_accounts"] = {"CORP\\operator": "Op-Secret-77d1", "CORP\\someone": "Else-Secret-31a9"}
+
+    developer = "10.40.3.7"
+    assert _health(proxy, tmp_path, "CORP\\operator:Op-Secret-77d1", people, caller=developer).get("healthy") is True
+    proxy.sim.state_path.write_text(converged)
+    assert _health(proxy, tmp_path, f"{ACCOUNT}:{PASSWORD}", people).get("healthy") is True
+    for auth_string, caller, status in [("CORP\\someone:Else-Secret-31a9", developer, "HTTP 401"),
+                                        ("CORP\\operator:Op-Secret-77d1", "10.50.0.9", "HTTP 403")]:
+        proxy.sim.state_path.write_text(converged)
+        result = _health(proxy, tmp_path, auth_string, people, expect_rc=2, caller=caller)
+        assert status in result["msg"], (auth_string, result["msg"])
