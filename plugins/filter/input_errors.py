@@ -206,6 +206,18 @@ def privileged_account(account):
             or domain.strip().lower() in ("nt authority", "builtin"))
 
 
+# ansible-core 2.16 to 2.18 name the class of a value read from YAML in argument-spec errors ("is of type <class
+# 'ansible.parsing.yaml.objects.AnsibleUnicode'>"), 2.19 its plain type ("is of type str").
+_CLASS = re.compile(r"<class '(?:ansible\.parsing\.yaml\.objects\.Ansible(Unicode|Mapping|Sequence)|(\w+))'>")
+_YAML_TYPES = {"Unicode": "str", "Mapping": "dict", "Sequence": "list"}
+
+
+def argument_errors(messages):
+    """Argument-spec error messages with plain type names, as ansible-core 2.19 writes them, whatever the core."""
+    return [_CLASS.sub(lambda found: _YAML_TYPES[found.group(1)] if found.group(1) else found.group(2), str(message))
+            for message in messages or []]
+
+
 def input_errors(triples):
     errors = []
     for item in triples or []:
@@ -218,5 +230,5 @@ def input_errors(triples):
 
 class FilterModule:
     def filters(self):
-        return {"input_errors": input_errors, "win_path_relation": win_path_relation,
+        return {"input_errors": input_errors, "argument_errors": argument_errors, "win_path_relation": win_path_relation,
                 "win_paths_not_inside": win_paths_not_inside, "privileged_account": privileged_account}

@@ -6,12 +6,14 @@ collections as .venv) runs, in a pytest process of its own, `ansible-test sanity
 depends on ansible-core (CORE_TESTS): the filters' and API plugins' unit tests (ansible-doc and ansible-playbook runs of
 the plugins among them), argument specs, every playbook's syntax, the Windows module calls against ansible-doc, the
 roles' XML templates rendered by ansible's Templar, the firewall plan and the example inventory rendered by
-ansible-playbook and ansible-inventory, the command lines and tags of the roles. The rest of the fast tier (PowerShell
-parsing, docs, markers, packaging) does not run ansible-core; the simulated host, the real servers and the bundle stay
-on .venv (docs/testing.md: measured, 45 to 60 s in one process beside the other tiers).
+ansible-playbook and ansible-inventory, the command lines and tags of the roles; and the preflight of every host's
+input (tests/roles/test_preflight.py, on the simulated host's inventory). The rest of the fast tier (PowerShell
+parsing, docs, markers, packaging) does not run ansible-core; the rest of the simulated host, the real servers and the
+bundle stay on .venv (docs/testing.md: what it costs, measured).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -38,7 +40,10 @@ CORE_TESTS = ["tests/unit", "tests/static/test_example_inventory.py", "tests/sta
 # Fast-tier modules that run ansible-core but test what .venv alone has: the release packaging (ansible-builder,
 # antsibull-changelog, bindep of the dev toolchain).
 NOT_CORE_TESTS = {"tests/static/test_release.py"}
-SELECTION = {"fast tier": ["-m", "fast", *CORE_TESTS], "sanity": ["tests/static/test_static_sanity.py"]}
+# The preflight (playbooks/preflight.yml on the simulated host's inventory): the roles' input checks as plays run them,
+# argument specs, the role_input action plugin and the filters in real templating, on the control node.
+SELECTION = {"fast tier": ["-m", "fast", *CORE_TESTS], "sanity": ["tests/static/test_static_sanity.py"],
+             "preflight": ["tests/roles/test_preflight.py"]}
 # What a fast-tier module that runs ansible-core shows in its source (or in the checker it imports).
 USES_CORE = re.compile(r"from ansible\b|import ansible\b|ansible-(playbook|doc|inventory)|\b(ansible_tasks|argspecs|winmodcheck|"
                        r"webconfig|firewallcheck|cmdlines)\b")
@@ -61,8 +66,10 @@ def test_the_lowest_supported_core_has_its_own_lock():
 
 def test_every_fast_module_that_runs_ansible_core_is_selected():
     """A fast-tier test module using ansible-core that CORE_TESTS leaves out would be tested on one core only."""
-    import conftest  # noqa: PLC0415  tests/conftest.py: the tiers
-
+    # tests/conftest.py by path (its tiers): `import conftest` finds whichever conftest module was imported first.
+    spec = importlib.util.spec_from_file_location("tests_conftest", REPO / "tests" / "conftest.py")
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
     selected = {REPO / path for path in CORE_TESTS}
     missing = []
     for path in sorted((REPO / "tests").rglob("test_*.py")):
