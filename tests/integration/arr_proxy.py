@@ -17,6 +17,10 @@ listen on HTTPS (`url` then starts with https).
 
 `record_upgraded` (off by default): keep what the upstream sends on an upgraded connection (its 101 head and every
 frame after it, as relayed) in `Seen.downstream`, so that a test can read what a websocket delivered.
+
+`close_with_upstream` (off by default): when the upstream closes a connection, close the client's too instead of only
+half-closing it. A TLS connection cannot be half-closed, so without it a websocket client behind `tls` waits out its
+close timeout (10 s in Prefect's) after every close handshake, for the end of a connection the upstream has ended.
 """
 from __future__ import annotations
 
@@ -59,6 +63,7 @@ class ArrProxy:
     record_upgraded: bool = False
     rules: "RewriteRules | None" = None
     tls: ssl.SSLContext | None = None
+    close_with_upstream: bool = False
 
     def __post_init__(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -188,7 +193,9 @@ class ArrProxy:
             except (ConnectionError, ValueError, IndexError):
                 pass
             finally:
-                if dst.can_write_eof():
+                if first and self.close_with_upstream:
+                    dst.close()
+                elif dst.can_write_eof():
                     try:
                         dst.write_eof()
                     except (OSError, RuntimeError):
