@@ -92,7 +92,7 @@ def _true(value):
 
 def _loopback(address):
     try:
-        return ipaddress.ip_address(str(address).split("%")[0]).is_loopback
+        return ipaddress.ip_address(str(address).split("%", 1)[0]).is_loopback
     except ValueError:
         return str(address).lower() == "localhost"
 
@@ -100,7 +100,7 @@ def _loopback(address):
 def _reaches_loopback(address):
     """A socket bound here accepts connections to 127.0.0.1 or ::1 (the unspecified address binds every one)."""
     try:
-        parsed = ipaddress.ip_address(str(address).split("%")[0])
+        parsed = ipaddress.ip_address(str(address).split("%", 1)[0])
     except ValueError:
         return str(address).lower() == "localhost"
     return parsed.is_loopback or parsed.is_unspecified

@@ -75,7 +75,7 @@ def iis_worker_credentials(auth_strings):
     "bad": [local names Windows refuses]}; empty credentials are left out; passwords appear only in "local"."""
     local, domain, conflicts, bad = {}, set(), set(), set()
     for text in auth_strings or []:
-        account, _, password = str(text or "").partition(":")
+        account, _sep, password = str(text or "").partition(":")
         if not account:
             continue
         if "\\" in account:

@@ -55,6 +55,31 @@ USER_AGENT = "enclave.prefect"
 ALL_STATUSES = list(range(100, 600))
 
 
+def _channel_bindings(response):
+    """Channel bindings of the TLS connection a 401 came on (RFC 5929 tls-server-end-point: the hash of the server's
+    certificate, SHA-256 for an MD5 or SHA-1 signature), which IIS checks with Extended Protection for Windows
+    authentication (tokenChecking Require refuses a Negotiate or NTLM token without them); None on plain HTTP."""
+    try:
+        sock = response.raw._fp.fp.raw._sock  # pylint: disable=protected-access
+        certificate = sock.getpeercert(True)
+    except AttributeError:
+        return None
+    if not certificate:
+        return None
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from spnego.channel_bindings import GssChannelBindings
+    try:
+        algorithm = x509.load_der_x509_certificate(certificate).signature_hash_algorithm
+    except Exception:  # pylint: disable=broad-except
+        algorithm = None
+    if algorithm is None or algorithm.name in ("md5", "sha1"):
+        algorithm = hashes.SHA256()
+    digest = hashes.Hash(algorithm)
+    digest.update(certificate)
+    return GssChannelBindings(application_data=b"tls-server-end-point:" + digest.finalize())
+
+
 class SpnegoAuth(AuthBase):
     """HTTP Negotiate (Kerberos, or NTLM inside SPNEGO) for requests, with pyspnego.
 
@@ -80,7 +105,7 @@ class SpnegoAuth(AuthBase):
             return response
         host = urlsplit(response.url).hostname
         context = spnego.client(self.username, self.password, hostname=host, service=self.service,
-                                protocol=self.protocol)
+                                protocol=self.protocol, channel_bindings=_channel_bindings(response))
         token = context.step(None)
         kwargs = dict(kwargs, stream=False)
         while True:

@@ -98,7 +98,7 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         if self.auth_ctx is None or self.auth_scheme != SCHEMES[scheme.lower()]:
             self.auth_scheme = SCHEMES[scheme.lower()]
-            self.auth_ctx = spnego.server(protocol=scheme.lower())
+            self.auth_ctx = spnego.server(protocol=scheme.lower(), channel_bindings=self.server.proxy.channel_bindings)
         try:
             out = self.auth_ctx.step(base64.b64decode(token.strip()))
         except (SpnegoError, ValueError) as exc:
@@ -163,15 +163,29 @@ class AuthProxy:
     users: [(domain, user, password)] written to the NTLM_USER_FILE credential store in `state_dir`.
     tls:   a server-side ssl.SSLContext to listen on HTTPS.
     allowed: DOMAIN\\user names let through after signing in (IIS URL Authorization); None lets every one through.
+    epa_cert: with tls, the listening certificate (PEM): the handshake then requires the client's channel bindings
+              for it (RFC 5929 tls-server-end-point), as IIS Extended Protection with tokenChecking Require does;
+              pyspnego's acceptor refuses a token without them or with others.
     """
 
     def __init__(self, upstream: str, *, auth: str | None = None, users=(), state_dir: Path | None = None,
-                 tls: ssl.SSLContext | None = None, allowed=None) -> None:
+                 tls: ssl.SSLContext | None = None, allowed=None, epa_cert: Path | None = None) -> None:
         if auth not in (None, "ntlm"):
             raise ValueError(f"unsupported auth {auth!r}")
         self.upstream = urllib.parse.urlsplit(upstream)
         self.auth = auth
         self.tls = tls
+        self.channel_bindings = None
+        if epa_cert is not None:
+            from cryptography import x509
+            from cryptography.hazmat.primitives import hashes, serialization
+            from spnego.channel_bindings import GssChannelBindings
+            cert = x509.load_pem_x509_certificate(Path(epa_cert).read_bytes())
+            der = cert.public_bytes(serialization.Encoding.DER)
+            algorithm = cert.signature_hash_algorithm
+            digest = hashes.Hash(hashes.SHA256() if algorithm is None or algorithm.name in ("md5", "sha1") else algorithm)
+            digest.update(der)
+            self.channel_bindings = GssChannelBindings(application_data=b"tls-server-end-point:" + digest.finalize())
         self.users = list(users)
         # DOMAIN\\user names let through after signing in; None: every account that signs in (no authorization).
         self.allowed = None if allowed is None else list(allowed)

@@ -13,12 +13,15 @@ _IIS_ARGS = _sim_args()
 # ("Cannot read configuration file / section not found"), as Microsoft.Web.Administration does.
 IIS_SECTIONS = {
     "system.webServer/proxy": ({"enabled": "false", "preserveHostHeader": "false", "reverseRewriteHostInResponseHeaders": "true",
-                                "timeout": "00:00:30", "includePortInXForwardedFor": "true", "arrResponseHeader": "true"},
+                                "timeout": "00:00:30", "includePortInXForwardedFor": "true", "arrResponseHeader": "true",
+                                "xForwardedForHeaderName": "X-Forwarded-For"},
                                {}, "ext:Application Request Routing"),
     "system.webServer/rewrite/allowedServerVariables": ({}, {"": []}, "ext:URL Rewrite"),
     "system.webServer/security/authentication/anonymousAuthentication": ({"enabled": "true"}, {}, "Web-Server"),
     "system.webServer/security/authentication/windowsAuthentication": (
-        {"enabled": "false", "useAppPoolCredentials": "false"}, {"providers": ["value=Negotiate", "value=NTLM"]}, "Web-Windows-Auth"),
+        # extendedProtection's tokenChecking and flags are enums, read as numbers (0 None).
+        {"enabled": "false", "useAppPoolCredentials": "false", "extendedProtection.tokenChecking": 0,
+         "extendedProtection.flags": 0}, {"providers": ["value=Negotiate", "value=NTLM"]}, "Web-Windows-Auth"),
     "system.webServer/security/authentication/basicAuthentication": ({"enabled": "false", "defaultLogonDomain": "", "logonMethod": 3}, {}, "Web-Basic-Auth"),
     "system.webServer/security/access": ({"sslFlags": "0"}, {}, "Web-Server"),
     "system.webServer/security/ipSecurity": ({"allowUnlisted": "true"}, {"": []}, "Web-IP-Security"),
@@ -60,6 +63,13 @@ def iis_win_feature():
     source = args.get("source")
     if source and source not in host.get("feature_sources", []):
         out.update(failed=True, msg="Failed to find source path %s for feature install" % source)
+        return
+    # Server Core's feature store has no graphical console: Install-WindowsFeature refuses the whole call.
+    absent = [f for f in args["name"] if host.get("installation_type", "Server") == "Server Core"
+              and f in ("Web-Mgmt-Console", "Web-Lgcy-Mgmt-Console")]
+    if absent:
+        out.update(failed=True, msg="Failed to install Windows Feature: ArgumentNotValid: The role, role service, or feature "
+                                    "name is not valid: '%s'. The name was not found." % absent[0])
         return
     missing = [f for f in args["name"] if f not in iis["features"]]
     need_media = [f for f in missing if f in host.get("features_need_source", []) and not source]
@@ -581,6 +591,17 @@ SCRIPTS["iis_proxy_default_site.ps1"] = iis_default_site_script
 # Modules other roles use too: this role's calls only (an IIS Extensions key, an MSI, web.config content, and the
 # role's directories), so the other roles keep the stand-ins of sim_module.py and of the other parts.
 _IIS_MINE = {}
+
+
+def iis_installation_type():
+    """win_reg_stat of HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion InstallationType: "Server" (Desktop
+    Experience) or "Server Core" (host["installation_type"])."""
+    value = host.get("installation_type", "Server")
+    out.update(exists=True, type="REG_SZ", value=value, raw_value=value)
+
+
+if NAME == "win_reg_stat" and _IIS_ARGS.get("path", "").lower().endswith("\\windows nt\\currentversion"):
+    _IIS_MINE["win_reg_stat"] = iis_installation_type
 if NAME == "win_reg_stat" and ("\\IIS Extensions\\" in _IIS_ARGS.get("path", "")
                               or _IIS_ARGS.get("path", "").lower().endswith("\\microsoft\\inetstp")):
     _IIS_MINE["win_reg_stat"] = iis_reg_stat

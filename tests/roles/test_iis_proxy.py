@@ -25,8 +25,8 @@ from webconfig import check_web_config  # noqa: E402
 pytestmark = pytest.mark.simulated
 
 # Documented in roles/iis_proxy/README.md and docs/roles.md; update together.
-EXPECTED_HOST_TASKS = 11
-EXPECTED_MODULE_RUNS = 12
+EXPECTED_HOST_TASKS = 12
+EXPECTED_MODULE_RUNS = 13
 
 THUMB = "A1B2C3D4E5F60718293A4B5C6D7E8F9012345678"
 REWRITE_MSI, ARR_MSI = b"not the real rewrite msi", b"not the real arr msi"
@@ -121,9 +121,13 @@ def test_first_run_builds_the_front_door(runs):
     apphost = state["apphost"]
     assert apphost["|system.webServer/proxy"] == {"enabled": "true", "preserveHostHeader": "true",
                                                   "reverseRewriteHostInResponseHeaders": "false", "timeout": "01:00:00",
-                                                  "includePortInXForwardedFor": "false", "arrResponseHeader": "false"}
+                                                  "includePortInXForwardedFor": "false", "arrResponseHeader": "false",
+                                                  # ARR adds no second X-Forwarded-For entry after the rules' one.
+                                                  "xForwardedForHeaderName": ""}
     win = apphost["Prefect|system.webServer/security/authentication/windowsAuthentication"]
     assert win["enabled"] == "true"
+    # Extended Protection: tokens must carry the TLS channel bindings (2 Require; flags 0, the default, not written).
+    assert win["extendedProtection.tokenChecking"] == "2" and "extendedProtection.flags" not in win
     assert apphost["Prefect|system.webServer/security/authentication/anonymousAuthentication"] == {"enabled": "false"}
     basic = apphost["Prefect-Workers|system.webServer/security/authentication/basicAuthentication"]
     assert basic["enabled"] == "true"

@@ -198,3 +198,19 @@ def test_developers_networks_reach_the_machine_path_as_members_of_the_allowed_gr
         proxy.sim.state_path.write_text(converged)
         result = _health(proxy, tmp_path, auth_string, people, expect_rc=2, caller=caller)
         assert status in result["msg"], (auth_string, result["msg"])
+
+
+def test_server_core_gets_iis_without_the_graphical_console(tmp_path, ansible_env):
+    """Server Core has no Web-Mgmt-Console: the whole Install-WindowsFeature call would fail on it (the stand-in, as
+    the real one, refuses the list); the role leaves it out there, says so, and installs the rest."""
+    proxy = _local_proxy(tmp_path, ansible_env)
+    proxy.sim.update(installation_type="Server Core")
+    output, data = proxy.run()
+    features = proxy.sim.state["iis"]["features"]
+    assert "Web-Mgmt-Console" not in features and {"Web-Server", "Web-Url-Auth", "Web-Scripting-Tools"} <= set(features)
+    assert "is Server Core: Web-Mgmt-Console left out" in output
+    # The check fails without the role's choice: the stand-in refuses the console on Server Core.
+    failed = _local_proxy(tmp_path / "again", ansible_env)
+    failed.sim.update(installation_type="Server Core")
+    output, _data = failed.run(expect_rc=2, iis_proxy_gui_features=[])
+    assert "The role, role service, or feature name is not valid: 'Web-Mgmt-Console'" in output

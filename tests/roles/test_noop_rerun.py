@@ -27,11 +27,11 @@ from simhost import (DEFAULT_ENVIRONMENT_NAMES, FORBIDDEN_ON_RERUN, INSTALLER, L
 pytestmark = pytest.mark.simulated
 
 # Documented in docs/roles.md; update both together.
-EXPECTED_HOST_TASKS = 43
-EXPECTED_MODULE_RUNS = 53
+EXPECTED_HOST_TASKS = 44
+EXPECTED_MODULE_RUNS = 54
 # Per role (tasks, module runs); common's tasks count for the role that imports them.
 EXPECTED_PER_ROLE = {"python": (1, 2), "prefect_venv": (1, 1), "postgresql": (8, 8), "nssm_services": (12, 17),
-                     "backup": (7, 10), "iis_proxy": (11, 12), "firewall": (3, 3)}
+                     "backup": (7, 10), "iis_proxy": (12, 13), "firewall": (3, 3)}
 # win_copy tasks that reach a converged host: the action plugin (ansible.windows plugins/action/win_copy.py) first runs
 # the module with _copy_mode=query, which compares checksums on the host, and transfers nothing when they match.
 CHECKSUM_QUERIES = {"Backup script is on the host", "Proxy web.config holds the rewrite rules, limits and headers"}

@@ -8,7 +8,7 @@
 # Principals (URL Authorization's groups and accounts) must resolve to a SID on this host, and a setting of
 # system.webServer/security/authorization needs IIS's UrlAuthorizationModule (role service Web-Url-Auth): without it IIS
 # ignores those rules and lets every authenticated account through. An attribute value of exactly %COMPUTERNAME% is
-# written as this host's computer name.
+# written as this host's computer name; an attribute name child.attribute names an attribute of a child element.
 [CmdletBinding(SupportsShouldProcess)]
 param (
     [object[]]$Settings = @(),
@@ -114,7 +114,14 @@ foreach ($setting in $Settings) {
     $attributes = $setting.attributes
     if ($attributes) {
         foreach ($name in @($attributes.Keys | Sort-Object)) {
-            $current = $section.GetAttributeValue($name)
+            # child.attribute: an attribute of a child element (windowsAuthentication's extendedProtection).
+            $element = $section
+            $parts = $name.Split('.')
+            foreach ($child in @($parts | Select-Object -SkipLast 1)) {
+                $element = $element.GetChildElement($child)
+            }
+            $attribute = $parts[-1]
+            $current = $element.GetAttributeValue($attribute)
             $shown = Format-Value -Value $current
             $wanted = [string]$attributes[$name]
             if ($wanted -ceq '%COMPUTERNAME%') {
@@ -125,7 +132,7 @@ foreach ($setting in $Settings) {
                 $before["$label@$name"] = $shown
                 $after["$label@$name"] = $wanted
                 $typed = ConvertTo-Typed -Current $current -Text $wanted
-                $section.SetAttributeValue($name, $typed)
+                $element.SetAttributeValue($attribute, $typed)
             }
         }
     }
