@@ -46,7 +46,8 @@ SHARED_SERVERS = {
                                                         "test_tls.py"],
     "tests/integration (SQLite server and worker, 2)": ["test_worker_and_flows.py", "test_verify_real.py",
                                                         "test_work_pool.py", "test_backup_restore.py"],
-    "tests/integration (the roles' server)": ["test_header_contract.py", "test_ui_browser.py", "test_retention.py"],
+    "tests/integration (the roles' server)": ["test_header_contract.py", "test_ui_browser.py", "test_retention.py",
+                                              "test_ship_a_flow.py"],
     "tests/integration (each backend, Basic auth)": ["test_backends.py", "test_auth.py", "test_secrets.py"],
 }
 _GROUP_OF_MODULE = {f"tests/integration/{module}": group for group, modules in SHARED_SERVERS.items() for module in modules}
