@@ -52,6 +52,8 @@ need_pkgs() {  # system packages: compilers and headers for gssapi (Kerberos), o
   # Test-only: PostgreSQL for the integration tests, unshare for the offline install test, shellcheck for sanity, openssl for the signed installer fixtures.
   # chromium: the UI test renders the single-page app headless (chromium-driver for a WebDriver client).
   if [ "$with_servers" = 1 ]; then deb+=(postgresql util-linux shellcheck openssl chromium chromium-driver); rpm+=(postgresql-server util-linux ShellCheck); fi
+  # redis-server: Redis 7, beside PostgreSQL, for the API replicas and background services of tests/integration/test_ha_replicas.py.
+  if [ "$with_servers" = 1 ]; then deb+=(redis-server); fi
   deb=("${deb[@]/#python3-/$py_pkg-}") rpm=("${rpm[@]/#python3-/$py_pkg-}")
   [ "$with_servers" = 1 ] && need_wine
   if command -v dpkg-query >/dev/null; then
