@@ -21,6 +21,11 @@ frame after it, as relayed) in `Seen.downstream`, so that a test can read what a
 `close_with_upstream` (off by default): when the upstream closes a connection, close the client's too instead of only
 half-closing it. A TLS connection cannot be half-closed, so without it a websocket client behind `tls` waits out its
 close timeout (10 s in Prefect's) after every close handshake, for the end of a connection the upstream has ended.
+
+`upstreams` (none by default): several upstream ports instead of `upstream_port`, like a load balancer in front of API
+replicas: each client connection goes to the next in turn (round robin); one that refuses the connection is skipped for
+the next, and a client gets 502 only when all refuse. `Seen.upstream` names the port that served the request.
+`set_upstreams()` changes the list while the proxy runs (new connections only).
 """
 from __future__ import annotations
 
@@ -45,6 +50,7 @@ class Seen:
     status: int = 0
     upgrade: bool = False
     rule: str = ""  # the web.config rule that applied (only with ArrProxy(rules=...))
+    upstream: int = 0  # the upstream port that served the request (only with ArrProxy(upstreams=...))
     # The upstream's bytes on an upgraded connection, as relayed (only with ArrProxy(record_upgraded=True)).
     downstream: bytearray = field(default_factory=bytearray)
 
@@ -64,8 +70,10 @@ class ArrProxy:
     rules: "RewriteRules | None" = None
     tls: ssl.SSLContext | None = None
     close_with_upstream: bool = False
+    upstreams: list[int] | None = None
 
     def __post_init__(self) -> None:
+        self._turn = 0
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="arr-proxy", daemon=True)
@@ -95,6 +103,27 @@ class ArrProxy:
             asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    def set_upstreams(self, ports: list[int]) -> None:
+        with self._lock:
+            self.upstreams = list(ports)
+
+    async def _open_upstreams(self, record: Seen):
+        """Round robin over `upstreams`, skipping one that refuses; raises OSError when every one refuses."""
+        with self._lock:
+            ports = list(self.upstreams)
+            start, self._turn = self._turn, self._turn + 1
+        error: OSError = OSError("no upstream")
+        for i in range(len(ports)):
+            port = ports[(start + i) % len(ports)]
+            try:
+                opened = await asyncio.open_connection("127.0.0.1", port)
+            except OSError as exc:
+                error = exc
+                continue
+            record.upstream = port
+            return opened
+        raise error
 
     def reset(self) -> list[Seen]:
         with self._lock:
@@ -168,7 +197,10 @@ class ArrProxy:
         keep += [("Connection", "Upgrade" if upgrade else "close"), ("X-Forwarded-Proto", self.forwarded_proto),
                  ("X-Forwarded-Host", lowered.get("host", "")), ("X-Forwarded-For", client_ip)]
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            if self.upstreams is not None:
+                up_reader, up_writer = await self._open_upstreams(record)
+            else:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except OSError:
             writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             await writer.drain()

@@ -1,0 +1,269 @@
+"""Prefect in high availability, for real on 127.0.0.1: two API replicas (`prefect server start --no-services`) and
+one background-services process (`prefect server services start`) of the pinned Prefect on one PostgreSQL database
+and Debian's redis-server, migrated once by `prefect server database upgrade -y`, behind a round-robin proxy, with a
+process worker through that proxy. The settings and where each is read in the installed source: tests/integration/ha.py.
+
+Proven: every HA setting is a name Prefect reads and six of them default to one process's memory; flows run to
+COMPLETED with both replicas serving; events reach the services process through Redis, and a replica left on the
+in-memory broker loses them (negative control); killing one replica while a flow runs loses no run and the worker goes
+on through the other; the unavailability a polling client sees then, and flow-run API throughput with one and two
+replicas side by side (figures in build/ha-replicas.json, docs/benchmarks.md).
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from arr_proxy import ArrProxy
+from ha import (MEMORY_DEFAULTS, REDIS_DATABASES, RedisServer, ServicesProcess, effective_settings, ha_environment,
+                kill, replica, run_load)
+from servers import REPO, PrefectServer, PrefectWorker, Unavailable, copy_flows, deploy_flow, http
+
+POOL = "ha-process"
+FIGURES = REPO / "build" / "ha-replicas.json"
+# The services process logs this once it has scheduled its perpetual services (its Docket worker is running).
+SERVICES_READY = "Perpetual services:"
+
+
+@dataclass
+class Ha:
+    redis: RedisServer
+    database_url: str
+    env: dict
+    replicas: list[PrefectServer]
+    services: ServicesProcess
+    proxy: ArrProxy
+    front: PrefectServer  # a client's view: the proxy's URL (api() and client_env() of PrefectServer)
+    worker: PrefectWorker
+    flows: Path
+    root: Path
+    figures: dict = field(default_factory=dict)
+    extra: list = field(default_factory=list)
+
+    def run(self, deployment: str, parameters: dict | None = None) -> str:
+        status, dep = self.front.api("GET", f"/deployments/name/{deployment}")
+        assert status == 200, dep
+        status, run = self.front.api("POST", f"/deployments/{dep['id']}/create_flow_run",
+                                     {"parameters": parameters or {}})
+        assert status in (200, 201), run
+        return run["id"]
+
+    def wait_state(self, run_id: str, states: set[str], timeout: float = 90) -> dict:
+        deadline = time.monotonic() + timeout
+        run = {}
+        while time.monotonic() < deadline:
+            status, run = self.front.api("GET", f"/flow_runs/{run_id}")
+            if status == 200 and run["state"] and run["state"]["type"] in states:
+                return run
+            time.sleep(0.3)
+        raise AssertionError(f"flow run {run_id} not in {states} after {timeout}s: {run.get('state')}\n"
+                             f"worker log:\n{self.worker.log_path.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def ha(prefect_venv, pg_cluster, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ha")
+    started = time.monotonic()
+    redis = RedisServer(root / "redis")
+    stack: list = []
+    try:
+        try:
+            redis.start()
+        except Unavailable as exc:
+            pytest.skip(f"HA tests skipped: {exc}")
+        stack.append(redis)
+        database_url = pg_cluster.create_database("prefect_ha_" + uuid.uuid4().hex[:8])
+        env = ha_environment(redis)
+        replicas = [replica(root / f"replica-{i}", database_url, env) for i in (1, 2)]
+        # Migrations once, before any replica starts (every replica has migrate-on-start off).
+        replicas[0].root.mkdir(parents=True)
+        migrated = replicas[0].database_command("upgrade", "-y", timeout=300)
+        assert migrated.returncode == 0, migrated.stdout[-2000:] + migrated.stderr[-2000:]
+        services = ServicesProcess(root / "services", database_url, env).start()
+        stack.append(services)
+        with ThreadPoolExecutor(2) as pool:
+            for r, future in zip(replicas, [pool.submit(r.start) for r in replicas]):
+                stack.append(r)
+                future.result()
+        services.wait_running(SERVICES_READY)
+        proxy = ArrProxy(0, forwarded_proto="http", upstreams=[r.port for r in replicas]).start()
+        stack.append(proxy)
+        front = PrefectServer(root / "client", port=proxy.port)
+        worker = PrefectWorker(front, POOL, root / "worker", name="ha-worker")
+        worker.start()
+        stack.append(worker)
+        flows = copy_flows(root / "flows")
+        for entry, name in (("hello.py:hello", "ha-hello"), ("sleepy.py:sleepy", "ha-sleepy")):
+            deploy_flow(front, flows, entry, name, POOL, root / "deploy-home")
+        ha = Ha(redis, database_url, env, replicas, services, proxy, front, worker, flows, root)
+        ha.figures["setup_s"] = round(time.monotonic() - started, 1)
+        yield ha
+        stack.extend(ha.extra)
+    finally:
+        for thing in reversed(stack):
+            thing.stop()
+        if FIGURES.parent.exists() and "ha" in locals() and ha.figures:
+            FIGURES.write_text(json.dumps(ha.figures, indent=1) + "\n")
+
+
+def test_ha_settings_are_what_prefect_reads(prefect_venv, tmp_path):
+    """Each HA variable lands in the settings field named in ha.py (read by the pinned Prefect and prefect-redis), and
+    without them six backends stay in one process's memory."""
+    redis = RedisServer(tmp_path, port=6390)  # not started: only its URL and password are used
+    env = ha_environment(redis)
+    defaults, configured = effective_settings({}), effective_settings(env)
+    for name, (memory, redis_value) in MEMORY_DEFAULTS.items():
+        assert defaults[name] == memory, (name, defaults[name])
+        assert configured[name] == (redis_value or redis.url(REDIS_DATABASES["docket"])), name
+    assert (defaults["PREFECT_SERVER_DATABASE_MIGRATE_ON_START"], configured["PREFECT_SERVER_DATABASE_MIGRATE_ON_START"]) \
+        == (True, False)
+    assert configured["redis_messaging"] == {"host": "127.0.0.1", "port": 6390, "db": REDIS_DATABASES["messaging"],
+                                             "username": "default", "password_set": True, "url": None}
+    assert configured["redis_cleanup"] == {"host": "127.0.0.1", "port": 6390, "db": REDIS_DATABASES["cleanup"],
+                                           "username": "default", "password_set": True, "url": None}
+    assert defaults["redis_messaging"]["password_set"] is False
+
+
+def test_flows_complete_through_both_replicas(ha):
+    ha.proxy.reset()
+    runs = [ha.run("hello/ha-hello", {"name": f"replica-{i}"}) for i in range(3)]
+    for run_id in runs:
+        assert ha.wait_state(run_id, {"COMPLETED", "FAILED", "CRASHED"})["state"]["type"] == "COMPLETED"
+    served = {s.upstream for s in ha.proxy.reset() if s.status and s.status < 400}
+    assert served == {r.port for r in ha.replicas}, served
+    # Redis carries the work: the messaging streams, Docket's keys and its own database.
+    assert any(k.startswith("events") or "event" in k for k in ha.redis.keys(REDIS_DATABASES["messaging"])), \
+        ha.redis.keys(REDIS_DATABASES["messaging"])
+    assert ha.redis.keys(REDIS_DATABASES["docket"]), "Docket left nothing in Redis"
+    # The services process persisted the runs' events, which the replicas published to Redis.
+    events = wait_events(ha.front, runs[0], "prefect.flow-run.Completed")
+    assert events, f"no Completed event persisted for {runs[0]}"
+
+
+def wait_events(front: PrefectServer, run_id: str, event: str, timeout: float = 30) -> list:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, page = front.api("POST", "/events/filter", {
+            "filter": {"any_resource": {"id": [f"prefect.flow-run.{run_id}"]}, "event": {"name": [event]},
+                       "occurred": {"since": "2000-01-01T00:00:00Z"}}, "limit": 10})
+        assert status == 200, page
+        if page["events"] or time.monotonic() > deadline:
+            return page["events"]
+        time.sleep(0.5)
+
+
+def test_replica_with_memory_broker_loses_events(ha):
+    """Negative control: a third replica with the messaging broker and cache left in memory publishes its events into
+    its own process, where no event persister listens; the same state change through a Redis replica is persisted."""
+    bad = replica(ha.root / "replica-memory", ha.database_url, ha_environment(ha.redis, in_memory=(
+        "PREFECT_SERVER_EVENTS_MESSAGING_BROKER", "PREFECT_SERVER_EVENTS_MESSAGING_CACHE")))
+    ha.extra.append(bad)
+    bad.start()
+    status, flow = ha.front.api("POST", "/flows/", {"name": "ha-events"})
+    assert status in (200, 201), flow
+    run_ids = {}
+    for label, server in (("memory", bad), ("redis", ha.replicas[1])):
+        status, run = server.api("POST", "/flow_runs/", {"flow_id": flow["id"], "state": {"type": "SCHEDULED"}})
+        assert status in (200, 201), run
+        status, moved = server.api("POST", f"/flow_runs/{run['id']}/set_state",
+                                   {"state": {"type": "RUNNING"}, "force": True})
+        assert status in (200, 201) and moved["status"] == "ACCEPT", moved
+        run_ids[label] = run["id"]
+    assert wait_events(ha.front, run_ids["redis"], "prefect.flow-run.Running"), "the control's event never arrived"
+    # The persister has handled the control's event, published after the memory replica's: that one is lost.
+    assert wait_events(ha.front, run_ids["memory"], "prefect.flow-run.Running", timeout=0) == []
+    bad.stop()
+
+
+def test_benchmark_one_against_two_replicas(ha):
+    """Flow-run API throughput through the proxy (create + read a flow run) with one replica and with two, alternated
+    in one run. Figures only: on two cores the replicas share the CPU with PostgreSQL, Redis, the proxy and the load."""
+    status, flow = ha.front.api("POST", "/flows/", {"name": "ha-load"})
+    assert status in (200, 201), flow
+    url = ha.front.api_url
+    rounds: dict[int, list] = {1: [], 2: []}
+    for replicas in (1, 2, 2, 1):
+        ha.proxy.set_upstreams([r.port for r in ha.replicas[:replicas]])
+        ha.proxy.reset()
+        result = run_load(url, flow["id"], seconds=5, clients=8)
+        served = {s.upstream for s in ha.proxy.reset()}
+        assert served == {r.port for r in ha.replicas[:replicas]}, served
+        assert result["failed"] == 0 and result["operations"] > 0, result
+        rounds[replicas].append(result)
+    ha.proxy.set_upstreams([r.port for r in ha.replicas])
+    summary = {n: {"ops_per_s": round(sum(r["ops_per_s"] for r in rs) / len(rs), 2),
+                   "p50_ms": max(r["p50_ms"] for r in rs), "p95_ms": max(r["p95_ms"] for r in rs),
+                   "rounds": rs} for n, rs in rounds.items()}
+    summary["ratio_2_to_1"] = round(summary[2]["ops_per_s"] / summary[1]["ops_per_s"], 2)
+    ha.figures["throughput"] = summary
+    print(json.dumps(summary))
+
+
+def test_replica_kill_loses_no_flow_run(ha):
+    """A replica dies (SIGKILL of its process group) while a flow runs: the run completes, a polling client sees how long
+    the API was unavailable, and the worker runs the next flow through the other replica alone."""
+    run_id = ha.run("sleepy/ha-sleepy", {"seconds": 6})
+    ha.wait_state(run_id, {"RUNNING"}, timeout=60)
+    polls: list[tuple[float, float, bool]] = []
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            began = time.monotonic()
+            try:
+                status, _ = http("GET", f"{ha.front.api_url}/flow_runs/{run_id}", timeout=5)
+                ok = status == 200
+            except OSError:
+                ok = False
+            polls.append((began, time.monotonic(), ok))
+            time.sleep(0.05)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    time.sleep(1)
+    victim, survivor = ha.replicas
+    killed_at = time.monotonic()
+    kill(victim)
+    try:
+        final = ha.wait_state(run_id, {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}, timeout=90)
+        assert final["state"]["type"] == "COMPLETED", final["state"]
+        # The worker goes on through the survivor alone.
+        ha.proxy.reset()
+        after = ha.run("hello/ha-hello", {"name": "after-kill"})
+        assert ha.wait_state(after, {"COMPLETED", "FAILED", "CRASHED"})["state"]["type"] == "COMPLETED"
+        assert {s.upstream for s in ha.proxy.reset() if s.upstream} == {survivor.port}
+        assert ha.worker.proc.poll() is None, "the worker died"
+    finally:
+        stop.set()
+        poller.join(10)
+    failed = [p for p in polls if not p[2] and p[1] >= killed_at - 5]
+    # Unavailable: from the start of each failed poll to the end of the next successful one.
+    outage, streak = 0.0, None
+    for began, ended, ok in polls:
+        if not ok and streak is None:
+            streak = began
+        elif ok and streak is not None:
+            outage += ended - streak
+            streak = None
+    ha.figures["replica_kill"] = {"polls": len(polls), "failed_polls": len(failed), "unavailable_s": round(outage, 3),
+                                  "poll_interval_s": 0.05}
+    print(json.dumps(ha.figures["replica_kill"]))
+    assert len(polls) > 20
+
+
+def test_no_secret_in_logs(ha):
+    """Neither the Redis password nor the database password appears in any log of the run."""
+    secrets_ = [ha.redis.password, ha.database_url.split(":")[2].split("@")[0]]
+    logs = list(ha.root.rglob("*.log"))
+    assert len(logs) >= 5, logs
+    for log in logs:
+        text = log.read_text(errors="replace")
+        for secret in secrets_:
+            assert secret not in text, f"a password is in {log}"
