@@ -173,10 +173,18 @@ def _memory(ram_mb: int) -> dict:
 
 
 def _ipv4(text):
+    """The IPv4 or IPv6 address of a host (an IPv4-mapped one as IPv4: how PostgreSQL sees that client), else None."""
     try:
-        return ipaddress.IPv4Address(str(text))
+        address = ipaddress.ip_address(str(text))
     except ValueError:
         return None
+    return getattr(address, "ipv4_mapped", None) or address
+
+
+def _host_cidr(text):
+    """pg_hba.conf's one-address network of a host: a.b.c.d/32 or an IPv6 address /128."""
+    address = _ipv4(text)
+    return "%s/%d" % (address, address.max_prefixlen)
 
 
 def _errors(cfg) -> list:
@@ -190,11 +198,11 @@ def _errors(cfg) -> list:
                           "got %r)" % (key, value))
     for cidr in cfg.get("extra_client_cidrs") or []:
         try:
-            network = ipaddress.IPv4Network(str(cidr), strict=True)
+            network = ipaddress.ip_network(str(cidr), strict=True)
         except ValueError:
             network = None
         if network is None or not isinstance(cidr, str) or "/" not in cidr or network.prefixlen == 0:
-            errors.append("postgresql_extra_client_cidrs must list IPv4 networks such as 10.20.0.0/28, with no host "
+            errors.append("postgresql_extra_client_cidrs must list IPv4 or IPv6 networks such as 10.20.0.0/28, with no host "
                           "bits set and not /0 (got %r)" % (cidr,))
     settings = cfg.get("settings") or {}
     if not isinstance(settings, Mapping):
@@ -210,10 +218,10 @@ def _errors(cfg) -> list:
                       % (cfg["listen_addresses"],))
     for server in cfg.get("servers") or []:
         if server["name"] != cfg["host"] and not _ipv4(server.get("address")):
-            errors.append("prefect_host_address of %s must be its IPv4 address: PostgreSQL on %s admits the Prefect "
+            errors.append("prefect_host_address of %s must be its IPv4 or IPv6 address: PostgreSQL on %s admits the Prefect "
                           "server from that address only (got %r)" % (server["name"], cfg["host"], server.get("address")))
     if cfg.get("remote_clients") and not _ipv4(cfg.get("host_address")):
-        errors.append("prefect_host_address of %s must be its IPv4 address: PostgreSQL listens on it for the Prefect "
+        errors.append("prefect_host_address of %s must be its IPv4 or IPv6 address: PostgreSQL listens on it for the Prefect "
                       "servers on other hosts (got %r)" % (cfg["host"], cfg.get("host_address")))
     return errors
 
@@ -266,7 +274,7 @@ def postgresql_plan(cfg):
         # Its drills' scratch database (roles/backup backup_drill.sql: made, restored into, counted and dropped by it).
         hba.append({"type": "host", "database": drill_database(database), "user": cfg["backup_user"], "address": "127.0.0.1/32",
                     "method": method})
-    clients = [str(s.get("address")) + "/32" for s in servers if s["name"] != host and _ipv4(s.get("address"))]
+    clients = [_host_cidr(s.get("address")) for s in servers if s["name"] != host and _ipv4(s.get("address"))]
     clients += [str(c) for c in cfg.get("extra_client_cidrs") or []]
     for address in sorted(set(clients), key=clients.index):
         hba.append({"type": "hostssl", "database": database, "user": user, "address": address, "method": method})

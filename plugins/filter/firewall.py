@@ -61,8 +61,27 @@ MIN_CLIENT_PREFIX = 8
 MIN_CONTROL_PREFIX = 24
 
 
+# An IPv6 prefix is held to the IPv4 limits 24 bits longer: /32 for people's networks (IPv4 /8), /48 for the control
+# node (IPv4 /24); a single address is /128 (IPv4 /32).
+IPV6_PREFIX_OFFSET = 24
+
+
+def _plain(address):
+    """An IPv4-mapped IPv6 address (::ffff:10.0.0.5) as the IPv4 address Windows matches it as."""
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped or address
+
+
+def _scaled(prefix: int, version: int) -> int:
+    """A prefix length in IPv4 terms: 0 stays 0 (every address), an IPv6 prefix is IPV6_PREFIX_OFFSET shorter, at least 1."""
+    if version == 4 or prefix == 0:
+        return prefix
+    return max(prefix - IPV6_PREFIX_OFFSET, 1)
+
+
 def _address(text: str) -> tuple[str | None, str | None, int]:
-    """(canonical spelling, problem, prefix length) of one IPv4 address, CIDR, netmask subnet or range."""
+    """(canonical spelling, problem, prefix length in IPv4 terms) of one IPv4 or IPv6 address, CIDR subnet (IPv4 also
+    with a dotted netmask) or range."""
     text = str(text).strip()
     if text.lower() in ANY:
         return "any", None, 0
@@ -71,29 +90,31 @@ def _address(text: str) -> tuple[str | None, str | None, int]:
     if "-" in text:
         first, _sep, last = text.partition("-")
         try:
-            low, high = ipaddress.IPv4Address(first.strip()), ipaddress.IPv4Address(last.strip())
+            low, high = _plain(ipaddress.ip_address(first.strip())), _plain(ipaddress.ip_address(last.strip()))
         except ValueError:
-            return None, "not an IPv4 range", 0
+            return None, "not an IP address range", 0
+        if low.version != high.version:
+            return None, "a range from an IPv4 to an IPv6 address", 0
         if low > high:
             return None, "a range whose first address is after its last", 0
         width = int(high) - int(low) + 1
-        return "%s-%s" % (low, high), None, 32 - max(width - 1, 0).bit_length()
+        return "%s-%s" % (low, high), None, _scaled(low.max_prefixlen - max(width - 1, 0).bit_length(), low.version)
     try:
-        network = ipaddress.IPv4Network(text, strict=True)
+        network = ipaddress.ip_network(text, strict=True)
     except ValueError as exc:
         if "has host bits set" in str(exc):
             return None, "a subnet with host bits set (write its network address, e.g. %s)" % (
-                ipaddress.IPv4Network(text, strict=False)), 0
-        return None, "not an IPv4 address, CIDR subnet, range or keyword", 0
-    if network.prefixlen == 32:
-        return str(network.network_address), None, 32
-    return str(network), None, network.prefixlen
+                ipaddress.ip_network(text, strict=False)), 0
+        return None, "not an IPv4 or IPv6 address, CIDR subnet, range or keyword", 0
+    if network.prefixlen == network.max_prefixlen:
+        return str(_plain(network.network_address)), None, 32
+    return str(network), None, _scaled(network.prefixlen, network.version)
 
 
 def _ranges(name: str, values, errors: list, *, allow_any: bool, min_prefix: int, keywords: set) -> list[str]:
     """Canonical, unique remote addresses of one list variable; problems go to errors."""
     if not isinstance(values, list):
-        errors.append("%s must be a list of IPv4 addresses, CIDR subnets or keywords; got %r" % (name, values))
+        errors.append("%s must be a list of IPv4 or IPv6 addresses, CIDR subnets or keywords; got %r" % (name, values))
         return []
     result = []
     for value in values:
@@ -109,7 +130,8 @@ def _ranges(name: str, values, errors: list, *, allow_any: bool, min_prefix: int
             errors.append("%s: keyword %r is not allowed here (allowed: %s)" % (name, value, ", ".join(sorted(keywords)) or "none"))
             continue
         elif 0 < prefix < min_prefix and not allow_any:
-            errors.append("%s: %r is wider than /%d; list narrower networks" % (name, value, min_prefix))
+            limit = "/%d (IPv6 /%d)" % (min_prefix, min_prefix + IPV6_PREFIX_OFFSET)
+            errors.append("%s: %r is wider than %s; list narrower networks" % (name, value, limit))
             continue
         if canonical not in result:
             result.append(canonical)
@@ -132,12 +154,13 @@ def _host_addresses(name: str, hosts, this_host: str, inventory, addresses: Mapp
             continue
         text = str(addresses.get(host) or "").strip()
         try:
-            address = ipaddress.IPv4Address(text)
+            address = _plain(ipaddress.ip_address(text))
         except ValueError:
-            errors.append("%s: %s needs prefect_host_address, its IPv4 address as this host sees it (set it in its "
-                          "host_vars); got %r" % (name, host, text))
+            errors.append("%s: %s needs prefect_host_address, its IPv4 or IPv6 address as this host sees it (set it in "
+                          "its host_vars); got %r" % (name, host, text))
             continue
-        if address.is_loopback or address.is_unspecified or address.is_multicast or str(address) == "255.255.255.255":
+        if address.is_loopback or address.is_unspecified or address.is_multicast or address.is_link_local \
+                or str(address) == "255.255.255.255":
             errors.append("%s: prefect_host_address of %s is %s, not an address another host can use" % (name, host, address))
             continue
         if str(address) not in result:
@@ -272,27 +295,36 @@ def firewall_plan(data: Mapping) -> dict:
 PROFILE_BITS = {"domain": 1, "private": 2, "public": 4}
 
 
+# IPv6 addresses as integers above every IPv4 one, so that one (first, last) pair never spans both families.
+_V6 = 2 ** 32
+
+
+def _key(address) -> int:
+    address = _plain(address)
+    return int(address) + (_V6 if address.version == 6 else 0)
+
+
 def _span(text: str):
-    """(first, last) address of one RemoteAddresses entry as the firewall stores it ('*', a.b.c.d/mask, a-b, a.b.c.d),
-    or of one control node address; None for a keyword, which names no fixed set of addresses."""
+    """(first, last) address of one RemoteAddresses entry as the firewall stores it ('*', a.b.c.d/mask, a-b, a.b.c.d,
+    IPv6 a::b/len), or of one control node address; None for a keyword, which names no fixed set of addresses."""
     text = str(text).strip()
     if text.lower() in ANY:
-        return (0, 2 ** 32 - 1)
+        return (0, _V6 + 2 ** 128 - 1)
     try:
         if "-" in text:
             low, _sep, high = text.partition("-")
-            return (int(ipaddress.IPv4Address(low.strip())), int(ipaddress.IPv4Address(high.strip())))
-        network = ipaddress.IPv4Network(text, strict=False)
+            return (_key(ipaddress.ip_address(low.strip())), _key(ipaddress.ip_address(high.strip())))
+        network = ipaddress.ip_network(text, strict=False)
     except ValueError:
         return None
-    return (int(network.network_address), int(network.broadcast_address))
+    return (_key(network.network_address), _key(network.broadcast_address))
 
 
 def firewall_winrm_unreachable(rules, profiles, addresses) -> list:
     """The profiles (of `profiles`, those about to be turned on) in which no enabled inbound allow rule for WinRM admits
     every control node address: `rules` are firewall_rules.ps1's winrm_rules (name, profiles bit mask, remoteip as the
     firewall stores it). With no control node address listed, only a rule admitting any address counts."""
-    wanted = [_span(a) for a in (addresses or [])] or [(0, 2 ** 32 - 1)]
+    wanted = [_span(a) for a in (addresses or [])] or [(0, _V6 + 2 ** 128 - 1)]
     blocked = []
     for name in profiles or []:
         bit = PROFILE_BITS[str(name).lower()]

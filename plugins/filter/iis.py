@@ -122,19 +122,30 @@ def iis_service_entry(account, variable, deny):
     return [variable, account, list(deny or [])]
 
 
-def iis_ip_entries(values):
-    """IIS ipSecurity <add> elements (allowed) for IPv4 addresses and CIDR subnets: {"entries": [...], "bad": [values
-    that are not an IPv4 address or a subnet written with its network address]}, in the given order, without
-    repeats."""
+def iis_ip_entries(values, single=False):
+    """IIS ipSecurity <add> elements (allowed) for IPv4 and IPv6 addresses and IPv4 CIDR subnets: {"entries": [...],
+    "bad": [values that are none of these, IPv6 prefixes (how IIS takes an IPv6 mask is not documented: list the
+    addresses), subnets written with host bits, or with single=True anything but one address another host can use]},
+    in the given order, without repeats. An IPv4-mapped IPv6 address is written as its IPv4 address (IIS sees IPv4
+    clients in dotted form); an IPv6 address gets the mask IIS Manager leaves at its default (255.255.255.255)."""
     import ipaddress
     entries, bad = [], []
     for value in values or []:
         try:
-            network = ipaddress.IPv4Network(str(value).strip(), strict=True)
+            network = ipaddress.ip_network(str(value).strip(), strict=True)
         except ValueError:
             bad.append(str(value))
             continue
-        entry = {"ipAddress": str(network.network_address), "subnetMask": str(network.netmask), "allowed": "true"}
+        address = network.network_address
+        address = getattr(address, "ipv4_mapped", None) or address
+        whole = network.prefixlen == network.max_prefixlen
+        if (network.version == 6 and not whole) or (single and (not whole or address.is_loopback or address.is_unspecified
+                                                                or address.is_multicast or address.is_link_local
+                                                                or str(address) == "255.255.255.255")):
+            bad.append(str(value))
+            continue
+        mask = str(network.netmask) if network.version == 4 else "255.255.255.255"
+        entry = {"ipAddress": str(address), "subnetMask": "255.255.255.255" if whole else mask, "allowed": "true"}
         if entry not in entries:
             entries.append(entry)
     return {"entries": entries, "bad": bad}

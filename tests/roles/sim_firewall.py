@@ -45,8 +45,14 @@ def fw_addresses(text):
             continue
         try:
             if "-" in entry:
-                low, high = (_fw_ip.IPv4Address(p.strip()) for p in entry.split("-", 1))
+                low, high = (_fw_ip.ip_address(p.strip()) for p in entry.split("-", 1))
                 entries.append("%s-%s" % (low, high))
+                continue
+            if ":" in entry:
+                # IPv6 (assumed spelling: compressed, a prefix by its length; the module compares through a COM rule
+                # the firewall normalised, so only consistency matters here).
+                net = _fw_ip.IPv6Network(entry, strict=False)
+                entries.append(str(net.network_address) if net.prefixlen == 128 else str(net))
                 continue
             address, _sep, mask = entry.partition("/")
             net = _fw_ip.IPv4Network("%s/%s" % (address, mask or "32"), strict=False)

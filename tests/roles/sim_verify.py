@@ -80,7 +80,7 @@ def _v_address_in(address, remote):
                     return True
             elif _v_ip.ip_address(address) in _v_ip.ip_network(item, strict=False):
                 return True
-        except ValueError:
+        except (ValueError, TypeError):  # another family compares as no match
             continue
     return False
 
@@ -184,14 +184,25 @@ def _v_basic_logon(state, site, user, password, domain_accounts):
     return account["sid"] not in rights.get(deny, []) and (everyone or account["sid"] in rights.get(right, []))
 
 
+def _v_ip_entry_admits(entry, caller):
+    """One ipSecurity <add>: an IPv4 address under its subnetMask; an IPv6 address with the default mask (what IIS
+    Manager writes for one address) admits that address only."""
+    if ":" in entry["ipAddress"]:
+        try:
+            return _v_ip.ip_address(caller) == _v_ip.ip_address(entry["ipAddress"])
+        except ValueError:
+            return False
+    return _v_address_in(caller, "%s/%s" % (entry["ipAddress"], entry.get("subnetMask", "255.255.255.255")))
+
+
 def _v_proxy_answer(state, site, credentials):
     """(status, body) of IIS for one request to a site: IP restrictions, then authentication, then ARR to the server."""
     auth = "system.webServer/security/authentication/"
     ip = state.get("iis", {}).get("apphost", {}).get(site + "|system.webServer/security/ipSecurity", {})
     if ip.get("allowUnlisted", "true").lower() == "false":
         listed = [dict(p.split("=", 1) for p in item.split(";")) for item in ip.get("collection:", [])]
-        if not any(e.get("allowed", "").lower() == "true" and _v_address_in(_v_caller(), "%s/%s" % (
-                e["ipAddress"], e.get("subnetMask", "255.255.255.255"))) for e in listed if "ipAddress" in e):
+        if not any(e.get("allowed", "").lower() == "true" and _v_ip_entry_admits(e, _v_caller())
+                   for e in listed if "ipAddress" in e):
             return 403, "403 - Forbidden: Access is denied. (IIS 403.503: the IP address of the client has been rejected)"
     if _v_effective(state, site, auth + "anonymousAuthentication", "enabled") != "true":
         accounts = state.get("domain_accounts", {})

@@ -202,7 +202,7 @@ def test_bad_input_is_refused_before_any_host(tmp_path, ansible_env):
              [f"{AIO}: firewall_client_ranges: '0.0.0.0/0' admits every address",
               f"{AIO}: firewall_client_ranges: 'any' admits every address",
               f"{AIO}: firewall_client_ranges: '10.30.0.5/16' is a subnet with host bits set",
-              f"{AIO}: firewall_client_ranges: '10.300.0.0/16' is not an IPv4",
+              f"{AIO}: firewall_client_ranges: '10.300.0.0/16' is not an IPv4 or IPv6",
               f"{AIO}: firewall_client_ranges: keyword 'Internet' is not allowed",
               f"{AIO}: firewall_client_ranges: '4.0.0.0/6' is wider than /8",
               f"{AIO}: prefect_public_port is 4200, the Prefect API port",

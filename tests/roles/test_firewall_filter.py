@@ -49,10 +49,28 @@ def test_client_ranges_get_one_spelling(value, canonical):
     ("any", "admits every address"), ("*", "admits every address"), ("0.0.0.0/0", "admits every address"),
     ("6.0.0.0/7", "wider than /8"), ("10.30.0.5/16", "host bits set"), ("10.30.0.300", "not an IPv4"),
     ("Internet", "keyword 'Internet' is not allowed"), ("10.0.0.9-10.0.0.1", "first address is after its last"),
-    ("fd00::/64", "not an IPv4")])
+    ("fd00::/31", "wider than /8 (IPv6 /32)"), ("::/0", "admits every address"), ("fd00::1/64", "host bits set"),
+    ("10.0.0.1-fd00::1", "from an IPv4 to an IPv6 address"), ("fd00::g", "not an IPv4 or IPv6 address")])
 def test_dangerous_or_bad_client_ranges_are_refused(value, problem):
     errors = plan(client_ranges=[value])["errors"]
     assert len(errors) == 1 and problem in errors[0] and "firewall_client_ranges" in errors[0], errors
+
+
+def test_ipv6_networks_and_worker_addresses():
+    """IPv6 client networks (/32 or narrower), IPv6 worker addresses, IPv4-mapped addresses as their IPv4 address."""
+    result = plan(client_ranges=["fd00:20::/48", "2001:db8::7"], cli_networks=["fd00:40::/64"],
+                  addresses={"w1": "fd00:20::21", "w2": "::ffff:10.20.1.22", "s1": "10.20.1.20"})
+    assert result["errors"] == []
+    remote = {r["name"].rsplit(" - ", 1)[1]: r["remoteip"] for r in result["rules"]}
+    assert remote == {"people HTTPS": "fd00:20::/48,2001:db8::7",
+                      "worker machine path": "fd00:20::21,10.20.1.22,fd00:40::/64"}
+    errors = plan(addresses={"w1": "fe80::1", "w2": "::1", "s1": ""})["errors"]
+    assert len(errors) == 2 and all("not an address another host can use" in e for e in errors), errors
+    # The WinRM guard tells the families apart: an IPv4 rule does not admit an IPv6 control node.
+    assert firewall.firewall_winrm_unreachable([{"name": "r", "profiles": 7, "remoteip": "10.0.0.0/255.0.0.0"}],
+                                               ["Domain"], ["fd00::5"]) == ["Domain"]
+    assert firewall.firewall_winrm_unreachable([{"name": "r", "profiles": 7, "remoteip": "fd00::/64"}],
+                                               ["Domain"], ["fd00::5"]) == []
 
 
 def test_any_only_when_allowed():

@@ -136,7 +136,9 @@ REFUSALS = [
     ("a name Windows refuses", {W1: "prefect+machine:Bad-Name-1", W2: "prefect+machine:Bad-Name-1"}, {},
      ["must be a Windows user name", "got prefect+machine"]),
     ("a developers' network with host bits", {}, {"prefect_cli_networks": ["10.40.0.0/16", "10.40.0.1/16"]},
-     ["prefect_cli_networks must hold IPv4 addresses or CIDR subnets", "got 10.40.0.1/16."]),
+     ["prefect_cli_networks must hold IPv4 or IPv6 addresses or IPv4 CIDR subnets", "got 10.40.0.1/16."]),
+    ("an IPv6 prefix for developers", {}, {"prefect_cli_networks": ["fd00:40::/64"]},
+     ["IPv6 networks as their addresses", "got fd00:40::/64."]),
     ("a default logon domain", {}, {"iis_proxy_basic_auth_domain": "CORP"},
      [f"the local account {ACCOUNT} without a domain", "leave iis_proxy_basic_auth_domain empty"]),
 ]
@@ -214,3 +216,22 @@ def test_server_core_gets_iis_without_the_graphical_console(tmp_path, ansible_en
     failed.sim.update(installation_type="Server Core")
     output, _data = failed.run(expect_rc=2, iis_proxy_gui_features=[])
     assert "The role, role service, or feature name is not valid: 'Web-Mgmt-Console'" in output
+
+
+def test_ipv6_worker_and_developer_addresses_are_admitted(tmp_path, ansible_env):
+    """A remote worker with an IPv6 prefect_host_address and a developer's IPv6 address get ipSecurity entries (single
+    addresses, the mask IIS Manager leaves at its default), an IPv4-mapped one its IPv4 spelling; the IPv6 worker
+    passes the machine path from its address."""
+    proxy = _local_proxy(tmp_path / "proxy", ansible_env)
+    inventory = yaml.safe_load(proxy.inventory.read_text())
+    w1, w2 = list(WORKERS)
+    inventory["all"]["hosts"][w1]["prefect_host_address"] = "fd00:20::21"
+    inventory["all"]["hosts"][w2]["prefect_host_address"] = "::ffff:10.20.1.22"
+    proxy.inventory.write_text(yaml.safe_dump(inventory))
+    proxy.run(prefect_cli_networks=["fd00:40::7", "10.40.0.0/16"])
+    entries = proxy.sim.state["iis"]["apphost"]["Prefect-Workers|system.webServer/security/ipSecurity"]["collection:"]
+    assert entries == ["ipAddress=10.20.1.22;subnetMask=255.255.255.255;allowed=true",
+                       "ipAddress=fd00:20::21;subnetMask=255.255.255.255;allowed=true",
+                       "ipAddress=fd00:40::7;subnetMask=255.255.255.255;allowed=true",
+                       "ipAddress=10.40.0.0;subnetMask=255.255.0.0;allowed=true"]
+    assert _health(proxy, tmp_path, f"{ACCOUNT}:{PASSWORD}", caller="fd00:20::21").get("healthy") is True

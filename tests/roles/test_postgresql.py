@@ -314,7 +314,7 @@ BAD = [
     ({"postgresql_port": 80}, "postgresql_port must be a TCP port from 1024 to 65535"),
     ({"postgresql_data_dir": "C:\\PostgreSQL\\data"}, "on a drive other than the system drive C:"),
     ({"postgresql_shared_buffers": "lots"}, "postgresql_shared_buffers must be a size such as 512MB"),
-    ({"postgresql_extra_client_cidrs": ["10.20.0.1/16"]}, "postgresql_extra_client_cidrs must list IPv4 networks"),
+    ({"postgresql_extra_client_cidrs": ["10.20.0.1/16"]}, "postgresql_extra_client_cidrs must list IPv4 or IPv6 networks"),
     ({"postgresql_service_account": "BUILTIN\\Administrators"}, "postgresql_service_account must be a least-privileged"),
     # An audit's: a trailing space got past the list (now refused as a name first).
     ({"postgresql_service_account": "NT AUTHORITY\\SYSTEM "}, "postgresql_service_account must be an account name"),

@@ -89,6 +89,18 @@ def test_remote_server_gets_hostssl_from_its_address_only():
     assert (s["shared_buffers"], s["effective_cache_size"], s["maintenance_work_mem"]) == ("4GB", "8GB", "1GB")
 
 
+def test_ipv6_server_addresses_get_one_address_networks():
+    """An IPv6 prefect_host_address of a server host is admitted as that address /128 (an IPv4-mapped one as its IPv4
+    address /32), and IPv6 networks are taken in postgresql_extra_client_cidrs; anything else is still refused."""
+    result = plan(host_address="fd00:20::30", server_addresses=["10.20.1.10", "fd00:20::20"],
+                  extra_client_cidrs=["fd00:40::/64"])
+    assert result["errors"] == []
+    assert [e["address"] for e in result["hba"] if e["user"] == "prefect" and e["type"] == "hostssl"][0] == "fd00:20::20/128"
+    mapped = plan(server_addresses=["10.20.1.10", "::ffff:10.20.1.20"])
+    assert [e["address"] for e in mapped["hba"] if e["type"] == "hostssl"][0] == "10.20.1.20/32"
+    assert any("must be its IPv4 or IPv6 address" in e for e in plan(server_addresses=["10.20.1.10", "srv01"])["errors"])
+
+
 def test_the_backup_login_comes_from_this_host_only():
     backup = [e for e in plan(backup_user="prefect_backup")["hba"] if e["user"] == "prefect_backup"]
     # The Prefect database, and its drills' scratch database (the only other one the backup login reaches).
