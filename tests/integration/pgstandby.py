@@ -193,7 +193,7 @@ class Node:
         cmd = [str(self.bin_dir / program), *argv]
         if os.geteuid() == 0:  # runuser keeps the environment (only HOME, SHELL, USER, LOGNAME change): no `env K=V`
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input,
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input, check=False,
                               env={**os.environ, **(env or {})}, cwd=self.root)
         if check and proc.returncode != 0:
             raise RuntimeError(f"{program} on {self.name} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n"
@@ -218,7 +218,7 @@ class Node:
         """psql as the superuser over TCP (the role's way on Windows), its password from the superuser's passfile."""
         cmd = [str(self.bin_dir / "psql"), "-X", "-w", "-At", "-h", self.address, "-p", str(self.port), "-U", "postgres",
                "-d", database, *args]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, input=input,
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, input=input, check=False,
                               env={**os.environ, "PGPASSFILE": str(self.root / "superuser.pgpass"),
                                    "PGCONNECT_TIMEOUT": "10", **(env or {})})
         if check and proc.returncode != 0:
