@@ -262,11 +262,13 @@ class Node:
         return conninfo
 
     def wait_streaming(self, standby: "Node", application_name: str, timeout: float = 60) -> dict:
-        """On this (primary) host: the standby's walsender streaming and caught up, the slot active. Returns the row."""
+        """On this (primary) host: the standby's walsender streaming through the slot, and the standby has replayed
+        everything written before this call. Returns the row."""
         deadline, row = time.monotonic() + timeout, ""
+        lsn = self.sql("SELECT pg_current_wal_lsn()")
         while time.monotonic() < deadline:
             row = self.sql("SELECT r.state, r.sync_state, s.slot_name, s.active, r.client_addr, "
-                           "pg_current_wal_lsn() = r.replay_lsn FROM pg_stat_replication r "
+                           f"r.replay_lsn >= '{lsn}'::pg_lsn FROM pg_stat_replication r "
                            f"LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE r.application_name = "
                            f"'{application_name}'")
             fields = row.split("|")

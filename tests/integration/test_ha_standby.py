@@ -254,6 +254,11 @@ class Prober(threading.Thread):
 
 
 def test_promoting_the_standby_keeps_the_server_its_data_and_a_running_flow(ha):
+    """A flow runs its first task against the primary and waits; a write is attempted every 0.1 s; the primary stops
+    (pg_ctl stop -m fast), the server refuses writes, the standby is promoted (pg_promote); the same server process
+    writes again, the flow finishes its second task and completes. While no host is writable asyncpg raises the last
+    host's ConnectionRefusedError, which Prefect answers with HTTP 500 (not 503: is_client_retryable_exception in
+    prefect/server/api/server.py); the figure and the statuses go to build/ha-promotion.json (docs/benchmarks.md)."""
     server, a, b, work = ha.server, ha.a, ha.b, ha.work
     pid = server.proc.pid
     (work / "flow.py").write_text(FLOW)
