@@ -387,3 +387,10 @@ def test_prefects_engine_picks_the_writable_host_only_with_target_session_attrs(
     # libpq's host1:port1,host2:port2 in the authority is no URL SQLAlchemy reads.
     assert "error" in out["URL_LIBPQ_AUTHORITY"], out
     assert PREFECT_PASSWORD not in proc.stdout + proc.stderr
+    # Neither password, nor the URL-encoded one, in the Prefect server's or the flow's logs (the failover's tracebacks
+    # included).
+    secrets_ = [p.encode() for p in (PREFECT_PASSWORD, quote(PREFECT_PASSWORD, safe=""), REPLICATION_PASSWORD)]
+    logs = [ha.server.log_path, ha.work / "flow.log"]
+    assert all(path.exists() for path in logs)
+    for path in logs:
+        assert not [s for s in secrets_ if s in path.read_bytes()], path
