@@ -148,15 +148,25 @@ def main() -> int:
     load = (load_before, os.getloadavg()[0])
     print(f"1-minute load average: {load[0]:.1f} at start, {load[1]:.1f} at end ({os.cpu_count()} CPUs)")
     if args.write:
-        args.write.write_text(render(table, requests, n, noop_ratio, verdict, load))
+        # Only this benchmark's section: the other benchmarks write theirs into the same file.
+        text = BEGIN + "\n\n" + render(table, requests, n, noop_ratio, verdict, load).rstrip("\n") + "\n\n" + END
+        doc = args.write.read_text() if args.write.exists() else "# Benchmarks\n"
+        if BEGIN in doc:
+            doc = doc.split(BEGIN)[0] + text + doc.split(END, 1)[1]
+        else:
+            head, sep, rest = doc.partition("\n\n")
+            doc = head + sep + text + "\n\n" + rest if sep else doc.rstrip("\n") + "\n\n" + text + "\n"
+        args.write.write_text(doc)
         print(f"written to {args.write}")
     return 0 if noop_ratio >= TARGET_NOOP_RATIO else 1
 
 
-def render(table: str, requests: str, n: int, ratio: float, verdict: str, load: tuple[float, float]) -> str:
-    return f"""# Benchmarks
+BEGIN = "<!-- BEGIN work_pool_reconcile.py -->"
+END = "<!-- END work_pool_reconcile.py -->"
 
-## Work pool reconcile: `enclave.prefect.work_pool` against the Prefect CLI
+
+def render(table: str, requests: str, n: int, ratio: float, verdict: str, load: tuple[float, float]) -> str:
+    return f"""## Work pool reconcile: `enclave.prefect.work_pool` against the Prefect CLI
 
 Reconciling {n} work pools against one Prefect 3.8.8 server (SQLite, 127.0.0.1, no background services), in one
 run: the module in one `ansible-playbook` run (a loop over the pools, controller mode) and the CLI the runbooks
