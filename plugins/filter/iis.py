@@ -94,8 +94,9 @@ def iis_worker_credentials(auth_strings):
 
 def iis_worker_account_clashes(credentials, services):
     """Messages for each remote workers' account that is also a service account of the proxy host, where one role's
-    logon rights would break the other: the local account the iis_proxy role makes is denied batch and service logon,
-    and a service account denied network logon (SeDenyNetworkLogonRight) cannot pass IIS Basic authentication.
+    logon rights would break the other: the local account the iis_proxy role makes is denied network, interactive and
+    service logon, and an account denied batch logon (SeDenyBatchLogonRight) cannot pass IIS Basic authentication,
+    which logs on as a batch job (logonMethod Batch).
     credentials: the output of iis_worker_credentials; services: [variable, account, deny rights] of this host."""
     messages = []
     local = {c["name"].lower(): c["name"] for c in credentials.get("local", [])}
@@ -109,11 +110,11 @@ def iis_worker_account_clashes(credentials, services):
             messages.append("prefect_worker_api_auth_string's local account %s is also %s (%s) on this host: the proxy's "
                             "account may log on over the network only, a service account as a service or batch job only; "
                             "give the machine path an account of its own" % (local[short.lower()], variable, account))
-        elif sep and account.lower() in domain and "SeDenyNetworkLogonRight" in (deny or []):
-            messages.append("prefect_worker_api_auth_string's account %s is also %s on this host, which is denied network "
-                            "logon (SeDenyNetworkLogonRight), so IIS Basic authentication would refuse every remote "
-                            "worker; use a local account for the machine path (account:password) or another domain "
-                            "account" % (domain[account.lower()], variable))
+        elif sep and account.lower() in domain and "SeDenyBatchLogonRight" in (deny or []):
+            messages.append("prefect_worker_api_auth_string's account %s is also %s on this host, which is denied batch "
+                            "logon (SeDenyBatchLogonRight), so IIS Basic authentication (logonMethod Batch) would refuse "
+                            "every remote worker; use a local account for the machine path (account:password) or another "
+                            "domain account" % (domain[account.lower()], variable))
     return messages
 
 
@@ -124,7 +125,7 @@ def iis_service_entry(account, variable, deny):
 
 def iis_ip_entries(values, single=False):
     """IIS ipSecurity <add> elements (allowed) for IPv4 and IPv6 addresses and IPv4 CIDR subnets: {"entries": [...],
-    "bad": [values that are none of these, IPv6 prefixes (how IIS takes an IPv6 mask is not documented: list the
+    "bad": [values that are none of these, IPv4 subnets wider than /8, IPv6 prefixes (how IIS takes an IPv6 mask is not documented: list the
     addresses), subnets written with host bits, or with single=True anything but one address another host can use]},
     in the given order, without repeats. An IPv4-mapped IPv6 address is written as its IPv4 address (IIS sees IPv4
     clients in dotted form); an IPv6 address gets the mask IIS Manager leaves at its default (255.255.255.255)."""
@@ -139,6 +140,10 @@ def iis_ip_entries(values, single=False):
         address = network.network_address
         address = getattr(address, "ipv4_mapped", None) or address
         whole = network.prefixlen == network.max_prefixlen
+        # Wider than /8 admits a good part of every network (the firewall role's limit for people's networks too).
+        if network.version == 4 and network.prefixlen < 8:
+            bad.append(str(value))
+            continue
         if (network.version == 6 and not whole) or (single and (not whole or address.is_loopback or address.is_unspecified
                                                                 or address.is_multicast or address.is_link_local
                                                                 or str(address) == "255.255.255.255")):

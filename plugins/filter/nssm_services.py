@@ -13,6 +13,7 @@ import base64
 import json
 import re
 from datetime import datetime, timezone
+from urllib.parse import quote
 
 from ansible_collections.enclave.prefect.plugins.filter.database_url import database_url_errors
 from ansible_collections.enclave.prefect.plugins.filter.input_errors import input_errors, privileged_account, win_path_relation
@@ -74,7 +75,7 @@ NSSM_EXIT_DEFAULT = "Restart"
 
 # Environment variables whose values are secrets: masked in every result and diff.
 SECRET_ENV = ["PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_SERVER_API_AUTH_STRING", "PREFECT_API_AUTH_STRING",
-              "PREFECT_CLIENT_CUSTOM_HEADERS"]
+              "PREFECT_CLIENT_CUSTOM_HEADERS", "PREFECT_SERVER_DOCKET_URL"]
 # roles/common/vars/main/secrets.yml common_secret_name_pattern, the list the scripts on the hosts use (a unit test keeps
 # the two equal).
 SECRET_NAME_PATTERN = (r"PASSWORD|PASSWD|_PASS$|^PASS$|_PWD$|SECRET|TOKEN|CREDENTIAL|AUTH_STRING|APIKEY|API_KEY|_KEY$|^KEY$"
@@ -133,6 +134,73 @@ PROTECTED_ENV = {
     "PREFECT_API_SSL_CERT_FILE": "prefect_api_ca_cert", "PREFECT_API_TLS_INSECURE_SKIP_VERIFY": "prefect_api_ca_cert",
     "PREFECT_CLIENT_CUSTOM_HEADERS": "prefect_worker_api_auth_string (the machine path's Authorization on websocket upgrades)",
 }
+# High availability (prefect_ha): what Prefect 3.9.1 keeps in one process's memory unless told otherwise, each set to
+# its Redis implementation (prefect-redis 0.3.0), and the schema migration kept out of the replicas' start
+# (prefect/settings/models/server/events.py 123-146, concurrency.py 14-17, docket.py 23-33, worker_channel.py 18-27,
+# database.py 253-261; prefect_redis/client.py 20-98, cleanup_queue.py 74-124; proven with two replicas and a services
+# process in tests/integration/test_ha_replicas.py).
+HA_BACKENDS = {
+    "PREFECT_SERVER_EVENTS_MESSAGING_BROKER": "prefect_redis.messaging",
+    "PREFECT_SERVER_EVENTS_MESSAGING_CACHE": "prefect_redis.messaging",
+    "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+    "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+    "PREFECT_SERVER_WORKER_CHANNEL_CLEANUP_QUEUE_STORAGE": "prefect_redis.cleanup_queue",
+}
+HA_PROTECTED = dict.fromkeys(list(HA_BACKENDS) + ["PREFECT_SERVER_DOCKET_URL", "PREFECT_SERVER_DATABASE_MIGRATE_ON_START"]
+                             + ["PREFECT_REDIS_MESSAGING_%s" % k for k in ("HOST", "PORT", "DB", "PASSWORD", "URL")]
+                             + ["PREFECT_REDIS_WORKER_CLEANUP_QUEUE_%s" % k for k in ("HOST", "PORT", "DB", "PASSWORD", "URL")],
+                             "prefect_ha and prefect_redis_* (every process must use the same Redis)")
+PROTECTED_ENV.update(HA_PROTECTED)
+REDIS_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$|^[0-9a-fA-F:]+$")
+
+
+def _ha_env(cfg):
+    """The environment every process of an HA deployment shares (API replicas and background services)."""
+    redis = cfg.get("redis") or {}
+    host, port, password = str(redis.get("host") or ""), int(redis.get("port") or 6379), str(redis.get("password") or "")
+    auth = ":%s@" % quote(password, safe="") if password else ""
+    netloc = "[%s]" % host if ":" in host else host
+    env = dict(HA_BACKENDS, PREFECT_SERVER_DATABASE_MIGRATE_ON_START="false",
+               PREFECT_SERVER_DOCKET_URL="redis://%s%s:%d/%d" % (auth, netloc, port, int(redis.get("docket_db", 1))),
+               PREFECT_REDIS_MESSAGING_HOST=host, PREFECT_REDIS_MESSAGING_PORT=str(port),
+               PREFECT_REDIS_MESSAGING_DB=str(int(redis.get("messaging_db", 0))),
+               PREFECT_REDIS_WORKER_CLEANUP_QUEUE_HOST=host, PREFECT_REDIS_WORKER_CLEANUP_QUEUE_PORT=str(port),
+               PREFECT_REDIS_WORKER_CLEANUP_QUEUE_DB=str(int(redis.get("cleanup_db", 2))))
+    if password:
+        env["PREFECT_REDIS_MESSAGING_PASSWORD"] = password
+        env["PREFECT_REDIS_WORKER_CLEANUP_QUEUE_PASSWORD"] = password
+    return env
+
+
+def _ha_errors(cfg, database_url):
+    """Why this host cannot run an HA deployment as configured (empty when it can, or when prefect_ha is off)."""
+    if not cfg.get("ha"):
+        return []
+    errors = []
+    redis = cfg.get("redis") or {}
+    host = str(redis.get("host") or "")
+    if not host:
+        errors.append("prefect_ha: several Prefect processes (prefect_server hosts %s, prefect_services hosts %s) share "
+                      "events, ordering, concurrency leases, Docket and the worker-channel queue only through Redis: set "
+                      "prefect_redis_host (and prefect_redis_password from Vault)"
+                      % (", ".join(cfg.get("server_hosts") or []) or "none", ", ".join(cfg.get("services_hosts") or []) or "none"))
+    elif "," in host or "://" in host or not REDIS_HOST.match(host):
+        errors.append("prefect_redis_host must be one host name or address of a standalone Redis (prefect-redis speaks to "
+                      "one endpoint; a Redis Cluster is refused by it), got %r" % host)
+    try:
+        port = int(redis.get("port") or 0)
+    except (TypeError, ValueError):
+        port = 0
+    if not 0 < port < 65536:
+        errors.append("prefect_redis_port must be a TCP port (1-65535), got %r" % (redis.get("port"),))
+    dbs = [redis.get(k) for k in ("messaging_db", "docket_db", "cleanup_db")]
+    if any(not str(d).isdigit() for d in dbs) or len({int(d) for d in dbs if str(d).isdigit()}) != 3:
+        errors.append("prefect_redis_messaging_db, prefect_redis_docket_db and prefect_redis_cleanup_db must be three "
+                      "different Redis database numbers, got %s" % dbs)
+    if not database_url or database_url.startswith("sqlite"):
+        errors.append("prefect_ha: several Prefect processes need one PostgreSQL database (a prefect_database host or "
+                      "prefect_database_url); SQLite lives in one host's PREFECT_HOME")
+    return errors
 
 
 def _protected_env(where, env):
@@ -269,6 +337,9 @@ def nssm_services_plan(cfg):
     python_args = "-P -m prefect"
     services = []
 
+    errors.extend(_ha_errors(cfg, p["database_url"]) if (server_enabled or cfg.get("services_enabled")) else [])
+    ha_env = _ha_env(cfg) if cfg.get("ha") else {}
+
     if server_enabled:
         srv = cfg["server"]
         env = dict(base_env, PREFECT_HOME=p["home"], PREFECT_API_URL=p["api_url"], PREFECT_SERVER_API_HOST=p["server_host"],
@@ -294,10 +365,13 @@ def nssm_services_plan(cfg):
             env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
         errors.extend(_protected_env("nssm_services_server_env", srv["env"]))
         env.update({k: str(v) for k, v in (srv["env"] or {}).items()})
+        # HA: this host serves the API only (--no-services); the background services run on the prefect_services hosts.
+        env.update(ha_env)
         svc = {
             "name": srv["service"], "kind": "server", "account": cfg["account"], "application": p["venv_python"],
             "password": cfg["account_password"],
-            "parameters": "%s server start --host %s --port %s" % (python_args, p["server_host"], p["server_port"]),
+            "parameters": "%s server start --host %s --port %s%s" % (python_args, p["server_host"], p["server_port"],
+                                                                     " --no-services" if cfg.get("ha") else ""),
             "directory": p["home"],
             "display_name": srv["display_name"], "description": srv["description"], "start_mode": srv["start_mode"],
             "dependencies": [str(d) for d in srv.get("dependencies") or []], "environment": env,
@@ -305,6 +379,28 @@ def nssm_services_plan(cfg):
         }
         svc["stdout"], svc["stderr"] = (r"%s\%s.out.log" % (p["logs_dir"], svc["name"]), r"%s\%s.err.log" % (p["logs_dir"], svc["name"]))
         svc["params"] = _settings(cfg, svc, srv["restart_delay_ms"], srv["stop_timeout_ms"])
+        services.append(svc)
+
+    if cfg.get("services_enabled"):
+        # Prefect's background services (scheduler, late runs, cancellation cleanup, event persister, triggers, ...) of an
+        # HA deployment, apart from the API replicas: `prefect server services start` (prefect/cli/server.py).
+        ssv = cfg.get("services") or {}
+        env = dict(base_env, PREFECT_HOME=p["home"], PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        env.update({k: str(v) for k, v in (ssv.get("env") or {}).items()})
+        if p["database_url"]:
+            env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = p["database_url"]
+        env.update(ha_env)
+        svc = {
+            "name": ssv.get("service") or "PrefectServices", "kind": "services", "account": cfg["account"],
+            "application": p["venv_python"], "password": cfg["account_password"],
+            "parameters": "%s server services start" % python_args, "directory": p["home"],
+            "display_name": ssv.get("display_name") or "Prefect background services",
+            "description": ssv.get("description") or "Prefect's background services of a high-availability deployment",
+            "start_mode": ssv.get("start_mode") or "delayed", "dependencies": [str(d) for d in ssv.get("dependencies") or []],
+            "environment": env, "failure_actions": _failure_actions(cfg["server"]["failure_delays_ms"]),
+        }
+        svc["stdout"], svc["stderr"] = (r"%s\%s.out.log" % (p["logs_dir"], svc["name"]), r"%s\%s.err.log" % (p["logs_dir"], svc["name"]))
+        svc["params"] = _settings(cfg, svc, cfg["server"]["restart_delay_ms"], cfg["server"]["stop_timeout_ms"])
         services.append(svc)
 
     worker_logs = r"%s\workers" % p["logs_dir"]

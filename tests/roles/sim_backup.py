@@ -430,3 +430,5 @@ SCRIPTS["backup_status.ps1"] = bk_backup_status
 SCRIPTS["backup_restore.ps1"] = bk_backup_restore
 # The restore calls it from the role, the upgrade from the playbook directory.
 SCRIPTS["database_upgrade.ps1"] = SCRIPTS["../roles/backup/files/database_upgrade.ps1"] = bk_database_upgrade
+# nssm_services (tasks/service.yml, the first start of HA replicas) finds it from its own files directory.
+SCRIPTS["../../backup/files/database_upgrade.ps1"] = bk_database_upgrade

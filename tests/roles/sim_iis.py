@@ -367,6 +367,15 @@ def iis_website_info():
     out.update(exists=bool(sites), site=sites)
 
 
+# BUILTIN groups every Windows Server has (LookupAccountName resolves these, not any BUILTIN\\name).
+_IIS_BUILTIN_GROUPS = {"builtin\\" + g for g in (
+    "administrators", "users", "guests", "power users", "backup operators", "remote desktop users", "iis_iusrs",
+    "network configuration operators", "performance log users", "performance monitor users", "event log readers",
+    "distributed com users", "remote management users", "hyper-v administrators", "access control assistance operators",
+    "certificate service dcom access", "cryptographic operators", "print operators", "replicator",
+    "storage replica administrators", "rds remote access servers", "rds endpoint servers", "rds management servers")}
+
+
 def iis_config_script():
     """files/iis_proxy_config.ps1 on applicationHost.config: effective values (location, else server, else schema
     default), written only where they differ, one commit; -WhatIf (check mode) writes nothing. The script declares
@@ -378,7 +387,7 @@ def iis_config_script():
     params = args["parameters"]
     # NTAccount.Translate: local and domain accounts (sid_of), BUILTIN groups, domain groups (host["groups"]).
     unresolved = [n for n in params.get("Principals") or []
-                  if not (sid_of(n) or n.lower().startswith("builtin\\")
+                  if not (sid_of(n) or n.lower() in _IIS_BUILTIN_GROUPS
                           or n.lower() in {g.lower() for g in host.get("groups", {})})]
     if unresolved:
         out.update(failed=True, result={"unresolved": unresolved, "error": "these names do not resolve to a Windows account "

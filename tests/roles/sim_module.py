@@ -85,7 +85,8 @@ def sid_of(name):
     if short in ("system", "localsystem", "localservice", "local service", "networkservice", "network service"):
         return "S-1-5-" + {"system": "18", "localsystem": "18", "localservice": "19", "local service": "19"}.get(short, "20")
     local = next((info["sid"] for acct, info in accounts.items() if acct.lower() == short), None)
-    directory = {acct.lower(): info["sid"] for acct, info in host.get("directory", {}).items()}
+    # The domain's accounts and its groups (host["groups"]: {"CORP\\Prefect Users": {"sid": ...}}).
+    directory = {acct.lower(): info["sid"] for acct, info in {**host.get("groups", {}), **host.get("directory", {})}.items()}
     if prefix in (".", "") or prefix.lower() == host.get("computer", "").lower():
         if local or prefix:
             return local
@@ -452,7 +453,12 @@ elif NAME == "win_user":
     # win_user.ps1: create (ADSI) or remove; update_password always sets the password when a network logon with it
     # (Test-LocalCredential) fails; groups with groups_action replace leaves exactly those local groups.
     found = next((a for a in accounts if a.lower() == args["name"].lower()), None)
-    if args.get("state") == "absent":
+    if args.get("state") == "query":
+        out.update(changed=False, name=args["name"], state="present" if found else "absent")
+        if found:
+            out.update(description=accounts[found].get("description", ""), sid=accounts[found]["sid"],
+                       groups=[{"name": g} for g in accounts[found].get("groups", [])])
+    elif args.get("state") == "absent":
         out["changed"] = found is not None
         if found is not None and not CHECK:
             del accounts[found]
@@ -462,6 +468,9 @@ elif NAME == "win_user":
         if args.get("password") is not None and (found is None or args.get("update_password", "always") == "always"):
             changed = changed or account.get("password") != args["password"]
             account = dict(account, password=args["password"])
+        if args.get("description") is not None:
+            changed = changed or account.get("description", "") != args["description"]
+            account = dict(account, description=args["description"])
         if args.get("groups") is not None and args.get("groups_action", "replace") == "replace":
             wanted = sorted(g.lower() for g in args["groups"])
             changed = changed or sorted(account.get("groups", [])) != wanted

@@ -173,14 +173,21 @@ def _v_basic_logon(state, site, user, password, domain_accounts):
     domain, _, short = user.rpartition("\\")
     domain = domain or _v_effective(state, site, "system.webServer/security/authentication/basicAuthentication",
                                     "defaultLogonDomain")
-    if domain.lower() not in (state.get("computer", "").lower(), "."):
-        return domain_accounts.get(domain.upper() + "\\" + short, domain_accounts.get(user)) == password
-    account = next((a for n, a in state.get("accounts", {}).items() if n.lower() == short.lower()), None)
-    if account is None or account.get("password") != password:
-        return False
     method = int(_v_effective(state, site, "system.webServer/security/authentication/basicAuthentication", "logonMethod"))
     right, deny, everyone = _V_LOGON_RIGHTS[method]
     rights = state.get("rights", {})
+    if domain.lower() not in (state.get("computer", "").lower(), "."):
+        name = domain.upper() + "\\" + short
+        if domain_accounts.get(name, domain_accounts.get(user)) != password:
+            return False
+        # The domain account's SID and those of its groups (host["directory"], host["groups"], host["group_members"]).
+        sids = {info["sid"] for n, info in state.get("directory", {}).items() if n.lower() == name.lower()}
+        sids |= {state.get("groups", {}).get(g, {}).get("sid") for g, members in state.get("group_members", {}).items()
+                 if name.lower() in (m.lower() for m in members)}
+        return not sids & set(rights.get(deny, [])) and (everyone or bool(sids & set(rights.get(right, []))))
+    account = next((a for n, a in state.get("accounts", {}).items() if n.lower() == short.lower()), None)
+    if account is None or account.get("password") != password:
+        return False
     return account["sid"] not in rights.get(deny, []) and (everyone or account["sid"] in rights.get(right, []))
 
 

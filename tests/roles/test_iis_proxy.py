@@ -25,8 +25,8 @@ from webconfig import check_web_config  # noqa: E402
 pytestmark = pytest.mark.simulated
 
 # Documented in roles/iis_proxy/README.md and docs/roles.md; update together.
-EXPECTED_HOST_TASKS = 12
-EXPECTED_MODULE_RUNS = 13
+EXPECTED_HOST_TASKS = 13
+EXPECTED_MODULE_RUNS = 14
 
 THUMB = "A1B2C3D4E5F60718293A4B5C6D7E8F9012345678"
 REWRITE_MSI, ARR_MSI = b"not the real rewrite msi", b"not the real arr msi"

@@ -21,7 +21,7 @@ from test_iis_proxy import WORKERS, Proxy
 pytestmark = pytest.mark.simulated
 
 ACCOUNT, PASSWORD = "prefect_machine", "Mach-Secret-8e1f"
-DENIED = ["SeDenyInteractiveLogonRight", "SeDenyRemoteInteractiveLogonRight", "SeDenyBatchLogonRight", "SeDenyServiceLogonRight"]
+DENIED = ["SeDenyNetworkLogonRight", "SeDenyInteractiveLogonRight", "SeDenyRemoteInteractiveLogonRight", "SeDenyServiceLogonRight"]
 BASIC = "Prefect-Workers|system.webServer/security/authentication/basicAuthentication"
 
 
@@ -53,23 +53,24 @@ def test_check_mode_on_a_new_host_passes_and_creates_no_account(runs):
     results = by_name(reached(runs["check_first"]))
     assert results["Machine path's local accounts exist, in no group"]["changed"]
     # The rights follow in the real run: win_user_right could not resolve an account that does not exist yet.
-    assert "Machine path's local accounts may log on over the network only" not in results
+    assert "Machine path's local accounts may log on as IIS Basic authentication does and in no other way" not in results
 
 
-def test_the_account_is_made_in_no_group_with_network_logon_only(runs):
+def test_the_account_is_made_in_no_group_with_batch_logon_only(runs):
     state = runs["converged"]
     account = state["accounts"][ACCOUNT]
     assert account["password"] == PASSWORD and account["groups"] == []
+    assert account["description"] == "Prefect remote workers at the IIS machine path (enclave.prefect.iis_proxy)"
     rights = state["rights"]
-    assert account["sid"] in rights["SeNetworkLogonRight"]
+    assert account["sid"] in rights["SeBatchLogonRight"]
     assert all(account["sid"] in rights[r] for r in DENIED), {r: rights.get(r) for r in DENIED}
     # Nothing else of the role grants it a right.
-    assert {r for r, sids in rights.items() if account["sid"] in sids} == {"SeNetworkLogonRight", *DENIED}
+    assert {r for r, sids in rights.items() if account["sid"] in sids} == {"SeBatchLogonRight", *DENIED}
 
 
 def test_the_workers_site_looks_the_name_up_on_this_host_and_admits_only_it(runs):
     apphost = runs["converged"]["iis"]["apphost"]
-    assert apphost[BASIC] == {"enabled": "true", "defaultLogonDomain": runs["converged"]["computer"], "logonMethod": "2"}
+    assert apphost[BASIC] == {"enabled": "true", "defaultLogonDomain": runs["converged"]["computer"], "logonMethod": "1"}
     rules = apphost["Prefect-Workers|system.webServer/security/authorization"]["collection:"]
     assert rules == [f"accessType=Allow;users={ACCOUNT};roles=;verbs="]
 
@@ -96,19 +97,19 @@ def _health(proxy, root, auth_string, state_change=None, expect_rc=0, caller=Non
     return by_name(reached(data))["Machine path answers"]
 
 
-def _deny_network(state):
-    state["rights"].setdefault("SeDenyNetworkLogonRight", []).append(state["accounts"][ACCOUNT]["sid"])
+def _deny_batch(state):
+    state["rights"].setdefault("SeDenyBatchLogonRight", []).append(state["accounts"][ACCOUNT]["sid"])
 
 
-def test_the_account_passes_iis_basic_with_its_password_and_network_logon_only(tmp_path, ansible_env):
+def test_the_account_passes_iis_basic_with_its_password_and_batch_logon_only(tmp_path, ansible_env):
     """The account and password pass IIS Basic on the workers' site; a wrong password, the name with a domain, or the
-    account denied network logon (as every service account of this host is) get 401."""
+    account denied batch logon (a Group Policy could) get 401."""
     proxy = _local_proxy(tmp_path / "proxy", ansible_env)
     proxy.run()
     converged = proxy.sim.state_path.read_text()
     assert _health(proxy, tmp_path, f"{ACCOUNT}:{PASSWORD}").get("healthy") is True
     for auth_string, change in [(f"{ACCOUNT}:wrong", None), (f"CORP\\{ACCOUNT}:{PASSWORD}", None),
-                                (f"{ACCOUNT}:{PASSWORD}", _deny_network)]:
+                                (f"{ACCOUNT}:{PASSWORD}", _deny_batch)]:
         proxy.sim.state_path.write_text(converged)
         result = _health(proxy, tmp_path, auth_string, change, expect_rc=2)
         assert result["failed"] and "HTTP 401" in result["msg"], (auth_string, result["msg"])
@@ -128,9 +129,10 @@ REFUSALS = [
      [f"prefect_worker_api_auth_string's local account {ACCOUNT} is also nssm_services_account ({ACCOUNT})"]),
     ("a worker's own service account", {}, {"nssm_services_workers": [{"service": "W", "pool": "p", "account": ".\\" + ACCOUNT}]},
      [f"local account {ACCOUNT} is also nssm_services_workers (account) (.\\{ACCOUNT})"]),
-    ("a domain account denied network logon", {W1: "CORP\\svc_prefect:Dom-Secret-1", W2: "CORP\\svc_prefect:Dom-Secret-1"},
-     {"nssm_services_account": "CORP\\svc_prefect"},
-     ["account CORP\\svc_prefect is also nssm_services_account on this host, which is denied network logon"]),
+    ("a domain account denied batch logon", {W1: "CORP\\svc_prefect:Dom-Secret-1", W2: "CORP\\svc_prefect:Dom-Secret-1"},
+     {"nssm_services_account": "CORP\\svc_prefect",
+      "nssm_services_account_deny_rights": ["SeDenyInteractiveLogonRight", "SeDenyBatchLogonRight"]},
+     ["account CORP\\svc_prefect is also nssm_services_account on this host, which is denied batch logon"]),
     ("two passwords", {W1: f"{ACCOUNT}:One-Secret-1", W2: f"{ACCOUNT}:Two-Secret-2"}, {},
      [f"give the local account {ACCOUNT} different passwords", "passwords hidden here"]),
     ("a name Windows refuses", {W1: "prefect+machine:Bad-Name-1", W2: "prefect+machine:Bad-Name-1"}, {},
@@ -139,6 +141,7 @@ REFUSALS = [
      ["prefect_cli_networks must hold IPv4 or IPv6 addresses or IPv4 CIDR subnets", "got 10.40.0.1/16."]),
     ("an IPv6 prefix for developers", {}, {"prefect_cli_networks": ["fd00:40::/64"]},
      ["IPv6 networks as their addresses", "got fd00:40::/64."]),
+    ("every address for developers", {}, {"prefect_cli_networks": ["0.0.0.0/0"]}, ["got 0.0.0.0/0."]),
     ("a default logon domain", {}, {"iis_proxy_basic_auth_domain": "CORP"},
      [f"the local account {ACCOUNT} without a domain", "leave iis_proxy_basic_auth_domain empty"]),
 ]
@@ -235,3 +238,24 @@ def test_ipv6_worker_and_developer_addresses_are_admitted(tmp_path, ansible_env)
                        "ipAddress=fd00:40::7;subnetMask=255.255.255.255;allowed=true",
                        "ipAddress=10.40.0.0;subnetMask=255.255.0.0;allowed=true"]
     assert _health(proxy, tmp_path, f"{ACCOUNT}:{PASSWORD}", caller="fd00:20::21").get("healthy") is True
+
+
+def test_an_account_the_role_did_not_make_is_never_taken_over(tmp_path, ansible_env):
+    """A local account of the credential's name that exists without the role's description (an administrator's) stops
+    the run before it is changed, and state absent leaves it."""
+    proxy = _local_proxy(tmp_path, ansible_env)
+    proxy.sim.update(accounts={ACCOUNT: {"sid": "S-1-5-21-1000-500", "password": "Admins-Own-1", "groups": ["administrators"],
+                                         "description": "Operator"}})
+    output, _data = proxy.run(expect_rc=2)
+    assert f"the local account {ACCOUNT} of\nprefect_worker_api_auth_string exists and was not made by this role" in output \
+        or "exists and was not made by this role" in output, output[-3000:]
+    assert proxy.sim.state["accounts"][ACCOUNT]["password"] == "Admins-Own-1"
+    proxy.run(iis_proxy_state="absent")
+    assert proxy.sim.state["accounts"][ACCOUNT]["groups"] == ["administrators"]
+
+
+def test_a_local_credential_with_the_workers_site_off_converges(tmp_path, ansible_env):
+    """iis_proxy_worker_site_enabled false: the accounts are neither made nor asked to resolve."""
+    proxy = _local_proxy(tmp_path, ansible_env)
+    proxy.run(iis_proxy_worker_site_enabled=False)
+    assert ACCOUNT not in proxy.sim.state.get("accounts", {}) and "Prefect-Workers" not in proxy.sim.state["iis"]["sites"]

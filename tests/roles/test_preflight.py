@@ -204,3 +204,45 @@ def test_the_two_host_example_passes_the_preflight_of_every_role(sim):
     for name in ("prefect-srv02.corp.local", "prefect-wrk03.corp.local"):
         assert dict(host_results(data, name))[VERDICT].get("skipped"), name
     assert sim.state_path.read_bytes() == before
+
+
+HA_HOSTS = ["prefect-api01.corp.local", "prefect-api02.corp.local", "prefect-svc01.corp.local", "prefect-db02.corp.local",
+            "prefect-wrk04.corp.local"]
+
+
+def _ha_preflight(sim, name, **overrides):
+    root = sim.root / name
+    shutil.copytree(REPO / "inventories", root, symlinks=True)
+    from test_postgresql import _pem
+    vault = {**SECRETS, "vault_prefect_redis_password": "Redis-Secret-9d2e", "prefect_api_ca_cert": str(CA),
+             "prefect_bundle_dir": str(sim.bundle), "python_installer_sha256": hashlib.sha256(INSTALLER).hexdigest(),
+             "ansible_psrp_ca_cert": str(CA), "vault_prefect_database_url": ""}
+    (root / "ha" / "group_vars" / "all" / "vault.yml").write_text(yaml.safe_dump(vault))
+    roles = ["python", "prefect_venv", "postgresql", "nssm_services", "backup", "iis_proxy", "firewall"]
+    # Extra variables: the example's certificate placeholders of the database host (host_vars) as real files, and
+    # each case's change.
+    extra = {"preflight_roles": roles, **_pem(root), **overrides}
+    return _run(sim, root / "ha" / "hosts.yml", "preflight.yml", args=["-e", json.dumps(extra)])
+
+
+def test_the_ha_example_passes_the_preflight_and_its_refusals_name_the_problem(sim):
+    """inventories/ha (two API replicas each with its proxy, a background-services host, PostgreSQL, a worker host, a
+    Redis): with the Vault values set every role accepts every host; without Redis, with SQLite, with a list of Redis
+    hosts, or with a backend set back to memory, the preflight stops before any host, naming it."""
+    before = sim.state_path.read_bytes()
+    proc = _ha_preflight(sim, "ha-ok")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    data = _json(proc)
+    for name in HA_HOSTS:
+        assert dict(host_results(data, name))[VERDICT].get("skipped"), name
+    assert "Redis-Secret-9d2e" not in proc.stdout + proc.stderr
+    for case, overrides, message in [
+            ("no-redis", {"prefect_redis_host": ""}, "prefect_ha: several Prefect processes"),
+            ("sqlite", {"prefect_database_host": ""}, "need one PostgreSQL database"),
+            ("redis-list", {"prefect_redis_host": "redis1.corp.local,redis2.corp.local"}, "prefect_redis_host must be one host"),
+            ("memory", {"nssm_services_server_env": {"PREFECT_SERVER_EVENTS_MESSAGING_BROKER": "prefect.server.utilities.messaging.memory"}},
+             "must not set PREFECT_SERVER_EVENTS_MESSAGING_BROKER")]:
+        proc = _ha_preflight(sim, "ha-" + case, **overrides)
+        assert proc.returncode != 0, case
+        assert message in proc.stdout + proc.stderr, (case, (proc.stdout + proc.stderr)[-3000:])
+    assert sim.state_path.read_bytes() == before

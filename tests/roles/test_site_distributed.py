@@ -34,7 +34,7 @@ EXPECTED_PER_HOST = {
     # Server and proxy without a worker or a database (28 tasks, 34 module runs): one account, one service, the enclave CA
     # for PostgreSQL's TLS (a checksum query), no workers to see online; the workers' site for the two worker hosts; no
     # backup (the dumps are taken on prefect-db01); two allow rules (the UI, the workers' machine path).
-    SRV: {"python": (1, 2), "prefect_venv": (1, 1), "nssm_services": (12, 15), "iis_proxy": (14, 19), "firewall": (3, 4)},
+    SRV: {"python": (1, 2), "prefect_venv": (1, 1), "nssm_services": (12, 15), "iis_proxy": (15, 20), "firewall": (3, 4)},
     # Worker hosts (15 and 19 each): one account, one worker service, the enclave CA (a checksum query), the worker online
     # through the proxy; no health or pool call (the server host's), no allow rule (they serve nothing).
     WRK1: {"python": (1, 2), "prefect_venv": (1, 1), "nssm_services": (11, 14), "firewall": (2, 2)},

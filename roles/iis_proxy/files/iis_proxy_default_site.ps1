@@ -26,7 +26,7 @@ foreach ($site in @($manager.Sites)) {
     if ($Exclude -contains $site.Name) {
         continue
     }
-    $catchAll = @($site.Bindings | Where-Object { $_.Protocol -eq 'http' -and $_.BindingInformation -match "^[^:]*:$($Port):$" })
+    $catchAll = @($site.Bindings | Where-Object { $_.Protocol -eq 'http' -and $_.BindingInformation -match "^(\[[0-9A-Fa-f:.]*\]|[^:\[]*):$($Port):$" })
     if ($catchAll.Count -eq 0) {
         continue
     }

@@ -366,7 +366,7 @@ def test_iis_worker_credentials_split_local_and_domain_accounts():
 
 def test_iis_worker_account_clashes_name_both_sides():
     from ansible_collections.enclave.prefect.plugins.filter.iis import iis_worker_account_clashes, iis_worker_credentials
-    deny = ["SeDenyNetworkLogonRight"]
+    deny = ["SeDenyBatchLogonRight"]
     local = iis_worker_credentials(["prefect_machine:pw"])
     assert iis_worker_account_clashes(local, [["backup_account", "svc_prefect_backup", deny]]) == []
     found = iis_worker_account_clashes(local, [["nssm_services_account", ".\\Prefect_Machine", []]])
@@ -376,4 +376,4 @@ def test_iis_worker_account_clashes_name_both_sides():
     domain = iis_worker_credentials(["CORP\\svc_api:pw"])
     assert iis_worker_account_clashes(domain, [["nssm_services_account", "corp\\SVC_API", []]]) == []
     found = iis_worker_account_clashes(domain, [["nssm_services_account", "corp\\SVC_API", deny]])
-    assert len(found) == 1 and "denied network logon" in found[0] and "pw" not in found[0].replace("password", "")
+    assert len(found) == 1 and "denied batch logon" in found[0] and "pw" not in found[0].replace("password", "")
