@@ -1,0 +1,102 @@
+"""site.yml over inventories/ha on simulated hosts (one state file per host, test_site_distributed.Hosts): two API
+replicas each with its front door, a background-services host, PostgreSQL and a worker host, with high availability on.
+
+The replicas run `prefect server start --no-services` with every in-memory backend set to Redis and migrations off at
+start; the schema is made once, by the first replica's service program, before any replica starts; the services host
+runs `prefect server services start` with the same backends and database; PostgreSQL admits both replicas and the
+services host; the worker reaches the machine path. A re-run changes nothing and no secret appears. The real processes
+with this environment are proven in tests/integration/test_ha_replicas.py.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import pytest
+import yaml
+
+from rolerun import REPO
+from simhost import INSTALLER, PROXY_CERT_THUMBPRINT, SECRETS, default_state, make_bundle, reached
+from test_postgresql import _pem
+from test_site_distributed import Hosts
+
+pytestmark = pytest.mark.simulated
+
+API1, API2, SVC, DB, WRK = (f"prefect-{n}.corp.local" for n in ("api01", "api02", "svc01", "db02", "wrk04"))
+HOSTS = [API1, API2, SVC, DB, WRK]
+ADDRESSES = {API1: "10.20.2.11", API2: "10.20.2.12", SVC: "10.20.2.21", DB: "10.20.2.31", WRK: "10.20.2.41"}
+CA = REPO / "tests" / "fixtures" / "roles" / "enclave-ca.pem"
+REDIS_SECRET = "Redis-Secret-5a7c"
+BACKENDS = {"PREFECT_SERVER_EVENTS_MESSAGING_BROKER": "prefect_redis.messaging",
+            "PREFECT_SERVER_EVENTS_MESSAGING_CACHE": "prefect_redis.messaging",
+            "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+            "PREFECT_SERVER_WORKER_CHANNEL_CLEANUP_QUEUE_STORAGE": "prefect_redis.cleanup_queue",
+            "PREFECT_SERVER_DATABASE_MIGRATE_ON_START": "false"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, ansible_env):
+    root = tmp_path_factory.mktemp("ha")
+    inventories = root / "inventories"
+    shutil.copytree(REPO / "inventories", inventories, symlinks=True)
+    (inventories / "ha" / "group_vars" / "all" / "vault.yml").write_text(yaml.safe_dump(
+        {**SECRETS, "vault_prefect_redis_password": REDIS_SECRET, "vault_prefect_database_url": ""}))
+    states = {h: {**default_state(h.split(".")[0].upper()), "address": ADDRESSES[h]} for h in HOSTS}
+    sim = Hosts(root, ansible_env, states)
+    extra = {"prefect_bundle_dir": str(make_bundle(root)), "python_installer_sha256": hashlib.sha256(INSTALLER).hexdigest(),
+             "iis_proxy_certificate_thumbprint": PROXY_CERT_THUMBPRINT, "prefect_api_ca_cert": str(CA), **_pem(root)}
+    inventory = str(inventories / "ha" / "hosts.yml")
+    first = sim.run(extra, limit="all", inventory=inventory)
+    states = {h: sim.host_state(h) for h in HOSTS}
+    second = sim.run(extra, limit="all", inventory=inventory)
+    return {"first": first, "states": states, "second": second}
+
+
+def test_replicas_serve_the_api_only_with_redis_backends(runs):
+    for host in (API1, API2):
+        service = runs["states"][host]["services"]["PrefectServer"]
+        assert service["registry"]["AppParameters"].endswith("--no-services"), host
+        env = service["environment"]
+        assert {k: env.get(k) for k in BACKENDS} == BACKENDS, host
+        assert env["PREFECT_REDIS_MESSAGING_HOST"] == "redis.corp.local" and env["PREFECT_REDIS_MESSAGING_DB"] == "0"
+        assert env["PREFECT_REDIS_WORKER_CLEANUP_QUEUE_DB"] == "2"
+        assert env["PREFECT_SERVER_DOCKET_URL"] == f"redis://:{REDIS_SECRET}@redis.corp.local:6379/1"
+        assert env["PREFECT_SERVER_DATABASE_CONNECTION_URL"].endswith("@prefect-db02.corp.local:5432/prefect?ssl=verify-full")
+
+
+def test_the_services_host_runs_the_background_services_on_the_same_backends(runs):
+    services = runs["states"][SVC]["services"]
+    assert set(services) == {"PrefectServices"}
+    service = services["PrefectServices"]
+    assert service["registry"]["AppParameters"].endswith("-m prefect server services start")
+    env, replica = service["environment"], runs["states"][API1]["services"]["PrefectServer"]["environment"]
+    shared = [k for k in replica if k.startswith(("PREFECT_REDIS_", "PREFECT_SERVER_EVENTS_", "PREFECT_SERVER_CONCURRENCY_",
+                                                   "PREFECT_SERVER_DOCKET_", "PREFECT_SERVER_WORKER_CHANNEL_"))]
+    assert shared and {k: env.get(k) for k in shared} == {k: replica[k] for k in shared}
+    assert env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] == replica["PREFECT_SERVER_DATABASE_CONNECTION_URL"]
+    # The retention the replicas no longer run: the vacuum service is a background service.
+    assert env["PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED"].startswith("events")
+
+
+def test_the_schema_is_made_once_by_the_first_replica_before_any_start(runs):
+    tasks = [(h, n, r) for h in HOSTS for n, r in reached(runs["first"][1], h)
+             if n.endswith("Database schema is made once before the first start of the replicas")]
+    assert [(h, bool(r.get("changed"))) for h, _n, r in tasks] == [(API1, True)], tasks
+    assert not [n for h in HOSTS for n, r in reached(runs["second"][1], h)
+                if n.endswith("Database schema is made once before the first start of the replicas")]
+
+
+def test_postgresql_admits_the_replicas_and_the_services_host(runs):
+    hba = runs["states"][DB]["pg"]["hba"]
+    text = str(hba)
+    for host in (API1, API2, SVC):
+        assert ADDRESSES[host] + "/32" in text, (host, hba)
+
+
+def test_rerun_changes_nothing_and_no_secret_is_shown(runs):
+    data = runs["second"][1]
+    changed = {h: [n for n, r in reached(data, h) if r.get("changed")] for h in HOSTS}
+    assert changed == {h: [] for h in HOSTS}, changed
+    for proc, _data in (runs["first"], runs["second"]):
+        assert REDIS_SECRET not in proc.stdout + proc.stderr
