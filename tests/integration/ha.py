@@ -41,24 +41,47 @@ prefect-server). `prefect server services start` runs every other service and it
 refuses four of the six in-memory defaults (broker, cache, ordering, lease storage: _server_utils.py:199-242), not
 Docket nor the cleanup queue.
 
+The processes run what the roles write (`role_plans`): the nssm_services plan of inventories/ha's first API replica
+(prefect-api01, kind server) and services host (prefect-svc01, kind services), asked from Ansible by
+roles_env.server_plan with Redis and the database pointed at the test's loopback instances through the inventory's
+own variables (prefect_redis_host and _port, and the Vault names it reads: vault_prefect_redis_password,
+vault_prefect_database_url). Each process is the plan's `python <AppParameters>` with its AppEnvironmentExtra; only
+what cannot exist here is replaced, as roles_env.RolesServer does: the Windows paths (PREFECT_HOME, the UI's static
+directory) and port 4200 (PREFECT_SERVER_API_PORT, PREFECT_API_URL, `--port`). The services process also gets
+PREFECT_SERVER_LOGGING_LEVEL=INFO, the one variable added, so that the test sees when it has scheduled its services.
+
 Nothing here passes a secret on a command line: redis-server reads its password from a configuration file written
-0600, Prefect gets the URL and password in its environment.
+0600, Prefect gets the URL and password in its environment, Ansible the test's values in an extra-vars file.
 """
 from __future__ import annotations
 
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from servers import PrefectServer, _stop_group, _tail, clean_env, free_port, prefect_bin
+from roles_env import DATABASE, HOST_SPECIFIC, RolesServer, server_plan
+from servers import REPO, PrefectServer, _stop_group, _tail, clean_env, free_port, http, prefect_bin
+
+# The example HA inventory and the hosts whose plans the processes run.
+HA_INVENTORY = REPO / "inventories" / "ha" / "hosts.yml"
+API_HOST = "prefect-api01.corp.local"
+SERVICES_HOST = "prefect-svc01.corp.local"
+# What each process changes in its plan's environment: the replicas what roles_env.RolesServer replaces (Windows paths,
+# port 4200), the services process its PREFECT_HOME; and the one variable the test adds to the services process (the
+# role leaves Prefect's server logging at WARNING, where it says nothing once its services are scheduled).
+REPLICA_REPLACED = frozenset(HOST_SPECIFIC)
+SERVICES_REPLACED = frozenset({"PREFECT_HOME"})
+SERVICES_ADDED = {"PREFECT_SERVER_LOGGING_LEVEL": "INFO"}
 
 # The setting, its in-memory default and the Redis-backed value (the Docket URL is made per Redis server).
 MEMORY_DEFAULTS = {
@@ -221,25 +244,28 @@ def effective_settings(env: dict[str, str]) -> dict[str, object]:
 
 @dataclass
 class ServicesProcess:
-    """`prefect server services start` (every enabled background service in one process) with the HA environment."""
+    """The services host's plan (`python -P -m prefect server services start`: every enabled background service in one
+    process) with its environment, PREFECT_HOME made local and SERVICES_ADDED."""
 
     root: Path
-    database_url: str
-    env: dict[str, str]
+    plan: dict
     proc: subprocess.Popen | None = None
+    argv: list[str] = field(default_factory=list)
 
     @property
     def log_path(self) -> Path:
         return self.root / "services.log"
 
+    @property
+    def environment(self) -> dict[str, str]:
+        return {**self.plan["environment"], "PREFECT_HOME": str(self.root / "home"), **SERVICES_ADDED}
+
     def start(self) -> "ServicesProcess":
         self.root.mkdir(parents=True, exist_ok=True)
-        env = clean_env(PREFECT_HOME=str(self.root / "home"), PREFECT_SERVER_DATABASE_CONNECTION_URL=self.database_url,
-                        PREFECT_SERVER_LOGGING_LEVEL="INFO", **self.env)
+        self.argv = [prefect_bin("python"), *shlex.split(self.plan["parameters"])]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([prefect_bin(), "server", "services", "start"], env=env, cwd=self.root,
-                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(self.argv, env=clean_env(**self.environment), cwd=self.root, stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         return self
 
     def wait_running(self, marker: str, timeout: float = 90) -> None:
@@ -258,9 +284,53 @@ class ServicesProcess:
         self.proc = None
 
 
-def replica(root: Path, database_url: str, env: dict[str, str]) -> PrefectServer:
-    """One API replica: `prefect server start --no-services` on a free loopback port (not started)."""
-    return PrefectServer(root, database_url=database_url, services=False, extra_env=dict(env))
+def role_plans(tmp: Path, redis: RedisServer, database_url: str) -> dict[str, dict]:
+    """The nssm_services plans of inventories/ha for its first API replica ("server") and its services host
+    ("services"), with Redis and the database the test's: asked from Ansible side by side."""
+    extra = {"prefect_redis_host": "127.0.0.1", "prefect_redis_port": redis.port,
+             "vault_prefect_redis_password": redis.password, "vault_prefect_database_url": database_url}
+    with ThreadPoolExecutor(2) as pool:
+        futures = {kind: pool.submit(server_plan, tmp / kind, host=host, kind=kind, extra_vars=extra,
+                                     inventory=HA_INVENTORY)
+                   for kind, host in (("server", API_HOST), ("services", SERVICES_HOST))}
+        return {kind: future.result() for kind, future in futures.items()}
+
+
+@dataclass
+class Replica(RolesServer):
+    """One API replica: the plan's `python -P -m prefect server start --host 127.0.0.1 --port <free> --no-services` with
+    its environment, database URL included (RolesServer would put SQLite in its place)."""
+
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def environment(self) -> dict[str, str]:
+        env = super().environment
+        env.update({k: v for k, v in self.plan["environment"].items() if k in DATABASE})
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> "Replica":
+        try:
+            super().start()
+        finally:
+            self.argv = list(self.proc.args) if self.proc else []
+        return self
+
+    def migrate(self, timeout: float = 300) -> subprocess.CompletedProcess:
+        """`python -m prefect server database upgrade -y` with this replica's environment, as the role makes the schema
+        once with the first API host's service program and environment (roles/backup/files/database_upgrade.ps1)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return subprocess.run([prefect_bin("python"), "-m", "prefect", "server", "database", "upgrade", "-y"],
+                              env=clean_env(**self.environment), cwd=self.root, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=timeout)
+
+
+def replica(root: Path, plan: dict, in_memory: tuple[str, ...] = ()) -> Replica:
+    """One API replica of `plan` on a free loopback port (not started). `in_memory` removes the named settings from the
+    plan's environment, leaving them at Prefect's in-memory defaults (negative controls)."""
+    env = {k: v for k, v in plan["environment"].items() if k not in in_memory}
+    return Replica(root, plan=dict(plan, environment=env))
 
 
 def kill(server: PrefectServer) -> None:
@@ -270,11 +340,36 @@ def kill(server: PrefectServer) -> None:
     server.proc = None
 
 
-def run_load(url: str, flow_id: str, seconds: float, clients: int) -> dict:
-    """ha_load.py in a process of its own (so that its threads do not share the proxy's interpreter lock)."""
+# ha_load.py's requests with the CSRF token of one client added to every POST: the role turns Prefect's CSRF protection
+# on (PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED), and a token fetched from one replica is valid on every one (Prefect
+# keeps it in the database). The token travels in the environment, not on the command line.
+_LOAD_WITH_CSRF = (
+    "import http.client, os, runpy, sys\n"
+    "csrf = {'Prefect-Csrf-Token': os.environ.pop('HA_LOAD_CSRF_TOKEN'),\n"
+    "        'Prefect-Csrf-Client': os.environ.pop('HA_LOAD_CSRF_CLIENT')}\n"
+    "request = http.client.HTTPConnection.request\n"
+    "def with_csrf(self, method, url, body=None, headers={}, **kw):\n"
+    "    return request(self, method, url, body, {**headers, **csrf} if method == 'POST' else headers, **kw)\n"
+    "http.client.HTTPConnection.request = with_csrf\n"
+    "sys.argv = sys.argv[1:]\n"
+    "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+)
+
+
+def run_load(url: str, flow_id: str, seconds: float, clients: int, csrf: bool = True) -> dict:
+    """ha_load.py in a process of its own (so that its threads do not share the proxy's interpreter lock), with a CSRF
+    token when the replicas demand one."""
     here = Path(__file__).resolve().parent
-    proc = subprocess.run([sys.executable, str(here / "ha_load.py"), url, flow_id, str(seconds), str(clients)],
-                          capture_output=True, text=True, timeout=seconds + 60, env=clean_env())
+    env = clean_env()
+    argv = [sys.executable, str(here / "ha_load.py"), url, flow_id, str(seconds), str(clients)]
+    if csrf:
+        client = "ha-load-" + secrets.token_hex(4)
+        status, token = http("GET", f"{url}/csrf-token?client={client}")
+        if status != 200:
+            raise RuntimeError(f"CSRF token request failed: HTTP {status} {token}")
+        env.update(HA_LOAD_CSRF_TOKEN=token["token"], HA_LOAD_CSRF_CLIENT=client)
+        argv[1:1] = ["-c", _LOAD_WITH_CSRF]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"load client failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout)

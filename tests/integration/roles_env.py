@@ -31,9 +31,10 @@ VAULT = {"vault_prefect_service_password": "Plan-Svc-2b1e", "vault_prefect_worke
          "vault_prefect_database_password": "Plan-Db-0c3e"}
 
 
-def server_plan(tmp: Path, host: str = ALL_IN_ONE, extra_vars: dict | None = None, kind: str = "server") -> dict:
-    """The first `kind` service (server, worker) of nssm_services_plan for `host` of the example inventory (validated by
-    the role)."""
+def server_plan(tmp: Path, host: str = ALL_IN_ONE, extra_vars: dict | None = None, kind: str = "server",
+                inventory: Path = EXAMPLE_INVENTORY) -> dict:
+    """The first `kind` service (server, worker, services) of nssm_services_plan for `host` of `inventory` (default the
+    example inventory; inventories/ha for an HA deployment), validated by the role."""
     play = [{"name": "nssm_services plan", "hosts": host, "gather_facts": False, "connection": "local",
              "vars": {"ansible_connection": "local"},
              "tasks": [{"name": "Role input is valid", "ansible.builtin.include_role": {
@@ -45,7 +46,7 @@ def server_plan(tmp: Path, host: str = ALL_IN_ONE, extra_vars: dict | None = Non
     (tmp / "vault.json").write_text(json.dumps({**VAULT, **(extra_vars or {})}))
     env = {k: v for k, v in clean_env().items() if not k.startswith("PREFECT_") and k.lower() not in PROXY_VARS}
     env.update(ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_LOCALHOST_WARNING="0")
-    proc = subprocess.run([str(REPO / ".venv/bin/ansible-playbook"), "-i", str(EXAMPLE_INVENTORY), str(tmp / "plan.yml"),
+    proc = subprocess.run([str(REPO / ".venv/bin/ansible-playbook"), "-i", str(inventory), str(tmp / "plan.yml"),
                            "-e", f"@{tmp / 'vault.json'}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     data = json.loads(proc.stdout[proc.stdout.find("{"):]) if "{" in proc.stdout else {}
     results = {t["task"]["name"]: t["hosts"].get(host, {}) for p in data.get("plays", []) for t in p["tasks"]}

@@ -2,8 +2,13 @@
 one background-services process (`prefect server services start`) of the pinned Prefect on one PostgreSQL database
 and Debian's redis-server, migrated once by `prefect server database upgrade -y`, behind a round-robin proxy, with a
 process worker through that proxy. The settings and where each is read in the installed source: tests/integration/ha.py.
+Every Prefect server process runs what the roles write: the nssm_services plan of inventories/ha (prefect-api01 for
+the replicas, prefect-svc01 for the services process) asked from Ansible, with Redis and the database the test's, and
+only the Windows paths and port 4200 replaced (ha.py role_plans, Replica, ServicesProcess).
 
-Proven: every HA setting is a name Prefect reads and six of them default to one process's memory; flows run to
+Proven: the roles' plans carry every HA setting, `--no-services` on the replicas and `server services start` on the
+services host, and the processes run them unchanged but for the host-specific values; every HA setting is a name
+Prefect reads and six of them default to one process's memory; flows run to
 COMPLETED with both replicas serving; events reach the services process through Redis, and a replica left on the
 in-memory broker loses them (negative control); killing one replica while a flow runs loses no run and the worker goes
 on through the other; the unavailability a polling client sees then, and flow-run API throughput with one and two
@@ -12,6 +17,7 @@ replicas side by side (figures in build/ha-replicas.json, docs/benchmarks.md).
 from __future__ import annotations
 
 import json
+import shlex
 import threading
 import time
 import uuid
@@ -21,9 +27,9 @@ from pathlib import Path
 import pytest
 
 from arr_proxy import ArrProxy
-from ha import (MEMORY_DEFAULTS, REDIS_DATABASES, RedisServer, ServicesProcess, effective_settings, ha_environment,
-                kill, replica, run_load)
-from servers import REPO, PrefectServer, PrefectWorker, Unavailable, copy_flows, deploy_flow, http
+from ha import (MEMORY_DEFAULTS, REDIS_DATABASES, REPLICA_REPLACED, SERVICES_ADDED, SERVICES_REPLACED, RedisServer,
+                Replica, ServicesProcess, effective_settings, ha_environment, kill, replica, role_plans, run_load)
+from servers import REPO, PrefectServer, PrefectWorker, Unavailable, copy_flows, deploy_flow, http, prefect_bin
 
 POOL = "ha-process"
 FIGURES = REPO / "build" / "ha-replicas.json"
@@ -35,8 +41,8 @@ SERVICES_READY = "Perpetual services:"
 class Ha:
     redis: RedisServer
     database_url: str
-    env: dict
-    replicas: list[PrefectServer]
+    plans: dict  # the role's nssm_services plans: "server" (prefect-api01) and "services" (prefect-svc01)
+    replicas: list[Replica]
     services: ServicesProcess
     proxy: ArrProxy
     front: PrefectServer  # a client's view: the proxy's URL (api() and client_env() of PrefectServer)
@@ -79,13 +85,13 @@ def ha(prefect_venv, pg_cluster, tmp_path_factory):
             pytest.skip(f"HA tests skipped: {exc}")
         stack.append(redis)
         database_url = pg_cluster.create_database("prefect_ha_" + uuid.uuid4().hex[:8])
-        env = ha_environment(redis)
-        replicas = [replica(root / f"replica-{i}", database_url, env) for i in (1, 2)]
-        # Migrations once, before any replica starts (every replica has migrate-on-start off).
-        replicas[0].root.mkdir(parents=True)
-        migrated = replicas[0].database_command("upgrade", "-y", timeout=300)
+        plans = role_plans(tmp_path_factory.mktemp("ha-plans"), redis, database_url)
+        replicas = [replica(root / f"replica-{i}", plans["server"]) for i in (1, 2)]
+        # Migrations once, before any replica starts (every replica has migrate-on-start off), with the first API
+        # host's program and environment as the role does.
+        migrated = replicas[0].migrate(timeout=300)
         assert migrated.returncode == 0, migrated.stdout[-2000:] + migrated.stderr[-2000:]
-        services = ServicesProcess(root / "services", database_url, env).start()
+        services = ServicesProcess(root / "services", plans["services"]).start()
         stack.append(services)
         # One replica after the other: on a new database, replicas started together race in the block types'
         # registration at start (PREFECT_SERVER_BLOCKS_REGISTER_ON_START) and one exits with 3 (UniqueViolation on
@@ -96,14 +102,15 @@ def ha(prefect_venv, pg_cluster, tmp_path_factory):
         services.wait_running(SERVICES_READY)
         proxy = ArrProxy(0, forwarded_proto="http", upstreams=[r.port for r in replicas]).start()
         stack.append(proxy)
-        front = PrefectServer(root / "client", port=proxy.port)
+        # The replicas demand a CSRF token on state-changing calls (the role's plan): api() fetches one.
+        front = PrefectServer(root / "client", port=proxy.port, csrf=replicas[0].csrf)
         worker = PrefectWorker(front, POOL, root / "worker", name="ha-worker")
         worker.start()
         stack.append(worker)
         flows = copy_flows(root / "flows")
         for entry, name in (("hello.py:hello", "ha-hello"), ("sleepy.py:sleepy", "ha-sleepy")):
             deploy_flow(front, flows, entry, name, POOL, root / "deploy-home")
-        ha = Ha(redis, database_url, env, replicas, services, proxy, front, worker, flows, root)
+        ha = Ha(redis, database_url, plans, replicas, services, proxy, front, worker, flows, root)
         ha.figures["setup_s"] = round(time.monotonic() - started, 1)
         yield ha
         stack.extend(ha.extra)
@@ -130,6 +137,35 @@ def test_ha_settings_are_what_prefect_reads(prefect_venv, tmp_path):
     assert configured["redis_cleanup"] == {"host": "127.0.0.1", "port": 6390, "db": REDIS_DATABASES["cleanup"],
                                            "username": "default", "password_set": True, "url": None}
     assert defaults["redis_messaging"]["password_set"] is False
+
+
+def test_the_processes_run_what_the_roles_write(ha):
+    """The role's plans for inventories/ha carry the HA environment (ha.py's settings, read in the installed Prefect)
+    and the test's database; the replicas run prefect-api01's plan and the services process prefect-svc01's, each
+    equal to it except the host-specific values (and the services' log level, added)."""
+    server, services = ha.plans["server"], ha.plans["services"]
+    assert "--no-services" in shlex.split(server["parameters"]), server["parameters"]
+    assert "server services start" in services["parameters"], services["parameters"]
+    assert server["parameters"] == "-P -m prefect server start --host 127.0.0.1 --port 4200 --no-services"
+    assert services["parameters"] == "-P -m prefect server services start"
+    for plan in (server, services):
+        env = plan["environment"]
+        assert ha_environment(ha.redis).items() <= env.items(), {k: env.get(k) == v for k, v in
+                                                                 ha_environment(ha.redis).items()}
+        assert env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] == ha.database_url
+    python = prefect_bin("python")
+    for r in ha.replicas:
+        running, planned = r.environment, server["environment"]
+        assert running.keys() == planned.keys()
+        assert {k for k in planned if running[k] != planned[k]} == REPLICA_REPLACED
+        assert (running["PREFECT_SERVER_API_PORT"], running["PREFECT_API_URL"]) == (str(r.port), r.api_url)
+        args = shlex.split(server["parameters"])
+        args[args.index("--port") + 1] = str(r.port)
+        assert r.argv == [python, *args], r.argv
+    running, planned = ha.services.environment, services["environment"]
+    assert running.keys() - planned.keys() == SERVICES_ADDED.keys() and planned.keys() <= running.keys()
+    assert {k for k in planned if running[k] != planned[k]} == SERVICES_REPLACED
+    assert ha.services.argv == [python, *shlex.split(services["parameters"])]
 
 
 def test_flows_complete_through_both_replicas(ha):
@@ -163,8 +199,8 @@ def wait_events(front: PrefectServer, run_id: str, event: str, timeout: float = 
 def test_replica_with_memory_broker_loses_events(ha):
     """Negative control: a third replica with the messaging broker and cache left in memory publishes its events into
     its own process, where no event persister listens; the same state change through a Redis replica is persisted."""
-    bad = replica(ha.root / "replica-memory", ha.database_url, ha_environment(ha.redis, in_memory=(
-        "PREFECT_SERVER_EVENTS_MESSAGING_BROKER", "PREFECT_SERVER_EVENTS_MESSAGING_CACHE")))
+    bad = replica(ha.root / "replica-memory", ha.plans["server"], in_memory=(
+        "PREFECT_SERVER_EVENTS_MESSAGING_BROKER", "PREFECT_SERVER_EVENTS_MESSAGING_CACHE"))
     ha.extra.append(bad)
     bad.start()
     status, flow = ha.front.api("POST", "/flows/", {"name": "ha-events"})
