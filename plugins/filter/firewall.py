@@ -19,7 +19,7 @@ description:
     allow rules the host must carry, with their remote addresses in one canonical spelling, and one message per
     problem (each naming the variable, what it must be and what it got).
   - People's HTTPS (and HTTP when redirecting) from C(client_ranges) and the machine path from the remote
-    workers' addresses and the developers' C(cli_networks) (O(prefect_cli_networks), addresses or CIDR subnets, no
+    workers' addresses and the developers' C(cli_networks) (C(prefect_cli_networks), addresses or CIDR subnets, no
     keyword, /8 or narrower) on proxy hosts; PostgreSQL from the Prefect server hosts on database hosts; WinRM over HTTPS
     from the control node when the role manages that rule. Never a rule for the Prefect API port.
   - "Refused: an empty client range list on a proxy host, C(any), C(*), C(0.0.0.0/0) and ranges wider than /8 unless

@@ -146,7 +146,7 @@ HA_BACKENDS = {
     "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
     "PREFECT_SERVER_WORKER_CHANNEL_CLEANUP_QUEUE_STORAGE": "prefect_redis.cleanup_queue",
 }
-HA_PROTECTED = dict.fromkeys(list(HA_BACKENDS) + ["PREFECT_SERVER_DOCKET_URL", "PREFECT_SERVER_DATABASE_MIGRATE_ON_START"]
+HA_PROTECTED = dict.fromkeys(list(HA_BACKENDS) + ["PREFECT_SERVER_DOCKET_URL"]
                              + ["PREFECT_REDIS_MESSAGING_%s" % k for k in ("HOST", "PORT", "DB", "PASSWORD", "URL")]
                              + ["PREFECT_REDIS_WORKER_CLEANUP_QUEUE_%s" % k for k in ("HOST", "PORT", "DB", "PASSWORD", "URL")],
                              "prefect_ha and prefect_redis_* (every process must use the same Redis)")
@@ -197,6 +197,12 @@ def _ha_errors(cfg, database_url):
     if any(not str(d).isdigit() for d in dbs) or len({int(d) for d in dbs if str(d).isdigit()}) != 3:
         errors.append("prefect_redis_messaging_db, prefect_redis_docket_db and prefect_redis_cleanup_db must be three "
                       "different Redis database numbers, got %s" % dbs)
+    # playbooks/upgrade.yml sets it to false for its own restarts; anything else would migrate from every replica at once.
+    migrate = str(((cfg.get("server") or {}).get("env") or {}).get("PREFECT_SERVER_DATABASE_MIGRATE_ON_START", "false"))
+    if migrate.lower() != "false":
+        errors.append("nssm_services_server_env must not set PREFECT_SERVER_DATABASE_MIGRATE_ON_START with prefect_ha: Prefect "
+                      "has no lock around its migrations, so the replicas never migrate at start (the role makes the schema "
+                      "once; playbooks/upgrade.yml migrates with every replica stopped)")
     if not database_url or database_url.startswith("sqlite"):
         errors.append("prefect_ha: several Prefect processes need one PostgreSQL database (a prefect_database host or "
                       "prefect_database_url); SQLite lives in one host's PREFECT_HOME")

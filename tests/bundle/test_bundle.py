@@ -226,7 +226,9 @@ def test_missing_windows_wheel_fails_the_build(built, bundle, tmp_path: Path, bu
     """Same build, a copy of the warm cache with one wheel removed: the offline dry run must stop it."""
     cache = tmp_path / "cache"
     assert run(["cp", "-al", str(bundle_cache), str(cache)], timeout=300).returncode == 0
-    (entry,) = [p for p in (cache / "windows").glob("py312-*") if (p / "complete").is_file()]
+    # The entry of the current lock: the newest (an older lock's entry stays in a long-lived cache).
+    entry = max((p for p in (cache / "windows").glob("py312-*") if (p / "complete").is_file()),
+                key=lambda p: (p / "complete").stat().st_mtime)
     (pywin32,) = (entry / "wheels").glob("pywin32-*.whl")
     pywin32.unlink()
     proc = build(bundle_env, fixtures, installer_server, tmp_path / "out", cache,

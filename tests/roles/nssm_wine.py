@@ -306,8 +306,14 @@ class NssmWine:
             lines.append(f'{" ".join([NSSM_WINDOWS_PATH, *quoted])} >"{out}" 2>"{err}"')
             lines.append(f"echo @rc {i} %ERRORLEVEL%")
         (work / "batch.bat").write_bytes(("\r\n".join(lines) + "\r\n").encode("ascii"))
-        proc = self.wine("cmd", "/c", self.windows_path(work / "batch.bat"), timeout=60 + 10 * len(commands))
-        codes = {int(m.group(1)): int(m.group(2)) for m in re.finditer(rb"@rc (\d+) (-?\d+)", proc.stdout)}
+        for attempt in range(3):
+            proc = self.wine("cmd", "/c", self.windows_path(work / "batch.bat"), timeout=60 + 10 * len(commands))
+            codes = {int(m.group(1)): int(m.group(2)) for m in re.finditer(rb"@rc (\d+) (-?\d+)", proc.stdout)}
+            # On a loaded machine Wine's loader sometimes fails to start cmd.exe at all ("ShellExecuteEx failed:
+            # Internal error"): no line of the batch ran, so running it again changes nothing twice.
+            if codes or b"ShellExecuteEx failed" not in proc.stdout + proc.stderr:
+                break
+            time.sleep(1 + attempt)
         assert len(codes) == len(commands), \
             f"cmd.exe ran {len(codes)} of {len(commands)}: {decode(proc.stdout + proc.stderr)}"
         return [Call(tuple(args), codes[i], decode((work / f"{i}.out").read_bytes()),

@@ -292,7 +292,7 @@ GOOD = [
      "NSSM executable presence is known"),
     ("iis_proxy", {"prefect_public_host": "prefect.corp.local", "iis_proxy_certificate_thumbprint": THUMB,
                    "iis_proxy_allowed_groups": ["CORP\\Prefect Users"]},
-     "IIS role services are installed"),
+     "Windows installation type is known"),
 ]
 
 

@@ -36,9 +36,10 @@ def test_the_listing_covers_every_program_the_data_layer_starts(found):
     # The restore's psql as the superuser: its names are on the command line, its password is not.
     swap = [line for line in listing if "backup_restore.ps1" in line and "ProcessStartInfo" in line]
     assert swap and all("superuserpassword" not in line and "database" in line for line in swap), swap
-    # One migration script for the restore and the upgrade: both tasks start Prefect through the same file.
+    # One migration script for the restore, the upgrade and the first start of HA replicas: every task that migrates
+    # starts Prefect through the same file.
     migrate = {line.split(":", 1)[0] for line in listing if "database_upgrade.ps1:" in line}
-    assert {Path(m).name for m in migrate} == {"restore_upgrade.yml", "upgrade_migrate.yml"}, migrate
+    assert {Path(m).name for m in migrate} == {"restore_upgrade.yml", "upgrade_migrate.yml", "service.yml"}, migrate
 
 
 SCRIPT = r"""
