@@ -6,8 +6,10 @@ fix; plugins/filter/diagnose.py ranks them with the other findings."""
 from __future__ import annotations
 
 import ipaddress
-import re
 from datetime import datetime, timezone
+
+# The report's timestamps are read as diagnose ranks them.
+from ansible_collections.enclave.prefect.plugins.filter.diagnose import _time
 
 DOCUMENTATION = r"""
 name: diagnose_checks
@@ -73,17 +75,6 @@ DEFAULT_ALLOW = "accesstype=allow;users=*;roles="
 def _finding(found, severity, host, area, message, evidence, fix, weight):
     found.append({"severity": severity, "host": host, "area": area, "message": message, "evidence": evidence, "fix": fix,
                   "weight": float(weight)})
-
-
-def _time(value):
-    if not value:
-        return None
-    text = re.sub(r"(\.\d{6})\d+", r"\1", str(value).strip().replace("Z", "+00:00"))
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _true(value):
