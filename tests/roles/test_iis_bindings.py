@@ -17,14 +17,12 @@ import yaml
 
 from simhost import HOST, Sim, by_name, host_results, reached
 from rolerun import REPO
+# The proxy host of test_iis_proxy.py: the extensions' MSIs and signatures, the bundle that carries them.
+from test_iis_proxy import ARR_MSI, REWRITE_MSI, SIGNED, THUMB, _bundle
 
 pytestmark = pytest.mark.simulated
 
-THUMB = "A1B2C3D4E5F60718293A4B5C6D7E8F9012345678"
 RENEWED = "B2C3D4E5F60718293A4B5C6D7E8F901234567890"
-REWRITE_MSI, ARR_MSI = b"not the real rewrite msi", b"not the real arr msi"
-SIGNED = {"status": "Valid", "status_message": "Signature verified.", "signer": "Microsoft Corporation",
-          "subject": "CN=Microsoft Corporation, O=Microsoft Corporation, L=Redmond, S=Washington, C=US", "thumbprint": "1" * 40}
 PEOPLE, WORKERS = "*:443:prefect.corp.local", "*:8443:prefect.corp.local"
 SERVER_2022, SERVER_2019 = 20348, 17763
 FLAGS_TASK = "Proxy HTTPS bindings have legacy TLS off as configured and keep the flags of others"
@@ -44,13 +42,7 @@ class Front:
                              digest[ARR_MSI]: {"code": "{ARR}", "name": "Application Request Routing"}},
             "iis": {"certificates": [THUMB, RENEWED], "dirs": ["c:\\inetpub"]},
             "directory": {"CORP\\svc_wrk1": {"sid": "S-1-5-21-2000-5201"}}, "os_build": build, **state})
-        bundle = root / "bundle"
-        (bundle / "windows" / "installers").mkdir(parents=True)
-        files = {"windows/installers/rewrite_amd64_en-US.msi": REWRITE_MSI, "windows/installers/requestRouter_amd64.msi": ARR_MSI}
-        for name, content in files.items():
-            (bundle / name).write_bytes(content)
-        (bundle / "SHA256SUMS").write_text("".join(f"{hashlib.sha256(v).hexdigest()}  {k}\n" for k, v in files.items()))
-        self.bundle = bundle
+        self.bundle = _bundle(root)
         hosts = {HOST: {}, "wrk1.corp.local": {"prefect_host_address": "10.20.1.21",
                                                "prefect_worker_api_auth_string": "CORP\\svc_wrk1:Wrk-Secret-1"}}
         self.inventory = root / "inventory.yml"
