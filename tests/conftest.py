@@ -120,3 +120,27 @@ def pytest_xdist_make_scheduler(config, log):
     # The groups in collection order (longest first), not xdist's reordering by test count.
     config.option.loadscopereorder = False
     return GroupScheduling(config, log)
+
+
+# CPU seconds per test (this process and the children it waited for), for finding what the suite spends its two
+# cores on: ENCLAVE_TEST_CPU=/tmp/cpu.jsonl bash scripts/test.sh; then `python tests/durations.py --cpu /tmp/cpu.jsonl`.
+_CPU_LOG = os.environ.get("ENCLAVE_TEST_CPU")
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if not _CPU_LOG:
+        yield
+        return
+    before = _cpu_seconds()
+    yield
+    with open(_CPU_LOG, "a", encoding="utf-8") as log:
+        log.write(json.dumps({"nodeid": item.nodeid, "group": group_of(item.nodeid),
+                              "cpu": round(_cpu_seconds() - before, 2)}) + "\n")

@@ -7,8 +7,13 @@ host variables, and hosts fail independently.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import resource
 import subprocess
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +34,26 @@ CONTROLLER_ACTIONS = {
 }
 VALIDATION_ACTIONS = {"ansible.builtin.validate_argument_spec", "validate_argument_spec",
                       "ansible.builtin.assert", "assert", "enclave.prefect.role_input"}
+
+
+@contextlib.contextmanager
+def run_cost(playbook: str, limit: str, args) -> Iterator[None]:
+    """With ENCLAVE_TEST_CPU set (tests/conftest.py), one line per ansible-playbook run: the test, what ran, its seconds
+    and CPU seconds (the run and its children), for finding what the suite spends its cores on."""
+    log = os.environ.get("ENCLAVE_TEST_CPU")
+    if not log:
+        yield
+        return
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+    try:
+        yield
+    finally:
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"run": playbook, "limit": limit, "args": list(args or []),
+                                     "test": os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0],
+                                     "seconds": round(time.monotonic() - start, 2), "cpu": round(cpu, 2)}) + "\n")
 
 
 @dataclass
@@ -60,8 +85,9 @@ def run_cases(tmp_path: Path, env: dict, role: str, cases: dict[str, dict], extr
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
     argv = [str(PLAYBOOK_BIN), "-i", str(tmp_path / "inventory.yml"), str(tmp_path / "play.yml"),
             "--forks", "1", *(extra_args or [])]
-    proc = subprocess.run(argv, env=dict(env, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json"), cwd=REPO,
-                          capture_output=True, text=True, timeout=600, check=False)
+    with run_cost(f"role {role}", f"{len(cases)} hosts", extra_args):
+        proc = subprocess.run(argv, env=dict(env, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json"), cwd=REPO,
+                              capture_output=True, text=True, timeout=600, check=False)
     output = proc.stdout + proc.stderr
     start = proc.stdout.find("{")
     try:

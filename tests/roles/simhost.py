@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from rolerun import CONTROLLER_ACTIONS, PINNED_PREFECT, REPO
+from rolerun import CONTROLLER_ACTIONS, PINNED_PREFECT, REPO, run_cost
 from toolchain import VENV, VENV_BIN
 
 HOST = "prefect-aio.corp.local"
@@ -227,7 +227,8 @@ class Sim:
         argv = [str(VENV_BIN / "ansible-playbook"), "-i", inventory,
                 str(self.collections / "ansible_collections/enclave/prefect/playbooks" / playbook),
                 "--limit", limit, "-e", f"@{self.root / 'extra.json'}", *(args or [])]
-        proc = subprocess.run(argv, env=self.env, cwd=self.root, capture_output=True, text=True, timeout=600, check=False)
+        with run_cost(playbook, limit, args):
+            proc = subprocess.run(argv, env=self.env, cwd=self.root, capture_output=True, text=True, timeout=600, check=False)
         start = proc.stdout.find("{")
         try:
             data = json.loads(proc.stdout[start:]) if start >= 0 else {}
