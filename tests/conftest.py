@@ -86,6 +86,17 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: -known.get(group_of(item.nodeid), 0.0))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After the last test of a group in this process, everything it set up is torn down, session fixtures included:
+    the servers, workers and clusters a group shares (tests/integration/conftest.py) stop when the group is done instead
+    of when the process ends. An idle Prefect server still costs CPU (its Docket worker polls an in-memory Redis four
+    times a second: about a seventh of a core each), and a process runs several groups one after the other; a later group
+    that asks for one of those fixtures gets a new one."""
+    if nextitem is not None and group_of(nextitem.nodeid) != group_of(item.nodeid):
+        item.session._setupstate.teardown_exact(None)
+
+
 _TIMES: dict[str, list[float]] = {}
 
 
