@@ -32,12 +32,17 @@ class Window:
         assert status == 201, run
         return run
 
+    def set_paused(self, paused: bool) -> None:
+        status, body = self.server.api("PATCH", f"/work_pools/{self.pool}", {"is_paused": paused})
+        assert status == 204, body
+        assert self.server.pool(self.pool)["is_paused"] is paused
+
     def run(self, run_id: str) -> dict:
         status, run = self.server.api("GET", f"/flow_runs/{run_id}")
         assert status == 200, run
         return run
 
-    def wait_for(self, run_id: str, predicate, timeout: float = 60, what: str = "") -> dict:
+    def wait_for(self, run_id: str, predicate, timeout: float = 120, what: str = "") -> dict:
         deadline = time.monotonic() + timeout
         while True:
             run = self.run(run_id)
@@ -59,7 +64,7 @@ def window(sqlite_server, tmp_path_factory) -> Window:
     root = tmp_path_factory.mktemp("window")
     worker = PrefectWorker(sqlite_server, pool, root, name="itest-window-worker")
     try:
-        worker.start()
+        worker.start(timeout=180)  # generous: a loaded machine starts Prefect slowly
         flows = copy_flows(root / "flows")
         dep = deploy_flow(sqlite_server, flows, "sleepy.py:sleepy", "itest-sleepy", pool, root / "deploy-home")
     except RuntimeError as exc:
@@ -71,16 +76,16 @@ def window(sqlite_server, tmp_path_factory) -> Window:
 
 def test_pause_wait_timeout_late_and_unpause(playbook, window):
     server, pool = window.server, window.pool
-    # Long enough to be still running when the listing below comes, three playbook runs later, on a loaded machine too.
-    running = window.start_run(seconds=30)
-    window.wait_for(running["id"], lambda r: state_type(r) == "RUNNING", what="RUNNING")
-
     pause = module_task("pause", "work_pool", connection(server, name=pool, paused=True))
     res = playbook.run([pause], check=True, diff=True)
     assert res.rc == 0, res.explain()
     assert res.task("pause")["changed"] is True
     assert res.task("pause")["diff"]["after"]["is_paused"] is True
     assert server.pool(pool)["is_paused"] is False, "check mode paused the pool"
+
+    # Long enough to be still running when the listing below comes, a playbook run later, on a loaded machine too.
+    running = window.start_run(seconds=30)
+    window.wait_for(running["id"], lambda r: state_type(r) == "RUNNING", what="RUNNING")
     res = playbook.run([pause, dict(pause, name="pause again")], diff=True)
     assert res.rc == 0, res.explain()
     assert res.task("pause")["changed"] is True and res.task("pause")["actions"] == ["patch pool: is_paused"]
@@ -112,7 +117,7 @@ def test_pause_wait_timeout_late_and_unpause(playbook, window):
     assert state_type(window.run(running["id"])) == "COMPLETED"
 
     # The worker polls every 2 s: several polls have passed while paused, and it took nothing.
-    late = window.wait_for(waiting["id"], lambda r: r["state"]["name"] == "Late", timeout=45, what="Late")
+    late = window.wait_for(waiting["id"], lambda r: r["state"]["name"] == "Late", timeout=90, what="Late")
     assert state_type(late) == "SCHEDULED" and late["start_time"] is None
     res = playbook.run([
         module_task("late", "flow_runs", connection(server, states=["LATE"], work_pools=[pool])),
@@ -120,26 +125,28 @@ def test_pause_wait_timeout_late_and_unpause(playbook, window):
                     connection(server, states=["LATE"], work_pools=[pool], min_state_age=3600)),
         module_task("other pool", "flow_runs", connection(server, states=["LATE"], work_pools=["itest-no-such-pool"])),
         module_task("stuck running", "flow_runs", connection(server, states=["RUNNING"], work_pools=[pool])),
+        # In the same run, after the listings: unpausing hands the Late run to the worker.
+        module_task("unpause", "work_pool", connection(server, name=pool, paused=False)),
     ])
     assert res.rc == 0, res.explain()
     assert [(r["id"], r["state_name"]) for r in res.task("late")["flow_runs"]] == [(waiting["id"], "Late")]
     assert res.task("late long ago")["count"] == 0
     assert res.task("other pool")["count"] == 0
     assert res.task("stuck running")["count"] == 0
-
-    res = playbook.run([module_task("unpause", "work_pool", connection(server, name=pool, paused=False))])
-    assert res.rc == 0 and res.task("unpause")["changed"] is True, res.explain()
-    done = window.wait_for(waiting["id"], lambda r: state_type(r) in ("COMPLETED", "FAILED", "CRASHED"), timeout=60,
+    assert res.task("unpause")["changed"] is True, res.explain()
+    done = window.wait_for(waiting["id"], lambda r: state_type(r) in ("COMPLETED", "FAILED", "CRASHED"), timeout=120,
                            what="finished after unpausing")
     assert state_type(done) == "COMPLETED"
 
 
 def test_cancel_running_and_scheduled_runs(playbook, window):
     server, pool = window.server, window.pool
-    assert playbook.run([module_task("unpaused", "work_pool", connection(server, name=pool, paused=False))]).rc == 0
+    # Pausing and unpausing is test_pause_wait_timeout_late_and_unpause's (through the module): here it is only the
+    # setting, through the API.
+    window.set_paused(False)
     running = window.start_run(seconds=120)
     window.wait_for(running["id"], lambda r: state_type(r) == "RUNNING", what="RUNNING")
-    assert playbook.run([module_task("pause", "work_pool", connection(server, name=pool, paused=True))]).rc == 0
+    window.set_paused(True)
     scheduled = window.start_run(seconds=1)
 
     cancel = module_task("cancel", "flow_runs", connection(
@@ -163,4 +170,4 @@ def test_cancel_running_and_scheduled_runs(playbook, window):
     assert state_type(window.run(running["id"])) == "CANCELLED"
     assert state_type(window.run(scheduled["id"])) == "CANCELLED"
     assert res.task("cancel again")["changed"] is False and res.task("cancel again")["count"] == 0
-    assert playbook.run([module_task("unpause", "work_pool", connection(server, name=pool, paused=False))]).rc == 0
+    window.set_paused(False)
