@@ -8,6 +8,7 @@ stand-ins do. The Python script and the SQL are run for real in tests/integratio
 """
 from __future__ import annotations
 
+import copy
 import json
 import re
 import subprocess
@@ -89,7 +90,7 @@ def extra(sim, **more):
 
 @pytest.fixture(scope="module")
 def aio(tmp_path_factory, ansible_env, playbook, lite_inventory):
-    """All in one on SQLite: check mode first, then a first run, a re-run, backup.yml."""
+    """All in one on SQLite: check mode first, then a first run, a re-run, backup.yml (and the host after it)."""
     sim = Sim(tmp_path_factory.mktemp("bk-aio"), ansible_env, aio_state())
     before = sim.state
     check = lite(sim, lite_inventory, extra(sim), playbook, more=["--check"])
@@ -98,7 +99,26 @@ def aio(tmp_path_factory, ansible_env, playbook, lite_inventory):
     after_first = sim.state
     second = lite(sim, lite_inventory, extra(sim), playbook)
     now = lite(sim, lite_inventory, extra(sim), "backup.yml")
-    return sim, before, check, after_check, first, after_first, second, now
+    return sim, before, check, after_check, first, after_first, second, now, sim.state
+
+
+@pytest.fixture(scope="module")
+def aio_states(aio):
+    """The aio fixture's host after its first run and after its backup.yml, for converged() and backed_up()."""
+    data = aio[7][1]
+    name = by_name(reached(data, LITE))["A backup was taken now by the scheduled task"]["result"]["file"].rsplit("\\", 1)[-1]
+    return {"after_first": aio[5], "after_now": aio[8], "backup_name": name}
+
+
+def converged(tmp_path, ansible_env, states, **more):
+    """A new simulated SQLite all-in-one host in the state the aio fixture's first run left (the same playbook, input and
+    starting host aio_state() the tests below used to converge a fresh Sim with), with more state on top."""
+    return Sim(tmp_path, ansible_env, dict(copy.deepcopy(states["after_first"]), **more))
+
+
+def backed_up(tmp_path, ansible_env, states):
+    """Like converged(), after the aio fixture's backup.yml too: the host and the name of the backup it took."""
+    return Sim(tmp_path, ansible_env, copy.deepcopy(states["after_now"])), states["backup_name"]
 
 
 def test_check_mode_reports_and_changes_nothing(aio):
@@ -148,12 +168,12 @@ def test_backup_now_starts_the_task_and_reports_the_file(aio):
     assert "prefect-backup OK sqlite" in summary[1] and "| 4096 | none |" in summary[1]
 
 
-def test_backup_drill_on_request_and_on_the_configured_day(tmp_path, ansible_env, playbook, lite_inventory):
+def test_backup_drill_on_request_and_on_the_configured_day(tmp_path, ansible_env, playbook, lite_inventory, aio_states):
     """-e backup_drill=true: the request file makes the task's run end with a drill, whatever the day; the request is
     used up. On a configured weekday the nightly run drills by itself; on another day it does not. A drill whose rows
     differ fails backup.yml, naming the drill and the table."""
-    sim = Sim(tmp_path, ansible_env, dict(aio_state(), weekday="Wednesday"))
-    lite(sim, lite_inventory, extra(sim), playbook)
+    # The converged host's state holds no weekday at setup (sim_backup.py reads it only when the task runs).
+    sim = converged(tmp_path, ansible_env, aio_states, weekday="Wednesday")
     proc, data = lite(sim, lite_inventory, extra(sim, backup_drill=True), "backup.yml")
     summary = by_name(host_results(data, LITE))["Backup summary"]["msg"]
     assert "| OK: 60 tables, 1234 rows, every table has the rows of the backup |" in summary[1], summary
@@ -161,9 +181,8 @@ def test_backup_drill_on_request_and_on_the_configured_day(tmp_path, ansible_env
     state = sim.state
     assert "c:\\prefect\\backups\\drill.request" not in state["files"]
     assert state["drill_records"]["c:\\prefect\\backups\\drill.json"]["ok"]
-    # Not asked, not the day: no drill.
-    proc, data = lite(sim, lite_inventory, extra(sim), "backup.yml")
-    assert "| 4096 | none |" in by_name(host_results(data, LITE))["Backup summary"]["msg"][1]
+    # Not asked, not the day: no drill. Shown by test_backup_now_starts_the_task_and_reports_the_file ("| 4096 | none |",
+    # backup.yml on a converged host whose day is not in backup_drill_weekdays); the request used up is the state above.
     # The configured day (backup_drill_weekdays), and a damaged backup: the run fails naming the drill.
     sim.update(drill_mismatch="flow_run")
     lite(sim, lite_inventory, extra(sim, backup_drill_weekdays=["Wednesday"]), playbook)
@@ -173,19 +192,30 @@ def test_backup_drill_on_request_and_on_the_configured_day(tmp_path, ansible_env
     assert "took the backup, but its drill failed: rows differ from the backup" in proc.stdout
 
 
-@pytest.mark.parametrize("days, problem", [(["sunday"], "backup_drill_weekdays must name days as Monday ... Sunday (got sunday)"),
-                                           (None, "is the name of its own drill database")])
-def test_bad_drill_input_is_refused_before_any_host(tmp_path, ansible_env, playbook, lite_inventory, days, problem):
-    sim = Sim(tmp_path, ansible_env, aio_state())
-    more = {"backup_drill_weekdays": days} if days else {"prefect_database_name": "p" * 40 + "_drill"}
+@pytest.fixture(scope="module")
+def preflight_refused(tmp_path_factory, ansible_env, playbook, lite_inventory):
+    """One backup layer run on the SQLite all-in-one host with four bad values: the preflight reports each problem on a
+    line of its own (roles/backup/tasks/validate.yml collects them in one check), and the host before and after."""
+    sim = Sim(tmp_path_factory.mktemp("bk-preflight"), ansible_env, aio_state())
+    before = sim.state
+    more = {"backup_time": "25:00", "backup_keep_count": 0, "backup_drill_weekdays": ["sunday"],
+            "prefect_database_name": "p" * 40 + "_drill"}
     proc, _ = lite(sim, lite_inventory, extra(sim, **more), playbook, expect_rc=2)
-    assert problem in proc.stdout
+    return proc, before, sim.state
 
 
-def test_backup_now_fails_visibly_without_the_batch_logon_right(tmp_path, ansible_env, playbook, lite_inventory):
+@pytest.mark.parametrize("problem", ["backup_drill_weekdays must name days as Monday ... Sunday (got sunday)",
+                                     "is the name of its own drill database"])
+def test_bad_drill_input_is_refused_before_any_host(preflight_refused, problem):
+    proc, before, after = preflight_refused
+    # On one of the host's lines (the json callback's text: a line ends at an escaped line break or the message's end).
+    assert re.search(re.escape(LITE) + r': [^\\"]*' + re.escape(problem), proc.stdout), proc.stdout[-3000:]
+    assert after == before, "a task reached the host"
+
+
+def test_backup_now_fails_visibly_without_the_batch_logon_right(tmp_path, ansible_env, lite_inventory, aio_states):
     """A run the account may not start (its batch logon right was removed): last result 0x80070569, named in the failure."""
-    sim = Sim(tmp_path, ansible_env, aio_state())
-    lite(sim, lite_inventory, extra(sim), playbook)
+    sim = converged(tmp_path, ansible_env, aio_states)
     state = sim.state
     state["rights"]["SeBatchLogonRight"] = []
     sim.update(rights=state["rights"])
@@ -195,12 +225,11 @@ def test_backup_now_fails_visibly_without_the_batch_logon_right(tmp_path, ansibl
     assert "ended with last result 2147943785" in proc.stdout
 
 
-def test_the_task_stores_no_password_and_is_not_registered_again(tmp_path, ansible_env, playbook, lite_inventory):
+def test_the_task_stores_no_password_and_is_not_registered_again(tmp_path, ansible_env, playbook, lite_inventory, aio_states):
     """S4U: win_scheduled_task.ps1 demands a password value for it (an empty one is sent) and, with update_password
     false, registers the task again only when something differs: a password rotation (backup_update_password) leaves
     the task as it is, and a task of the previous release (logon type password) is moved to S4U once."""
-    sim = Sim(tmp_path, ansible_env, aio_state())
-    lite(sim, lite_inventory, extra(sim), playbook)
+    sim = converged(tmp_path, ansible_env, aio_states)
     again = lite(sim, lite_inventory, extra(sim, backup_update_password=True), playbook)
     assert SCHEDULE not in changed(again[1])
     tasks = sim.state["tasks"]
@@ -214,10 +243,8 @@ def test_the_task_stores_no_password_and_is_not_registered_again(tmp_path, ansib
     assert changed(lite(sim, lite_inventory, extra(sim), playbook)[1]) == []
 
 
-def test_state_absent_removes_the_task_and_keeps_the_backups(tmp_path, ansible_env, playbook, lite_inventory):
-    sim = Sim(tmp_path, ansible_env, aio_state())
-    lite(sim, lite_inventory, extra(sim), playbook)
-    lite(sim, lite_inventory, extra(sim), "backup.yml")
+def test_state_absent_removes_the_task_and_keeps_the_backups(tmp_path, ansible_env, playbook, lite_inventory, aio_states):
+    sim, _name = backed_up(tmp_path, ansible_env, aio_states)
     backups = [p for p in sim.state["files"] if p.startswith("c:\\prefect\\backups\\prefect-sqlite-")]
     assert backups
     _, data = lite(sim, lite_inventory, extra(sim, backup_state="absent"), playbook)
@@ -323,22 +350,22 @@ def test_bad_input_is_refused_at_role_start(tmp_path, ansible_env):
         assert runs[case].host_actions() == [], (case, runs[case].host_actions())
 
 
-def test_bad_input_is_refused_in_the_preflight_before_any_host(tmp_path, ansible_env, playbook, lite_inventory):
-    sim = Sim(tmp_path, ansible_env, aio_state())
-    before = sim.state
-    proc, _ = lite(sim, lite_inventory, extra(sim, backup_time="25:00", backup_keep_count=0), playbook, expect_rc=2)
+def test_bad_input_is_refused_in_the_preflight_before_any_host(preflight_refused):
+    """Several problems of one host, each on a line of its own (the run of preflight_refused, with the drill's two)."""
+    proc, before, after = preflight_refused
     assert f"{LITE}: backup_time must be a 24-hour local time HH:MM" in proc.stdout
     assert f"{LITE}: backup_keep_count must be 1 to 3650" in proc.stdout
-    assert sim.state == before, "a task reached the host"
+    assert after == before, "a task reached the host"
 
 
-@pytest.mark.parametrize("variable", ["backup_database_password", "prefect_database_password"])
-def test_a_line_break_in_a_database_password_is_refused_before_any_host(tmp_path, ansible_env, playbook, variable):
+def test_a_line_break_in_a_database_password_is_refused_before_any_host(tmp_path, ansible_env, playbook):
+    """Both passwords in one run: the check names each one that holds a line break (roles/backup/tasks/validate.yml)."""
     sim = Sim(tmp_path, ansible_env, db_state())
     before = sim.state
-    proc, _ = sim.run(extra(sim, **{variable: "Pg-Secret-line1\nline2"}), playbook=playbook, limit=DB, expect_rc=2)
-    assert f"{DB}: {variable} must not hold a line break" in proc.stdout
-    assert "Pg-Secret-line1" not in proc.stdout + proc.stderr
+    bad = {"backup_database_password": "Pg-Secret-line1\nline2", "prefect_database_password": "Pg-Owner-line1\rline2"}
+    proc, _ = sim.run(extra(sim, **bad), playbook=playbook, limit=DB, expect_rc=2)
+    assert f"{DB}: backup_database_password and prefect_database_password must not hold a line break" in proc.stdout
+    assert "Pg-Secret-line1" not in proc.stdout + proc.stderr and "Pg-Owner-line1" not in proc.stdout + proc.stderr
     assert sim.state == before
 
 
@@ -359,33 +386,62 @@ RESTORE_ORDER = [STEP + "workers stopped", STEP + "server stopped", "Prefect dat
 
 
 @pytest.fixture(scope="module")
-def restorable(tmp_path_factory, ansible_env, playbook, lite_inventory):
-    sim = Sim(tmp_path_factory.mktemp("bk-restore"), ansible_env, aio_state())
-    lite(sim, lite_inventory, extra(sim), playbook)
-    _, data = lite(sim, lite_inventory, extra(sim), "backup.yml")
-    name = by_name(reached(data, LITE))["A backup was taken now by the scheduled task"]["result"]["file"].rsplit("\\", 1)[-1]
+def restorable(tmp_path_factory, ansible_env, lite_inventory, aio_states):
+    """The aio fixture's host after its backup.yml (a copy)."""
+    sim, name = backed_up(tmp_path_factory.mktemp("bk-restore"), ansible_env, aio_states)
     return sim, name, lite_inventory
 
 
-@pytest.mark.parametrize("confirm", [None, "YES, OVERWRITE PREFECT.DB"])
-def test_restore_refuses_without_the_exact_confirmation(restorable, confirm):
-    sim, name, lite_inventory = restorable
-    before = sim.state
-    more = {"backup_restore_file": name}
-    if confirm is not None:
-        more["backup_restore_confirm"] = confirm
-    proc, _ = lite(sim, lite_inventory, extra(sim, **more), "restore.yml", expect_rc=2)
-    assert "nothing was stopped or restored" in proc.stdout and CONFIRM_SQLITE in proc.stdout
-    assert sim.state == before
+REFUSED_RESTORES = {"confirm-none": (None, None), "confirm-case": (None, "YES, OVERWRITE PREFECT.DB"),
+                    "file-path": ("C:\\Temp\\x.db", CONFIRM_SQLITE), "file-kind": ("prefect-pg-20261130T023000Z.dump", CONFIRM_SQLITE)}
 
 
-@pytest.mark.parametrize("file_name", ["C:\\Temp\\x.db", "prefect-pg-20261130T023000Z.dump"])
-def test_restore_refuses_a_bad_file_name(restorable, file_name):
-    sim, _, lite_inventory = restorable
+@pytest.fixture(scope="module")
+def restore_refused(tmp_path_factory, restorable):
+    """One restore.yml run for every refused input: one SQLite all-in-one host per case (restorable's host variables,
+    its own address, the case's backup_restore_file and backup_restore_confirm as host variables), on restorable's host.
+    The confirmation is checked for every host of the run before any is touched (the play is any_errors_fatal)."""
+    sim, name, _inventory = restorable
+    hosts, lite_vars = {}, {"prefect_database_host": "", "nssm_services_workers": [{"service": "PrefectWorker", "pool": "windows-process"}]}
+    for number, (case, (file_name, confirm)) in enumerate(REFUSED_RESTORES.items()):
+        more = {"backup_restore_file": file_name or name, **({"backup_restore_confirm": confirm} if confirm else {})}
+        hosts[f"prefect-lite-{case}.corp.local"] = {**lite_vars, "prefect_host_address": f"10.20.1.{41 + number}", **more}
+    path = tmp_path_factory.mktemp("bk-refused") / "refused.yml"
+    path.write_text(yaml.safe_dump({"all": {"hosts": hosts, "children": {
+        "prefect_server": {"hosts": {h: None for h in hosts}}, "prefect_workers": {"hosts": {h: None for h in hosts}}}}}))
     before = sim.state
-    lite(sim, lite_inventory, extra(sim, backup_restore_file=file_name, backup_restore_confirm=CONFIRM_SQLITE), "restore.yml",
-         expect_rc=2)
-    assert sim.state == before
+    # Its hosts only: the example inventory (Sim.run's -i) holds other prefect_server hosts.
+    proc, data = sim.run(extra(sim), playbook="restore.yml", limit=":".join(hosts), expect_rc=2,
+                         args=["-i", str(path), "--forks", str(len(hosts))])
+    return proc, data, before, sim.state
+
+
+def _refusal(restore_refused, case):
+    """The refusal of the case's host: the failed check's message."""
+    _proc, data, before, after = restore_refused
+    assert after == before, "a task reached the host"
+    host = f"prefect-lite-{case}.corp.local"
+    failed = [(n, r) for n, r in host_results(data, host) if r.get("failed")]
+    assert failed and failed[0][0].endswith("Restore names a backup file of this host's kind and is confirmed"), failed
+    msg = " ".join(failed[0][1]["msg"].split())
+    assert msg.startswith(host + ": nothing was stopped or restored"), msg
+    return msg
+
+
+@pytest.mark.parametrize("case", ["confirm-none", "confirm-case"])
+def test_restore_refuses_without_the_exact_confirmation(restore_refused, case):
+    msg = _refusal(restore_refused, case)
+    assert CONFIRM_SQLITE in msg and "(matches)" not in msg
+    confirm = REFUSED_RESTORES[case][1]
+    if confirm:
+        assert f"(got {confirm})" in msg, msg
+
+
+@pytest.mark.parametrize("case", ["file-path", "file-kind"])
+def test_restore_refuses_a_bad_file_name(restore_refused, case):
+    msg = _refusal(restore_refused, case)
+    # Confirmed as asked: the file name alone is refused.
+    assert f"got '{REFUSED_RESTORES[case][0]}'" in msg and "(matches)" in msg, msg
 
 
 def test_restore_check_mode_prints_the_plan_and_changes_nothing(restorable):
@@ -440,11 +496,8 @@ AFTER_RESTORE_FAILURES = [("schema upgrade", {"target": "database_upgrade.ps1", 
 
 
 @pytest.mark.parametrize("step, inject", AFTER_RESTORE_FAILURES, ids=[f[0] for f in AFTER_RESTORE_FAILURES])
-def test_restore_failing_after_the_swap_puts_the_database_back(tmp_path, ansible_env, playbook, lite_inventory, step, inject):
-    sim = Sim(tmp_path, ansible_env, aio_state())
-    lite(sim, lite_inventory, extra(sim), playbook)
-    _, data = lite(sim, lite_inventory, extra(sim), "backup.yml")
-    name = by_name(reached(data, LITE))["A backup was taken now by the scheduled task"]["result"]["file"].rsplit("\\", 1)[-1]
+def test_restore_failing_after_the_swap_puts_the_database_back(tmp_path, ansible_env, lite_inventory, aio_states, step, inject):
+    sim, name = backed_up(tmp_path, ansible_env, aio_states)
     state = sim.state
     database = "c:\\prefect\\data\\prefect.db"
     state["files"][database] = "written after the backup"
@@ -511,10 +564,9 @@ def test_site_check_mode_on_a_fresh_sqlite_server_host(tmp_path, ansible_env, li
         "nothing can be granted to an account this run would create"
 
 
-def test_backup_now_waits_for_the_nightly_run_still_going(tmp_path, ansible_env, playbook, lite_inventory):
+def test_backup_now_waits_for_the_nightly_run_still_going(tmp_path, ansible_env, lite_inventory, aio_states):
     """The task starts no second instance: backup.yml waits for the run already going, then takes its own."""
-    sim = Sim(tmp_path, ansible_env, aio_state())
-    lite(sim, lite_inventory, extra(sim), playbook)
+    sim = converged(tmp_path, ansible_env, aio_states)
     tasks = sim.state["tasks"]
     tasks[TASK_KEY]["running"] = True
     sim.update(tasks=tasks)
