@@ -9,11 +9,14 @@ roles/firewall/README.md and docs/roles.md).
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from rolerun import REPO
 from simhost import Sim, by_name, host_results, module_runs, reached
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "static"))
@@ -23,6 +26,8 @@ pytestmark = pytest.mark.simulated
 
 AIO, SRV, WRK, DB = \
     "prefect-aio.corp.local", "prefect-srv01.corp.local", "prefect-wrk01.corp.local", "prefect-db01.corp.local"
+WRK2 = "prefect-wrk02.corp.local"
+VERDICT = "Every targeted host's input is valid"
 GROUP = "enclave.prefect.firewall"
 # Tasks reaching a host on a no-op re-run: the read of the host's rules, the allow rules (one loop) and the profiles.
 EXPECTED_HOST_TASKS = 3
@@ -183,72 +188,76 @@ def test_database_host_admits_the_prefect_servers(tmp_path, ansible_env):
     assert (len(results), module_runs(results)) == (EXPECTED_HOST_TASKS, EXPECTED_RUNS[DB])
 
 
-def _refused(sim, limit, extra, expected, args=None):
-    before = sim.state_path.read_text()
-    proc, _data = run(sim, limit=limit, expect_rc=2, extra=extra, args=args)
-    output = proc.stdout + proc.stderr
-    for text in expected:
-        assert text in output, (text, output[-4000:])
-    # The preflight stopped the run: no task reached the host.
-    assert sim.state_path.read_text() == before
-
-
 def test_bad_input_is_refused_before_any_host(tmp_path, ansible_env):
+    """Every host of the example with its own bad input (host_vars of a copy of the inventory), in one run: the
+    preflight names each problem on the host's own line, and no task reaches any host."""
     sim = Sim(tmp_path, ansible_env)
-    _refused(sim, AIO, {"firewall_client_ranges": ["0.0.0.0/0", "any", "10.30.0.5/16", "10.300.0.0/16", "Internet", "4.0.0.0/6"],
-                        "prefect_public_port": 4200, "firewall_group": "enclave.prefect",
-                        "firewall_manage_winrm": True, "firewall_control_node_addresses": [],
-                        "firewall_legacy_rules": ["enclave.prefect: WinRM over HTTPS (5986) from the control node"]},
-             [f"{AIO}: firewall_client_ranges: '0.0.0.0/0' admits every address",
-              f"{AIO}: firewall_client_ranges: 'any' admits every address",
-              f"{AIO}: firewall_client_ranges: '10.30.0.5/16' is a subnet with host bits set",
-              f"{AIO}: firewall_client_ranges: '10.300.0.0/16' is not an IPv4 or IPv6",
-              f"{AIO}: firewall_client_ranges: keyword 'Internet' is not allowed",
-              f"{AIO}: firewall_client_ranges: '4.0.0.0/6' is wider than /8",
-              f"{AIO}: prefect_public_port is 4200, the Prefect API port",
-              f"{AIO}: firewall_group must not be 'enclave.prefect'",
-              f"{AIO}: firewall_control_node_addresses is empty while firewall_manage_winrm is true",
-              f"{AIO}: firewall_legacy_rules: 'enclave.prefect: WinRM over HTTPS (5986) from the control node' is the control node's"])
-    _refused(sim, AIO, {"firewall_manage_winrm": True, "firewall_control_node_addresses": ["LocalSubnet", "10.20.0.0/16"]},
-             [f"{AIO}: firewall_control_node_addresses: keyword 'LocalSubnet' is not allowed",
-              f"{AIO}: firewall_control_node_addresses: '10.20.0.0/16' is wider than /24"])
-    # A remote worker without its address: the proxy's preflight names the worker and the variable.
-    _refused(sim, "distributed", {}, [f"{SRV}: firewall_worker_hosts: {WRK} needs prefect_host_address"],
-             args=["-e", json.dumps({"prefect_host_address": ""})])
-    _refused(sim, AIO, {"firewall_client_ranges": []}, [f"{AIO}: firewall_client_ranges is empty on a prefect_proxy host"])
-    _refused(sim, AIO, {"firewall_state": "gone"}, ["firewall_state", "gone"])
+    inventory = tmp_path / "inventory"
+    shutil.copytree(REPO / "inventories" / "example", inventory)
+    bad = {
+        AIO: {"firewall_client_ranges": ["0.0.0.0/0", "any", "10.30.0.5/16", "10.300.0.0/16", "Internet", "4.0.0.0/6"],
+              "prefect_public_port": 4200, "firewall_group": "enclave.prefect",
+              "firewall_manage_winrm": True, "firewall_control_node_addresses": [],
+              "firewall_legacy_rules": ["enclave.prefect: WinRM over HTTPS (5986) from the control node"]},
+        # The distributed proxy: keywords and a wide control node range, no client range.
+        SRV: {"firewall_manage_winrm": True, "firewall_control_node_addresses": ["LocalSubnet", "10.20.0.0/16"],
+              "firewall_client_ranges": []},
+        # A remote worker without its address: the proxy's preflight names the worker and the variable.
+        WRK: {"prefect_host_address": ""},
+        WRK2: {"firewall_state": "gone"},
+    }
+    for host, variables in bad.items():
+        path = inventory / "host_vars" / f"{host}.yml"
+        path.write_text(yaml.safe_dump({**(yaml.safe_load(path.read_text()) or {}), **variables}))
+    expected = {
+        AIO: ["firewall_client_ranges: '0.0.0.0/0' admits every address",
+              "firewall_client_ranges: 'any' admits every address",
+              "firewall_client_ranges: '10.30.0.5/16' is a subnet with host bits set",
+              "firewall_client_ranges: '10.300.0.0/16' is not an IPv4 or IPv6",
+              "firewall_client_ranges: keyword 'Internet' is not allowed",
+              "firewall_client_ranges: '4.0.0.0/6' is wider than /8",
+              "prefect_public_port is 4200, the Prefect API port",
+              "firewall_group must not be 'enclave.prefect'",
+              "firewall_control_node_addresses is empty while firewall_manage_winrm is true",
+              "firewall_legacy_rules: 'enclave.prefect: WinRM over HTTPS (5986) from the control node' is the control node's"],
+        SRV: ["firewall_control_node_addresses: keyword 'LocalSubnet' is not allowed",
+              "firewall_control_node_addresses: '10.20.0.0/16' is wider than /24",
+              f"firewall_worker_hosts: {WRK} needs prefect_host_address",
+              "firewall_client_ranges is empty on a prefect_proxy host"],
+    }
+    before = sim.state_path.read_text()
+    proc, data = sim.run({}, playbook="firewall.yml", limit="all", expect_rc=2, inventory=str(inventory / "hosts.yml"))
+    output = proc.stdout + proc.stderr
+    for host, texts in expected.items():
+        for text in texts:
+            assert f"{host}: {text}" in output, (text, output[-4000:])
+    assert any(line.startswith(f"{WRK2}: ") and "firewall_state" in line and "gone" in line
+               for line in by_name(host_results(data, WRK2))[VERDICT]["msg"].splitlines()), output[-4000:]
+    # The preflight stopped the run: no task reached any host.
+    assert sim.state_path.read_text() == before
+    assert all(reached(data, host) == [] for host in (AIO, SRV, WRK, WRK2, DB))
 
 
 def test_profile_is_not_turned_on_without_a_winrm_rule(tmp_path, ansible_env):
-    # A host where the firewall is off and no rule admits 5986: turning the profile on would cut the control node off.
+    """A host where no rule admits 5986, with the Domain profile off and the Public one on but with DefaultInboundAction
+    Allow: turning Domain on, or setting Public to Block, would cut the control node off, and the guard refuses both
+    alike, naming them (Private, on and blocking, is not named). With the role's own WinRM rule from the control node,
+    both are set after the rule exists. Group Policy that does not apply local rules is reported by profile."""
     sim = Sim(tmp_path, ansible_env, {"firewall": {"rules": [], "profiles": {
         "Domain": {"enabled": False, "inbound": "NotConfigured"}, "Private": {"enabled": True, "inbound": "Block"},
-        "Public": {"enabled": True, "inbound": "Block"}}}})
+        "Public": {"enabled": True, "inbound": "Allow", "local_rules": "False"}}}})
     proc, _data = run(sim, expect_rc=2)
-    assert "turning them on with inbound blocked would lock the control node out" in proc.stdout
+    message = next(line for line in proc.stdout.splitlines() if "lock the control node out" in line)
+    assert "profile(s) Domain, Public are off or allow" in message, message
     assert sim.state["firewall"]["profiles"]["Domain"]["enabled"] is False
-    # With the role's own WinRM rule from the control node, the profile is turned on after the rule exists.
-    run(sim, extra={"firewall_manage_winrm": True})
+    assert sim.state["firewall"]["profiles"]["Public"]["inbound"] == "Allow"
+    proc, _data = run(sim, extra={"firewall_manage_winrm": True})
     rules = rules_by_name(sim.state)
     assert rules[GROUP + " - WinRM HTTPS"]["RemoteAddresses"] == "10.20.0.15/255.255.255.255"
     assert sim.state["firewall"]["profiles"]["Domain"] == {"enabled": True, "inbound": "Block"}
-
-
-def test_a_profile_that_allows_inbound_by_default_counts_for_the_guard(tmp_path, ansible_env):
-    """A profile already on but with DefaultInboundAction Allow: setting it to Block cuts the control node off as
-    surely as turning a profile on; the guard refuses it the same way. Group Policy that does not apply local rules
-    is reported by profile."""
-    sim = Sim(tmp_path, ansible_env, {"firewall": {"rules": [], "profiles": {
-        "Domain": {"enabled": True, "inbound": "Allow", "local_rules": "False"},
-        "Private": {"enabled": True, "inbound": "Block"}, "Public": {"enabled": True, "inbound": "NotConfigured"}}}})
-    proc, _data = run(sim, expect_rc=2)
-    message = next(line for line in proc.stdout.splitlines() if "lock the control node out" in line)
-    assert "profile(s) Domain are off or allow" in message, message
-    assert sim.state["firewall"]["profiles"]["Domain"]["inbound"] == "Allow"
-    proc, _data = run(sim, extra={"firewall_manage_winrm": True})
-    assert sim.state["firewall"]["profiles"]["Domain"]["inbound"] == "Block"
-    assert ('Group Policy sets \\"Apply local firewall rules: No\\" for the Domain profile(s)' in proc.stdout
-            or 'Group Policy sets "Apply local firewall rules: No" for the Domain profile(s)' in proc.stdout), proc.stdout[-3000:]
+    assert sim.state["firewall"]["profiles"]["Public"]["inbound"] == "Block"
+    assert ('Group Policy sets \\"Apply local firewall rules: No\\" for the Public profile(s)' in proc.stdout
+            or 'Group Policy sets "Apply local firewall rules: No" for the Public profile(s)' in proc.stdout), proc.stdout[-3000:]
 
 
 def _domain_off(rules):

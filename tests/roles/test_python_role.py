@@ -7,6 +7,7 @@ running service's interpreter make the installer return 3010; win_service_info r
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 
 import pytest
@@ -34,16 +35,38 @@ def _sim(tmp_path, ansible_env, state: dict | None = None) -> tuple[Sim, dict]:
     return sim, {"prefect_bundle_dir": str(bundle), "python_installer_sha256": hashlib.sha256(INSTALLER).hexdigest()}
 
 
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory, ansible_env):
+    """A fresh host after one python.yml run with the defaults: its state and the run's results (read only)."""
+    sim, extra = _sim(tmp_path_factory.mktemp("fresh"), ansible_env)
+    data = sim.run(extra, playbook="python.yml")[1]
+    return sim.state, data
+
+
+@pytest.fixture(scope="module")
+def fresh_check(tmp_path_factory, ansible_env):
+    """A fresh host and a --check run of python.yml with the defaults: the state after it and the run's results."""
+    sim, extra = _sim(tmp_path_factory.mktemp("fresh-check"), ansible_env)
+    data = sim.run(extra, playbook="python.yml", args=["--check"])[1]
+    return sim.state, data
+
+
+@pytest.fixture(scope="module")
+def converged_rerun(tmp_path_factory, ansible_env, fresh):
+    """The same run again on a copy of the fresh host's converged state: the re-run's results."""
+    sim, extra = _sim(tmp_path_factory.mktemp("rerun"), ansible_env, copy.deepcopy(fresh[0]))
+    return sim.run(extra, playbook="python.yml")[1]
+
+
 def _service(image: str, running: bool, application: str = "", **more) -> dict:
     return {"running": running, "image_path": image, "registry": {"Application": application}, "object_name": "svc_prefect",
             **more}
 
 
-def test_fresh_install_into_program_files(tmp_path, ansible_env):
+def test_fresh_install_into_program_files(fresh):
     """(a) /quiet /norestart InstallAllUsers=1 CompileAll=1 and TargetDir under Program Files as one argument; no
     hardening, because Program Files already lets Users read and execute only."""
-    sim, extra = _sim(tmp_path, ansible_env)
-    data = sim.run(extra, playbook="python.yml")[1]
+    state, data = fresh
     tasks = by_name(_python_tasks(data))
     install = tasks["Python is installed for all users"]
     assert install["changed"]
@@ -51,9 +74,9 @@ def test_fresh_install_into_program_files(tmp_path, ansible_env):
     for argument in ["/quiet", "/norestart", "InstallAllUsers=1", "CompileAll=1", "TargetDir=" + PROGRAM_FILES_DIR]:
         assert argument in arguments, arguments
     # As the bootstrapper splits the command line win_package builds from the list.
-    argv = sim.state["installer_runs"][-1]
+    argv = state["installer_runs"][-1]
     assert "TargetDir=" + PROGRAM_FILES_DIR in argv and "Files\\Python312" not in argv, argv
-    assert sim.state["python"] == "3.12.10" and sim.state["python_dir"] == PROGRAM_FILES_DIR
+    assert state["python"] == "3.12.10" and state["python_dir"] == PROGRAM_FILES_DIR
     assert not set(HARDENING) & set(tasks), sorted(tasks)
     # Nothing was installed, so there were no services to look at or stop.
     assert "Windows services and their state are known before the interpreter changes" not in tasks
@@ -129,25 +152,29 @@ def test_in_place_upgrade_stops_and_restarts_the_running_prefect_services(tmp_pa
     assert sim.state["python"] == "3.12.10" and sim.state["python_dir"] == PROGRAM_FILES_DIR
 
 
-@pytest.mark.parametrize("scm_state, runs_after", [("paused", False), ("start_pending", True), ("stop_pending", False)])
-def test_upgrade_stops_every_prefect_service_that_is_not_stopped(tmp_path, ansible_env, scm_state, runs_after):
+def test_upgrade_stops_every_prefect_service_that_is_not_stopped(tmp_path, ansible_env):
     """NSSM pauses a service while it throttles the restarts of a crashing application, and a start-pending service is
     about to launch it: either would launch the interpreter during the upgrade (the installer would return 3010). Every
-    Prefect service that is not stopped is stopped; only those that were running or starting run again."""
+    Prefect service that is not stopped is stopped; only those that were running or starting run again. One host with a
+    worker in each of these SCM states (paused, start-pending, stop-pending) beside its running server."""
+    workers = {"PrefectWorkerPaused": ("paused", False), "PrefectWorkerStarting": ("start_pending", True),
+               "PrefectWorkerStopping": ("stop_pending", False)}
     state = {"python": "3.12.9", "python_dir": PROGRAM_FILES_DIR, "services": {
         "PrefectServer": _service(NSSM_EXE, True, VENV_PYTHON),
-        "PrefectWorker": _service(NSSM_EXE, False, VENV_PYTHON, scm_state=scm_state),
+        **{name: _service(NSSM_EXE, False, VENV_PYTHON, scm_state=scm_state) for name, (scm_state, _runs) in workers.items()},
     }}
     sim, extra = _sim(tmp_path, ansible_env, state)
     data = sim.run(extra, playbook="python.yml")[1]
     tasks = by_name(_python_tasks(data))
     stopped = [r["item"]["name"] for r in tasks["Prefect services are stopped while the interpreter they run on is upgraded or removed"]["results"]]
     started = [r["item"]["name"] for r in tasks["Prefect services that ran before the interpreter changed run again"]["results"]]
-    assert sorted(stopped) == ["PrefectServer", "PrefectWorker"], stopped
-    assert sorted(started) == (["PrefectServer", "PrefectWorker"] if runs_after else ["PrefectServer"]), started
+    assert sorted(stopped) == sorted(["PrefectServer", *workers]), stopped
+    assert sorted(started) == sorted(["PrefectServer", *(n for n, (_s, runs_after) in workers.items() if runs_after)]), started
+    # A service left in any of these states would hold the interpreter's files: the installer would return 3010.
     assert tasks["Python is installed for all users"]["reboot_required"] is False
     services = sim.state["services"]
-    assert services["PrefectWorker"].get("running", False) is runs_after and "scm_state" not in services["PrefectWorker"]
+    for name, (scm_state, runs_after) in workers.items():
+        assert services[name].get("running", False) is runs_after and "scm_state" not in services[name], (scm_state, services[name])
 
 
 def test_pending_restart_names_the_host(tmp_path, ansible_env):
@@ -197,22 +224,45 @@ def test_newer_release_is_never_downgraded(tmp_path, ansible_env):
     assert not {r.get("action", "").rsplit(".", 1)[-1] for _n, r in reached(data)} & {"win_copy", "win_package"}
 
 
-def test_converged_rerun_costs_two_registry_reads(tmp_path, ansible_env):
+def test_converged_rerun_costs_two_registry_reads(converged_rerun):
     """(e) On a converged host the python role sends one task, two module runs, and changes nothing."""
-    sim, extra = _sim(tmp_path, ansible_env)
-    sim.run(extra, playbook="python.yml")
-    data = sim.run(extra, playbook="python.yml")[1]
+    data = converged_rerun
     tasks = _python_tasks(data)
     assert [n.split(" : ", 1)[-1] for n, _r in tasks] == ["Installed Python version and location are known"], tasks
     assert module_runs(tasks) <= 2, module_runs(tasks)
     assert not [n for n, r in reached(data) if r.get("changed")]
 
 
-def test_check_mode_fresh_install_changes_nothing(tmp_path, ansible_env):
-    sim, extra = _sim(tmp_path, ansible_env)
-    data = sim.run(extra, playbook="python.yml", args=["--check"])[1]
+def test_check_mode_fresh_install_changes_nothing(fresh_check):
+    state, data = fresh_check
     assert by_name(_python_tasks(data))["Python is installed for all users"]["changed"]
-    assert "python" not in sim.state
+    assert "python" not in state
+
+
+# The installer's signature (roles/common/tasks/signature.yml; the rest of it: test_installer_signature.py) on the runs
+# above: the same python.yml runs with the same input as that module's default cases.
+SIGNATURE_READ = "Installer signature is read on the host"
+STAGED = "C:\\Prefect\\staging\\python-3.12.10-amd64.exe"
+
+
+def test_signature_is_checked_after_delivery_and_before_the_installer_runs(fresh):
+    _state, data = fresh
+    order = [n.split(" : ", 1)[-1] for n, _r in reached(data)]
+    assert (order.index("Artifact is copied from the control node as one file") < order.index(SIGNATURE_READ)
+            < order.index("Python is installed for all users"))
+    read = by_name(reached(data))[SIGNATURE_READ]
+    assert read["invocation"]["module_args"]["parameters"] == {"Path": STAGED}
+    assert not read["changed"] and read["result"]["signer"] == "Python Software Foundation"
+
+
+def test_check_mode_on_a_new_host_does_not_fail_on_the_undelivered_installer(fresh_check):
+    _state, data = fresh_check
+    tasks = by_name(reached(data))
+    assert tasks[SIGNATURE_READ]["result"]["exists"] is False and not tasks[SIGNATURE_READ]["changed"]
+
+
+def test_converged_host_does_not_read_the_signature(converged_rerun):
+    assert SIGNATURE_READ not in by_name(reached(converged_rerun))
 
 
 def test_removal_stops_the_services_and_says_so(tmp_path, ansible_env):

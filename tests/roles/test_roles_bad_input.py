@@ -249,17 +249,24 @@ def _ids(cases):
 
 
 @pytest.fixture(scope="module")
-def bad_runs(tmp_path_factory, ansible_env):
-    """One ansible-playbook run per role for all bad-input cases."""
+def role_runs(tmp_path_factory, ansible_env):
+    """One ansible-playbook run per role for all its bad-input cases and its good-input cases (GOOD below): hosts fail
+    independently, a bad one at its check, a good one at its first host task."""
     runs = {}
-    for role in sorted({c[0] for c in CASES}):
+    for role in sorted({c[0] for c in CASES} | {c[0] for c in GOOD}):
         cases = {f"case{i}": {k: v for k, v in c[1].items() if k not in IN_PROXY_GROUP}
                  for i, c in enumerate(CASES) if c[0] == role}
+        cases.update({f"good{i}": c[1] for i, c in enumerate(GOOD) if c[0] == role})
         proxy = [f"case{i}" for i, c in enumerate(CASES) if c[0] == role and IN_PROXY_GROUP.items() <= c[1].items()]
         # A proxy host is a server host too (the proxy forwards to its own loopback).
         runs.update(run_cases(tmp_path_factory.mktemp(role), ansible_env, role, cases,
                               groups={"prefect_proxy": proxy, "prefect_server": proxy}))
     return runs
+
+
+@pytest.fixture(scope="module")
+def bad_runs(role_runs):
+    return role_runs
 
 
 @pytest.mark.parametrize("index", range(len(CASES)), ids=_ids(CASES))
@@ -297,12 +304,8 @@ GOOD = [
 
 
 @pytest.fixture(scope="module")
-def good_runs(tmp_path_factory, ansible_env):
-    runs = {}
-    for role in sorted({c[0] for c in GOOD}):
-        cases = {f"good{i}": c[1] for i, c in enumerate(GOOD) if c[0] == role}
-        runs.update(run_cases(tmp_path_factory.mktemp(f"good-{role}"), ansible_env, role, cases))
-    return runs
+def good_runs(role_runs):
+    return role_runs
 
 
 @pytest.mark.parametrize("index", range(len(GOOD)), ids=[f"{c[0]}-{i}" for i, c in enumerate(GOOD)])
