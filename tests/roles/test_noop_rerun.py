@@ -359,25 +359,30 @@ def test_secret_that_the_host_would_expand_is_refused_before_anything_is_written
     assert PRINTABLE not in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("state", ["present", "absent"])
 def test_worker_named_like_a_service_nssm_does_not_run_is_refused_before_anything_is_written(converged, tmp_path,
-                                                                                              ansible_env, state):
+                                                                                              ansible_env):
     """A worker service named WinRM on a host whose WinRM runs in svchost.exe: `nssm set WinRM ImagePath` would replace
-    Windows Remote Management's program, and removing the worker (state: absent) would remove WinRM. The settings
-    script refuses before it writes anything, naming the service and what it runs; WinRM and the Prefect services
-    stay as they were."""
+    Windows Remote Management's program; a worker to remove (state: absent) named W32Time would remove Windows Time.
+    The settings script refuses before it writes anything, naming each service and what it runs; WinRM, W32Time and
+    the Prefect services stay as they were. (Once a run per state, present and absent: the script checks the names of
+    both lists in one loop, so one run with one of each proves both.)"""
     sim, bundle = _fresh(converged, tmp_path, ansible_env)
-    winrm = {"running": True, "image_path": "C:\\Windows\\System32\\svchost.exe -k NetworkService -p", "registry": {},
-             "object_name": "NT AUTHORITY\\NetworkService", "start_mode": "auto"}
-    sim.update(services={**sim.state["services"], "WinRM": winrm})
+    def svchost(group, account):
+        return {"running": True, "image_path": f"C:\\Windows\\System32\\svchost.exe -k {group} -p", "registry": {},
+                "object_name": account, "start_mode": "auto"}
+    sim.update(services={**sim.state["services"], "WinRM": svchost("NetworkService", "NT AUTHORITY\\NetworkService"),
+                         "W32Time": svchost("LocalService", "NT AUTHORITY\\LocalService")})
     before = sim.state["services"]
     extra = _extra(bundle, nssm_services_workers=[{"service": "PrefectWorker", "pool": "windows-process"},
-                                                  {"service": "WinRM", "pool": "windows-process", "state": state}])
+                                                  {"service": "WinRM", "pool": "windows-process"},
+                                                  {"service": "W32Time", "pool": "windows-process", "state": "absent"}])
     _proc, data = sim.run(extra, playbook="nssm_services.yml", expect_rc=2)
     failed = [(n, r) for n, r in host_results(data) if r.get("failed")]
     assert failed and failed[0][0].endswith("No Prefect service name is taken by a service NSSM does not run"), failed
-    assert "WinRM runs C:\\Windows\\System32\\svchost.exe" in failed[0][1]["msg"], failed[0][1]["msg"]
-    assert "Nothing was written" in failed[0][1]["msg"]
+    msg = failed[0][1]["msg"]
+    assert "WinRM runs C:\\Windows\\System32\\svchost.exe -k NetworkService" in msg, msg
+    assert "W32Time runs C:\\Windows\\System32\\svchost.exe -k LocalService" in msg, msg
+    assert "Nothing was written" in msg
     assert sim.state["services"] == before
 
 

@@ -7,6 +7,7 @@ control flow and the stand-in's model of the script; the script itself runs only
 """
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -23,11 +24,20 @@ def _switch(data: dict) -> dict:
     return by_name(reached(data))[SWITCH]
 
 
-def _interrupted(tmp_path, ansible_env, step: str) -> tuple[Sim, dict, str]:
-    """A host whose venv was built and switched once, then a new lock whose switch stops after `step`."""
-    sim = Sim(tmp_path, ansible_env)
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, ansible_env) -> dict:
+    """A host whose venv was built and switched once by prefect_venv.yml (the state; each test goes on from a copy)."""
+    root = tmp_path_factory.mktemp("venv_built")
+    sim = Sim(root, ansible_env)
+    sim.run({"prefect_bundle_dir": str(make_bundle(root))}, playbook="prefect_venv.yml")
+    return sim.state
+
+
+def _interrupted(built, tmp_path, ansible_env, step: str) -> tuple[Sim, dict, str]:
+    """A host whose venv was built and switched once (a copy of `built`), then a new lock whose switch stops after
+    `step`."""
+    sim = Sim(tmp_path, ansible_env, copy.deepcopy(built))
     extra = {"prefect_bundle_dir": str(make_bundle(tmp_path))}
-    sim.run(extra, playbook="prefect_venv.yml")
     first_venv = sim.state["junctions"][LINK]
     make_bundle(tmp_path, LOCK + b"extra==1.0 --hash=sha256:1111\n")
     extra["prefect_venv_check_committed_lock"] = False
@@ -37,10 +47,10 @@ def _interrupted(tmp_path, ansible_env, step: str) -> tuple[Sim, dict, str]:
 
 
 @pytest.mark.parametrize("step", ["new", "old_aside"])
-def test_interrupted_switch_is_finished_by_the_next_run(tmp_path, ansible_env, step):
+def test_interrupted_switch_is_finished_by_the_next_run(built, tmp_path, ansible_env, step):
     """Stopped before the new link was in place: `current` still leads to the old lock (after "old_aside" it is
     missing), so the next run reaches the switch, which restores or clears the leftovers and switches."""
-    sim, extra, first_venv = _interrupted(tmp_path, ansible_env, step)
+    sim, extra, first_venv = _interrupted(built, tmp_path, ansible_env, step)
     assert {LINK + ".new", LINK + ".old"} & set(sim.state["junctions"]), sim.state["junctions"]
     data = sim.run(extra, playbook="prefect_venv.yml")[1]
     junctions = sim.state["junctions"]
@@ -51,10 +61,10 @@ def test_interrupted_switch_is_finished_by_the_next_run(tmp_path, ansible_env, s
     assert SWITCH not in by_name(reached(again))
 
 
-def test_leftover_old_link_after_a_finished_switch_goes_with_the_next_switch(tmp_path, ansible_env):
+def test_leftover_old_link_after_a_finished_switch_goes_with_the_next_switch(built, tmp_path, ansible_env):
     """Stopped after the new link was in place: `current` already leads to the new venv, so the next run has nothing
     to switch and leaves current.old (a link, never read); the next switch removes it, never the venv behind it."""
-    sim, extra, first_venv = _interrupted(tmp_path, ansible_env, "new_in_place")
+    sim, extra, first_venv = _interrupted(built, tmp_path, ansible_env, "new_in_place")
     assert sim.state["junctions"] == {LINK: sim.state["junctions"][LINK], LINK + ".old": first_venv}
     assert SWITCH not in by_name(reached(sim.run(extra, playbook="prefect_venv.yml")[1]))
     make_bundle(tmp_path, LOCK + b"extra==2.0 --hash=sha256:2222\n")
