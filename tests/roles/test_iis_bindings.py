@@ -1,12 +1,14 @@
 """The iis_proxy role's bindings on the simulated host (simhost.py + sim_iis.py): the TLS flag it owns on its HTTPS
 bindings (DisableLegacyTLS, sslFlags 64, Windows Server 2022 and later), kept across microsoft.iis.website 1.1.0, which
 rewrites a kept binding's sslFlags from SNI and CCS alone and derives use_ccs as Floor(sslFlags / 2) (website.ps1:243-258);
-and the sites that answer port 80 beside the redirect (IIS's Default Web Site).
+and the sites that answer port 80 beside the redirect (IIS's Default Web Site). Windows Server 2019, where the flag is
+not set: test_iis_proxy.py test_server_2019_gets_no_flag_and_a_note_naming_the_host (its proxy host is one).
 
 Counted, not measured on Windows: the stand-ins behave as the upstream modules do (read in their sources).
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import subprocess
@@ -16,7 +18,7 @@ import pytest
 import yaml
 
 from simhost import HOST, Sim, by_name, host_results, reached
-from rolerun import REPO
+from rolerun import REPO, run_cost
 # The proxy host of test_iis_proxy.py: the extensions' MSIs and signatures, the bundle that carries them.
 from test_iis_proxy import ARR_MSI, REWRITE_MSI, SIGNED, THUMB, _bundle
 
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.simulated
 
 RENEWED = "B2C3D4E5F60718293A4B5C6D7E8F901234567890"
 PEOPLE, WORKERS = "*:443:prefect.corp.local", "*:8443:prefect.corp.local"
-SERVER_2022, SERVER_2019 = 20348, 17763
+SERVER_2022 = 20348
 FLAGS_TASK = "Proxy HTTPS bindings have legacy TLS off as configured and keep the flags of others"
 READ_TASK = "Bindings, certificates and TLS flags of the proxy sites are known"
 DEFAULT_SITE_TASK = "No site holding only IIS's start page answers port 80 beside the redirect"
@@ -32,11 +34,12 @@ DEFAULT_SITE_WARNING = "Sites with content of their own that answer port 80 besi
 
 
 class Front:
-    """A simulated proxy host (also server and worker) with one remote worker, so both sites exist."""
+    """A simulated proxy host (also server and worker) with one remote worker, so both sites exist. converged: the host to
+    start from (a copy of a module fixture's converged one) instead of a prepared one of this build and state."""
 
-    def __init__(self, root: Path, env: dict, build: int, **state):
+    def __init__(self, root: Path, env: dict, build: int = SERVER_2022, converged: dict | None = None, **state):
         digest = {m: hashlib.sha256(m).hexdigest() for m in (REWRITE_MSI, ARR_MSI)}
-        self.sim = Sim(root, env, state={
+        self.sim = Sim(root, env, state=copy.deepcopy(converged) if converged is not None else {
             "signatures": {digest[REWRITE_MSI]: SIGNED, digest[ARR_MSI]: SIGNED},
             "msi_products": {digest[REWRITE_MSI]: {"code": "{REWRITE}", "name": "URL Rewrite"},
                              digest[ARR_MSI]: {"code": "{ARR}", "name": "Application Request Routing"}},
@@ -54,8 +57,9 @@ class Front:
         (self.sim.root / "extra.json").write_text(json.dumps(extra))
         argv = [str(REPO / ".venv/bin/ansible-playbook"), "-i", str(self.inventory), str(playbook), "--limit", HOST,
                 "-e", f"@{self.sim.root / 'extra.json'}", *args]
-        proc = subprocess.run(argv, env=self.sim.env, cwd=self.sim.root, capture_output=True, text=True, timeout=600,
-                              check=False)
+        with run_cost(playbook.name, HOST, args):
+            proc = subprocess.run(argv, env=self.sim.env, cwd=self.sim.root, capture_output=True, text=True, timeout=600,
+                                  check=False)
         start = proc.stdout.find("{")
         data = json.loads(proc.stdout[start:]) if start >= 0 else {}
         assert proc.returncode == expect_rc, f"rc={proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
@@ -140,11 +144,10 @@ def test_upstream_module_given_every_binding_fails_or_drops_the_flag(server_2022
     assert dropped["changed"] and front.flags()["Prefect " + PEOPLE] == 1
 
 
-def test_certificate_rotation_keeps_the_flag_and_flags_of_others(tmp_path, ansible_env):
+def test_certificate_rotation_keeps_the_flag_and_flags_of_others(server_2022, tmp_path, ansible_env):
     """A rotation makes the role hand the module the bindings, which rewrites sslFlags to 1; the script then puts back
     DisableLegacyTLS and what an administrator set (DisableHTTP2, 4), read before the module ran."""
-    front = Front(tmp_path, ansible_env, SERVER_2022)
-    front.run()
+    front = Front(tmp_path, ansible_env, converged=server_2022["converged"])
     front.set_flags("Prefect", PEOPLE, 65 | 4)
     _out, rotated = front.run(iis_proxy_certificate_thumbprint=RENEWED)
     results = by_name(reached(rotated))
@@ -157,20 +160,18 @@ def test_certificate_rotation_keeps_the_flag_and_flags_of_others(tmp_path, ansib
     assert not changed(again), changed(again)
 
 
-def test_flag_drifted_by_hand_is_set_again_alone(tmp_path, ansible_env):
+def test_flag_drifted_by_hand_is_set_again_alone(server_2022, tmp_path, ansible_env):
     """Someone cleared DisableLegacyTLS and set DisableOCSPStp (8): only the role's bit comes back, the sites are not
     rebound."""
-    front = Front(tmp_path, ansible_env, SERVER_2022)
-    front.run()
+    front = Front(tmp_path, ansible_env, converged=server_2022["converged"])
     front.set_flags("Prefect-Workers", WORKERS, 1 | 8)
     _out, data = front.run()
     assert changed(data) == [FLAGS_TASK], changed(data)
     assert front.flags()["Prefect-Workers " + WORKERS] == 1 | 8 | 64
 
 
-def test_option_off_clears_the_flag_and_keeps_others(tmp_path, ansible_env):
-    front = Front(tmp_path, ansible_env, SERVER_2022)
-    front.run()
+def test_option_off_clears_the_flag_and_keeps_others(server_2022, tmp_path, ansible_env):
+    front = Front(tmp_path, ansible_env, converged=server_2022["converged"])
     front.set_flags("Prefect", PEOPLE, 65 | 32)
     _out, check = front.run(args=["--check"], iis_proxy_disable_legacy_tls=False)
     assert front.flags()["Prefect " + PEOPLE] == 97 and by_name(reached(check))[FLAGS_TASK]["changed"]
@@ -180,22 +181,19 @@ def test_option_off_clears_the_flag_and_keeps_others(tmp_path, ansible_env):
     assert not changed(again), changed(again)
 
 
-def test_server_2019_gets_no_flag_and_a_note_naming_the_host(tmp_path, ansible_env):
-    front = Front(tmp_path, ansible_env, SERVER_2019)
-    _out, first = front.run()
-    assert set(front.flags().values()) == {1}
-    note = by_name(host_results(first))["Legacy TLS on a host whose IIS cannot turn it off per binding is noted"]
-    assert HOST in note["msg"] and "build 17763" in note["msg"] and "20348" in note["msg"], note
-    _out, again = front.run()
-    assert not changed(again) and FLAGS_TASK not in by_name(reached(again))
-
-
 # Port 80 beside the redirect: IIS setup's Default Web Site (*:80:, the start page) on a host where Web-Server is
 # installed by the role (sim_iis.py iis_win_feature with iis_setup_default_site).
 
-def test_redirect_stops_a_default_web_site_that_holds_only_the_start_page(tmp_path, ansible_env):
-    front = Front(tmp_path, ansible_env, SERVER_2022, iis_setup_default_site=True)
+@pytest.fixture(scope="module")
+def default_site(tmp_path_factory, ansible_env):
+    """The host converged without the redirect (iis_proxy_http_redirect's default, false)."""
+    front = Front(tmp_path_factory.mktemp("default-site"), ansible_env, SERVER_2022, iis_setup_default_site=True)
     front.run(iis_proxy_http_redirect=False)
+    return front.sim.state
+
+
+def test_redirect_stops_a_default_web_site_that_holds_only_the_start_page(default_site, tmp_path, ansible_env):
+    front = Front(tmp_path, ansible_env, converged=default_site)
     default = front.sim.state["iis"]["sites"]["Default Web Site"]
     assert default["state"] == "Started"  # without the redirect port 80 stays closed and the site is left alone
     _out, check = front.run(args=["--check"], iis_proxy_http_redirect=True)
@@ -211,9 +209,8 @@ def test_redirect_stops_a_default_web_site_that_holds_only_the_start_page(tmp_pa
     assert not changed(again), changed(again)
 
 
-def test_redirect_leaves_a_site_with_content_of_its_own_and_names_it(tmp_path, ansible_env):
-    front = Front(tmp_path, ansible_env, SERVER_2022, iis_setup_default_site=True)
-    front.run()
+def test_redirect_leaves_a_site_with_content_of_its_own_and_names_it(default_site, tmp_path, ansible_env):
+    front = Front(tmp_path, ansible_env, converged=default_site)
     iis = front.sim.state["iis"]
     iis["files"]["c:\\inetpub\\wwwroot\\index.html"] = "the team's own page"
     front.sim.update(iis=iis)

@@ -7,6 +7,7 @@ Counted, not measured on Windows: the stand-ins behave as the upstream modules d
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 import yaml
 
 from simhost import HOST, Sim, by_name, host_results, module_runs, reached
-from rolerun import REPO
+from rolerun import REPO, run_cost
 
 sys.path.insert(0, str(REPO / "tests" / "static"))
 from webconfig import check_web_config  # noqa: E402
@@ -54,15 +55,18 @@ def _state() -> dict:
                              digest[ARR_MSI]: {"code": "{ARR}", "name": "Application Request Routing"}},
             "iis": {"certificates": [THUMB], "dirs": ["c:\\inetpub"]},
             "spns": {"HOST/prefect.corp.local": ["OTHER$"]},
+            # Windows Server 2019 (sim_iis.py's default, said here): IIS cannot turn legacy TLS off per binding.
+            "os_build": 17763,
             # The remote workers' accounts (the workers' site admits them); the allowed group is in default_state.
             "directory": {"CORP\\svc_wrk1": {"sid": "S-1-5-21-2000-5201"}, "CORP\\svc_wrk2": {"sid": "S-1-5-21-2000-5202"}}}
 
 
 class Proxy:
-    """The simulated proxy host and an inventory of its own: the proxy (also server and a worker) and two remote workers."""
+    """The simulated proxy host and an inventory of its own: the proxy (also server and a worker) and two remote workers.
+    state: the host to start from (a copy of a converged one), else a prepared host where nothing of the role is yet."""
 
-    def __init__(self, root: Path, env: dict):
-        self.sim = Sim(root, env, state=_state())
+    def __init__(self, root: Path, env: dict, state: dict | None = None):
+        self.sim = Sim(root, env, state=copy.deepcopy(state) if state is not None else _state())
         self.bundle = _bundle(root)
         # Each remote worker's machine-path credential (its account is what the workers' site admits).
         hosts = {HOST: {}, **{w: {"prefect_host_address": a, "prefect_worker_api_auth_string": f"CORP\\svc_wrk{i}:Wrk-Secret-{i}"}
@@ -73,19 +77,57 @@ class Proxy:
         self.inventory = root / "inventory.yml"
         self.inventory.write_text(yaml.safe_dump(inventory))
 
+    def values(self, **extra) -> dict:
+        return {**self.sim.base, "prefect_bundle_dir": str(self.bundle), "prefect_public_host": "prefect.corp.local",
+                "iis_proxy_certificate_thumbprint": THUMB, "iis_proxy_allowed_groups": ["CORP\\Prefect Users"], **extra}
+
     def run(self, expect_rc: int = 0, args: list[str] | None = None, **extra) -> tuple[str, dict]:
-        values = {**self.sim.base, "prefect_bundle_dir": str(self.bundle), "prefect_public_host": "prefect.corp.local",
-                  "iis_proxy_certificate_thumbprint": THUMB, "iis_proxy_allowed_groups": ["CORP\\Prefect Users"], **extra}
+        return self._play(self.inventory, HOST, self.values(**extra), expect_rc, args)
+
+    def _play(self, inventory: Path, limit: str, values: dict, expect_rc: int, args: list[str] | None) -> tuple[str, dict]:
         (self.sim.root / "extra.json").write_text(json.dumps(values))
-        argv = [str(REPO / ".venv/bin/ansible-playbook"), "-i", str(self.inventory),
+        argv = [str(REPO / ".venv/bin/ansible-playbook"), "-i", str(inventory),
                 str(self.sim.collections / "ansible_collections/enclave/prefect/playbooks/iis_proxy.yml"),
-                "--limit", HOST, "-e", f"@{self.sim.root / 'extra.json'}", *(args or [])]
-        proc = subprocess.run(argv, env=self.sim.env, cwd=self.sim.root, capture_output=True, text=True, timeout=600,
-                              check=False)
+                "--limit", limit, "-e", f"@{self.sim.root / 'extra.json'}", *(args or [])]
+        with run_cost("iis_proxy.yml", limit, args):
+            proc = subprocess.run(argv, env=self.sim.env, cwd=self.sim.root, capture_output=True, text=True, timeout=600,
+                                  check=False)
         start = proc.stdout.find("{")
         data = json.loads(proc.stdout[start:]) if start >= 0 else {}
         assert proc.returncode == expect_rc, f"rc={proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
         return proc.stdout + proc.stderr, data
+
+    def preflight(self, cases: dict[str, dict], workers: dict[str, dict] | None = None,
+                  not_servers: tuple[str, ...] = ()) -> tuple[str, dict, dict[str, str]]:
+        """One run of iis_proxy.yml for several cases, each a proxy host of this inventory (also a server host, unless in
+        not_servers) whose host variables are the case's input over the common input of run() (inventory variables: extra
+        vars would override a case's); its remote workers are this inventory's, the proxy host not among them, unless the
+        case names its own in iis_proxy_worker_hosts (workers: more hosts, in no group). The preflight refuses every case
+        host on the control node, one line per problem naming the host. Returns the output, the callback's data and each
+        case host's verdict message."""
+        inventory = yaml.safe_load(self.inventory.read_text())
+        inventory["all"]["vars"] = self.values()
+        groups = inventory["all"]["children"]
+        groups["prefect_workers"]["hosts"].pop(HOST)
+        for name, variables in {**cases, **(workers or {})}.items():
+            inventory["all"]["hosts"][name] = variables
+        for name in cases:
+            groups["prefect_proxy"]["hosts"][name] = None
+            if name not in not_servers:
+                groups["prefect_server"]["hosts"][name] = None
+        path = self.sim.root / "preflight-inventory.yml"
+        path.write_text(yaml.safe_dump(inventory))
+        output, data = self._play(path, ",".join(cases), self.sim.base, 2, None)
+        verdicts = {name: by_name(host_results(data, name)).get("Every targeted host's input is valid", {}).get("msg", "")
+                    for name in cases}
+        return output, data, verdicts
+
+
+def assert_refused(verdict: str, host: str, messages: list[str]) -> None:
+    """host's preflight verdict names each message, on lines that each begin with the host's name."""
+    assert verdict and all(line.startswith(f"{host}: ") for line in verdict.splitlines()), verdict
+    for message in messages:
+        assert message in verdict, (message, verdict)
 
 
 @pytest.fixture(scope="module")
@@ -181,9 +223,22 @@ def test_spn_problem_is_a_warning_naming_the_host(runs):
     assert HOST in result["msg"] and "HTTP/prefect.corp.local" in result["msg"]
 
 
-def test_state_absent_removes_what_the_role_made_and_leaves_iis(tmp_path, ansible_env):
-    proxy = Proxy(tmp_path, ansible_env)
-    proxy.run()
+# test_iis_bindings.py's task names: the TLS flag the role owns on its bindings (Windows Server 2022 and later).
+FLAGS_TASK = "Proxy HTTPS bindings have legacy TLS off as configured and keep the flags of others"
+
+
+def test_server_2019_gets_no_flag_and_a_note_naming_the_host(runs):
+    """The proxy host here is Windows Server 2019 (build 17763): its bindings keep sslFlags 1 (SNI), a note names the
+    host and the build that would turn legacy TLS off, and the re-run does not reach the flags task."""
+    sites = runs["converged"]["iis"]["sites"]
+    assert {b["sslFlags"] for site in sites.values() for b in site["bindings"].values()} == {1}, sites
+    note = by_name(host_results(runs["first"]))["Legacy TLS on a host whose IIS cannot turn it off per binding is noted"]
+    assert HOST in note["msg"] and "build 17763" in note["msg"] and "20348" in note["msg"], note
+    assert FLAGS_TASK not in by_name(reached(runs["second"]))
+
+
+def test_state_absent_removes_what_the_role_made_and_leaves_iis(runs, tmp_path, ansible_env):
+    proxy = Proxy(tmp_path, ansible_env, state=runs["converged"])  # the converged host of the module's runs
     proxy.run(iis_proxy_state="absent")
     state = proxy.sim.state["iis"]
     assert state["sites"] == {} and state["pools"] == {} and state["files"] == {}
@@ -219,12 +274,12 @@ def test_first_check_run_with_product_ids_reports_the_extensions(tmp_path, ansib
     assert not [n for n, r in host_results(data) if "IIS extension is installed" in n and not r.get("skipped")]
 
 
-def test_certificate_renewal_is_reported_and_check_mode_leaves_the_binding(tmp_path, ansible_env):
+def test_certificate_renewal_is_reported_and_check_mode_leaves_the_binding(runs, tmp_path, ansible_env):
     """website.ps1:261-264 (microsoft.iis 1.1.0) rebinds a kept binding's certificate unreported, in check mode too; the
-    role reads website_info first."""
+    role reads website_info first. After the renewal check mode reports nothing (a real re-run after a rotation changes
+    nothing: test_iis_bindings.py test_certificate_rotation_keeps_the_flag_and_flags_of_others)."""
     renewed = "B2C3D4E5F60718293A4B5C6D7E8F901234567890"
-    proxy = Proxy(tmp_path, ansible_env)
-    proxy.run()
+    proxy = Proxy(tmp_path, ansible_env, state=runs["converged"])  # the converged host of the module's runs
     iis = proxy.sim.state["iis"]
     proxy.sim.update(iis={**iis, "certificates": [THUMB, renewed]})
     before = proxy.sim.state["iis"]
@@ -239,8 +294,6 @@ def test_certificate_renewal_is_reported_and_check_mode_leaves_the_binding(tmp_p
     assert results["Workers' site answers HTTPS on prefect_worker_port"]["changed"]
     sites = proxy.sim.state["iis"]["sites"]
     assert {b["certificate"] for s in sites.values() for b in s["bindings"].values()} == {renewed}
-    _out, again = proxy.run(iis_proxy_certificate_thumbprint=renewed)
-    assert not [n for n, r in reached(again) if r.get("changed")]
     _out, check_again = proxy.run(args=["--check"], iis_proxy_certificate_thumbprint=renewed)
     assert not [n for n, r in host_results(check_again) if r.get("changed")]
 
@@ -271,8 +324,9 @@ def test_reboot_needed_by_a_role_service_stops_naming_the_host(tmp_path, ansible
     assert proxy.sim.state["iis"]["sites"] == {}
 
 
-# Two cases through iis_proxy.yml (the preflight stops the run before any host; a secret never shows); the role's
-# other bad input is refused the same way by its own checks, all cases in one run: test_roles_bad_input.py.
+# Cases through iis_proxy.yml (the preflight stops the run before any host; a secret never shows), all in one run, each
+# case a proxy host of its own (Proxy.preflight); the role's other bad input is refused the same way by its own checks,
+# all cases in one run: test_roles_bad_input.py.
 BAD = [
     ({"iis_proxy_certificate_thumbprint": "A1B2 C3"}, "iis_proxy_certificate_thumbprint must be"),
     ({"prefect_api_auth_string": "prefect:Auth-Secret-93be"}, "prefect_api_auth_string must be empty"),
@@ -281,16 +335,30 @@ BAD = [
     ({"iis_proxy_allowed_groups": ["Prefect Users", "CORP\\a,b"]},
      "without commas (IIS reads a comma as a list separator); got Prefect Users, CORP"),
 ]
+BAD_HOSTS = [f"bad{i}.corp.local" for i in range(len(BAD))]
+# The rules forward to 127.0.0.1:4200: a proxy host without the Prefect server would proxy to nothing.
+NOT_SERVER = "notserver.corp.local"
+# Remote workers of its own (iis_proxy_worker_hosts) without a usable prefect_host_address: one invalid, one without any.
+NO_ADDRESS = "noaddress.corp.local"
+NO_ADDRESS_WORKERS = {"wrk8.corp.local": {"prefect_host_address": "10.20.1.300"}, "wrk9.corp.local": {}}
 
 
-@pytest.mark.parametrize(("extra", "message"), BAD, ids=[m.split()[0] + str(i) for i, (_e, m) in enumerate(BAD)])
-def test_bad_input_is_refused_before_any_host(tmp_path, ansible_env, extra, message):
-    proxy = Proxy(tmp_path, ansible_env)
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory, ansible_env):
+    proxy = Proxy(tmp_path_factory.mktemp("iis-bad"), ansible_env)
     before = proxy.sim.state_path.read_text()
-    output, data = proxy.run(expect_rc=2, **extra)
-    assert f"{HOST}: " in output and message in output, output[-3000:]
-    assert proxy.sim.state_path.read_text() == before  # no task reached the host
-    assert "Auth-Secret-93be" not in output
+    cases = {**{host: extra for host, (extra, _m) in zip(BAD_HOSTS, BAD)}, NOT_SERVER: {},
+             NO_ADDRESS: {"iis_proxy_worker_hosts": sorted(NO_ADDRESS_WORKERS)}}
+    output, _data, verdicts = proxy.preflight(cases, workers=NO_ADDRESS_WORKERS, not_servers=(NOT_SERVER,))
+    return {"output": output, "verdicts": verdicts, "untouched": proxy.sim.state_path.read_text() == before}
+
+
+@pytest.mark.parametrize(("host", "extra", "message"), [(h, e, m) for h, (e, m) in zip(BAD_HOSTS, BAD)],
+                         ids=[m.split()[0] + str(i) for i, (_e, m) in enumerate(BAD)])
+def test_bad_input_is_refused_before_any_host(refused, host, extra, message):
+    assert_refused(refused["verdicts"][host], host, [message])
+    assert refused["untouched"]  # no task reached the host
+    assert "Auth-Secret-93be" not in refused["output"]
 
 
 def test_authorization_is_refused_on_the_host_before_anything_is_written(tmp_path, ansible_env):
@@ -332,29 +400,15 @@ def test_the_spn_check_asks_the_directory_as_system():
     assert (task.get("become"), task.get("become_method"), task.get("become_user")) == (True, "ansible.builtin.runas", "SYSTEM")
 
 
-def test_a_proxy_that_is_not_a_server_host_is_refused_before_any_host(tmp_path, ansible_env):
+def test_a_proxy_that_is_not_a_server_host_is_refused_before_any_host(refused):
     """The rules forward to 127.0.0.1:4200: a proxy host without the Prefect server would proxy to nothing."""
-    proxy = Proxy(tmp_path, ansible_env)
-    inventory = yaml.safe_load(proxy.inventory.read_text())
-    inventory["all"]["children"]["prefect_server"]["hosts"] = {"wrk1.corp.local": None}
-    proxy.inventory.write_text(yaml.safe_dump(inventory))
-    before = proxy.sim.state_path.read_text()
-    output, _data = proxy.run(expect_rc=2)
-    assert f"{HOST}: this host is in prefect_proxy but not in prefect_server" in output, output[-3000:]
-    assert proxy.sim.state_path.read_text() == before
+    assert_refused(refused["verdicts"][NOT_SERVER], NOT_SERVER, ["this host is in prefect_proxy but not in prefect_server"])
+    assert refused["untouched"]
 
 
-def test_missing_worker_address_is_refused_before_any_host(tmp_path, ansible_env):
-    proxy = Proxy(tmp_path, ansible_env)
-    inventory = yaml.safe_load(proxy.inventory.read_text())
-    inventory["all"]["hosts"]["wrk2.corp.local"] = {"prefect_host_address": "10.20.1.300"}
-    inventory["all"]["hosts"]["wrk3.corp.local"] = {}
-    inventory["all"]["children"]["prefect_workers"]["hosts"]["wrk3.corp.local"] = None
-    proxy.inventory.write_text(yaml.safe_dump(inventory))
-    before = proxy.sim.state_path.read_text()
-    output, _data = proxy.run(expect_rc=2)
-    assert "wrk2.corp.local = '10.20.1.300'" in output and "wrk3.corp.local = ''" in output, output[-3000:]
-    assert proxy.sim.state_path.read_text() == before
+def test_missing_worker_address_is_refused_before_any_host(refused):
+    assert_refused(refused["verdicts"][NO_ADDRESS], NO_ADDRESS, ["wrk8.corp.local = '10.20.1.300'", "wrk9.corp.local = ''"])
+    assert refused["untouched"]
 
 
 def test_every_script_of_the_role_runs_in_check_mode():

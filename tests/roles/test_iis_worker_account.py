@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from simhost import HOST, by_name, reached
-from test_iis_proxy import WORKERS, Proxy
+from test_iis_proxy import WORKERS, Proxy, assert_refused
 
 pytestmark = pytest.mark.simulated
 
@@ -25,9 +25,10 @@ DENIED = ["SeDenyNetworkLogonRight", "SeDenyInteractiveLogonRight", "SeDenyRemot
 BASIC = "Prefect-Workers|system.webServer/security/authentication/basicAuthentication"
 
 
-def _local_proxy(root, env, credentials=None) -> Proxy:
-    """The proxy of test_iis_proxy.py with both remote workers on the local account (or the given credentials)."""
-    proxy = Proxy(root, env)
+def _local_proxy(root, env, credentials=None, state=None) -> Proxy:
+    """The proxy of test_iis_proxy.py with both remote workers on the local account (or the given credentials); state:
+    the host to start from (a copy of the module's converged one)."""
+    proxy = Proxy(root, env, state=state)
     inventory = yaml.safe_load(proxy.inventory.read_text())
     for i, worker in enumerate(WORKERS):
         inventory["all"]["hosts"][worker]["prefect_worker_api_auth_string"] = (credentials or {}).get(
@@ -101,11 +102,10 @@ def _deny_batch(state):
     state["rights"].setdefault("SeDenyBatchLogonRight", []).append(state["accounts"][ACCOUNT]["sid"])
 
 
-def test_the_account_passes_iis_basic_with_its_password_and_batch_logon_only(tmp_path, ansible_env):
+def test_the_account_passes_iis_basic_with_its_password_and_batch_logon_only(runs, tmp_path, ansible_env):
     """The account and password pass IIS Basic on the workers' site; a wrong password, the name with a domain, or the
     account denied batch logon (a Group Policy could) get 401."""
-    proxy = _local_proxy(tmp_path / "proxy", ansible_env)
-    proxy.run()
+    proxy = _local_proxy(tmp_path / "proxy", ansible_env, state=runs["converged"])  # the module's converged host
     converged = proxy.sim.state_path.read_text()
     assert _health(proxy, tmp_path, f"{ACCOUNT}:{PASSWORD}").get("healthy") is True
     for auth_string, change in [(f"{ACCOUNT}:wrong", None), (f"CORP\\{ACCOUNT}:{PASSWORD}", None),
@@ -115,9 +115,8 @@ def test_the_account_passes_iis_basic_with_its_password_and_batch_logon_only(tmp
         assert result["failed"] and "HTTP 401" in result["msg"], (auth_string, result["msg"])
 
 
-def test_state_absent_removes_the_local_account(tmp_path, ansible_env):
-    proxy = _local_proxy(tmp_path, ansible_env)
-    proxy.run()
+def test_state_absent_removes_the_local_account(runs, tmp_path, ansible_env):
+    proxy = _local_proxy(tmp_path, ansible_env, state=runs["converged"])  # the module's converged host
     assert ACCOUNT in proxy.sim.state["accounts"]
     proxy.run(iis_proxy_state="absent")
     assert ACCOUNT not in proxy.sim.state["accounts"]
@@ -147,17 +146,33 @@ REFUSALS = [
 ]
 
 
-@pytest.mark.parametrize("case, credentials, extra, messages", REFUSALS, ids=[r[0] for r in REFUSALS])
-def test_clashes_are_refused_before_any_host(tmp_path, ansible_env, case, credentials, extra, messages):
-    proxy = _local_proxy(tmp_path, ansible_env, credentials)
+@pytest.fixture(scope="module")
+def clashes(tmp_path_factory, ansible_env):
+    """Every case of REFUSALS in one run (Proxy.preflight), each a proxy host of its own with the case's input; a case
+    with credentials of its own has remote workers of its own (iis_proxy_worker_hosts), the others the inventory's two
+    on the local account."""
+    proxy = _local_proxy(tmp_path_factory.mktemp("iis-clash"), ansible_env)
     before = proxy.sim.state_path.read_text()
-    output, _data = proxy.run(expect_rc=2, **extra)
-    output = output.replace("\\\\", "\\")  # the JSON callback escapes backslashes
-    for message in messages:
-        assert message in output, (message, [line for line in output.splitlines() if "corp.local: " in line])
+    cases, workers = {}, {}
+    for i, (_case, credentials, extra, _messages) in enumerate(REFUSALS):
+        host = f"clash{i}.corp.local"
+        cases[host] = dict(extra)
+        if credentials:
+            own = {f"clash{i}-{w}": {"prefect_host_address": address, "prefect_worker_api_auth_string": credentials[w]}
+                   for w, address in WORKERS.items()}
+            workers.update(own)
+            cases[host]["iis_proxy_worker_hosts"] = sorted(own)
+    output, _data, verdicts = proxy.preflight(cases, workers=workers)
+    return {"output": output, "verdicts": verdicts, "untouched": proxy.sim.state_path.read_text() == before}
+
+
+@pytest.mark.parametrize("index", range(len(REFUSALS)), ids=[r[0] for r in REFUSALS])
+def test_clashes_are_refused_before_any_host(clashes, index):
+    _case, _credentials, _extra, messages = REFUSALS[index]
+    assert_refused(clashes["verdicts"][f"clash{index}.corp.local"], f"clash{index}.corp.local", messages)
     for secret in ("One-Secret-1", "Two-Secret-2", "Dom-Secret-1", PASSWORD):
-        assert secret not in output
-    assert proxy.sim.state_path.read_text() == before
+        assert secret not in clashes["output"]
+    assert clashes["untouched"]
 
 
 def test_the_service_account_fallbacks_are_those_roles_defaults():
@@ -177,31 +192,49 @@ def test_the_service_account_fallbacks_are_those_roles_defaults():
         == backup["backup_account_deny_rights"]
 
 
-def test_developers_networks_reach_the_machine_path_as_members_of_the_allowed_groups(tmp_path, ansible_env):
+# Remote workers at an IPv6 and an IPv4-mapped address, developers' networks of both kinds: one converge that the next
+# two tests read (each case once, and the developers' test before took the same run with IPv4 workers and one network).
+IPV6_WORKERS = {"wrk1.corp.local": "fd00:20::21", "wrk2.corp.local": "::ffff:10.20.1.22"}
+CLI_NETWORKS = ["fd00:40::7", "10.40.0.0/16"]
+
+
+@pytest.fixture(scope="module")
+def developers(tmp_path_factory, ansible_env):
+    root = tmp_path_factory.mktemp("iis-developers")
+    proxy = _local_proxy(root / "proxy", ansible_env)
+    inventory = yaml.safe_load(proxy.inventory.read_text())
+    for worker, address in IPV6_WORKERS.items():
+        inventory["all"]["hosts"][worker]["prefect_host_address"] = address
+    proxy.inventory.write_text(yaml.safe_dump(inventory))
+    proxy.run(prefect_cli_networks=CLI_NETWORKS)
+    return {"proxy": proxy, "root": root, "converged": proxy.sim.state_path.read_text()}
+
+
+def test_developers_networks_reach_the_machine_path_as_members_of_the_allowed_groups(developers):
     """prefect_cli_networks: Prefect's CLI from a developers' network sends DOMAIN\\user:password (IIS Basic); the
     workers' site admits that network and the members of iis_proxy_allowed_groups besides the workers' account. A
     person outside the groups gets 401, an address outside the networks 403, and the workers' account still passes."""
-    proxy = _local_proxy(tmp_path / "proxy", ansible_env)
-    proxy.run(prefect_cli_networks=["10.40.0.0/16"])
+    proxy, root, converged = developers["proxy"], developers["root"], developers["converged"]
+    proxy.sim.state_path.write_text(converged)
     apphost = proxy.sim.state["iis"]["apphost"]
-    assert apphost["Prefect-Workers|system.webServer/security/ipSecurity"]["collection:"] == [
-        f"ipAddress={a};subnetMask=255.255.255.255;allowed=true" for a in WORKERS.values()] + [
-        "ipAddress=10.40.0.0;subnetMask=255.255.0.0;allowed=true"]
+    entries = apphost["Prefect-Workers|system.webServer/security/ipSecurity"]["collection:"]
+    assert "ipAddress=10.40.0.0;subnetMask=255.255.0.0;allowed=true" in entries, entries
+    assert "ipAddress=10.20.1.22;subnetMask=255.255.255.255;allowed=true" in entries, entries
     assert apphost["Prefect-Workers|system.webServer/security/authorization"]["collection:"] == [
         f"accessType=Allow;users={ACCOUNT};roles=;verbs=", "accessType=Allow;users=;roles=CORP\\Prefect Users;verbs="]
-    converged = proxy.sim.state_path.read_text()
 
     def people(state):
         state["domain_accounts"] = {"CORP\\operator": "Op-Secret-77d1", "CORP\\someone": "Else-Secret-31a9"}
 
     developer = "10.40.3.7"
-    assert _health(proxy, tmp_path, "CORP\\operator:Op-Secret-77d1", people, caller=developer).get("healthy") is True
+    assert _health(proxy, root, "CORP\\operator:Op-Secret-77d1", people, caller=developer).get("healthy") is True
     proxy.sim.state_path.write_text(converged)
-    assert _health(proxy, tmp_path, f"{ACCOUNT}:{PASSWORD}", people).get("healthy") is True
+    # The IPv4 worker's address (its IPv4-mapped prefect_host_address).
+    assert _health(proxy, root, f"{ACCOUNT}:{PASSWORD}", people, caller="10.20.1.22").get("healthy") is True
     for auth_string, caller, status in [("CORP\\someone:Else-Secret-31a9", developer, "HTTP 401"),
                                         ("CORP\\operator:Op-Secret-77d1", "10.50.0.9", "HTTP 403")]:
         proxy.sim.state_path.write_text(converged)
-        result = _health(proxy, tmp_path, auth_string, people, expect_rc=2, caller=caller)
+        result = _health(proxy, root, auth_string, people, expect_rc=2, caller=caller)
         assert status in result["msg"], (auth_string, result["msg"])
 
 
@@ -221,23 +254,18 @@ def test_server_core_gets_iis_without_the_graphical_console(tmp_path, ansible_en
     assert "The role, role service, or feature name is not valid: 'Web-Mgmt-Console'" in output
 
 
-def test_ipv6_worker_and_developer_addresses_are_admitted(tmp_path, ansible_env):
+def test_ipv6_worker_and_developer_addresses_are_admitted(developers):
     """A remote worker with an IPv6 prefect_host_address and a developer's IPv6 address get ipSecurity entries (single
     addresses, the mask IIS Manager leaves at its default), an IPv4-mapped one its IPv4 spelling; the IPv6 worker
     passes the machine path from its address."""
-    proxy = _local_proxy(tmp_path / "proxy", ansible_env)
-    inventory = yaml.safe_load(proxy.inventory.read_text())
-    w1, w2 = list(WORKERS)
-    inventory["all"]["hosts"][w1]["prefect_host_address"] = "fd00:20::21"
-    inventory["all"]["hosts"][w2]["prefect_host_address"] = "::ffff:10.20.1.22"
-    proxy.inventory.write_text(yaml.safe_dump(inventory))
-    proxy.run(prefect_cli_networks=["fd00:40::7", "10.40.0.0/16"])
+    proxy, root = developers["proxy"], developers["root"]
+    proxy.sim.state_path.write_text(developers["converged"])
     entries = proxy.sim.state["iis"]["apphost"]["Prefect-Workers|system.webServer/security/ipSecurity"]["collection:"]
     assert entries == ["ipAddress=10.20.1.22;subnetMask=255.255.255.255;allowed=true",
                        "ipAddress=fd00:20::21;subnetMask=255.255.255.255;allowed=true",
                        "ipAddress=fd00:40::7;subnetMask=255.255.255.255;allowed=true",
                        "ipAddress=10.40.0.0;subnetMask=255.255.0.0;allowed=true"]
-    assert _health(proxy, tmp_path, f"{ACCOUNT}:{PASSWORD}", caller="fd00:20::21").get("healthy") is True
+    assert _health(proxy, root, f"{ACCOUNT}:{PASSWORD}", caller="fd00:20::21").get("healthy") is True
 
 
 def test_an_account_the_role_did_not_make_is_never_taken_over(tmp_path, ansible_env):
