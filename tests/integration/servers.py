@@ -34,7 +34,9 @@ PINNED_PREFECT = re.search(r"^prefect==(\S+)$", (REPO / "requirements" / "prefec
 OLD_PREFECT = re.search(r"^prefect==(\S+)$", (REPO / "requirements" / "prefect-old-linux-py311.in").read_text(), re.M).group(1)
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 FLOWS_DIR = REPO / "tests" / "fixtures" / "flows"
-SERVER_READY_TIMEOUT = 90
+# A deadline, not a wait: a server migrating an empty database on a machine whose other test processes keep both cores
+# busy has taken over a minute; a healthy one answers in seconds.
+SERVER_READY_TIMEOUT = 180
 PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 # What Prefect's client retries (PREFECT_CLIENT_MAX_RETRIES defaults to 5); the test helpers do the same.
 API_RETRY_STATUSES, API_RETRIES = (429, 502, 503), 5
