@@ -134,7 +134,8 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 # CPU seconds per test (this process and the children it waited for), for finding what the suite spends its two
-# cores on: ENCLAVE_TEST_CPU=/tmp/cpu.jsonl bash scripts/test.sh; then `python tests/durations.py --cpu /tmp/cpu.jsonl`.
+# cores on: ENCLAVE_TEST_CPU=/tmp/cpu.jsonl bash scripts/test.sh (the ansible-playbook runs of the simulated host log
+# their own lines there too: tests/roles/rolerun.py run_cost; docs/testing.md).
 _CPU_LOG = os.environ.get("ENCLAVE_TEST_CPU")
 
 
