@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from rolerun import REPO
-from simhost import INSTALLER, PROXY_CERT_THUMBPRINT, SECRETS, default_state, make_bundle, reached
+from simhost import INSTALLER, LOCK, PROXY_CERT_THUMBPRINT, SECRETS, default_state, host_results, make_bundle, reached
 from test_postgresql import _pem
 from test_site_distributed import Hosts
 
@@ -50,7 +50,7 @@ def runs(tmp_path_factory, ansible_env):
     first = sim.run(extra, limit="all", inventory=inventory)
     states = {h: sim.host_state(h) for h in HOSTS}
     second = sim.run(extra, limit="all", inventory=inventory)
-    return {"first": first, "states": states, "second": second}
+    return {"first": first, "states": states, "second": second, "root": root, "extra": extra, "inventory": inventory}
 
 
 def test_replicas_serve_the_api_only_with_redis_backends(runs):
@@ -100,3 +100,38 @@ def test_rerun_changes_nothing_and_no_secret_is_shown(runs):
     assert changed == {h: [] for h in HOSTS}, changed
     for proc, _data in (runs["first"], runs["second"]):
         assert REDIS_SECRET not in proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def upgraded(runs, tmp_path_factory, ansible_env):
+    """upgrade.yml over the converged HA hosts (copies of their states) with a bundle whose lock changed."""
+    root = tmp_path_factory.mktemp("ha-upgrade")
+    states = runs["states"]
+    states[API1] = {**states[API1], "pools": {"windows-process": {"type": "process", "is_paused": False, "status": "READY",
+                                                                  "workers": []}}, "flow_runs": []}
+    sim = Hosts(root, ansible_env, states)
+    make_bundle(root, LOCK + b"extra==9.9 --hash=sha256:9999\n")
+    extra = dict(runs["extra"], prefect_bundle_dir=str(root / "bundle"), prefect_venv_check_committed_lock=False)
+    proc, data = sim.run(extra, playbook="upgrade.yml", limit="all", inventory=runs["inventory"])
+    return proc, data, {h: sim.host_state(h) for h in HOSTS}
+
+
+def test_upgrade_stops_every_replica_and_the_services_before_the_migration_and_switches_them(upgraded, runs):
+    """The background services run against the same database: they stop with the replicas before the one migration
+    and run the new venv after it, as the replicas do."""
+    proc, data, states = upgraded
+    order = [(h, name.split(" : ", 1)[-1], r) for play in data["plays"] for t in play["tasks"]
+             for h, r in t["hosts"].items() for name in [t["task"]["name"]]]
+    stops = {h: i for i, (h, n, r) in enumerate(order) if n == "Servers and background services are stopped"
+             and r.get("changed")}
+    migration = [i for i, (h, n, r) in enumerate(order) if n.startswith("Database schema is migrated once") and not r.get("skipped")]
+    assert set(stops) == {API1, API2, SVC}, proc.stdout[-6000:]
+    assert len(migration) == 1 and max(stops.values()) < migration[0]
+    link = "c:\\prefect\\venvs\\current"
+    for host, name in ((API1, "PrefectServer"), (API2, "PrefectServer"), (SVC, "PrefectServices")):
+        assert states[host]["junctions"][link] != runs["states"][host]["junctions"][link], host
+        service = states[host]["services"][name]
+        assert service["running"], (host, name)
+        assert service["registry"]["Application"].startswith(states[host]["junctions"][link]), (host, name)
+        assert service["environment"]["PREFECT_SERVER_DATABASE_MIGRATE_ON_START"] == "false", host
+    assert "FAILED" not in proc.stdout
