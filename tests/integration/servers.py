@@ -7,6 +7,7 @@ directory and is stopped (whole process group) by `stop()`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -119,20 +120,26 @@ def _tail(path: Path, lines: int = 60) -> str:
         return f"(no log: {exc})"
 
 
+def stop_groups(procs, timeout: float = 20) -> None:
+    """SIGTERM the process groups started with start_new_session, all at once, then SIGKILL any that lingers past
+    timeout (a Prefect worker on a loaded machine can take longer than that to shut down: a teardown must not fail)."""
+    procs = [p for p in procs if p is not None and p.poll() is None]
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
 def _stop_group(proc: subprocess.Popen | None, timeout: float = 20) -> None:
     """SIGTERM the process group started with start_new_session, SIGKILL it if it lingers."""
-    if proc is None or proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    stop_groups([proc], timeout)
 
 
 def http(method: str, url: str, body=None, headers: dict | None = None, timeout: float = 10):

@@ -47,7 +47,7 @@ import pytest
 
 from arr_proxy import ArrProxy
 from roles_env import VAULT, server_plan
-from servers import PINNED_PREFECT, REPO, clean_env, prefect_bin
+from servers import PINNED_PREFECT, REPO, clean_env, prefect_bin, stop_groups
 
 pytestmark = pytest.mark.slow
 

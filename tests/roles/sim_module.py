@@ -662,7 +662,9 @@ elif NAME == "server_health":
     if missing:
         out.update(failed=True, msg="workers_online without the start of the worker's process: %s" % missing)
     else:
-        out.update(healthy=True, ready=True, checks=[])
+        # What /api/admin/version answers (health_checks.py reads it after health and ready).
+        out.update(healthy=True, ready=True, prefect_version=host.get("prefect_version", "unknown"), api_version="0.8.4",
+                   checks=[])
 elif NAME == "work_pool":
     pass
 else:

@@ -9,15 +9,17 @@ with this environment are proven in tests/integration/test_ha_replicas.py.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import shutil
 
 import pytest
 import yaml
 
-from rolerun import REPO
+from rolerun import PINNED_PREFECT, REPO
 from simhost import INSTALLER, LOCK, PROXY_CERT_THUMBPRINT, SECRETS, default_state, host_results, make_bundle, reached
 from test_postgresql import _pem
+from test_verify import _cert
 from test_site_distributed import Hosts
 
 pytestmark = pytest.mark.simulated
@@ -106,7 +108,7 @@ def test_rerun_changes_nothing_and_no_secret_is_shown(runs):
 def upgraded(runs, tmp_path_factory, ansible_env):
     """upgrade.yml over the converged HA hosts (copies of their states) with a bundle whose lock changed."""
     root = tmp_path_factory.mktemp("ha-upgrade")
-    states = runs["states"]
+    states = copy.deepcopy(runs["states"])
     states[API1] = {**states[API1], "pools": {"windows-process": {"type": "process", "is_paused": False, "status": "READY",
                                                                   "workers": []}}, "flow_runs": []}
     sim = Hosts(root, ansible_env, states)
@@ -135,3 +137,30 @@ def test_upgrade_stops_every_replica_and_the_services_before_the_migration_and_s
         assert service["registry"]["Application"].startswith(states[host]["junctions"][link]), (host, name)
         assert service["environment"]["PREFECT_SERVER_DATABASE_MIGRATE_ON_START"] == "false", host
     assert "FAILED" not in proc.stdout
+
+
+def test_verify_shows_each_replica_and_the_services_host(upgraded, runs, tmp_path, ansible_env):
+    """verify.yml after the upgrade: one row per API replica (its services steady, its API healthy on loopback with the
+    inventory's release) and one for the background-services host; a replica left on another release fails its row."""
+    _proc, _data, states = upgraded
+    states = copy.deepcopy(states)
+    # What verify meets beyond the deploy (test_verify.py converged): the operator's control node in the people's
+    # network, the proxies' certificate, the operator's account; the pools live in the one database both replicas read.
+    pools = {"windows-etl": {"type": "process", "is_paused": False, "status": "READY",
+                             "workers": [{"name": "PrefectWorker-etl-prefect-wrk04", "status": "ONLINE"}]}}
+    for host in (API1, API2):
+        states[host].update(control_node_address="10.30.0.15", certificate_details=_cert(400.5),
+                            domain_accounts={"CORP\\operator": "Op-Secret-77d1"}, pools=pools)
+    states[API2]["prefect_version"] = "3.8.8"
+    sim = Hosts(tmp_path, ansible_env, states)
+    extra = dict(runs["extra"], prefect_bundle_dir=str(runs["root"] / "bundle"))
+    proc, data = sim.run(extra, playbook="verify.yml", limit="all", inventory=runs["inventory"], expect_rc=2)
+    table = [r for h in HOSTS for n, r in host_results(data, h) if n == "Verify report"][0]["msg"]
+    rows = {(line.split(" | ")[0].strip(), line.split(" | ")[1].strip()): line.split(" | ")[2] for line in table[1:]}
+    check = "services steady, server healthy on loopback"
+    assert rows[(API1, check)] == "ok: PrefectServer running, API healthy, Prefect %s" % PINNED_PREFECT, table
+    assert rows[(SVC, check)] == "ok: PrefectServices running" and rows[(WRK, check)] == "ok: PrefectWorker-etl running"
+    assert rows[(API2, check)].startswith(
+        "FAILED: prefect-api02.corp.local: the Prefect server on loopback runs 3.8.8, the inventory names prefect_version"), table
+    # The one other failure: no backup drill has run since the deploy (test_verify.py covers a drill).
+    assert [k for k, v in rows.items() if v.startswith("FAILED")] == [(DB, "last backup drill"), (API2, check)], table

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.simulated
 CA = REPO / "tests" / "fixtures" / "roles" / "enclave-ca.pem"
 CHECKS = ["proxy (negotiate 200, anonymous 401)", "authorization (allowed 200, not allowed 401)", "machine path (worker credential 200, anonymous 401)",
           "Prefect port closed to other hosts", "pools READY, workers ONLINE", "proxy certificate expiry",
-          "smoke flow in pool windows-process", "newest backup", "last backup drill"]
+          "smoke flow in pool windows-process", "newest backup", "last backup drill", "services steady, server healthy on loopback"]
 WORKER = "PrefectWorker-prefect-aio"
 # The password parts of the Vault values (the JSON output escapes backslashes).
 FRAGMENTS = [re.split(r"[:@]", v.split(":", 1)[-1])[0] if k.endswith("api_auth_string") else v for k, v in SECRETS.items()] + [
@@ -112,6 +112,7 @@ def test_healthy_deployment_passes_with_a_table_of_every_check(converged, tmp_pa
     assert re.fullmatch(r"ok: prefect-pg-\d{8}T\d{6}Z\.dump, 4096 bytes, 3\.5 h old", rows[CHECKS[7]], re.I), rows[CHECKS[7]]
     assert re.fullmatch(r"ok: passed on 2026-11-30T02:31:00Z \(0\.2 days ago\) with prefect-pg-\d{8}T\d{6}Z\.dump: 60 tables, "
                         r"1234 rows, every table has the rows of the backup", rows[CHECKS[8]]), rows[CHECKS[8]]
+    assert rows[CHECKS[9]] == f"ok: PrefectServer, PrefectWorker running, API healthy, Prefect {PINNED_PREFECT}", rows[CHECKS[9]]
     assert sim.state["smoke_pool_of"] == {"enclave-smoke/smoke": "windows-process"}
     shown = by_name(host_results(data))["Smoke flow log lines are shown"]["msg"]
     assert shown == ["Flow run sim-run: COMPLETED", "INFO enclave.prefect smoke flow", "INFO Finished in state Completed()"]
@@ -159,6 +160,15 @@ def _no_drill(state):
     state["drill_records"] = {}
 
 
+def _other_release(state):
+    """The server answers with another release than the inventory's prefect_version (a replica a partial upgrade left)."""
+    state["prefect_version"] = "3.8.8"
+
+
+def _worker_stopped(state):
+    state["services"]["PrefectWorker"]["running"] = False
+
+
 # (case, state change, extra vars, the failed check, what its message says)
 FAILURES = [
     ("anonymous 200", _anonymous_allowed, {}, CHECKS[0],
@@ -178,6 +188,9 @@ FAILURES = [
     ("drill failed", _drill_failed, {}, CHECKS[8],
      "FAILED on 2026-11-30T02:31:00Z (0.2 days ago) with prefect-pg-"),
     ("drill too old", _drill_old, {}, CHECKS[8], "(12.4 days ago)"),
+    ("server on another release", _other_release, {}, CHECKS[9],
+     f"the Prefect server on loopback runs 3.8.8, the inventory names prefect_version {PINNED_PREFECT}"),
+    ("worker service stopped", _worker_stopped, {}, CHECKS[9], "PrefectWorker is Stopped, expected Running"),
     ("no drill", _no_drill, {}, CHECKS[8],
      "no drill recorded (drills run after the scheduled backup on Sunday, or with playbooks/backup.yml -e backup_drill=true)"),
 ]
