@@ -164,3 +164,25 @@ def test_verify_shows_each_replica_and_the_services_host(upgraded, runs, tmp_pat
         "FAILED: prefect-api02.corp.local: the Prefect server on loopback runs 3.8.8, the inventory names prefect_version"), table
     # The one other failure: no backup drill has run since the deploy (test_verify.py covers a drill).
     assert [k for k, v in rows.items() if v.startswith("FAILED")] == [(DB, "last backup drill"), (API2, check)], table
+
+
+def test_restore_stops_the_services_host_with_the_replicas_and_starts_it_on_the_database_that_stays(upgraded, runs, tmp_path,
+                                                                                                     ansible_env):
+    """restore.yml over the HA hosts, of the backup the upgrade took: the background services stop with both replicas
+    before the database is replaced and start only after the restore is kept."""
+    _proc, _data, states = upgraded
+    sim = Hosts(tmp_path, ansible_env, copy.deepcopy(states))
+    dumps = sorted(f for f in states[DB]["files"] if f.startswith("c:\\prefect\\backups\\") and f.endswith(".dump"))
+    extra = dict(runs["extra"], prefect_bundle_dir=str(runs["root"] / "bundle"), backup_restore_file=dumps[-1].rsplit("\\", 1)[-1],
+                 backup_restore_confirm="yes, overwrite prefect")
+    proc, data = sim.run(extra, playbook="restore.yml", limit="all", inventory=runs["inventory"])
+    order = [(h, t["task"]["name"].split(" : ", 1)[-1], r) for play in data["plays"] for t in play["tasks"]
+             for h, r in t["hosts"].items() if not r.get("skipped")]
+    stopped = {h: i for i, (h, n, r) in enumerate(order) if n == "Prefect services are as this step needs, server stopped"}
+    started = {h: i for i, (h, n, r) in enumerate(order) if n == "Prefect services are as this step needs, server started"}
+    restored = [i for i, (h, n, _r) in enumerate(order) if h == DB and n == "Prefect database holds the named backup"]
+    kept = [i for i, (h, n, _r) in enumerate(order) if h == DB and n == "Restore is ended, keep"]
+    assert set(stopped) == {API1, API2, SVC} and max(stopped.values()) < restored[0], proc.stdout[-4000:]
+    assert set(started) == {API1, API2, SVC} and started[SVC] > kept[0]
+    after = sim.host_state(SVC)["services"]["PrefectServices"]
+    assert after["running"]
