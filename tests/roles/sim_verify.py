@@ -1,6 +1,6 @@
 # modules:
 # Stand-ins of playbooks/verify.yml's own calls (simhost.py PARTS); no new module, so the list above is empty.
-# - files/tcp_probe.ps1 and files/cert_expiry.ps1 (win_powershell), as the scripts read.
+# - files/tcp_probe.ps1, files/cert_expiry.ps1 and files/redis_check.ps1 (win_powershell), as the scripts read.
 # - enclave.prefect.server_health when it calls through the proxy (an https api_url): the network between the hosts.
 #   Its other calls (the roles' local health checks) keep sim_module.py's stand-in.
 # The network: every simulated host's state (one file per host under <root>/hosts/<host>/ when the test runs several
@@ -311,6 +311,36 @@ def verify_server_health():
     out.update(healthy=True, ready=True, prefect_version=version, api_version="0.8.4", checks=checks, api_from=args.get("api_from"))
 
 
-SCRIPTS.update({"files/tcp_probe.ps1": verify_tcp_probe, "files/cert_expiry.ps1": verify_cert_expiry})
+# Held to Debian's redis-server 7.0 by tests/integration/test_redis_check.py (the whole reply, one literal).
+_REDIS_NO_PASSWORD = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"
+
+
+def verify_redis_check():
+    # files/redis_check.ps1: TcpClient to Address:Port, AUTH when a password is given, INFO server, INFO cluster,
+    # COMMAND INFO XAUTOCLAIM; any problem is the result's error (the script catches it). The Redis this host reaches:
+    # host["redis_endpoints"] {"<address>:<port>": {"version", "cluster_enabled", "password"}} (absent: no connection).
+    # Redis's own replies (7.0 server.c/acl.c): a wrong password is WRONGPASS, a command without AUTH where a password is
+    # set NOAUTH, AUTH where none is set an ERR; COMMAND INFO of a command Redis lacks (XAUTOCLAIM before 6.2) is nil.
+    params = args["parameters"]
+    address, port, password = params["Address"], int(params["Port"]), params.get("Password") or ""
+    endpoint = (host.get("redis_endpoints") or {}).get("%s:%d" % (address, port))
+    result = {"address": address, "port": port, "version": "", "cluster_enabled": False, "xautoclaim": False, "error": ""}
+    if endpoint is None:
+        result["error"] = "no connection to %s:%d within %d ms" % (address, port, int(params.get("TimeoutMs", 5000)))
+    elif password and not endpoint.get("password"):
+        result["error"] = "Redis answered: " + _REDIS_NO_PASSWORD
+    elif password and password != endpoint["password"]:
+        result["error"] = "Redis answered: WRONGPASS invalid username-password pair or user is disabled."
+    elif endpoint.get("password") and not password:
+        result["error"] = "Redis answered: NOAUTH Authentication required."
+    else:
+        version = endpoint["version"]
+        result.update(version=version, cluster_enabled=bool(endpoint.get("cluster_enabled")),
+                      xautoclaim=tuple(int(p) for p in version.split(".")[:2]) >= (6, 2))
+    out["result"] = result
+
+
+SCRIPTS.update({"files/tcp_probe.ps1": verify_tcp_probe, "files/cert_expiry.ps1": verify_cert_expiry,
+                "files/redis_check.ps1": verify_redis_check})
 if NAME == "server_health" and str(_V_ARGS.get("api_url", "")).startswith("https://"):
     STANDINS["server_health"] = verify_server_health

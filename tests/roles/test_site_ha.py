@@ -139,31 +139,55 @@ def test_upgrade_stops_every_replica_and_the_services_before_the_migration_and_s
     assert "FAILED" not in proc.stdout
 
 
-def test_verify_shows_each_replica_and_the_services_host(upgraded, runs, tmp_path, ansible_env):
-    """verify.yml after the upgrade: one row per API replica (its services steady, its API healthy on loopback with the
-    inventory's release) and one for the background-services host; a replica left on another release fails its row."""
-    _proc, _data, states = upgraded
-    states = copy.deepcopy(states)
-    # What verify meets beyond the deploy (test_verify.py converged): the operator's control node in the people's
-    # network, the proxies' certificate, the operator's account; the pools live in the one database both replicas read.
+def _verify_states(upgraded) -> dict:
+    """The upgraded hosts with what verify meets beyond the deploy (test_verify.py converged): the operator's control
+    node in the people's network, the proxies' certificate, the operator's account; the pools live in the one database
+    both replicas read; the enclave's Redis as the server hosts reach it (sim_verify.py): 7.0, standalone."""
+    states = copy.deepcopy(upgraded[2])
     pools = {"windows-etl": {"type": "process", "is_paused": False, "status": "READY",
                              "workers": [{"name": "PrefectWorker-etl-prefect-wrk04", "status": "ONLINE"}]}}
     for host in (API1, API2):
         states[host].update(control_node_address="10.30.0.15", certificate_details=_cert(400.5),
-                            domain_accounts={"CORP\\operator": "Op-Secret-77d1"}, pools=pools)
-    states[API2]["prefect_version"] = "3.8.8"
-    sim = Hosts(tmp_path, ansible_env, states)
+                            domain_accounts={"CORP\\operator": "Op-Secret-77d1"}, pools=pools,
+                            redis_endpoints={"redis.corp.local:6379": {"version": "7.0.15", "password": REDIS_SECRET}})
+    return states
+
+
+def _verify_rows(sim, runs) -> tuple[dict, list[str], object]:
     extra = dict(runs["extra"], prefect_bundle_dir=str(runs["root"] / "bundle"))
     proc, data = sim.run(extra, playbook="verify.yml", limit="all", inventory=runs["inventory"], expect_rc=2)
     table = [r for h in HOSTS for n, r in host_results(data, h) if n == "Verify report"][0]["msg"]
     rows = {(line.split(" | ")[0].strip(), line.split(" | ")[1].strip()): line.split(" | ")[2] for line in table[1:]}
+    return rows, table, proc
+
+
+def test_verify_shows_each_replica_and_the_services_host(upgraded, runs, tmp_path, ansible_env):
+    """verify.yml after the upgrade: one row per API replica (its services steady, its API healthy on loopback with the
+    inventory's release) and one for the background-services host, and Redis asked from the first server host; a
+    replica left on another release fails its row."""
+    states = _verify_states(upgraded)
+    states[API2]["prefect_version"] = "3.8.8"
+    rows, table, proc = _verify_rows(Hosts(tmp_path, ansible_env, states), runs)
     check = "services steady, server healthy on loopback"
     assert rows[(API1, check)] == "ok: PrefectServer running, API healthy, Prefect %s" % PINNED_PREFECT, table
     assert rows[(SVC, check)] == "ok: PrefectServices running" and rows[(WRK, check)] == "ok: PrefectWorker-etl running"
     assert rows[(API2, check)].startswith(
         "FAILED: prefect-api02.corp.local: the Prefect server on loopback runs 3.8.8, the inventory names prefect_version"), table
+    assert rows[(API1, "Redis for high availability")] == (
+        "ok: redis.corp.local:6379 Redis 7.0.15, standalone, XAUTOCLAIM, from %s" % API1), table
     # The one other failure: no backup drill has run since the deploy (test_verify.py covers a drill).
     assert [k for k, v in rows.items() if v.startswith("FAILED")] == [(DB, "last backup drill"), (API2, check)], table
+    assert REDIS_SECRET not in proc.stdout + proc.stderr
+
+
+def test_verify_refuses_a_redis_older_than_6_2(upgraded, runs, tmp_path, ansible_env):
+    """prefect-redis needs XAUTOCLAIM (Redis 6.2): a 6.0 fails the Redis row, naming the version."""
+    states = _verify_states(upgraded)
+    states[API1]["redis_endpoints"]["redis.corp.local:6379"]["version"] = "6.0.16"
+    rows, table, _proc = _verify_rows(Hosts(tmp_path, ansible_env, states), runs)
+    assert rows[(API1, "Redis for high availability")] == (
+        "FAILED: redis.corp.local:6379 from prefect-api01.corp.local: Redis 6.0.16 is older than 6.2 or lacks XAUTOCLAIM,"
+        " which prefect-redis needs"), table
 
 
 def test_restore_stops_the_services_host_with_the_replicas_and_starts_it_on_the_database_that_stays(upgraded, runs, tmp_path,
@@ -186,3 +210,17 @@ def test_restore_stops_the_services_host_with_the_replicas_and_starts_it_on_the_
     assert set(started) == {API1, API2, SVC} and started[SVC] > kept[0]
     after = sim.host_state(SVC)["services"]["PrefectServices"]
     assert after["running"]
+
+
+def test_uninstall_removes_the_services_host_too(upgraded, runs, tmp_path, ansible_env):
+    """uninstall.yml over the HA hosts: the background-services host loses its service, NSSM and venvs as the replicas
+    do; the database host keeps PostgreSQL (uninstall_postgresql is off)."""
+    _proc, _data, states = upgraded
+    sim = Hosts(tmp_path, ansible_env, copy.deepcopy(states))
+    extra = dict(runs["extra"], prefect_bundle_dir=str(runs["root"] / "bundle"), uninstall_confirm=True)
+    sim.run(extra, playbook="uninstall.yml", limit="all", inventory=runs["inventory"])
+    for host in (API1, API2, SVC, WRK):
+        after = sim.host_state(host)
+        assert after["services"] == {}, host
+        assert not [j for j in after["junctions"] if j.startswith("c:\\prefect\\venvs")], host
+    assert sim.host_state(DB)["pg"] == states[DB]["pg"]

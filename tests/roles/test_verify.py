@@ -26,7 +26,8 @@ pytestmark = pytest.mark.simulated
 CA = REPO / "tests" / "fixtures" / "roles" / "enclave-ca.pem"
 CHECKS = ["proxy (negotiate 200, anonymous 401)", "authorization (allowed 200, not allowed 401)", "machine path (worker credential 200, anonymous 401)",
           "Prefect port closed to other hosts", "pools READY, workers ONLINE", "proxy certificate expiry",
-          "smoke flow in pool windows-process", "newest backup", "last backup drill", "services steady, server healthy on loopback"]
+          "smoke flow in pool windows-process", "newest backup", "last backup drill", "services steady, server healthy on loopback",
+          "Redis for high availability"]
 WORKER = "PrefectWorker-prefect-aio"
 # The password parts of the Vault values (the JSON output escapes backslashes).
 FRAGMENTS = [re.split(r"[:@]", v.split(":", 1)[-1])[0] if k.endswith("api_auth_string") else v for k, v in SECRETS.items()] + [
@@ -113,6 +114,7 @@ def test_healthy_deployment_passes_with_a_table_of_every_check(converged, tmp_pa
     assert re.fullmatch(r"ok: passed on 2026-11-30T02:31:00Z \(0\.2 days ago\) with prefect-pg-\d{8}T\d{6}Z\.dump: 60 tables, "
                         r"1234 rows, every table has the rows of the backup", rows[CHECKS[8]]), rows[CHECKS[8]]
     assert rows[CHECKS[9]] == f"ok: PrefectServer, PrefectWorker running, API healthy, Prefect {PINNED_PREFECT}", rows[CHECKS[9]]
+    assert rows[CHECKS[10]] == "skipped: prefect_ha is off: no Redis"
     assert sim.state["smoke_pool_of"] == {"enclave-smoke/smoke": "windows-process"}
     shown = by_name(host_results(data))["Smoke flow log lines are shown"]["msg"]
     assert shown == ["Flow run sim-run: COMPLETED", "INFO enclave.prefect smoke flow", "INFO Finished in state Completed()"]
