@@ -320,7 +320,7 @@ def _online_workers(server, pool: str, envs: dict[str, dict], tmp_path, queues: 
         assert not waiting, "\n".join(logs[name].read_text()[-3000:] for name in waiting)
         yield logs
     finally:
-        stop_groups(procs.values(), 30)
+        stop_groups(procs.values(), 10)
 
 
 def _worker_comes_online(server, tag: str, env: dict, tmp_path) -> None:

@@ -30,11 +30,9 @@ the proxy models only "these two credentials pass, anything else gets 401".
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime
 import ipaddress
 import json
-import os
 import re
 import secrets
 import shlex
@@ -196,9 +194,7 @@ def remote_worker(roles_server, front, enclave_ca, wrk01_plan, tmp_path_factory)
             pytest.fail(f"the remote worker is not ONLINE:\n{log.read_text()[-3000:]}", pytrace=False)
         yield log
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 15)
-        proc.wait(30)
+        stop_groups([proc], 10)
 
 
 # --------------------------------------------------------------------------- the person's CLI
