@@ -93,13 +93,16 @@ function Read-RespReply {
 
 # A problem is a result (error), not a failure of the task: the task that asks hides its parameters (the password),
 # the one that judges shows the error.
-$client = New-Object -TypeName System.Net.Sockets.TcpClient
+$client = $null
 $server = ''
 $cluster = ''
 $command = $null
 $problem = ''
 try {
-    if (-not ($client.ConnectAsync($Address, $Port).Wait($TimeoutMs) -and $client.Connected)) {
+    # A client of the address's family: TcpClient() is IPv4 only on .NET Framework, and the Redis host may be IPv6.
+    $ip = [System.Net.Dns]::GetHostAddresses($Address)[0]
+    $client = New-Object -TypeName System.Net.Sockets.TcpClient -ArgumentList $ip.AddressFamily
+    if (-not ($client.ConnectAsync($ip, $Port).Wait($TimeoutMs) -and $client.Connected)) {
         throw "no connection to ${Address}:$Port within $TimeoutMs ms"
     }
     $stream = $client.GetStream()
@@ -118,13 +121,14 @@ try {
     $command = Read-RespReply -Stream $stream
 }
 catch {
-    $problem = "$($_.Exception.Message)"
-    if ($_.Exception.InnerException) {
-        $problem = "$($_.Exception.InnerException.Message)"
-    }
+    # The innermost exception: a refused or unreachable connection comes wrapped in an AggregateException whose own
+    # message on .NET Framework is only "One or more errors occurred."
+    $problem = "$($_.Exception.GetBaseException().Message)"
 }
 finally {
-    $client.Dispose()
+    if ($client) {
+        $client.Dispose()
+    }
 }
 
 $version = ''

@@ -18,7 +18,8 @@ try {
 }
 catch {
     $open = $false
-    $detail = "$($_.Exception.InnerException.Message)"
+    # The innermost exception: ConnectAsync's AggregateException says only "One or more errors occurred." on .NET Framework.
+    $detail = "$($_.Exception.GetBaseException().Message)"
 }
 finally {
     $client.Dispose()

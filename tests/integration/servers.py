@@ -122,19 +122,30 @@ def _tail(path: Path, lines: int = 60) -> str:
 
 def stop_groups(procs, timeout: float = 20) -> None:
     """SIGTERM the process groups started with start_new_session, all at once, then SIGKILL any that lingers past
-    timeout (a Prefect worker on a loaded machine can take longer than that to shut down: a teardown must not fail)."""
+    timeout (a Prefect worker on a loaded machine can take longer than that to shut down: a teardown must not fail).
+    With ENCLAVE_TEST_CPU set (tests/conftest.py), a stop that took over 2 s is logged there, with what was stopped."""
     procs = [p for p in procs if p is not None and p.poll() is None]
+    started = time.monotonic()
     for proc in procs:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
+    deadline = started + timeout
+    killed = []
     for proc in procs:
         try:
             proc.wait(max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
+            killed.append(proc)
             proc.wait(10)
+    log = os.environ.get("ENCLAVE_TEST_CPU")
+    if log and time.monotonic() - started > 2:
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"stop": [" ".join(map(str, p.args[:6])) for p in procs],
+                                     "killed": [" ".join(map(str, p.args[:6])) for p in killed],
+                                     "seconds": round(time.monotonic() - started, 1),
+                                     "test": os.environ.get("PYTEST_CURRENT_TEST", "")}) + "\n")
 
 
 def _stop_group(proc: subprocess.Popen | None, timeout: float = 20) -> None:

@@ -1,7 +1,7 @@
 """Prefect in high availability, for real on 127.0.0.1: two API replicas (`prefect server start --no-services`) and
 one background-services process (`prefect server services start`) of the pinned Prefect on one PostgreSQL database
-and Debian's redis-server, migrated once by `prefect server database upgrade -y`, behind a round-robin proxy, with a
-process worker through that proxy. The settings and where each is read in the installed source: tests/integration/ha.py.
+and Debian's redis-server, migrated once by `prefect server database upgrade -y`, behind a round-robin proxy, with two
+process workers of one pool through that proxy. The settings and where each is read in the installed source: tests/integration/ha.py.
 Every Prefect server process runs what the roles write: the nssm_services plan of inventories/ha (prefect-api01 for
 the replicas, prefect-svc01 for the services process) asked from Ansible, with Redis and the database the test's, and
 only the Windows paths and port 4200 replaced (ha.py role_plans, Replica, ServicesProcess).
@@ -10,8 +10,8 @@ Proven: the roles' plans carry every HA setting, `--no-services` on the replicas
 services host, and the processes run them unchanged but for the host-specific values; every HA setting is a name
 Prefect reads and six of them default to one process's memory; flows run to
 COMPLETED with both replicas serving; events reach the services process through Redis, and a replica left on the
-in-memory broker loses them (negative control); killing one replica while a flow runs loses no run and the worker goes
-on through the other; the unavailability a polling client sees then, and flow-run API throughput with one and two
+in-memory broker loses them (negative control); both workers are ONLINE; killing one replica while a flow runs loses no
+run and the workers go on through the other; the unavailability a polling client sees then, and flow-run API throughput with one and two
 replicas side by side (figures in build/ha-replicas.json, docs/benchmarks.md).
 """
 from __future__ import annotations
@@ -56,6 +56,8 @@ class Ha:
     root: Path
     figures: dict = field(default_factory=dict)
     extra: list = field(default_factory=list)
+    # Both workers of the pool (worker is the first): each polls the pool through the proxy, so through both replicas.
+    workers: list = field(default_factory=list)
 
     def run(self, deployment: str, parameters: dict | None = None) -> str:
         status, dep = self.front.api("GET", f"/deployments/name/{deployment}")
@@ -74,7 +76,8 @@ class Ha:
                 return run
             time.sleep(0.5)
         raise AssertionError(f"flow run {run_id} not in {states} after {timeout}s: {run.get('state')}\n"
-                             f"worker log:\n{self.worker.log_path.read_text(errors='replace')[-3000:]}")
+                             + "".join(f"\n{w.name} log:\n{w.log_path.read_text(errors='replace')[-2000:]}"
+                                       for w in self.workers or [self.worker]))
 
 
 def deploy_flows(server: PrefectServer, source_dir: Path, flows: tuple[tuple[str, str], ...], pool: str,
@@ -130,13 +133,15 @@ def ha(prefect_venv, pg_cluster, tmp_path_factory):
         stack.append(proxy)
         # The replicas demand a CSRF token on state-changing calls (the role's plan): api() fetches one.
         front = PrefectServer(root / "client", port=proxy.port, csrf=replicas[0].csrf)
-        worker = PrefectWorker(front, POOL, root / "worker", name="ha-worker")
-        worker.start(timeout=180)  # generous: a loaded machine starts Prefect slowly
-        stack.append(worker)
+        # Two workers of one pool, as two worker hosts would run them.
+        workers = [PrefectWorker(front, POOL, root / f"worker-{i}", name=f"ha-worker-{i}") for i in (1, 2)]
+        for worker in workers:
+            worker.start(timeout=180)  # generous: a loaded machine starts Prefect slowly
+            stack.append(worker)
         flows = copy_flows(root / "flows")
         deploy_flows(front, flows, (("hello.py:hello", "ha-hello"), ("sleepy.py:sleepy", "ha-sleepy")), POOL,
                      root / "deploy-home")
-        ha = Ha(redis, database_url, plans, replicas, services, proxy, front, worker, flows, root)
+        ha = Ha(redis, database_url, plans, replicas, services, proxy, front, workers[0], flows, root, workers=workers)
         ha.figures["setup_s"] = round(time.monotonic() - started, 1)
         yield ha
         stack.extend(ha.extra)
@@ -199,11 +204,14 @@ def test_flows_complete_through_both_replicas(ha):
     replica in turn, so the run's own calls and the worker's polls reach both; its events reach the services process
     through Redis."""
     ha.proxy.reset()
-    runs = [ha.run("hello/ha-hello", {"name": "replica-1"})]
+    runs = [ha.run("hello/ha-hello", {"name": f"run-{i}"}) for i in (1, 2)]
     for run_id in runs:
         assert ha.wait_state(run_id, {"COMPLETED", "FAILED", "CRASHED"})["state"]["type"] == "COMPLETED"
     served = {s.upstream for s in ha.proxy.reset() if s.status and s.status < 400}
     assert served == {r.port for r in ha.replicas}, served
+    # Both workers of the pool are ONLINE: their heartbeats reach the database through either replica.
+    status, online = ha.front.api("POST", f"/work_pools/{POOL}/workers/filter", {})
+    assert status == 200 and {w["name"] for w in online if w["status"] == "ONLINE"} >= {"ha-worker-1", "ha-worker-2"}, online
     # Redis carries the work: the messaging streams, Docket's keys and its own database.
     assert any(k.startswith("events") or "event" in k for k in ha.redis.keys(REDIS_DATABASES["messaging"])), \
         ha.redis.keys(REDIS_DATABASES["messaging"])
@@ -317,7 +325,7 @@ def test_replica_kill_loses_no_flow_run(ha):
         after = ha.run("hello/ha-hello", {"name": "after-kill"})
         assert ha.wait_state(after, {"COMPLETED", "FAILED", "CRASHED"})["state"]["type"] == "COMPLETED"
         assert {s.upstream for s in ha.proxy.reset() if s.upstream} == {survivor.port}
-        assert ha.worker.proc.poll() is None, "the worker died"
+        assert [w.name for w in ha.workers if w.proc.poll() is not None] == [], "a worker died"
     finally:
         stop.set()
         poller.join(10)

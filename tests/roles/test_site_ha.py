@@ -202,8 +202,12 @@ def test_restore_stops_the_services_host_with_the_replicas_and_starts_it_on_the_
     proc, data = sim.run(extra, playbook="restore.yml", limit="all", inventory=runs["inventory"])
     order = [(h, t["task"]["name"].split(" : ", 1)[-1], r) for play in data["plays"] for t in play["tasks"]
              for h, r in t["hosts"].items() if not r.get("skipped")]
-    stopped = {h: i for i, (h, n, r) in enumerate(order) if n == "Prefect services are as this step needs, server stopped"}
-    started = {h: i for i, (h, n, r) in enumerate(order) if n == "Prefect services are as this step needs, server started"}
+    stopped = {h: i for i, (h, n, r) in enumerate(order)
+               if n in ("Prefect services are as this step needs, server stopped",
+                        "Prefect services are as this step needs, background stopped")}
+    started = {h: i for i, (h, n, r) in enumerate(order)
+               if n in ("Prefect services are as this step needs, server started",
+                        "Prefect services are as this step needs, background started")}
     restored = [i for i, (h, n, _r) in enumerate(order) if h == DB and n == "Prefect database holds the named backup"]
     kept = [i for i, (h, n, _r) in enumerate(order) if h == DB and n == "Restore is ended, keep"]
     assert set(stopped) == {API1, API2, SVC} and max(stopped.values()) < restored[0], proc.stdout[-4000:]
