@@ -4,11 +4,12 @@
 # summary ends the output with the time per tier. Extra arguments go to pytest, e.g.
 #   bash scripts/test.sh -m fast        the fast tier (static checks, unit tests, filters, stand-in checks)
 #   TEST_WORKERS=0 bash scripts/test.sh  one process (pytest-xdist off), for debugging
-# Tests run in TEST_WORKERS parallel processes (default: two per core, since the tests against real servers and
-# flows mostly wait), one test module per process at a time (tests/conftest.py).
+# Tests run in TEST_WORKERS parallel processes (default: one per core and one more, for the tests against real servers
+# and flows that wait; on two cores, three processes took 15 % less time and 16 % less CPU than four, which contend),
+# one test module per process at a time (tests/conftest.py).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 bash scripts/setup.sh --with-test-servers
-workers=${TEST_WORKERS:-$(( $(nproc) * 2 ))}
+workers=${TEST_WORKERS:-$(( $(nproc) + 1 ))}
 exec .venv/bin/pytest -n "$workers" "$@"
