@@ -29,7 +29,7 @@ import pytest
 
 from arr_proxy import ArrProxy
 from roles_env import DATABASE, HOST_SPECIFIC, VAULT, server_plan
-from servers import PINNED_PREFECT, REPO, clean_env, copy_flows, deploy_flow, http, prefect_bin, stop_groups
+from servers import PINNED_PREFECT, REPO, clean_env, copy_flows, deploy_flow, http, prefect_bin, stop_groups, WORKER_STOP_SECONDS
 
 PERSON = "Negotiate " + base64.b64encode(b"NTLMSSP\x00\x03\x00\x00\x00" + os.urandom(48)).decode()
 WORKER_CREDENTIAL = "CORP\\svc_prefect_api:" + uuid.uuid4().hex
@@ -320,7 +320,7 @@ def _online_workers(server, pool: str, envs: dict[str, dict], tmp_path, queues: 
         assert not waiting, "\n".join(logs[name].read_text()[-3000:] for name in waiting)
         yield logs
     finally:
-        stop_groups(procs.values(), 10)
+        stop_groups(procs.values(), WORKER_STOP_SECONDS)
 
 
 def _worker_comes_online(server, tag: str, env: dict, tmp_path) -> None:

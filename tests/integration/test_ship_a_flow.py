@@ -45,7 +45,7 @@ import pytest
 
 from arr_proxy import ArrProxy
 from roles_env import VAULT, server_plan
-from servers import PINNED_PREFECT, REPO, clean_env, prefect_bin, stop_groups
+from servers import PINNED_PREFECT, REPO, clean_env, prefect_bin, stop_groups, WORKER_STOP_SECONDS
 
 pytestmark = pytest.mark.slow
 
@@ -194,7 +194,7 @@ def remote_worker(roles_server, front, enclave_ca, wrk01_plan, tmp_path_factory)
             pytest.fail(f"the remote worker is not ONLINE:\n{log.read_text()[-3000:]}", pytrace=False)
         yield log
     finally:
-        stop_groups([proc], 10)
+        stop_groups([proc], WORKER_STOP_SECONDS)
 
 
 # --------------------------------------------------------------------------- the person's CLI
