@@ -179,6 +179,19 @@ def test_docsite_has_every_plugin_and_role_entry_point(docsite: Path) -> None:
         assert f"{module.stem}_module.html" in index, module.stem
 
 
+def test_docsite_has_every_guide_of_docs_with_working_role_links(docsite: Path) -> None:
+    """The Markdown guides of docs/ are pages of the site, listed on its index; a guide's link to a role's README is a
+    link to that role's page (the build fails on a link that resolves nowhere: test_docsite_fails_on_a_broken_reference)."""
+    index = (docsite / "index.html").read_text(encoding="utf-8")
+    for guide in sorted(REPO.glob("docs/*.md")):
+        page = docsite / "guides" / f"{guide.stem}.html"
+        assert page.is_file(), guide.name
+        assert f"guides/{guide.stem}.html" in index, guide.name
+    roles = (docsite / "guides" / "roles.html").read_text(encoding="utf-8")
+    for role in ROLE_SPECS:
+        assert f'href="../{role}_role.html"' in roles, role
+
+
 def test_docsite_links_options_of_the_common_role(docsite: Path) -> None:
     # O(prefect_home) in nssm_services' spec is the common role's option: scripts/docs_sphinx_ext.py links it there.
     page = (docsite / "nssm_services_role.html").read_text(encoding="utf-8")
