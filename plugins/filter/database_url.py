@@ -106,6 +106,15 @@ PREFECT_URL_SCHEMES = ("postgresql+asyncpg", "sqlite+aiosqlite")
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
+def _loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def database_url_errors(url) -> list:
     """Problems of prefect_database_url (the override), each naming the variable and never the URL: it holds a password."""
     if not url:
@@ -137,21 +146,57 @@ def database_url_errors(url) -> list:
                       "only" % name)
     authority, _slash, tail = rest.partition("/")
     host = authority.rpartition("@")[2]
+    if "," in host:
+        # libpq's host1:port1,host2:port2 is no URL SQLAlchemy reads (measured: tests/integration/test_ha_standby.py).
+        return errors + ["%s names several hosts in its authority (h1:p1,h2:p2), which SQLAlchemy does not read: name "
+                         "them in the query, postgresql+asyncpg://USER:PASSWORD@/DATABASE?host=H1:P1&host=H2:P2"
+                         "&target_session_attrs=read-write" % name]
     if host.startswith("[") and "]" in host:
         host = host[1:host.index("]")]
     elif ":" in host:
         host = host.rpartition(":")[0]
     query = tail.partition("?")[2]
-    params = dict(part.partition("=")[::2] for part in query.split("&") if part)
-    if any(key.lower() in ("host", "hostaddr", "port") for key in params):
-        errors.append("%s must name the database host in the URL's authority, not in its query (?host= or ?port= would "
-                      "send the connection elsewhere than the host checked here)" % name)
-    if not host:
+    pairs = [part.partition("=")[::2] for part in query.split("&") if part]
+    params = {key.lower(): value for key, value in pairs}
+    # A primary and its standby (a pair your database team runs): asyncpg's multi-host form, each host in a ?host= of
+    # the query and none in the authority, asyncpg connecting to the writable one (target_session_attrs=read-write).
+    query_hosts = [value for key, value in pairs if key.lower() == "host"]
+    hosts = [host] if host else []
+    if "hostaddr" in params or ("port" in params and not query_hosts):
+        errors.append("%s must name the database host in the URL's authority, or every host as ?host=HOST:PORT, not "
+                      "?hostaddr= or a lone ?port= (they would send the connection elsewhere than the host checked "
+                      "here)" % name)
+    elif query_hosts and host:
+        errors.append("%s names a host in its authority and more in its query: name one host in the authority, or every "
+                      "host (a primary and its standbys) as ?host=HOST:PORT with nothing between '@' and '/'" % name)
+    elif query_hosts:
+        ports = [p for p in params.get("port", "").split(",") if p]
+        hosts = []
+        for value in query_hosts:
+            for item in value.split(","):
+                item = item.strip()
+                if item.startswith("[") and "]" in item:
+                    item = item[1:item.index("]")]
+                elif item.count(":") == 1:
+                    item = item.partition(":")[0]
+                hosts.append(item)
+        if ports and len(ports) != len(hosts):
+            errors.append("%s names %d hosts and %d ports: give each host its port (?host=H1:P1&host=H2:P2)"
+                          % (name, len(hosts), len(ports)))
+        if len(hosts) > 1 and params.get("target_session_attrs", "").lower() != "read-write":
+            # Without it asyncpg stays on the first host that answers, a standby after a failover, where every write
+            # is refused (measured: tests/integration/test_ha_standby.py).
+            errors.append("%s names %d hosts without ?target_session_attrs=read-write: the server would stay on the first "
+                          "host that answers, a read-only standby after a failover" % (name, len(hosts)))
+    if not hosts or not all(hosts):
         errors.append("%s names no database host (postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE)" % name)
-    elif host.lower() not in _LOOPBACK and params.get("ssl", params.get("sslmode", "")).lower() != "verify-full":
-        errors.append("%s names the remote database host %s without ?ssl=verify-full: the password and the data would "
-                      "cross the network unencrypted or to an unverified server. Append ?ssl=verify-full (the server then "
-                      "checks PostgreSQL's certificate against the enclave CA, prefect_api_ca_cert)" % (name, host))
+    else:
+        remote = [h for h in hosts if not _loopback(h)]
+        if remote and params.get("ssl", params.get("sslmode", "")).lower() != "verify-full":
+            errors.append("%s names the remote database host %s without ?ssl=verify-full: the password and the data would "
+                          "cross the network unencrypted or to an unverified server. Append ?ssl=verify-full (the server "
+                          "then checks PostgreSQL's certificate against the enclave CA, prefect_api_ca_cert)"
+                          % (name, ", ".join(remote)))
     if not tail.partition("?")[0]:
         errors.append("%s names no database (postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE)" % name)
     return errors

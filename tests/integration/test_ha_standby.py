@@ -7,6 +7,7 @@ on the state the earlier ones leave.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -364,6 +365,14 @@ def test_the_old_primary_is_seeded_again_as_the_new_standby(ha):
         time.sleep(0.2)
 
 
+def _database_url_errors():
+    """plugins/filter/database_url.py's check of prefect_database_url, loaded from its file (it imports only ansible)."""
+    spec = importlib.util.spec_from_file_location("enclave_database_url", REPO / "plugins" / "filter" / "database_url.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.database_url_errors
+
+
 def test_prefects_engine_picks_the_writable_host_only_with_target_session_attrs(ha):
     """The old primary is a standby again and first in the URL: Prefect's own engine (the server's code path) goes past
     it to the writable host with target_session_attrs=read-write, and stays on it (writes refused) without."""
@@ -386,6 +395,10 @@ def test_prefects_engine_picks_the_writable_host_only_with_target_session_attrs(
     assert "read-only transaction" in out["URL_ANY"]["write"], out
     # libpq's host1:port1,host2:port2 in the authority is no URL SQLAlchemy reads.
     assert "error" in out["URL_LIBPQ_AUTHORITY"], out
+    # prefect_database_url's check (plugins/filter/database_url.py) takes the two forms that reach the writable host and
+    # refuses the two that do not.
+    check = _database_url_errors()
+    assert [name for name, url in urls.items() if not check(url)] == ["URL_READ_WRITE", "URL_COMMA_FORM"]
     assert PREFECT_PASSWORD not in proc.stdout + proc.stderr
     # Neither password, nor the URL-encoded one, in the Prefect server's or the flow's logs (the failover's tracebacks
     # included).

@@ -182,6 +182,12 @@ def test_conf_values_are_quoted_as_postgresql_reads_them(value, text):
     "postgresql+asyncpg://prefect:S3cr%40t@[::1]/prefect",
     "postgresql+asyncpg://prefect:S3cr%40t@db01.corp.local:5432/prefect?ssl=verify-full",
     "postgresql+asyncpg://prefect:S3cr%40t@db01.corp.local/prefect?application_name=x&sslmode=verify-full",
+    # A primary and its standby (tests/integration/test_ha_standby.py measures both forms with Prefect's engine).
+    "postgresql+asyncpg://prefect:S3cr%40t@/prefect?host=db01.corp.local:5432&host=db02.corp.local:5432"
+    "&target_session_attrs=read-write&ssl=verify-full",
+    "postgresql+asyncpg://prefect:S3cr%40t@/prefect?host=db01,db02&port=5432,5433&target_session_attrs=read-write"
+    "&ssl=verify-full",
+    "postgresql+asyncpg://prefect:S3cr%40t@/prefect?host=127.0.0.1:5432&host=127.0.0.2:5433&target_session_attrs=read-write",
     "sqlite+aiosqlite:///C:/Prefect/data/prefect.db",
 ])
 def test_urls_prefect_takes_pass(url):
@@ -202,7 +208,18 @@ def test_urls_prefect_takes_pass(url):
     ("postgresql+asyncpg://prefect:x@Secr3tPart/y@db01.corp.local/prefect?ssl=verify-full", ["an unencoded '@' or '/'"]),
     ("postgresql+asyncpg://prefect@127.0.0.1/prefect", ["names no password"]),
     ("postgresql+asyncpg://127.0.0.1/prefect", ["no USER:PASSWORD@"]),
-    ("postgresql+asyncpg://prefect:S3cr%40t@localhost/prefect?host=db01.corp.local", ["not in its query"]),
+    ("postgresql+asyncpg://prefect:S3cr%40t@localhost/prefect?host=db01.corp.local", ["a host in its authority and more"]),
+    # A primary and its standby: every host in the query, asyncpg told to find the writable one, TLS to remote hosts.
+    ("postgresql+asyncpg://prefect:S3cr%40t@/prefect?host=db01:5432&host=db02:5432&ssl=verify-full",
+     ["names 2 hosts without ?target_session_attrs=read-write"]),
+    ("postgresql+asyncpg://prefect:S3cr%40t@/prefect?host=db01:5432&host=db02:5432&target_session_attrs=read-write",
+     ["remote database host db01, db02 without ?ssl=verify-full"]),
+    ("postgresql+asyncpg://prefect:S3cr%40t@db01:5432,db02:5432/prefect?target_session_attrs=read-write&ssl=verify-full",
+     ["several hosts in its authority"]),
+    ("postgresql+asyncpg://prefect:S3cr%40t@/prefect?host=db01,db02&port=5432&target_session_attrs=read-write"
+     "&ssl=verify-full", ["names 2 hosts and 1 ports"]),
+    ("postgresql+asyncpg://prefect:S3cr%40t@db01/prefect?hostaddr=10.0.0.5&ssl=verify-full", ["?hostaddr="]),
+    ("postgresql+asyncpg://prefect:S3cr%40t@/prefect?port=5432", ["a lone ?port="]),
     ("sqlite+aiosqlite:///\\\\fileserver\\share\\prefect.db", ["not on a network share"]),
     ("sqlite+aiosqlite://///fileserver/share/prefect.db", ["not on a network share"]),
 ])
