@@ -1,9 +1,11 @@
 """What playbooks/files/redis_check.ps1 reads from Redis, asked of Debian's real redis-server (7.0): the replies it
 parses and the error texts the simulated host's stand-in of the script returns (tests/roles/sim_verify.py
-verify_redis_check) are Redis's own. The script speaks RESP2 over one TCP connection: AUTH, INFO server, INFO cluster,
+verify_redis_check) are Redis's own; the preflight's own question from the control node (plugins/action/redis_info.py)
+runs against the same server. The script speaks RESP2 over one TCP connection: AUTH, INFO server, INFO cluster,
 COMMAND INFO XAUTOCLAIM."""
 from __future__ import annotations
 
+import importlib.util
 import re
 import socket
 
@@ -59,3 +61,23 @@ def test_the_stand_in_returns_redis_own_error_texts(redis):
     assert redis.command("PING") == "PONG"
     for reply in (wrong, no_auth, without):
         assert f'"Redis answered: {reply}"' in STANDIN or f'"{reply}"' in STANDIN, str(reply)
+
+
+def test_the_control_nodes_question_reads_the_same(redis):
+    """plugins/action/redis_info.py (the preflight's question from the control node) against the same Redis: usable
+    with the password, Redis's own refusal without the right one, unreachable on a port where nothing listens."""
+    spec = importlib.util.spec_from_file_location("enclave_redis_info", REPO / "plugins" / "action" / "redis_info.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    good = module.redis_info("127.0.0.1", redis.port, redis.password, 5)
+    assert good["reachable"] and good["error"] == "" and not good["cluster_enabled"] and good["xautoclaim"], good
+    assert good["version"] == re.search(r"(?m)^redis_version:(\S+)", redis.command("INFO", "server")).group(1)
+    wrong = module.redis_info("127.0.0.1", redis.port, "not-the-password", 5)
+    assert wrong["reachable"] and wrong["error"].startswith("Redis answered: WRONGPASS"), wrong
+    assert module.redis_info("127.0.0.1", redis.port, "", 5)["error"] == "Redis answered: NOAUTH Authentication required."
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        away = module.redis_info("127.0.0.1", port, redis.password, 2)
+    assert not away["reachable"] and "no connection to 127.0.0.1:%d from the control node" % port in away["error"], away
+    assert redis.password not in repr([good, wrong, away])

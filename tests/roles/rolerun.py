@@ -30,7 +30,7 @@ CONTROLLER_ACTIONS = {
     "ansible.builtin.assert", "assert", "ansible.builtin.fail", "fail", "ansible.builtin.set_fact", "set_fact",
     "ansible.builtin.debug", "debug", "ansible.builtin.meta", "meta",
     "ansible.builtin.include_tasks", "include_tasks", "ansible.builtin.include_role", "include_role",
-    "enclave.prefect.role_input",
+    "enclave.prefect.role_input", "enclave.prefect.redis_info",
 }
 VALIDATION_ACTIONS = {"ansible.builtin.validate_argument_spec", "validate_argument_spec",
                       "ansible.builtin.assert", "assert", "enclave.prefect.role_input"}

@@ -32,7 +32,7 @@ WINDOWS_MODULES = {
     ("enclave", "prefect"): ["server_health", "work_pool"],
 }
 # Action plugins of this collection that the roles call and that run on the control node only.
-ROLE_ACTIONS = ["role_input"]
+ROLE_ACTIONS = ["role_input", "redis_info"]
 # Tasks that must not reach the host on a re-run (transfers, installs, builds, restarts).
 FORBIDDEN_ON_RERUN = ["win_copy", "win_get_url", "win_package", "win_unzip"]
 

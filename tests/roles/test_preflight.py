@@ -12,6 +12,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -257,7 +258,7 @@ HA_HOSTS = ["prefect-api01.corp.local", "prefect-api02.corp.local", "prefect-svc
             "prefect-wrk04.corp.local"]
 
 
-def _ha_preflight(sim, name, host_vars: dict[str, dict] | None = None):
+def _ha_preflight(sim, name, host_vars: dict[str, dict] | None = None, redis=None):
     root = sim.root / name
     shutil.copytree(REPO / "inventories", root, symlinks=True)
     from test_postgresql import _pem
@@ -271,26 +272,53 @@ def _ha_preflight(sim, name, host_vars: dict[str, dict] | None = None):
         assert not path.is_symlink(), path
         path.write_text(yaml.safe_dump({**(yaml.safe_load(path.read_text()) or {}), **variables}))
     roles = ["python", "prefect_venv", "postgresql", "nssm_services", "backup", "iis_proxy", "firewall"]
-    # Extra variables: the example's certificate placeholders of the database host (host_vars) as real files.
+    # Extra variables: the example's certificate placeholders of the database host (host_vars) as real files; the
+    # enclave's Redis a real redis-server on loopback (the control node asks it; redis.corp.local would leave the machine).
     extra = {"preflight_roles": roles, **_pem(root)}
+    if redis is not None:
+        extra.update(prefect_redis_host="127.0.0.1", prefect_redis_port=redis.port)
     return _run(sim, root / "ha" / "hosts.yml", "preflight.yml", args=["-e", json.dumps(extra)])
 
 
-def test_the_ha_example_passes_the_preflight_and_its_refusals_name_the_problem(sim):
+@pytest.fixture
+def ha_redis(tmp_path):
+    """Debian's redis-server on 127.0.0.1 with the HA example's Vault password (tests/integration/ha.py), for the
+    preflight's question from the control node (plugins/action/redis_info.py)."""
+    sys.path.insert(0, str(REPO / "tests" / "integration"))
+    from ha import RedisServer
+    from servers import Unavailable
+    server = RedisServer(tmp_path / "redis", password="Redis-Secret-9d2e")
+    try:
+        server.start()
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+def test_the_ha_example_passes_the_preflight_and_its_refusals_name_the_problem(sim, ha_redis):
     """inventories/ha (two API replicas each with its proxy, a background-services host, PostgreSQL, a worker host, a
     Redis): with the Vault values set every role accepts every host; without Redis, with SQLite, with a list of Redis
     hosts, or with a backend set back to memory, the preflight stops before any host, naming it. The refusals run
     once, each on a host of its own where it can (the API replicas and the background-services host are the hosts these
     checks apply to: one replica carries two), and each host's lines name its own problem."""
     before = sim.state_path.read_bytes()
-    proc = _ha_preflight(sim, "ha-ok")
+    proc = _ha_preflight(sim, "ha-ok", redis=ha_redis)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     data = _json(proc)
     for name in HA_HOSTS:
         assert dict(host_results(data, name))[VERDICT].get("skipped"), name
+    # The control node asked the real Redis once, from the first server host, and found it usable.
+    asked = {h: {n.split(" : ", 1)[-1]: r for n, r in host_results(data, h)} for h in HA_HOSTS}
+    ran = [h for h in HA_HOSTS if not asked[h].get("Redis is one prefect-redis can use", {"skipped": True}).get("skipped")]
+    assert ran == ["prefect-api01.corp.local"], ran
     assert "Redis-Secret-9d2e" not in proc.stdout + proc.stderr
     cases = [
-        ("no-redis", "prefect-api01.corp.local", {"prefect_redis_host": ""}, "prefect_ha: several Prefect processes"),
+        ("no-redis", "prefect-api02.corp.local", {"prefect_redis_host": ""}, "prefect_ha: several Prefect processes"),
+        # Asked from the control node (once, on the first server host): a Redis that refuses the password.
+        ("redis-password", "prefect-api01.corp.local",
+         {"prefect_redis_host": "127.0.0.1", "prefect_redis_port": ha_redis.port, "prefect_redis_password": "not-it"},
+         "asked from the control node: Redis answered: WRONGPASS invalid username-password pair"),
         ("sqlite", "prefect-api02.corp.local", {"prefect_database_host": ""}, "need one PostgreSQL database"),
         ("redis-list", "prefect-svc01.corp.local", {"prefect_redis_host": "redis1.corp.local,redis2.corp.local"},
          "prefect_redis_host must be one host"),
