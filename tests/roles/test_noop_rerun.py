@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from rolerun import REPO
-from simhost import (DEFAULT_ENVIRONMENT_NAMES, FORBIDDEN_ON_RERUN, INSTALLER, LOCK, PROXY_CERT_THUMBPRINT, SECRETS, Sim, by_name, host_results, make_bundle,
-                     module_runs, reached)
+from simhost import (DEFAULT_ENVIRONMENT_NAMES, FORBIDDEN_ON_RERUN, HOST, INSTALLER, LOCK, PROXY_CERT_THUMBPRINT, SECRETS, Sim, by_name,
+                     host_results, make_bundle, module_runs, reached)
 
 pytestmark = pytest.mark.simulated
 
@@ -170,6 +170,21 @@ def test_noop_rerun_is_cheap_and_changes_nothing(runs):
     print(f"tasks reaching the host: {len(hits)}; module runs: {module_runs(hits)}; per role {per_role(hits)}\n{listing}")
     assert per_role(hits) == EXPECTED_PER_ROLE, listing
     assert (len(hits), module_runs(hits)) == (EXPECTED_HOST_TASKS, EXPECTED_MODULE_RUNS), listing
+
+
+def test_each_role_checks_its_input_once_in_the_preflight(runs):
+    """In site.yml the layer plays skip the input checks the preflight ran for the host (preflight_covers_play): each
+    role's own checks (one task of each validate.yml) ran in the preflight play only (there, common's also as the
+    other roles' dependency)."""
+    second = runs[1]
+    checks = {"python": "Requested Python matches the minor version the venvs are built for",
+              "common": "Artifact delivery has a source for the chosen mode",
+              "nssm_services": "Service input is well formed and consistent"}
+    for role, task in checks.items():
+        plays = [play["play"]["name"] for play in second["plays"] for t in play["tasks"]
+                 if t["task"]["name"].split(" : ", 1)[-1] == task and HOST in t["hosts"]
+                 and not t["hosts"][HOST].get("skipped")]
+        assert plays and set(plays) == {"Preflight of every targeted host's input, on the control node"}, (role, plays)
 
 
 def test_local_accounts_stay_local_next_to_same_named_domain_accounts(runs):

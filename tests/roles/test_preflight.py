@@ -338,3 +338,29 @@ def test_the_ha_example_passes_the_preflight_and_its_refusals_name_the_problem(s
         assert any(line.startswith(f"{host}: ") and message in line for line in lines), (case, lines)
     assert "Redis-Secret-9d2e" not in proc.stdout + proc.stderr
     assert sim.state_path.read_bytes() == before
+
+
+def test_a_play_of_your_own_after_the_preflight_checks_the_role_again(sim):
+    """The layer plays of this collection skip the input checks their preflight ran (preflight_covers_play); a play of
+    your own that applies a role after that preflight, with its own variables, checks them: a wrong python_version of
+    the play is refused before any host is touched."""
+    inventory = _inventory(sim.root, sim.bundle)
+    mine = sim.root / "mine.yml"
+    mine.write_text(yaml.safe_dump([
+        {"ansible.builtin.import_playbook": "enclave.prefect.preflight", "vars": {"preflight_roles": ["python"]}},
+        {"name": "A play of my own", "hosts": "prefect-aio.corp.local", "gather_facts": False,
+         "vars": {"python_version": "3.11.9"}, "roles": [{"role": "enclave.prefect.python"}]}]))
+    (sim.root / "local.json").write_text(json.dumps(sim.base))
+    before = sim.state_path.read_bytes()
+    argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory / "hosts.yml"), str(mine), "--limit", "prefect-aio.corp.local",
+            "-e", f"@{sim.root / 'local.json'}"]
+    with run_cost("mine.yml", "prefect-aio.corp.local", []):
+        proc = subprocess.run(argv, env=sim.env, cwd=sim.root, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 2, (proc.stdout + proc.stderr)[-6000:]
+    data = _json(proc)
+    verdict = dict(host_results(data, "prefect-aio.corp.local"))[VERDICT]
+    assert verdict.get("skipped"), verdict
+    failed = [(n, r) for n, r in host_results(data, "prefect-aio.corp.local") if r.get("failed")]
+    assert [n.split(" : ", 1)[-1] for n, _r in failed] == ["Requested Python matches the minor version the venvs are built for"]
+    assert "python_version 3.11.9 is not a 3.12.x release" in failed[0][1]["msg"]
+    assert reached(data, "prefect-aio.corp.local") == [] and sim.state_path.read_bytes() == before
