@@ -39,3 +39,20 @@ def test_every_role_task_has_role_and_stage_tags(ansible_env):
             missing.append(line.strip())
     assert seen == ROLES, seen
     assert not missing, "\n".join(missing)
+
+
+def test_dynamic_includes_give_their_tasks_the_includes_tags():
+    """A role's tasks/main.yml includes validate.yml dynamically (skipped after the preflight); the included tasks do
+    not inherit the include's tags, so `apply` must give them the same ones (`--list-tasks` cannot show them)."""
+    import yaml
+
+    seen = 0
+    for main in sorted(REPO.glob("roles/*/tasks/main.yml")):
+        for task in yaml.safe_load(main.read_text()) or []:
+            include = task.get("ansible.builtin.include_tasks")
+            if include is None:
+                continue
+            seen += 1
+            assert isinstance(include, dict) and "apply" in include, (main, task.get("name"))
+            assert sorted(include["apply"].get("tags", [])) == sorted(task.get("tags", [])), (main, task.get("name"))
+    assert seen >= len(ROLES) + 1, seen
