@@ -156,9 +156,9 @@ def _verify_states(upgraded) -> dict:
     return states
 
 
-def _verify_rows(sim, runs) -> tuple[dict, list[str], object]:
+def _verify_rows(sim, runs, limit: str = "all", expect_rc: int = 2) -> tuple[dict, list[str], object]:
     extra = dict(runs["extra"], prefect_bundle_dir=str(runs["root"] / "bundle"))
-    proc, data = sim.run(extra, playbook="verify.yml", limit="all", inventory=runs["inventory"], expect_rc=2)
+    proc, data = sim.run(extra, playbook="verify.yml", limit=limit, inventory=runs["inventory"], expect_rc=expect_rc)
     table = [r for h in HOSTS for n, r in host_results(data, h) if n == "Verify report"][0]["msg"]
     rows = {(line.split(" | ")[0].strip(), line.split(" | ")[1].strip()): line.split(" | ")[2] for line in table[1:]}
     return rows, table, proc
@@ -187,7 +187,8 @@ def test_verify_refuses_a_redis_older_than_6_2(upgraded, runs, tmp_path, ansible
     """prefect-redis needs XAUTOCLAIM (Redis 6.2): a 6.0 fails the Redis row, naming the version."""
     states = _verify_states(upgraded)
     states[API1]["redis_endpoints"]["redis.corp.local:6379"]["version"] = "6.0.16"
-    rows, table, _proc = _verify_rows(Hosts(tmp_path, ansible_env, states), runs)
+    # The first server host alone: the Redis row is its own.
+    rows, table, _proc = _verify_rows(Hosts(tmp_path, ansible_env, states), runs, limit=API1)
     assert rows[(API1, "Redis for high availability")] == (
         "FAILED: redis.corp.local:6379 from prefect-api01.corp.local: Redis 6.0.16 is older than 6.2 or lacks XAUTOCLAIM,"
         " which prefect-redis needs"), table
@@ -220,14 +221,15 @@ def test_restore_stops_the_services_host_with_the_replicas_and_starts_it_on_the_
 
 
 def test_uninstall_removes_the_services_host_too(upgraded, runs, tmp_path, ansible_env):
-    """uninstall.yml over the HA hosts: the background-services host loses its service, NSSM and venvs as the replicas
-    do; the database host keeps PostgreSQL (uninstall_postgresql is off)."""
+    """uninstall.yml limited to the background-services host: it loses its service, NSSM and venvs as a server host
+    does (test_operate.py removes a server host's); no other host is touched."""
     _proc, _data, states = upgraded
     sim = Hosts(tmp_path, ansible_env, copy.deepcopy(states))
     extra = dict(runs["extra"], prefect_bundle_dir=str(runs["root"] / "bundle"), uninstall_confirm=True)
-    sim.run(extra, playbook="uninstall.yml", limit="all", inventory=runs["inventory"])
-    for host in (API1, API2, SVC, WRK):
-        after = sim.host_state(host)
-        assert after["services"] == {}, host
-        assert not [j for j in after["junctions"] if j.startswith("c:\\prefect\\venvs")], host
-    assert sim.host_state(DB)["pg"] == states[DB]["pg"]
+    sim.run(extra, playbook="uninstall.yml", limit=SVC, inventory=runs["inventory"])
+    after = sim.host_state(SVC)
+    assert states[SVC]["services"] and after["services"] == {}
+    assert not [j for j in after["junctions"] if j.startswith("c:\\prefect\\venvs")]
+    assert not [d for d in after["dirs"] if d.startswith("c:\\prefect\\tools\\nssm-")]
+    for host in (API1, API2, DB, WRK):
+        assert sim.host_state(host) == states[host], host
