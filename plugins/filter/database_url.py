@@ -58,6 +58,15 @@ options:
     description: The database is on the Prefect server's own host.
     type: bool
     default: false
+  standby:
+    description:
+      - The inventory name of the streaming standby of the database host (C(prefect_database_host)), or empty.
+      - With a standby, both hosts are named in asyncpg's multi-host form,
+        C(postgresql+asyncpg://USER:PASSWORD@/DATABASE?host=PRIMARY:PORT&host=STANDBY:PORT&target_session_attrs=read-write&ssl=verify-full),
+        so that the server connects to whichever of the two is writable (after a promotion, the former standby).
+      - O(local) is then ignored (the postgresql role refuses a Prefect server on a host of the pair).
+    type: str
+    default: ""
 """
 
 EXAMPLES = r"""
@@ -87,14 +96,23 @@ def _quote(text) -> str:
     return quote(str(text), safe="")
 
 
-def database_url(host, port=5432, name="prefect", user="prefect", password=None, local=False):
+def _url_host(host) -> str:
+    address = str(host)
+    return "[%s]" % address if ":" in address and not address.startswith("[") else address
+
+
+def database_url(host, port=5432, name="prefect", user="prefect", password=None, local=False, standby=""):
     if not host:
         return ""
     if not password:
         raise AnsibleFilterError("database_url: the database host %s is set but the password of %s is empty" % (host, user))
-    address = "127.0.0.1" if local else str(host)
-    if ":" in address and not address.startswith("["):
-        address = "[%s]" % address
+    if standby:
+        # asyncpg's multi-host form (SQLAlchemy hands each ?host= to asyncpg.connect): the writable host of the two,
+        # measured in tests/integration/test_ha_standby.py.
+        hosts = "&".join("host=%s:%d" % (_url_host(h), int(port)) for h in (host, standby))
+        return "postgresql+asyncpg://%s:%s@/%s?%s&target_session_attrs=read-write&ssl=verify-full" % (
+            _quote(user), _quote(password), _quote(name), hosts)
+    address = "127.0.0.1" if local else _url_host(host)
     url = "postgresql+asyncpg://%s:%s@%s:%d/%s" % (_quote(user), _quote(password), address, int(port), _quote(name))
     return url if local else url + "?ssl=verify-full"
 
@@ -265,6 +283,22 @@ def _errors(cfg) -> list:
         if server["name"] != cfg["host"] and not _ipv4(server.get("address")):
             errors.append("prefect_host_address of %s must be its IPv4 or IPv6 address: PostgreSQL on %s admits the Prefect "
                           "server from that address only (got %r)" % (server["name"], cfg["host"], server.get("address")))
+    rep = cfg.get("replication") or {}
+    if rep.get("mode", "none") != "none":
+        if not _ipv4(rep.get("peer_address")):
+            errors.append("prefect_host_address of %s must be its IPv4 or IPv6 address: PostgreSQL on %s admits streaming "
+                          "replication from that address only (got %r)" % (rep["peer"], cfg["host"], rep.get("peer_address")))
+        if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", str(rep.get("slot") or "")):
+            errors.append("postgresql_replication_slot must be a slot name of lower-case letters, digits and _ (got %r)"
+                          % (rep.get("slot"),))
+        on_pair = [s["name"] for s in cfg.get("servers") or [] if s["name"] in (rep.get("primary"), rep.get("standby"))]
+        if on_pair:
+            errors.append("%s runs a Prefect server on a database host of the primary/standby pair %s and %s: with a standby, "
+                          "put the Prefect servers on hosts of their own (a promotion must not depend on the host that "
+                          "failed)" % (", ".join(on_pair), rep.get("primary"), rep.get("standby")))
+        if str((cfg.get("settings") or {}).get("wal_level", "replica")).lower() == "minimal":
+            errors.append("postgresql_settings must not set wal_level to minimal: the standby of %s needs replica"
+                          % rep.get("primary"))
     if cfg.get("remote_clients") and not _ipv4(cfg.get("host_address")):
         errors.append("prefect_host_address of %s must be its IPv4 or IPv6 address: PostgreSQL listens on it for the Prefect "
                       "servers on other hosts (got %r)" % (cfg["host"], cfg.get("host_address")))
@@ -284,6 +318,8 @@ ENFORCED_SETTINGS = {
     "session_preload_libraries": "a library loaded into sessions is not tuning",
     "local_preload_libraries": "a library loaded into sessions is not tuning",
     "dynamic_library_path": "it decides where PostgreSQL loads code from",
+    "primary_conninfo": "the role writes it on the standby (prefect_database_standby_host)",
+    "primary_slot_name": "set postgresql_replication_slot",
 }
 
 
@@ -299,9 +335,14 @@ def postgresql_plan(cfg):
     names = cfg.get("server_names") or []
     addresses = cfg.get("server_addresses") or []
     database_hosts = cfg.get("server_database_hosts") or [host] * len(names)
-    servers = [{"name": n, "address": a} for n, a, d in zip(names, addresses, database_hosts) if d == host]
-    remote = any(s["name"] != host for s in servers) or bool(cfg.get("extra_client_cidrs"))
-    cfg = dict(cfg, remote_clients=remote, servers=servers)
+    standby_hosts = cfg.get("server_standby_hosts") or [""] * len(names)
+    # The servers of this host, and of the pair it belongs to (a standby serves its primary's servers once promoted).
+    servers = [{"name": n, "address": a} for n, a, d, s in zip(names, addresses, database_hosts, standby_hosts)
+               if host in (d, s)]
+    replication = _replication(cfg)
+    remote = (any(s["name"] != host for s in servers) or bool(cfg.get("extra_client_cidrs"))
+              or replication["mode"] != "none")
+    cfg = dict(cfg, remote_clients=remote, servers=servers, replication=replication)
     errors = _errors(cfg)
     method = "scram-sha-256"
     database, user = cfg["database"], cfg["user"]
@@ -323,6 +364,11 @@ def postgresql_plan(cfg):
     clients += [str(c) for c in cfg.get("extra_client_cidrs") or []]
     for address in sorted(set(clients), key=clients.index):
         hba.append({"type": "hostssl", "database": database, "user": user, "address": address, "method": method})
+    # Streaming replication: the replication role from the other host of the pair only, over TLS (either host may be
+    # the primary after a failover, so both have the line).
+    if replication["mode"] != "none" and _ipv4(replication.get("peer_address")):
+        hba.append({"type": "hostssl", "database": "replication", "user": replication["user"],
+                    "address": _host_cidr(replication["peer_address"]), "method": method})
     # Servers on other hosts: every address. One pinned to this host's address can be missing when the service starts
     # at boot (the NIC not up yet): PostgreSQL then binds what it can, loopback only, and remote servers fail until a
     # restart. pg_hba.conf (hostssl from the server hosts only, above) and the firewall rule (the same hosts) narrow it.
@@ -356,7 +402,42 @@ def postgresql_plan(cfg):
     settings.update(AUTOVACUUM)
     if not errors:
         settings.update({str(k): v for k, v in (cfg.get("settings") or {}).items()})
-    return {"settings": settings, "hba": hba, "remote": remote, "errors": errors}
+    if replication["mode"] != "none":
+        settings.update(REPLICATION_SETTINGS)
+    if replication["mode"] == "standby":
+        settings.update(primary_conninfo=replication["conninfo"], primary_slot_name=replication["slot"])
+    return {"settings": settings, "hba": hba, "remote": remote, "errors": errors, "replication": replication}
+
+
+# Both hosts of a primary/standby pair (either is the primary after a failover). wal_level replica is PostgreSQL's
+# default and runbook 001's value, written so that nothing lowers it; max_slot_wal_keep_size bounds the WAL the slot
+# keeps for a standby that is gone (unbounded by default: a dead standby's slot would fill the primary's disk).
+REPLICATION_SETTINGS = {"wal_level": "replica", "max_wal_senders": 10, "max_replication_slots": 10,
+                        "max_slot_wal_keep_size": "1GB", "hot_standby": "on"}
+
+
+def _conninfo_value(text) -> str:
+    """A libpq connection-string value: single-quoted, backslash and quote escaped (libpq's conninfo_parse)."""
+    return "'" + str(text).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _replication(cfg) -> dict:
+    """This host's part in a primary/standby pair: mode none, primary or standby; the other host and its address; on
+    the standby, primary_conninfo (the primary by its inventory name, which its certificate names, verify-full against
+    the enclave CA; the password in the passfile only)."""
+    rep = dict(cfg.get("replication") or {})
+    host, primary, standby = cfg["host"], rep.get("primary") or "", rep.get("standby") or ""
+    mode = "none"
+    if primary and standby:
+        mode = "primary" if host == primary else "standby" if host == standby else "none"
+    rep["mode"] = mode
+    rep["peer"] = standby if mode == "primary" else primary if mode == "standby" else ""
+    if mode == "standby":
+        params = [("host", primary), ("port", cfg["port"]), ("user", rep.get("user")),
+                  ("passfile", rep.get("passfile")), ("sslmode", "verify-full"), ("sslrootcert", rep.get("root_cert")),
+                  ("application_name", rep.get("application_name") or host), ("connect_timeout", 10)]
+        rep["conninfo"] = " ".join("%s=%s" % (k, _conninfo_value(v)) for k, v in params)
+    return rep
 
 
 def postgresql_conf_value(value) -> str:

@@ -1,6 +1,6 @@
 # roles/postgresql/tasks/objects.yml: runs prefect_objects.sql (passed as Sql) with psql.exe as the superuser.
-# The names go on psql's command line; both passwords only into its process environment (PGPASSWORD, and
-# PREFECT_DB_PASSWORD, which the SQL reads with \getenv). Check mode runs the SQL with apply=false: it compares and
+# The names go on psql's command line; the passwords only into its process environment (PGPASSWORD, and
+# PREFECT_DB_PASSWORD and PREFECT_REPLICATION_PASSWORD, which the SQL reads with \getenv). Check mode runs the SQL with apply=false: it compares and
 # reports only. Every "CHANGED <what>" line the SQL prints is a change.
 [CmdletBinding(SupportsShouldProcess)]
 param (
@@ -11,7 +11,11 @@ param (
     [Parameter(Mandatory)][string]$Role,
     [Parameter(Mandatory)][string]$Database,
     [Parameter(Mandatory)][string]$Password,
-    [Parameter(Mandatory)][string]$Sql
+    [Parameter(Mandatory)][string]$Sql,
+    # On the primary of a primary/standby pair: the replication role, its password and the standby's slot.
+    [string]$ReplicationRole = '',
+    [string]$ReplicationPassword = '',
+    [string]$Slot = ''
 )
 
 $ErrorActionPreference = 'Stop'
@@ -24,6 +28,10 @@ if ($PSCmdlet.ShouldProcess("$Role and $Database", 'Create or change')) {
 $info = New-Object System.Diagnostics.ProcessStartInfo
 $info.FileName = Join-Path $BinDir 'psql.exe'
 $info.Arguments = "-X -A -t -h 127.0.0.1 -p $Port -U `"$Superuser`" -d postgres -v role=`"$Role`" -v database=`"$Database`" -v apply=$apply"
+if ($ReplicationRole) {
+    $info.Arguments += " -v replication_role=`"$ReplicationRole`" -v slot=`"$Slot`""
+    $info.EnvironmentVariables['PREFECT_REPLICATION_PASSWORD'] = $ReplicationPassword
+}
 $info.UseShellExecute = $false
 $info.RedirectStandardInput = $true
 $info.RedirectStandardOutput = $true

@@ -1,7 +1,7 @@
 -- The Prefect role, its database and pg_trgm (enclave.prefect.postgresql, files/prefect_objects.ps1 runs it with psql
 -- as the superuser). Idempotent: each object is compared first and changed only when it differs; every change prints
 -- one line "CHANGED <what>" and nothing else is printed. psql variables: role, database (names, from the command
--- line), apply (false in check mode: compare and report only). The role's password comes from the environment
+-- line), apply (false in check mode: compare and report only), and on a replication primary replication_role and slot. The role's password comes from the environment
 -- variable PREFECT_DB_PASSWORD (\getenv, psql 15+), never from the command line.
 \set ON_ERROR_STOP on
 \set QUIET on
@@ -110,6 +110,53 @@ SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') AS role_missi
   \endif
 \endif
 SELECT set_config('enclave.password', '', false) IS NULL AS unused \gset
+
+-- Streaming replication, on the primary of a primary/standby pair (psql variables replication_role and slot): the
+-- replication role, LOGIN REPLICATION and nothing more, its password from PREFECT_REPLICATION_PASSWORD, and the
+-- standby's physical slot (WAL is kept for it from its first connection on, up to max_slot_wal_keep_size).
+\if :{?replication_role}
+  \getenv replication_password PREFECT_REPLICATION_PASSWORD
+  \if :{?replication_password}
+  \else
+    DO $$BEGIN RAISE EXCEPTION 'PREFECT_REPLICATION_PASSWORD is not set'; END$$;
+  \endif
+  SELECT set_config('enclave.password', :'replication_password', false) IS NULL AS unused \gset
+  SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'replication_role') AS replication_role_missing \gset
+  \if :replication_role_missing
+    \echo CHANGED role :replication_role created
+    \if :apply
+      CREATE ROLE :"replication_role" LOGIN REPLICATION PASSWORD :'replication_password';
+    \endif
+  \else
+    SELECT NOT (rolcanlogin AND rolreplication AND NOT rolsuper AND NOT rolcreatedb AND NOT rolcreaterole
+                AND NOT rolbypassrls) AS replication_role_differs
+      FROM pg_roles WHERE rolname = :'replication_role' \gset
+    \if :replication_role_differs
+      \echo CHANGED role :replication_role attributes LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS
+      \if :apply
+        ALTER ROLE :"replication_role" LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
+      \endif
+    \endif
+    SELECT NOT coalesce(pg_temp.scram_matches(rolpassword, current_setting('enclave.password')), false)
+           AS replication_password_differs
+      FROM pg_authid WHERE rolname = :'replication_role' \gset
+    \if :replication_password_differs
+      \echo CHANGED role :replication_role password
+      \if :apply
+        ALTER ROLE :"replication_role" PASSWORD :'replication_password';
+      \endif
+    \endif
+  \endif
+  \unset replication_password
+  SELECT set_config('enclave.password', '', false) IS NULL AS unused \gset
+  SELECT NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = :'slot') AS slot_missing \gset
+  \if :slot_missing
+    \echo CHANGED replication slot :slot created
+    \if :apply
+      SELECT pg_create_physical_replication_slot(:'slot') IS NULL AS unused \gset
+    \endif
+  \endif
+\endif
 
 -- The database, owned by the role (GRANT ALL is not enough on PostgreSQL 15+: public is no longer writable by all).
 SELECT NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'database') AS database_missing \gset

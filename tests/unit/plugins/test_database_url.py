@@ -101,6 +101,81 @@ def test_ipv6_server_addresses_get_one_address_networks():
     assert any("must be its IPv4 or IPv6 address" in e for e in plan(server_addresses=["10.20.1.10", "srv01"])["errors"])
 
 
+REPLICATION = dict(primary="db01", standby="db02", user="prefect_replication", slot="prefect_standby",
+                   passfile="D:/PostgreSQL/17/replication/replication.pgpass",
+                   root_cert="D:/PostgreSQL/17/replication/root.crt")
+
+
+def pair_plan(host, **changes):
+    """The two hosts of a primary/standby pair serving the API replicas srv01 and srv02 (both naming db01 and db02)."""
+    return plan(host=host, host_address={"db01": "10.20.1.30", "db02": "10.20.1.31"}[host],
+                server_names=["srv01", "srv02"], server_addresses=["10.20.1.20", "10.20.1.21"],
+                server_database_hosts=["db01", "db01"], server_standby_hosts=["db02", "db02"],
+                replication=dict(REPLICATION, peer_address={"db01": "10.20.1.31", "db02": "10.20.1.30"}[host]),
+                **changes)
+
+
+def test_both_hosts_of_a_pair_serve_the_servers_and_replicate_with_the_other_only():
+    primary, standby = pair_plan("db01"), pair_plan("db02")
+    assert primary["errors"] == [] and standby["errors"] == []
+    assert (primary["replication"]["mode"], standby["replication"]["mode"]) == ("primary", "standby")
+    for result, peer in ((primary, "10.20.1.31/32"), (standby, "10.20.1.30/32")):
+        # The standby admits the primary's servers too (they reach it after a promotion), and the replication role
+        # from the other host alone, over TLS.
+        assert [e["address"] for e in result["hba"] if e["user"] == "prefect" and e["type"] == "hostssl"] == \
+            ["10.20.1.20/32", "10.20.1.21/32"]
+        assert [e for e in result["hba"] if e["database"] == "replication"] == [
+            {"type": "hostssl", "database": "replication", "user": "prefect_replication", "address": peer,
+             "method": "scram-sha-256"}]
+        s = result["settings"]
+        assert (s["wal_level"], s["hot_standby"], s["max_slot_wal_keep_size"], s["ssl"], s["listen_addresses"]) == \
+            ("replica", "on", "1GB", "on", "*")
+    assert "primary_conninfo" not in primary["settings"] and "primary_slot_name" not in primary["settings"]
+    assert standby["settings"]["primary_slot_name"] == "prefect_standby"
+    # No password: the passfile's path; the primary by the name its certificate carries, verified against the CA.
+    assert standby["settings"]["primary_conninfo"] == (
+        "host='db01' port='5432' user='prefect_replication' passfile='D:/PostgreSQL/17/replication/replication.pgpass' "
+        "sslmode='verify-full' sslrootcert='D:/PostgreSQL/17/replication/root.crt' application_name='db02' "
+        "connect_timeout='10'")
+    # postgresql.conf's quoting of it doubles the quotes (GUC_scanstr reads them back).
+    assert postgresql_conf_value(standby["settings"]["primary_conninfo"]).startswith("'host=''db01'' port=''5432'' ")
+
+
+def test_a_host_outside_the_pair_and_a_pair_without_a_standby_do_not_replicate():
+    alone = plan()
+    assert alone["replication"]["mode"] == "none" and "wal_level" not in alone["settings"]
+    assert not [e for e in alone["hba"] if e["database"] == "replication"]
+    other = plan(host="db03", replication=dict(REPLICATION, peer_address=""))
+    assert other["replication"]["mode"] == "none" and other["errors"] == []
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"replication": dict(REPLICATION, peer_address="db02.corp.local")}, "admits streaming replication from that address"),
+    ({"replication": dict(REPLICATION, peer_address="10.20.1.31", slot="Standby-1")}, "postgresql_replication_slot"),
+    ({"settings": {"wal_level": "minimal"}}, "wal_level to minimal"),
+    ({"settings": {"primary_conninfo": "host=elsewhere"}}, "must not set primary_conninfo"),
+    ({"server_names": ["db01"], "server_addresses": ["10.20.1.30"], "server_database_hosts": ["db01"],
+      "server_standby_hosts": ["db02"]}, "on a database host of the primary/standby pair"),
+])
+def test_pair_input_problems_are_named(changes, needle):
+    base = dict(replication=dict(REPLICATION, peer_address="10.20.1.31"))
+    base.update(changes)
+    errors = plan(**base)["errors"]
+    assert any(needle in e for e in errors), errors
+
+
+def test_the_url_names_both_hosts_of_a_pair_for_the_writable_one():
+    url = database_url("db01.corp.local", 5433, "prefect", "prefect", HARD, local=True, standby="db02.corp.local")
+    assert url.startswith("postgresql+asyncpg://prefect:") and "@/prefect?host=db01.corp.local:5433&host=db02.corp.local:5433" in url
+    assert url.endswith("&target_session_attrs=read-write&ssl=verify-full")
+    # The check of prefect_database_url takes it (the form measured to reach the writable host), and SQLAlchemy reads
+    # the password back.
+    assert database_url_errors(url) == []
+    parsed = make_url(url)
+    assert parsed.password == HARD and parsed.host is None and parsed.database == "prefect"
+    assert parsed.query["host"] == ["db01.corp.local:5433", "db02.corp.local:5433"]
+
+
 def test_the_backup_login_comes_from_this_host_only():
     backup = [e for e in plan(backup_user="prefect_backup")["hba"] if e["user"] == "prefect_backup"]
     # The Prefect database, and its drills' scratch database (the only other one the backup login reaches).
