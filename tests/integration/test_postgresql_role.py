@@ -42,9 +42,10 @@ def _include_dir_line() -> str:
 
 
 def render(root: Path, port: int, password: str, log_dir: Path, extra: dict | None = None,
-           inventory: dict | None = None) -> dict[str, str]:
-    """The role's enclave_prefect.conf and pg_hba.conf, and the server URL database_url composes, rendered by Ansible
-    (for HOST; inventory: another one instead of the all-in-one HOST)."""
+           inventory: dict | None = None, host: str = HOST) -> dict[str, str]:
+    """The role's enclave_prefect.conf, pg_hba.conf and replication passfile, and the server URL database_url composes
+    (as roles/nssm_services/vars/main.yml calls it), rendered by Ansible for `host` (HOST; inventory: another one instead
+    of the all-in-one HOST)."""
     root.mkdir(parents=True, exist_ok=True)
     host_vars = {"ansible_connection": "local", "ansible_python_interpreter": str(REPO / ".venv/bin/python"),
                  "prefect_host_address": "127.0.0.1", "postgresql_port": port, "prefect_database_port": port,
@@ -55,7 +56,7 @@ def render(root: Path, port: int, password: str, log_dir: Path, extra: dict | No
     inventory = inventory or {"all": {"children": {"prefect_server": {"hosts": {HOST: None}},
                                                    "prefect_database": {"hosts": {HOST: None}}}}}
     (root / "inventory.yml").write_text(yaml.safe_dump(inventory))
-    play = [{"name": "Render the postgresql role's files", "hosts": HOST, "gather_facts": False,
+    play = [{"name": "Render the postgresql role's files", "hosts": host, "gather_facts": False,
              "vars_files": [str(REPO / "roles/common/defaults/main.yml"), str(REPO / "roles/common/vars/main/installers.yml"),
                             str(ROLE / "defaults/main.yml"), str(ROLE / "vars/main.yml")],
              "tasks": [
@@ -66,7 +67,9 @@ def render(root: Path, port: int, password: str, log_dir: Path, extra: dict | No
                  {"name": "Server URL", "no_log": True, "ansible.builtin.copy": {"dest": str(root / "url"), "content": (
                      "{{ prefect_database_host | enclave.prefect.database_url(port=prefect_database_port, "
                      "name=prefect_database_name, user=prefect_database_user, password=prefect_database_password, "
-                     "local=prefect_database_host == inventory_hostname) }}")}},
+                     "local=prefect_database_host == inventory_hostname, standby=prefect_database_standby_host) }}")}},
+                 {"name": "Replication passfile", "no_log": True, "ansible.builtin.copy": {
+                     "dest": str(root / "replication.pgpass"), "content": "{{ postgresql_replication_passfile_line }}\n"}},
              ]}]
     (root / "render.yml").write_text(yaml.safe_dump(play, sort_keys=False))
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
@@ -74,7 +77,7 @@ def render(root: Path, port: int, password: str, log_dir: Path, extra: dict | No
                            "-e", f"@{root / 'extra.json'}", str(root / "render.yml")], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert password not in proc.stdout + proc.stderr
-    return {name: (root / name).read_text() for name in ("enclave_prefect.conf", "pg_hba.conf", "url")}
+    return {name: (root / name).read_text() for name in ("enclave_prefect.conf", "pg_hba.conf", "url", "replication.pgpass")}
 
 
 class RoleCluster(PostgresCluster):
