@@ -1,23 +1,23 @@
-"""A PostgreSQL primary and a streaming standby on loopback, for tests/integration/test_ha_standby.py (issue 18).
+"""A PostgreSQL primary and a streaming standby on loopback, for tests/integration/test_ha_standby.py (issue 18), as the
+postgresql role makes them: each host's enclave_prefect.conf, pg_hba.conf and replication passfile rendered by Ansible
+for inventories of the pair (test_postgresql_role.render), the role's prefect_objects.sql with its replication section
+on the primary, and the standby seeded the way files/postgresql_standby.ps1 does it (seed_like_the_role).
 
-The primary is a cluster as the postgresql role configures one: initdb with SCRAM and a superuser password, the role's
-enclave_prefect.conf and pg_hba.conf as Ansible renders them (test_postgresql_role.render), its prefect_objects.sql.
-What the role does not write yet, and a standby needs, is added beside it and nowhere else: REPLICATION_SETTINGS in a
-second file of conf.d, the replication line appended to pg_hba.conf, REPLICATION_SQL (the replication role and the
-slot). The standby is seeded with `pg_basebackup -R -S <slot>` reading the replication password from a passfile.
-
-Two "hosts" on one machine: the primary listens where its rendered file says (localhost, 127.0.0.1), the standby on
-127.0.0.2 with a port of its own (both given on pg_ctl's command line, since pg_basebackup copies the primary's
-configuration). A connection to either comes from 127.0.0.1 (Linux picks that source for the whole 127/8), so the
-replication line admits 127.0.0.1/32; that it admits nothing else is checked from 127.0.0.2.
+Two "hosts" on one machine, named by their addresses in the inventory (127.0.0.1 and 127.0.0.2: the names their
+certificates carry, so that the standby's sslmode=verify-full holds), one port, each listening on its own address
+(given on pg_ctl's command line, since the role writes listen_addresses '*'). A connection to either comes from
+127.0.0.1 (Linux picks that source for the whole 127/8), so each host's prefect_host_address in the inventory is
+127.0.0.1: the replication line admits 127.0.0.1/32; that it admits nothing else is checked from 127.0.0.2.
 
 Every program runs as the postgres user when the tests run as root; no password is ever on a command line: psql reads
-the superuser's from a passfile, the SQL the replication password from the environment (psql's \\getenv), and
-pg_basebackup and the walreceiver theirs from the replication passfile.
+the superuser's from a passfile, the role's SQL the replication password from the environment (psql's \\getenv), and
+pg_basebackup and the walreceiver theirs from the role's replication passfile.
 """
 from __future__ import annotations
 
+import datetime
 import importlib.util
+import ipaddress
 import os
 import re
 import shutil
@@ -29,50 +29,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from servers import PG_BIN_DIRS, REPO, Unavailable, _tail, _uid
 
-REPLICATION_USER = "prefect_replication"
-SLOT = "prefect_standby"
-# What the postgresql role must add to its configuration file on both hosts of the pair (either can be the primary
-# after a failover). wal_level replica is PostgreSQL's default since 10 and runbook 001's value: written anyway so
-# that nobody's "minimal" lowers it. max_slot_wal_keep_size bounds the WAL a slot keeps for a standby that is gone
-# (unbounded by default: a dead standby's slot fills the primary's disk).
-REPLICATION_SETTINGS = {
-    "wal_level": "replica",
-    "max_wal_senders": 10,
-    "max_replication_slots": 10,
-    "max_slot_wal_keep_size": "1GB",
-    "hot_standby": "on",
-}
-
-# The replication role and its slot, as the role would run them (psql as the superuser, names as psql variables,
-# the password from the environment, never in the server log). Idempotent.
-REPLICATION_SQL = r"""
-\set ON_ERROR_STOP on
-\set QUIET on
-\getenv password PREFECT_REPLICATION_PASSWORD
-\if :{?password}
-\else
-  DO $$BEGIN RAISE EXCEPTION 'PREFECT_REPLICATION_PASSWORD is not set'; END$$;
-\endif
-SET log_statement = 'none';
-SET log_min_error_statement = 'panic';
-SELECT format('CREATE ROLE %I', :'user') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'user') \gexec
-SELECT format('ALTER ROLE %I WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD %L',
-              :'user', :'password') \gexec
-SELECT pg_create_physical_replication_slot(:'slot') IS NULL AS unused
-  WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = :'slot') \gset
-"""
+ROLE = REPO / "roles" / "postgresql"
+_DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+REPLICATION_USER = _DEFAULTS["postgresql_replication_user"]
+SLOT = _DEFAULTS["postgresql_replication_slot"]
+# The files of the host that files/postgresql_standby.ps1 puts back after pg_basebackup (its KeepFiles default).
+KEEP_FILES = re.findall(r"'([^']+)'", re.search(r"\[string\[\]\]\$KeepFiles = @\(([^)]*)\)",
+                                               (ROLE / "files" / "postgresql_standby.ps1").read_text()).group(1))
 
 _SPEC = importlib.util.spec_from_file_location("enclave_database_url_ha", REPO / "plugins" / "filter" / "database_url.py")
 _FILTERS = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(_FILTERS)
 conf_value = _FILTERS.postgresql_conf_value
-
-
-def replication_hba_line(address: str, user: str = REPLICATION_USER) -> str:
-    """The one pg_hba.conf line for streaming replication: the replication role from the peer's address, SCRAM."""
-    return f"host    replication    {user}    {address}/32    scram-sha-256"
 
 
 def pgpass_line(host: str, port: int, database: str, user: str, password: str) -> str:
@@ -153,9 +125,10 @@ def _own(*paths: Path) -> None:
 
 @dataclass
 class Node:
-    """One PostgreSQL host of the pair: data directory root/data, its log root/postgres.log (pg_ctl's) and root/log
-    (the logging collector's), the superuser's passfile root/superuser.pgpass (the test's own psql) and the
-    replication passfile root/replication.pgpass (the file the role writes for the service account)."""
+    """One PostgreSQL host of the pair, named by its address: data directory root/data, its log root/postgres.log
+    (pg_ctl's) and root/log (the logging collector's, the role's postgresql_log_dir), the superuser's passfile
+    root/superuser.pgpass (the test's own psql), and root/replication (the role's postgresql_replication_dir: its
+    replication passfile and the enclave CA)."""
 
     name: str
     address: str
@@ -163,12 +136,11 @@ class Node:
     superuser_password: str
     bin_dir: Path
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="prefect-itest-pgha-")))
-    # Settings given on pg_ctl's command line: where this host differs from the configuration it was copied from.
-    overrides: dict = field(default_factory=dict)
-
     def __post_init__(self):
-        (self.root / "log").mkdir(exist_ok=True)
-        _own(self.root, self.root / "log")
+        for sub in ("log", "replication"):
+            (self.root / sub).mkdir(exist_ok=True)
+            _own(self.root / sub)
+        _own(self.root)
         su = self.root / "superuser.pgpass"
         su.write_text(pgpass_line("*", self.port, "*", "postgres", self.superuser_password))
         os.chmod(su, 0o600)
@@ -178,14 +150,78 @@ class Node:
         return self.root / "data"
 
     @property
-    def replication_passfile(self) -> Path:
-        return self.root / "replication.pgpass"
+    def replication_dir(self) -> Path:
+        return self.root / "replication"
 
-    def write_replication_passfile(self, peers: list["Node"], password: str) -> None:
-        path = self.replication_passfile
-        path.write_text("".join(pgpass_line(p.address, p.port, "replication", REPLICATION_USER, password) for p in peers))
-        os.chmod(path, 0o600)
-        _own(path)
+    @property
+    def replication_passfile(self) -> Path:
+        return self.replication_dir / "replication.pgpass"
+
+    def write(self, path: Path, content: str | bytes, mode: int = 0o600) -> None:
+        """A file the role writes, the postgres user's (the service account's) only."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        os.chmod(path, mode)
+        _own(path.parent, path)
+
+    def install(self, files: dict[str, str], tls: dict[str, bytes], ca: bytes) -> "Node":
+        """What the installer and the role's config stage leave: initdb (SCRAM, the superuser password from a file),
+        the include_dir line, the role's rendered enclave_prefect.conf and pg_hba.conf, this host's certificate and key,
+        the replication passfile and the CA (tasks/replication.yml); then started."""
+        from test_postgresql_role import _include_dir_line
+        pwfile = self.root / "pw"
+        self.write(pwfile, self.superuser_password + "\n")
+        try:
+            self.run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=scram-sha-256", "--pwfile", str(pwfile),
+                     "-E", "UTF8", "--locale=C", "--no-sync")
+        finally:
+            pwfile.unlink()
+        with open(self.data / "postgresql.conf", "a", encoding="utf-8") as conf:
+            conf.write("\n" + _include_dir_line() + "\n")
+        self.configure(files, tls, ca)
+        return self.start()
+
+    def configure(self, files: dict[str, str], tls: dict[str, bytes], ca: bytes) -> None:
+        """The role's config stage and replication files for this host (in the data directory as it is now)."""
+        self.write(self.data / "conf.d" / "enclave_prefect.conf", files["enclave_prefect.conf"])
+        self.write(self.data / "pg_hba.conf", files["pg_hba.conf"])
+        for name, content in tls.items():
+            self.write(self.data / name, content)
+        self.write(self.replication_passfile, files["replication.pgpass"])
+        self.write(self.replication_dir / "root.crt", ca)
+
+    def seed_like_the_role(self, conninfo: str, reseed: bool = False) -> Path:
+        """files/postgresql_standby.ps1 step by step: a data directory that holds the Prefect database and is not in
+        recovery is refused (unless reseed); stop; the data directory renamed and kept; pg_basebackup through the slot
+        with the role's conninfo (no password, the passfile); the host's own KeepFiles back from the kept directory;
+        standby.signal; start. Returns the kept directory."""
+        if not reseed:
+            state = self.sql("SELECT pg_is_in_recovery()::text || '|' || EXISTS (SELECT 1 FROM pg_database WHERE "
+                             "datname = 'prefect')::text")
+            if state == "false|true":
+                raise RuntimeError("This host is a primary with the prefect database, not a standby")
+        self.stop()
+        kept = self.root / "data.before-standby"
+        os.rename(self.data, kept)
+        self.data.mkdir(mode=0o700)
+        _own(self.data)
+        self.run("pg_basebackup", "-D", str(self.data), "-X", "stream", "-c", "fast", "-S", SLOT, "-w",
+                 "-d", conninfo, env={"PGPASSFILE": str(self.replication_passfile)})
+        for name in KEEP_FILES:
+            source, target = kept / name, self.data / name
+            if source.exists():
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+                if source.is_dir():
+                    shutil.copytree(source, target)
+                else:
+                    shutil.copy2(source, target)
+                _own(target, *(target.rglob("*") if target.is_dir() else []))
+        self.write(self.data / "standby.signal", "")
+        self.start()
+        return kept
 
     def run(self, program: str, *argv: str, env: dict | None = None, check: bool = True, input: str | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess:
@@ -201,7 +237,8 @@ class Node:
         return proc
 
     def start(self) -> "Node":
-        opts = f"-c unix_socket_directories={self.root} " + " ".join(f"-c {k}={v}" for k, v in self.overrides.items())
+        # Two hosts on one machine and one port: each listens on its own address (the role writes '*').
+        opts = f"-c unix_socket_directories={self.root} -c listen_addresses={self.address}"
         self.run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "postgres.log"), "-o", opts, "-w", "-t", "60",
                  "start")
         return self
@@ -234,32 +271,17 @@ class Node:
     def in_recovery(self) -> bool:
         return self.sql("SELECT pg_is_in_recovery()") == "t"
 
-    def apply_replication_sql(self, password: str) -> None:
-        self.psql("-v", f"user={REPLICATION_USER}", "-v", f"slot={SLOT}", input=REPLICATION_SQL,
-                  env={"PREFECT_REPLICATION_PASSWORD": password})
-
-    def seed_from(self, source: "Node", slot: str | None = SLOT, data: Path | None = None,
-                  env: dict | None = None) -> str:
-        """pg_basebackup -R -S <slot> from `source` into this host's empty data directory (or `data`), the replication
-        password read from this host's passfile (or what `env` says). Returns the postgresql.auto.conf -R wrote."""
-        data = data or self.data
-        self.run("pg_basebackup", "-h", source.address, "-p", str(source.port), "-U", REPLICATION_USER, "-w",
-                 "-D", str(data), "-R", *(["-S", slot] if slot else []), "-X", "stream", "-c", "fast",
-                 env=env or {"PGPASSFILE": str(self.replication_passfile)})
-        return (data / "postgresql.auto.conf").read_text()
-
-    def follow(self, source: "Node", application_name: str) -> str:
-        """Replace every primary_conninfo line of postgresql.auto.conf with the one the role should write itself: the
-        primary, the replication role, this host's replication passfile (passfile=, no password), its name as
-        application_name (pg_stat_replication shows it; -R's line has none) and a connect timeout. Returns it."""
-        auto = self.data / "postgresql.auto.conf"
-        kept = [line for line in auto.read_text().splitlines() if not re.match(r"^\s*primary_conninfo\s*=", line)]
-        conninfo = conninfo_text({"host": source.address, "port": str(source.port), "user": REPLICATION_USER,
-                                  "passfile": str(self.replication_passfile), "application_name": application_name,
-                                  "connect_timeout": "5"})
-        kept.append("primary_conninfo = " + conf_quote(conninfo))
-        auto.write_text("\n".join(kept) + "\n")
-        return conninfo
+    def apply_role_sql(self, prefect_password: str, replication_password: str | None = None) -> list[str]:
+        """The role's prefect_objects.sql as prefect_objects.ps1 runs it (names as psql variables, passwords in the
+        environment), with its replication section on a primary: the CHANGED lines."""
+        sql = (ROLE / "files" / "prefect_objects.sql").read_text()
+        args = ["-v", "role=prefect", "-v", "database=prefect", "-v", "apply=true"]
+        env = {"PREFECT_DB_PASSWORD": prefect_password}
+        if replication_password is not None:
+            args += ["-v", f"replication_role={REPLICATION_USER}", "-v", f"slot={SLOT}"]
+            env["PREFECT_REPLICATION_PASSWORD"] = replication_password
+        out = self.psql(*args, input=sql, env=env).stdout
+        return [line[8:] for line in out.splitlines() if line.startswith("CHANGED ")]
 
     def wait_streaming(self, standby: "Node", application_name: str, timeout: float = 60) -> dict:
         """On this (primary) host: the standby's walsender streaming through the slot, and the standby has replayed
@@ -296,3 +318,37 @@ def multi_host_url(user: str, password: str, database: str, nodes: list[Node], t
     if target:
         query += f"&target_session_attrs={target}"
     return f"postgresql+asyncpg://{quote(user, safe='')}:{quote(password, safe='')}@/{quote(database, safe='')}?{query}"
+
+
+def make_pki(addresses: list[str]) -> tuple[bytes, dict[str, dict[str, bytes]]]:
+    """An enclave CA (prefect_api_ca_cert) and, for each address, the server.crt and server.key the role writes into
+    that host's data directory: issued by the CA for the address (IP SAN), as verify-full checks it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Enclave test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                                       key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                       encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    issued = {}
+    for address in addresses:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)]))
+                .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]),
+                               critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        issued[address] = {"server.crt": cert.public_bytes(serialization.Encoding.PEM),
+                           "server.key": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                           serialization.NoEncryption())}
+    return ca.public_bytes(serialization.Encoding.PEM), issued

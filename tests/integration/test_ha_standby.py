@@ -1,6 +1,10 @@
-"""Issue 18's PostgreSQL standby, for real: a primary configured as the postgresql role renders it, a streaming standby
-seeded with pg_basebackup -R -S, a real Prefect server whose database URL names both hosts, a promotion after the
-primary stops, and the old primary seeded again as the new standby. Helpers and what the role must add: pgstandby.py.
+"""Issue 18's PostgreSQL standby, for real, as the postgresql role makes it: both hosts' configuration, client
+authentication and replication passfile rendered by Ansible from the role for an inventory of the pair, the role's SQL
+(replication role and slot) on the primary, the standby seeded the way files/postgresql_standby.ps1 does it and
+following the primary with the primary_conninfo the role writes (TLS verify-full, the passfile); a real Prefect server
+whose database URL is the one the roles compose for the pair; a promotion after the primary stops; and the old primary
+seeded again as the new standby from the files the role renders for the swapped inventory (playbooks/failover.yml's
+re-seed). Helpers: pgstandby.py.
 
 The tests run in order on one module fixture (about a minute in all): each checks one stage and the later ones build
 on the state the earlier ones leave.
@@ -19,10 +23,10 @@ from urllib.parse import quote
 
 import pytest
 
-from pgstandby import (REPLICATION_SETTINGS, REPLICATION_USER, SLOT, Node, _own, auto_conf_settings, bin_dir,
-                       conf_value, conninfo_params, multi_host_url, replication_hba_line, startup)
+from pgstandby import (REPLICATION_USER, SLOT, Node, auto_conf_settings, bin_dir, conninfo_params, make_pki,
+                       multi_host_url, startup)
 from servers import REPO, PrefectServer, Unavailable, free_port, http, prefect_bin
-from test_postgresql_role import SQL as PREFECT_OBJECTS_SQL, _include_dir_line, render
+from test_postgresql_role import render
 
 SUPERUSER_PASSWORD = "Super-Ha-" + os.urandom(6).hex()
 PREFECT_PASSWORD = "p@ss:w/rd%#?&ha " + os.urandom(4).hex()
@@ -70,14 +74,14 @@ async def probe(url):
     engine = await AsyncPostgresConfiguration(connection_url=url).engine()
     try:
         async with engine.connect() as conn:
-            port, recovery = (await conn.execute(sa.text("SELECT inet_server_port(), pg_is_in_recovery()"))).one()
+            address, recovery = (await conn.execute(sa.text("SELECT host(inet_server_addr()), pg_is_in_recovery()"))).one()
             try:
                 await conn.execute(sa.text("CREATE TEMP TABLE ha_probe (x int)"))
                 await conn.execute(sa.text("INSERT INTO ha_probe VALUES (1)"))
                 write = "ok"
             except Exception as exc:
                 write = type(exc).__name__ + ": " + str(exc).splitlines()[0]
-        return {"port": port, "in_recovery": recovery, "write": write}
+        return {"address": address, "in_recovery": recovery, "write": write}
     finally:
         await engine.dispose()
 
@@ -91,27 +95,25 @@ print(json.dumps(out))
 '''
 
 
-def _initdb_primary(node: Node, files: dict[str, str]) -> None:
-    """initdb as the role's install does it (SCRAM, a superuser password from a file), then the role's rendered files
-    and what a standby needs beside them (REPLICATION_SETTINGS in conf.d, one replication line in pg_hba.conf)."""
-    pwfile = node.root / "pw"
-    pwfile.write_text(SUPERUSER_PASSWORD + "\n")
-    os.chmod(pwfile, 0o600)
-    _own(pwfile)
-    try:
-        node.run("initdb", "-D", str(node.data), "-U", "postgres", "--auth=scram-sha-256", "--pwfile", str(pwfile),
-                 "-E", "UTF8", "--locale=C", "--no-sync")
-    finally:
-        pwfile.unlink()
-    with open(node.data / "postgresql.conf", "a", encoding="utf-8") as conf:
-        conf.write("\n" + _include_dir_line() + "\n")
-    confd = node.data / "conf.d"
-    confd.mkdir()
-    (confd / "enclave_prefect.conf").write_text(files["enclave_prefect.conf"])
-    (confd / "enclave_prefect_replication.conf").write_text(
-        "".join(f"{k} = {conf_value(v)}\n" for k, v in REPLICATION_SETTINGS.items()))
-    (node.data / "pg_hba.conf").write_text(files["pg_hba.conf"] + replication_hba_line("127.0.0.1") + "\n")
-    _own(confd, *confd.iterdir(), node.data / "pg_hba.conf")
+A, B = "127.0.0.1", "127.0.0.2"
+SERVER = "prefect-api01.corp.local"
+
+
+def _render_pair(node: Node, primary: str, standby: str, root) -> dict[str, str]:
+    """The role's files for `node` in an inventory where `primary` streams to `standby` (inventory names = addresses),
+    served to one Prefect server host; every host is seen from 127.0.0.1 (module docstring of pgstandby.py)."""
+    seen = {"prefect_host_address": "127.0.0.1"}
+    inventory = {"all": {"children": {"prefect_server": {"hosts": {SERVER: seen}},
+                                      "prefect_database": {"hosts": {A: seen, B: seen}}}}}
+    return render(root, node.port, PREFECT_PASSWORD, node.root / "log", host=node.address, inventory=inventory,
+                  extra={"prefect_database_host": primary, "prefect_database_standby_host": standby,
+                         "postgresql_replication_password": REPLICATION_PASSWORD,
+                         "postgresql_replication_dir": str(node.replication_dir),
+                         "postgresql_superuser_password": SUPERUSER_PASSWORD})
+
+
+def _setting(conf: str, name: str) -> str:
+    return dict(auto_conf_settings(conf))[name]
 
 
 @pytest.fixture(scope="module")
@@ -122,27 +124,25 @@ def ha(tmp_path_factory):
     except Unavailable as exc:
         pytest.skip(f"standby tests skipped: {exc}")
     work = tmp_path_factory.mktemp("pgha")
-    a = Node("pg-a", "127.0.0.1", free_port(), SUPERUSER_PASSWORD, binaries)
-    b = Node("pg-b", "127.0.0.2", free_port(), SUPERUSER_PASSWORD, binaries)
-    b.overrides = {"listen_addresses": b.address, "port": b.port, "log_directory": str(b.root / "log")}
-    state = SimpleNamespace(a=a, b=b, work=work, server=None, timings={})
+    port = free_port()
+    a = Node("pg-a", A, port, SUPERUSER_PASSWORD, binaries)
+    b = Node("pg-b", B, port, SUPERUSER_PASSWORD, binaries)
+    ca, tls = make_pki([A, B])
+    (work / "ca.pem").write_bytes(ca)
+    state = SimpleNamespace(a=a, b=b, work=work, server=None, timings={}, ca=ca, tls=tls)
     try:
-        files = render(work / "render", a.port, PREFECT_PASSWORD, a.root / "log")
-        _initdb_primary(a, files)
-        a.start()
-        a.psql("-v", "role=prefect", "-v", "database=prefect", "-v", "apply=true", "-f", str(PREFECT_OBJECTS_SQL),
-               env={"PREFECT_DB_PASSWORD": PREFECT_PASSWORD})
-        a.apply_replication_sql(REPLICATION_PASSWORD)
-        for node in (a, b):  # each host may have to seed from the other one day
-            node.write_replication_passfile([a, b], REPLICATION_PASSWORD)
+        state.files = {A: _render_pair(a, A, B, work / "render-a"), B: _render_pair(b, A, B, work / "render-b")}
+        a.install(state.files[A], tls[A], ca)
+        state.primary_changes = a.apply_role_sql(PREFECT_PASSWORD, REPLICATION_PASSWORD)
+        b.install(state.files[B], tls[B], ca)  # the installer's cluster on the standby, configured by the role
+        state.conninfo = _setting(state.files[B]["enclave_prefect.conf"], "primary_conninfo")
         started = time.monotonic()
-        state.r_conf = b.seed_from(a)
+        b.seed_like_the_role(state.conninfo)
         state.timings["basebackup_s"] = time.monotonic() - started
-        state.conninfo = b.follow(a, application_name=b.name)
-        b.start()
-        state.streaming = a.wait_streaming(b, b.name)
-        state.url = multi_host_url("prefect", PREFECT_PASSWORD, "prefect", [a, b])
-        state.server = PrefectServer(work / "server", database_url=state.url)
+        state.streaming = a.wait_streaming(b, B)
+        state.url = state.files[A]["url"]
+        state.server = PrefectServer(work / "server", database_url=state.url,
+                                     extra_env={"PGSSLROOTCERT": str(work / "ca.pem")})
         state.server.start()
     except BaseException:
         if state.server:
@@ -163,23 +163,37 @@ def _startup_kind(node: Node, user: str, database: str, source: str = "127.0.0.1
 
 def test_the_standby_streams_through_its_slot_and_only_the_replication_role_may_replicate(ha):
     a, b = ha.a, ha.b
-    assert a.show("wal_level") == "replica"
-    assert a.show("max_slot_wal_keep_size") == "1GB"
-    assert a.sql("SELECT count(*) FROM pg_file_settings WHERE error IS NOT NULL") == "0"
-    assert a.sql("SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL") == "0"
-    rules = a.sql("SELECT user_name, address, auth_method FROM pg_hba_file_rules WHERE 'replication' = ANY(database)")
-    assert rules.splitlines() == [f"{{{REPLICATION_USER}}}|127.0.0.1|scram-sha-256"]
+    assert ha.primary_changes == ["role prefect created", "role prefect_replication created",
+                                  f"replication slot {SLOT} created", "database prefect created",
+                                  "extension pg_trgm created"], ha.primary_changes
+    # The role's SQL again: nothing of replication to change (the replication role's SCRAM verifier matches its
+    # password); the Prefect server has made its tables since, which get their autovacuum settings.
+    again = a.apply_role_sql(PREFECT_PASSWORD, REPLICATION_PASSWORD)
+    assert [c for c in again if not c.startswith("autovacuum settings of")] == [], again
+    for node in (a, b):
+        assert node.show("wal_level") == "replica" and node.show("max_slot_wal_keep_size") == "1GB"
+        # Every setting of the role's file applies (listen_addresses '*' gives way to this machine's own address on
+        # the command line, module docstring of pgstandby.py).
+        assert node.sql("SELECT string_agg(name || ': ' || error, ', ') FROM pg_file_settings WHERE error IS NOT NULL "
+                        "AND name <> 'listen_addresses'") == ""
+        assert node.sql("SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL") == "0"
+        rules = node.sql("SELECT type, user_name, address, auth_method FROM pg_hba_file_rules "
+                         "WHERE 'replication' = ANY(database)")
+        assert rules.splitlines() == [f"hostssl|{{{REPLICATION_USER}}}|127.0.0.1|scram-sha-256"]
     attrs = a.sql(f"SELECT rolcanlogin, rolreplication, rolsuper, left(rolpassword, 14) FROM pg_authid "
                   f"WHERE rolname = '{REPLICATION_USER}'")
     assert attrs == "t|t|f|SCRAM-SHA-256$"
     assert ha.streaming == {"state": "streaming", "sync_state": "async", "slot": SLOT, "client_addr": "127.0.0.1"}
     assert b.in_recovery() and (b.data / "standby.signal").exists()
     assert b.show("primary_slot_name") == SLOT
-    # The replication role from the standby's address: asked for SCRAM. From anywhere else, the Prefect role, or the
-    # replication role to a database: no pg_hba.conf entry.
-    kind, payload = _startup_kind(a, REPLICATION_USER, "replication", replication=True)
-    assert kind == "R" and payload[4:].split(b"\0")[0] == b"SCRAM-SHA-256", (kind, payload)
-    for user, database, source, replication in ((REPLICATION_USER, "replication", "127.0.0.2", True),
+    # Over TLS, the primary's certificate verified against the enclave CA for the name in primary_conninfo.
+    assert a.sql("SELECT s.ssl, s.version FROM pg_stat_ssl s JOIN pg_stat_replication r ON r.pid = s.pid") in (
+        "t|TLSv1.3", "t|TLSv1.2")
+    assert conninfo_params(b.show("primary_conninfo"))["sslmode"] == "verify-full"
+    # Replication without TLS, from anywhere else, as the Prefect role, or the replication role to a database: no
+    # pg_hba.conf entry.
+    for user, database, source, replication in ((REPLICATION_USER, "replication", "127.0.0.1", True),
+                                                (REPLICATION_USER, "replication", "127.0.0.2", True),
                                                 ("prefect", "replication", "127.0.0.1", True),
                                                 (REPLICATION_USER, "prefect", "127.0.0.1", False),
                                                 (REPLICATION_USER, "postgres", "127.0.0.1", False)):
@@ -187,24 +201,18 @@ def test_the_standby_streams_through_its_slot_and_only_the_replication_role_may_
         assert kind == "E" and b"no pg_hba.conf entry" in payload, (user, database, source, payload)
 
 
-def test_basebackup_minus_R_names_the_passfile_and_the_standby_keeps_no_password(ha):
-    """pg_basebackup -R writes primary_conninfo from the connection it made. With the password from a passfile
-    (PGPASSFILE) it writes passfile='<that path>' and no password, so the passfile must stay where it is, readable by the
-    service account. With the password from PGPASSWORD it writes the password itself into postgresql.auto.conf, in
-    clear text: the role must seed from a passfile. The standby keeps a primary_conninfo of the role's own (no
-    password), and streams with it (previous test)."""
-    written = dict(auto_conf_settings(ha.r_conf))
-    params = conninfo_params(written["primary_conninfo"])
-    assert "password" not in params and params["passfile"] == str(ha.b.replication_passfile), params
-    assert params["user"] == REPLICATION_USER and written["primary_slot_name"] == SLOT
-    scratch = ha.b.root / "seed-with-pgpassword"
-    leaked = ha.b.seed_from(ha.a, slot=None, data=scratch, env={"PGPASSWORD": REPLICATION_PASSWORD})
-    shutil.rmtree(scratch)
-    assert conninfo_params(dict(auto_conf_settings(leaked))["primary_conninfo"])["password"] == REPLICATION_PASSWORD
-    kept = dict(auto_conf_settings((ha.b.data / "postgresql.auto.conf").read_text()))
-    kept_params = conninfo_params(kept["primary_conninfo"])
-    assert "password" not in kept_params and kept_params["passfile"] == str(ha.b.replication_passfile)
-    assert conninfo_params(ha.b.show("primary_conninfo")) == kept_params
+def test_the_standby_follows_with_the_roles_conninfo_and_keeps_no_password(ha):
+    """primary_conninfo is the role's (the primary by the name its certificate carries, the passfile, no password),
+    from the role's file in conf.d: the seeding wrote none of its own (no -R), and the host's own files came back from
+    the kept directory (its own certificate, its own pg_hba.conf)."""
+    b = ha.b
+    params = conninfo_params(b.show("primary_conninfo"))
+    assert "password" not in params and params["passfile"] == str(b.replication_passfile), params
+    assert (params["host"], params["user"], params["application_name"]) == (A, REPLICATION_USER, B)
+    assert b.sql("SELECT sourcefile FROM pg_settings WHERE name = 'primary_conninfo'").endswith("conf.d/enclave_prefect.conf")
+    assert "primary_conninfo" not in (b.data / "postgresql.auto.conf").read_text()
+    assert (b.data / "server.crt").read_bytes() == ha.tls[B]["server.crt"]
+    assert (b.data / "pg_hba.conf").read_text() == ha.files[B]["pg_hba.conf"]
     # The password is in no file of either host but the passfiles (the data directories hold SCRAM verifiers), and the
     # passfiles are the postgres user's only.
     secret = REPLICATION_PASSWORD.encode()
@@ -215,15 +223,26 @@ def test_basebackup_minus_R_names_the_passfile_and_the_standby_keeps_no_password
         assert oct(node.replication_passfile.stat().st_mode & 0o777) == "0o600"
 
 
+def test_a_primary_holding_the_prefect_database_is_not_seeded_over(ha):
+    """The role's refusal (postgresql_standby.ps1 without Reseed): the primary, named standby by a stale inventory."""
+    with pytest.raises(RuntimeError, match="primary with the prefect database"):
+        ha.a.seed_like_the_role(ha.conninfo)
+    assert ha.a.running() and not ha.a.in_recovery()
+
+
 def test_prefect_writes_to_the_primary_through_the_url_naming_both_hosts(ha):
     server, a, b = ha.server, ha.a, ha.b
-    assert "?host=127.0.0.1:" in ha.url and "&host=127.0.0.2:" in ha.url and "target_session_attrs=read-write" in ha.url
+    # The URL the roles compose for the pair (roles/nssm_services/vars/main.yml): both hosts, the writable one, TLS.
+    assert "@/prefect?host=127.0.0.1:" in ha.url and "&host=127.0.0.2:" in ha.url
+    assert ha.url.endswith("&target_session_attrs=read-write&ssl=verify-full")
     status, body = server.api("POST", "/work_pools/", {"name": "ha-before", "type": "process"})
     assert status == 201, body
     assert http("GET", f"{server.api_url}/ready")[0] == 200
     # Prefect's connections are on the primary, none on the standby; the pool reached the standby by replication.
     assert int(a.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'prefect'")) > 0
     assert b.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'prefect'") == "0"
+    assert a.sql("SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity p USING (pid) "
+                 "WHERE p.usename = 'prefect'") == "t"
     deadline = time.monotonic() + 20
     while b.sql("SELECT count(*) FROM work_pool WHERE name = 'ha-before'", database="prefect") != "1":
         assert time.monotonic() < deadline, "the pool did not reach the standby"
@@ -343,19 +362,20 @@ def test_promoting_the_standby_keeps_the_server_its_data_and_a_running_flow(ha):
 
 def test_the_old_primary_is_seeded_again_as_the_new_standby(ha):
     """failover.yml's "re-seed on request", the cheap way: a fresh pg_basebackup from the new primary (a Prefect
-    database is small; pg_rewind would also need wal_log_hints or data checksums and a superuser-like login)."""
+    database is small; pg_rewind would also need wal_log_hints or data checksums and a superuser-like login). The role's
+    files for the swapped inventory (127.0.0.2 primary, 127.0.0.1 its standby) go into the stopped old primary's data
+    directory first (its config stage), then the seeding keeps them."""
     server, a, b = ha.server, ha.a, ha.b
-    b.apply_replication_sql(REPLICATION_PASSWORD)  # the slot on the new primary (slots are not replicated)
-    os.rename(a.data, a.root / "data.before-failover")
-    r_conf = a.seed_from(b)
-    # The promoted host's own postgresql.auto.conf came along: its primary_conninfo (naming the old primary, i.e.
-    # this host itself) is still there before the one -R appended.
-    conninfos = [v for k, v in auto_conf_settings(r_conf) if k == "primary_conninfo"]
-    assert len(conninfos) == 2 and conninfo_params(conninfos[0])["port"] == str(a.port)
-    a.follow(b, application_name=a.name)
-    a.start()
+    assert not a.running()
+    # The role's SQL on the new primary: only the slot is new (slots are not replicated; the roles are).
+    assert b.apply_role_sql(PREFECT_PASSWORD, REPLICATION_PASSWORD) == [f"replication slot {SLOT} created"]
+    files = _render_pair(a, B, A, ha.work / "render-a-standby")
+    a.configure(files, ha.tls[A], ha.ca)
+    kept = a.seed_like_the_role(_setting(files["enclave_prefect.conf"], "primary_conninfo"), reseed=True)
+    assert (kept / "PG_VERSION").exists()  # the old primary's data, kept
     assert a.in_recovery()
-    assert b.wait_streaming(a, a.name)["slot"] == SLOT
+    assert conninfo_params(a.show("primary_conninfo"))["host"] == B
+    assert b.wait_streaming(a, A)["slot"] == SLOT
     status, body = server.api("POST", "/work_pools/", {"name": "ha-after-reseed", "type": "process"})
     assert status == 201, body
     deadline = time.monotonic() + 20
@@ -385,13 +405,14 @@ def test_prefects_engine_picks_the_writable_host_only_with_target_session_attrs(
         "URL_LIBPQ_AUTHORITY": (f"postgresql+asyncpg://prefect:{quote(PREFECT_PASSWORD, safe='')}@{a.address}:{a.port},"
                                 f"{b.address}:{b.port}/prefect?target_session_attrs=read-write"),
     }
-    proc = subprocess.run([prefect_bin("python"), "-c", ROUTE, *urls], env={**os.environ, **urls}, capture_output=True,
+    proc = subprocess.run([prefect_bin("python"), "-c", ROUTE, *urls], capture_output=True,
+                          env={**os.environ, **urls, "PGSSLROOTCERT": str(ha.work / "ca.pem")},
                           text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["URL_READ_WRITE"] == {"port": b.port, "in_recovery": False, "write": "ok"}, out
-    assert out["URL_COMMA_FORM"] == {"port": b.port, "in_recovery": False, "write": "ok"}, out
-    assert out["URL_ANY"]["port"] == a.port and out["URL_ANY"]["in_recovery"] is True, out
+    assert out["URL_READ_WRITE"] == {"address": B, "in_recovery": False, "write": "ok"}, out
+    assert out["URL_COMMA_FORM"] == {"address": B, "in_recovery": False, "write": "ok"}, out
+    assert out["URL_ANY"]["address"] == A and out["URL_ANY"]["in_recovery"] is True, out
     assert "read-only transaction" in out["URL_ANY"]["write"], out
     # libpq's host1:port1,host2:port2 in the authority is no URL SQLAlchemy reads.
     assert "error" in out["URL_LIBPQ_AUTHORITY"], out

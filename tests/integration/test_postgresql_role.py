@@ -58,6 +58,7 @@ def render(root: Path, port: int, password: str, log_dir: Path, extra: dict | No
     (root / "inventory.yml").write_text(yaml.safe_dump(inventory))
     play = [{"name": "Render the postgresql role's files", "hosts": host, "gather_facts": False,
              "vars_files": [str(REPO / "roles/common/defaults/main.yml"), str(REPO / "roles/common/vars/main/installers.yml"),
+                            str(REPO / "roles/common/vars/main/windows.yml"),
                             str(ROLE / "defaults/main.yml"), str(ROLE / "vars/main.yml")],
              "tasks": [
                  {"name": "Configuration file", "ansible.builtin.template": {
