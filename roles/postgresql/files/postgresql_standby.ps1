@@ -3,7 +3,7 @@
 # A data directory with standby.signal is a standby already: nothing to do. One that holds the Prefect database and is
 # not in recovery is a primary (a promoted standby, or a stale inventory): refused unless Reseed (failover.yml).
 # Nothing is deleted: the data directory is renamed to <DataDir>.before-standby-<time> and kept; if pg_basebackup fails,
-# it is put back and the service started again. The replication password is read by pg_basebackup from PassFile (the
+# it is put back and the service started again if it ran before (a fenced former primary stays stopped). The replication password is read by pg_basebackup from PassFile (the
 # connection string names no password), the superuser's reaches psql.exe in its process environment only.
 # The role's own files of this host (KeepFiles: pg_hba.conf, conf.d with primary_conninfo, server.crt and .key) replace
 # the primary's copies that pg_basebackup brought.
@@ -69,8 +69,9 @@ if (Test-Path -LiteralPath $signal) {
     return
 }
 $service = Get-Service -Name $ServiceName
+$wasRunning = $service.Status -eq 'Running'
 if (-not $Reseed) {
-    if ($service.Status -ne 'Running') {
+    if (-not $wasRunning) {
         throw ("PostgreSQL ($ServiceName) is not running, so whether $DataDir holds the Prefect database cannot be " +
                "read: start it, or seed this standby anyway with postgresql_reseed (the directory is kept, renamed).")
     }
@@ -104,7 +105,9 @@ $backup = Invoke-Program -Name 'pg_basebackup.exe' -Arguments $arguments -Enviro
 if ($backup.rc -ne 0) {
     Remove-Item -LiteralPath $DataDir -Recurse -Force
     Rename-Item -LiteralPath $kept -NewName (Split-Path -Path $DataDir -Leaf)
-    Start-Service -Name $ServiceName
+    if ($wasRunning) {
+        Start-Service -Name $ServiceName
+    }
     throw "pg_basebackup.exe from the primary failed ($($backup.rc)); $DataDir is as it was: $($backup.stderr)"
 }
 foreach ($name in $KeepFiles) {
@@ -118,6 +121,8 @@ foreach ($name in $KeepFiles) {
     }
 }
 [System.IO.File]::WriteAllText($signal, '')
+# A former primary that failover.yml fenced (disabled) starts with Windows again, now as the standby.
+Set-Service -Name $ServiceName -StartupType Automatic
 Start-Service -Name $ServiceName
 
 $deadline = (Get-Date).AddSeconds($StreamingTimeout)
