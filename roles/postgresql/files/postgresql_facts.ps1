@@ -1,11 +1,13 @@
-# Read-only (roles/postgresql/tasks/facts.yml): EDB's registrations of PostgreSQL, the service, the host's memory.
+# Read-only (roles/postgresql/tasks/facts.yml): EDB's registrations of PostgreSQL, the service, the host's memory, and
+# whether the data directory is a standby's (standby.signal).
 # EDB's installer (edb-installers server/installer.xml.in) writes HKLM:\SOFTWARE\PostgreSQL\Installations\
 # postgresql-x64-<major> with 'Base Directory', 'Data Directory', 'Version' and 'Service ID'.
 [CmdletBinding(SupportsShouldProcess)]
 param (
     [Parameter(Mandatory)][string]$ServiceName,
     # The installer's option file: still there after an install whose superuser password was not set yet.
-    [string]$OptionFile = ''
+    [string]$OptionFile = '',
+    [string]$DataDir = ''
 )
 
 $ErrorActionPreference = 'Stop'
@@ -47,5 +49,6 @@ $Ansible.Result = @{
     option_file_left = [bool]($OptionFile -and (Test-Path -LiteralPath $OptionFile -PathType Leaf))
     installations = @($installations)
     service = $service
+    standby_signal = [bool]($DataDir -and (Test-Path -LiteralPath (Join-Path $DataDir 'standby.signal') -PathType Leaf))
     ram_mb = [int64][math]::Floor($memory / 1048576)
 }

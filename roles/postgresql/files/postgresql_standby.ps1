@@ -1,12 +1,15 @@
 # roles/postgresql/tasks/replication.yml on the standby (prefect_database_standby_host): seeds the data directory once
 # from the primary with pg_basebackup through the primary's slot, then starts it as a streaming standby.
-# A data directory with standby.signal is a standby already: nothing to do. One that holds the Prefect database and is
-# not in recovery is a primary (a promoted standby, or a stale inventory): refused unless Reseed (failover.yml).
-# Nothing is deleted: the data directory is renamed to <DataDir>.before-standby-<time> and kept; if pg_basebackup fails,
-# it is put back and the service started again if it ran before (a fenced former primary stays stopped). The replication password is read by pg_basebackup from PassFile (the
-# connection string names no password), the superuser's reaches psql.exe in its process environment only.
-# The role's own files of this host (KeepFiles: pg_hba.conf, conf.d with primary_conninfo, server.crt and .key) replace
-# the primary's copies that pg_basebackup brought.
+# A data directory with standby.signal is a standby already: nothing to do (its WAL receiver's status is reported),
+# unless Reseed. Otherwise only a cluster that is not in recovery and has no Prefect database (the installer's) is
+# seeded over without Reseed; a primary holding the Prefect database (a promoted standby, a stale inventory, an old
+# primary back on the network) is stopped and disabled (fenced) and refused: it must not serve as a second primary.
+# Nothing is deleted: the data directory is renamed to <DataDir>.before-standby-<time> and kept; if anything fails
+# after the stop, the new directory is moved aside, the kept one put back, and the service started again if it ran.
+# The replication password is read by pg_basebackup from PassFile (the connection string names no password); the
+# superuser's arrives as a SecureString (sensitive_parameters) and reaches psql.exe in its process environment only.
+# The role's own files of this host (KeepFiles: configuration with primary_conninfo, pg_hba.conf, server.crt and .key)
+# replace the primary's copies that pg_basebackup brought.
 [CmdletBinding(SupportsShouldProcess)]
 param (
     [Parameter(Mandatory)][string]$BinDir,
@@ -14,7 +17,7 @@ param (
     [Parameter(Mandatory)][string]$ServiceName,
     [Parameter(Mandatory)][int]$Port,
     [Parameter(Mandatory)][string]$Superuser,
-    [Parameter(Mandatory)][string]$SuperuserPassword,
+    [Parameter(Mandatory)][SecureString]$SuperuserPassword,
     [Parameter(Mandatory)][string]$Database,
     # libpq keyword/value connection string to the primary, without a password.
     [Parameter(Mandatory)][string]$Conninfo,
@@ -22,11 +25,15 @@ param (
     [Parameter(Mandatory)][string]$Slot,
     [string[]]$KeepFiles = @('postgresql.conf', 'pg_hba.conf', 'pg_ident.conf', 'conf.d', 'server.crt', 'server.key'),
     [bool]$Reseed = $false,
+    # This host's inventory name, for the messages.
+    [string]$HostName = $env:COMPUTERNAME,
     [int]$StreamingTimeout = 120
 )
 
 $ErrorActionPreference = 'Stop'
 $Ansible.Changed = $false
+$DataDir = $DataDir.TrimEnd('\')
+$password = (New-Object System.Net.NetworkCredential('', $SuperuserPassword)).Password
 
 function Invoke-Program {
     # PGPASSWORD would win over the passfile: psql gets the superuser's, pg_basebackup only the passfile.
@@ -52,75 +59,96 @@ function Invoke-Program {
     return @{ rc = $process.ExitCode; stdout = $stdout.Result.Trim(); stderr = $stderr.Result.Trim() }
 }
 
-function Get-LocalState {
-    # 'recovery|has the Prefect database' from the local server, as the superuser over loopback.
-    $sql = "SELECT pg_is_in_recovery()::text || '|' || EXISTS (SELECT 1 FROM pg_database WHERE datname = '$Database')::text;"
-    $run = Invoke-Program -Name 'psql.exe' -Arguments "-X -q -A -t -h 127.0.0.1 -p $Port -U `"$Superuser`" -d postgres" `
-        -Environment @{ PGPASSWORD = $SuperuserPassword } -Stdin $sql
+function Invoke-LocalSql {
+    # One value from the local server, as the superuser over loopback; $null when it does not answer.
+    param([string]$Sql)
+    $run = Invoke-Program -Name 'psql.exe' -Environment @{ PGPASSWORD = $password } -Stdin $Sql `
+        -Arguments "-X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $Port -U `"$Superuser`" -d postgres"
     if ($run.rc -ne 0) {
-        throw "psql.exe as $Superuser on port $Port failed ($($run.rc)): $($run.stderr)"
+        return $null
     }
     return $run.stdout
 }
 
+$receiverSql = "SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), 'none');"
 $signal = Join-Path $DataDir 'standby.signal'
-if (Test-Path -LiteralPath $signal) {
-    $Ansible.Result = @{ seeded = $false; kept = '' }
+if ((Test-Path -LiteralPath $signal) -and -not $Reseed) {
+    $Ansible.Result = @{ seeded = $false; kept = ''; receiver = [string](Invoke-LocalSql -Sql $receiverSql) }
     return
 }
-$service = Get-Service -Name $ServiceName
-$wasRunning = $service.Status -eq 'Running'
+$wasRunning = (Get-Service -Name $ServiceName).Status -eq 'Running'
 if (-not $Reseed) {
     if (-not $wasRunning) {
         throw ("PostgreSQL ($ServiceName) is not running, so whether $DataDir holds the Prefect database cannot be " +
-               "read: start it, or seed this standby anyway with postgresql_reseed (the directory is kept, renamed).")
+               "read: start it, or seed this standby anyway with -e postgresql_reseed=true (the directory is kept, renamed).")
     }
-    $recovery, $hasDatabase = (Get-LocalState).Split('|')
-    if ($recovery -eq 'false' -and $hasDatabase -eq 'true') {
-        throw ("This host is a primary with the $Database database, not a standby: if playbooks/failover.yml promoted " +
-               "it, swap prefect_database_host and prefect_database_standby_host in the inventory; to make it a standby " +
-               "of the other host again, run playbooks/failover.yml with failover_reseed.")
+    $sql = "SELECT pg_is_in_recovery()::text || '|' || EXISTS (SELECT 1 FROM pg_database WHERE datname = '$Database')::text;"
+    $state = Invoke-LocalSql -Sql $sql
+    if ($state -eq 'false|true') {
+        if ($PSCmdlet.ShouldProcess($ServiceName, 'Stop and disable (a second primary)')) {
+            Stop-Service -Name $ServiceName -Force
+            Set-Service -Name $ServiceName -StartupType Disabled
+        }
+        throw ("This host is a primary with the $Database database, not a standby; its PostgreSQL is now stopped and " +
+               "disabled so that it cannot serve as a second primary. If playbooks/failover.yml promoted it, swap " +
+               "prefect_database_host and prefect_database_standby_host in the inventory; to make it the standby of the " +
+               "other host, run this playbook with --limit $HostName -e postgresql_reseed=true.")
+    }
+    if ($state -ne 'false|false') {
+        throw "PostgreSQL ($ServiceName) did not say what $DataDir holds (got '$state'): nothing was seeded."
     }
 }
 $Ansible.Diff = @{ before = "$DataDir`n"; after = "$DataDir (standby seeded from the primary; the old directory kept)`n" }
 if (-not $PSCmdlet.ShouldProcess($DataDir, 'Seed from the primary as a streaming standby')) {
     $Ansible.Changed = $true
-    $Ansible.Result = @{ seeded = $true; kept = '' }
+    $Ansible.Result = @{ seeded = $true; kept = ''; receiver = '' }
     return
 }
 
-$kept = '{0}.before-standby-{1}' -f $DataDir, (Get-Date -Format 'yyyyMMddHHmmss')
+$stamp = Get-Date -Format 'yyyyMMddHHmmss'
+$kept = '{0}.before-standby-{1}' -f $DataDir, $stamp
 Stop-Service -Name $ServiceName -Force
-Rename-Item -LiteralPath $DataDir -NewName (Split-Path -Path $kept -Leaf)
 $Ansible.Changed = $true
-# The new directory gets the old one's access rules (the role's: the service account, Administrators, SYSTEM); what
-# pg_basebackup writes inherits them.
-$access = [System.Security.AccessControl.AccessControlSections]::Access
-$security = New-Object System.Security.AccessControl.DirectorySecurity
-$security.SetSecurityDescriptorSddlForm((Get-Acl -LiteralPath $kept).GetSecurityDescriptorSddlForm($access), $access)
-$null = [System.IO.Directory]::CreateDirectory($DataDir, $security)
+try {
+    Rename-Item -LiteralPath $DataDir -NewName (Split-Path -Path $kept -Leaf)
+    # The new directory gets the old one's access rules (the role's: the service account, Administrators, SYSTEM);
+    # what pg_basebackup writes inherits them.
+    $access = [System.Security.AccessControl.AccessControlSections]::Access
+    $security = New-Object System.Security.AccessControl.DirectorySecurity
+    $security.SetSecurityDescriptorSddlForm((Get-Acl -LiteralPath $kept).GetSecurityDescriptorSddlForm($access), $access)
+    $null = [System.IO.Directory]::CreateDirectory($DataDir, $security)
 
-$arguments = "-D `"$DataDir`" -X stream -c fast -S `"$Slot`" -w -d `"$Conninfo`""
-$backup = Invoke-Program -Name 'pg_basebackup.exe' -Arguments $arguments -Environment @{ PGPASSFILE = $PassFile }
-if ($backup.rc -ne 0) {
-    Remove-Item -LiteralPath $DataDir -Recurse -Force
-    Rename-Item -LiteralPath $kept -NewName (Split-Path -Path $DataDir -Leaf)
+    $backup = Invoke-Program -Name 'pg_basebackup.exe' -Environment @{ PGPASSFILE = $PassFile } `
+        -Arguments "-D `"$DataDir`" -X stream -c fast -S `"$Slot`" -w -d `"$Conninfo`""
+    if ($backup.rc -ne 0) {
+        throw "pg_basebackup.exe from the primary failed ($($backup.rc)): $($backup.stderr)"
+    }
+    foreach ($name in $KeepFiles) {
+        $source = Join-Path $kept $name
+        if (Test-Path -LiteralPath $source) {
+            $target = Join-Path $DataDir $name
+            if (Test-Path -LiteralPath $target) {
+                Remove-Item -LiteralPath $target -Recurse -Force
+            }
+            Copy-Item -LiteralPath $source -Destination $target -Recurse
+        }
+    }
+    [System.IO.File]::WriteAllText($signal, '')
+}
+catch {
+    $reason = $_.Exception.Message
+    # The data directory as it was: whatever the failed seed left is moved aside, not deleted.
+    if ((Test-Path -LiteralPath $kept) -and (Test-Path -LiteralPath $DataDir)) {
+        Rename-Item -LiteralPath $DataDir -NewName ('{0}.failed-seed-{1}' -f (Split-Path -Path $DataDir -Leaf), $stamp)
+    }
+    if (Test-Path -LiteralPath $kept) {
+        Rename-Item -LiteralPath $kept -NewName (Split-Path -Path $DataDir -Leaf)
+    }
     if ($wasRunning) {
         Start-Service -Name $ServiceName
     }
-    throw "pg_basebackup.exe from the primary failed ($($backup.rc)); $DataDir is as it was: $($backup.stderr)"
+    throw "Seeding $DataDir from the primary failed; the data directory is back as it was before the seed: $reason"
 }
-foreach ($name in $KeepFiles) {
-    $source = Join-Path $kept $name
-    if (Test-Path -LiteralPath $source) {
-        $target = Join-Path $DataDir $name
-        if (Test-Path -LiteralPath $target) {
-            Remove-Item -LiteralPath $target -Recurse -Force
-        }
-        Copy-Item -LiteralPath $source -Destination $target -Recurse
-    }
-}
-[System.IO.File]::WriteAllText($signal, '')
 # A former primary that failover.yml fenced (disabled) starts with Windows again, now as the standby.
 Set-Service -Name $ServiceName -StartupType Automatic
 Start-Service -Name $ServiceName
@@ -129,14 +157,10 @@ $deadline = (Get-Date).AddSeconds($StreamingTimeout)
 $status = ''
 do {
     Start-Sleep -Seconds 1
-    $run = Invoke-Program -Name 'psql.exe' -Arguments "-X -q -A -t -h 127.0.0.1 -p $Port -U `"$Superuser`" -d postgres" `
-        -Environment @{ PGPASSWORD = $SuperuserPassword } -Stdin "SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), 'none');"
-    if ($run.rc -eq 0) {
-        $status = $run.stdout
-    }
+    $status = [string](Invoke-LocalSql -Sql $receiverSql)
 } while ($status -ne 'streaming' -and (Get-Date) -lt $deadline)
 if ($status -ne 'streaming') {
     throw ("The standby was seeded and started but does not stream from the primary after $StreamingTimeout s " +
-           "(wal receiver: $status); its log in the log directory says why. The old data directory is kept in $kept.")
+           "(WAL receiver: '$status'); its log in the log directory says why. The old data directory is kept in $kept.")
 }
-$Ansible.Result = @{ seeded = $true; kept = $kept }
+$Ansible.Result = @{ seeded = $true; kept = $kept; receiver = $status }

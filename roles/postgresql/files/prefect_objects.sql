@@ -149,8 +149,17 @@ SELECT set_config('enclave.password', '', false) IS NULL AS unused \gset
   \endif
   \unset replication_password
   SELECT set_config('enclave.password', '', false) IS NULL AS unused \gset
-  SELECT NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = :'slot') AS slot_missing \gset
-  \if :slot_missing
+  SELECT NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = :'slot') AS slot_missing,
+         EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = :'slot' AND wal_status = 'lost') AS slot_lost \gset
+  -- A slot whose WAL went past max_slot_wal_keep_size is lost for good (PostgreSQL 13+): made again, and the standby
+  -- that used it must be seeded again.
+  \if :slot_lost
+    \echo CHANGED replication slot :slot made again (its WAL was lost: seed the standby again)
+    \if :apply
+      SELECT pg_drop_replication_slot(:'slot') IS NULL AS unused \gset
+      SELECT pg_create_physical_replication_slot(:'slot') IS NULL AS unused \gset
+    \endif
+  \elif :slot_missing
     \echo CHANGED replication slot :slot created
     \if :apply
       SELECT pg_create_physical_replication_slot(:'slot') IS NULL AS unused \gset
