@@ -3,13 +3,19 @@
 # EnterpriseDB/edb-installers (server/installer.xml.in, server/pgserver.xml.in, server/scripts/windows/initcluster.vbs),
 # ansible.windows 3.3.0 (win_package.ps1 registry provider, win_copy.ps1 Copy-File, win_service.ps1, plugins/action/
 # win_template.py, which renders on the control node and hands the file over: here to the win_template module below),
-# community.windows 3.1.0 win_lineinfile.ps1, and the role's own files/postgresql_facts.ps1, postgresql_reload.ps1 and
-# prefect_objects.ps1 (+ prefect_objects.sql), whose psql sessions are played against host["pg"].
+# community.windows 3.1.0 win_lineinfile.ps1, and the role's own files/postgresql_facts.ps1, postgresql_reload.ps1,
+# prefect_objects.ps1 (+ prefect_objects.sql) and postgresql_standby.ps1, whose psql and pg_basebackup sessions are
+# played against host["pg"] (a standby's pg_basebackup and WAL receiver against its primary's, another simulated host
+# reached through sim_verify.py's network).
 # host["pg"]: the cluster of a database host, shared with sim_backup.py: "roles" (name -> password_sha and attributes),
 # "superuser_password_sha", "databases" (name -> owner, extensions, tables with reloptions), "postmaster" (the settings
-# the running server read at its start), "loaded" (after the last reload), "hba" (the loaded pg_hba.conf entries).
+# the running server read at its start), "loaded" (after the last reload), "hba" (the loaded pg_hba.conf entries),
+# "slots" (physical replication slots), "in_recovery" (started with standby.signal: a read-only standby),
+# "seeded_from" (the primary a standby's pg_basebackup copied). host["pg_standby_runs"]: each postgresql_standby.ps1
+# call (seeded, kept, error), for the tests (the task is no_log).
 # host["pg_installations"] is HKLM:\SOFTWARE\PostgreSQL\Installations, host["uninstall_keys"] the Uninstall keys,
 # host["texts"] the content of text files whose digest is in files.
+import datetime as _pg_dt
 import json as _pg_json
 import re as _pg_re
 
@@ -36,10 +42,21 @@ PG_SETTINGS = {
     "max_wal_size": ("sighup", "mem"), "min_wal_size": ("sighup", "mem"), "datestyle": ("user", "str"),
     "timezone": ("user", "str"), "lc_messages": ("user", "str"), "lc_monetary": ("user", "str"),
     "lc_numeric": ("user", "str"), "lc_time": ("user", "str"), "default_text_search_config": ("user", "str"),
+    # Streaming replication: wal_level (an enum: minimal, replica, logical; archive and hot_standby are hidden aliases
+    # of replica), max_wal_senders, max_replication_slots and hot_standby at start only; max_slot_wal_keep_size (MB,
+    # -1 unlimited), primary_conninfo and primary_slot_name (PGC_SIGHUP since 13) at a reload.
+    "wal_level": ("postmaster", "wal_level"), "max_wal_senders": ("postmaster", "int"),
+    "max_replication_slots": ("postmaster", "int"), "hot_standby": ("postmaster", "bool"),
+    "max_slot_wal_keep_size": ("sighup", "mem"), "primary_conninfo": ("sighup", "str"),
+    "primary_slot_name": ("sighup", "str"),
 }
-# Built-in values of the postmaster settings, in effect when no file sets them.
+# Built-in values of the postmaster settings, in effect when no file sets them (guc_tables.c boot values).
 PG_POSTMASTER_DEFAULTS = {"listen_addresses": "localhost", "port": "5432", "max_connections": "100",
-                          "shared_buffers": "128MB", "logging_collector": "off", "dynamic_shared_memory_type": "windows"}
+                          "shared_buffers": "128MB", "logging_collector": "off", "dynamic_shared_memory_type": "windows",
+                          "wal_level": "replica", "max_wal_senders": "10", "max_replication_slots": "10",
+                          "hot_standby": "on"}
+_PG_WAL_LEVELS = {"minimal": "minimal", "replica": "replica", "archive": "replica", "hot_standby": "replica",
+                  "logical": "logical"}
 
 
 def pg_sha(text):
@@ -124,6 +141,7 @@ def pg_check(name, value):
           "mem": lambda v: _pg_re.match(r"^-?\d+\s*(kB|MB|GB|TB)?$", v) is not None,
           "time": lambda v: _pg_re.match(r"^\d+\s*(ms|s|min|h|d)?$", v) is not None,
           "real": lambda v: _pg_re.match(r"^-?\d+(\.\d+)?$", v) is not None,
+          "wal_level": lambda v: v.lower() in _PG_WAL_LEVELS,
           "str": lambda v: True}[kind](value)
     return None if ok else 'invalid value for parameter "%s": "%s"' % (name, value)
 
@@ -132,6 +150,8 @@ def pg_norm(name, value):
     kind = PG_SETTINGS.get(name, ("", "str"))[1]
     if kind == "bool":
         return "on" if value.lower() in ("on", "true", "yes", "1") else "off"
+    if kind == "wal_level":
+        return _PG_WAL_LEVELS.get(value.lower(), value)
     if kind == "mem":
         match = _pg_re.match(r"^(\d+)\s*(kB|MB|GB|TB)?$", value)
         return str(int(match.group(1)) * {"kB": 1, "MB": 1024, "GB": 1024 ** 2, "TB": 1024 ** 3, None: 8}[match.group(2)])
@@ -208,12 +228,18 @@ def pg_start(name):
     owner = sid_of(svc.get("object_name") or "LocalSystem")
     if dirs.get(data_dir.lower(), {}).get("acl", {}).get(owner) not in ("Modify", "FullControl") and owner != "S-1-5-18":
         errors.append('could not open file "%s\\postgresql.conf": Permission denied (%s)' % (data_dir, svc.get("object_name")))
+    # xlog.c CheckRequiredParameterValues at start: WAL senders need WAL that a standby can replay.
+    if pg_norm("wal_level", values.get("wal_level", "replica")) == "minimal" and int(values.get("max_wal_senders", "10")) > 0:
+        errors.append('WAL streaming (max_wal_senders > 0) requires wal_level "replica" or "logical"')
     if errors or hba_errors or not hba:
         svc["running"] = False
         return "FATAL: " + "; ".join(errors + hba_errors + ([] if hba else ["could not load pg_hba.conf"]))
     pg = pg_state()
     pg["postmaster"] = {k: values.get(k, d) for k, d in PG_POSTMASTER_DEFAULTS.items()}
     pg["loaded"], pg["hba"] = values, hba
+    # xlogrecovery.c readRecoverySignalFile: standby.signal in the data directory starts the server as a standby, in
+    # recovery (pg_is_in_recovery() true, read-only) until it is promoted; the WAL receiver follows primary_conninfo.
+    pg["in_recovery"] = lookup(data_dir + "\\standby.signal") is not None or lookup(data_dir + "\\recovery.signal") is not None
     svc.update(running=True, app_started=NOW, process_owner=svc.get("object_name"))
     return None
 
@@ -226,9 +252,13 @@ def pg_connect(port, user, password, database="postgres"):
     if name is None or not services[name].get("running"):
         return "could not connect to server: Connection refused (0x0000274D/10061) Is the server running on host " \
                "\"127.0.0.1\" and accepting TCP/IP connections on port %s?" % port
+    if pg.get("in_recovery") and pg_norm("hot_standby", pg["postmaster"].get("hot_standby", "on")) == "off":
+        # postmaster.c canAcceptConnections: a standby with hot_standby off admits no session.
+        return "FATAL:  the database system is not accepting connections DETAIL:  Hot standby mode is disabled."
     listen = [a.strip() for a in pg["postmaster"].get("listen_addresses", "localhost").split(",")]
     if str(port) != str(pg["postmaster"].get("port")) or not {"*", "localhost", "127.0.0.1", "0.0.0.0"} & set(listen):
         return "could not connect to server: Connection refused on 127.0.0.1:%s" % port
+    pg_replay()
     ssl = pg_norm("ssl", pg["loaded"].get("ssl", "off")) == "on"
     for entry in pg["hba"]:
         if entry["type"] == "local" or (entry["type"] == "hostssl" and not ssl) or (entry["type"] == "hostnossl" and ssl):
@@ -298,7 +328,10 @@ def pg_reload_script():
 
 
 def pg_objects_script():
-    """prefect_objects.ps1 running prefect_objects.sql: one CHANGED line per difference; apply=false in check mode."""
+    """prefect_objects.ps1 running prefect_objects.sql: one CHANGED line per difference; apply=false in check mode. On
+    the primary of a pair (ReplicationRole given: the script adds -v replication_role and slot, and
+    PREFECT_REPLICATION_PASSWORD) the SQL's replication section too, after the Prefect role. A server in recovery (a
+    standby) is read-only: the first statement that writes fails (ON_ERROR_STOP, psql exits 3)."""
     params = args["parameters"]
     sql = params["Sql"]
     # The script hands the password to psql in PREFECT_DB_PASSWORD only; the SQL reads it with \getenv (psql 15+).
@@ -311,7 +344,35 @@ def pg_objects_script():
         out.update(failed=True, msg="psql.exe as %s on port %s failed (2): %s" % (params["Superuser"], params["Port"], problem))
         return
     pg = pg_state()
-    role, database, apply = params["Role"], params["Database"], not CHECK
+    if pg.get("in_recovery") and not CHECK:
+        # xact.c PreventCommandIfReadOnly on a standby: "cannot execute %s in a read-only transaction" at the first
+        # statement that writes (a physical slot may be made in recovery, slot.c); the CHANGED lines up to it were
+        # echoed, and psql stops (ON_ERROR_STOP, exit 3).
+        changes = pg_objects_changes(params, pg, False)
+        writes = [c for c in changes if not c.startswith("replication slot ")]
+        if writes:
+            first = writes[0]
+            for earlier in changes[:changes.index(first)]:
+                pg.setdefault("slots", {})[earlier.split()[2]] = {"slot_type": "physical", "active": False, "restart_lsn": None}
+            statement = ("CREATE ROLE" if first.startswith("role ") and first.endswith(" created") else
+                         "ALTER ROLE" if first.startswith("role ") else
+                         "CREATE DATABASE" if first.startswith("database ") and first.endswith(" created") else
+                         "ALTER DATABASE" if first.startswith("database ") else
+                         "CREATE EXTENSION" if first.startswith("extension ") else "ALTER TABLE")
+            echoed = "; ".join("CHANGED " + c for c in changes[:changes.index(first) + 1])
+            out.update(failed=True, msg="psql.exe as %s on port %s failed (3): psql:<stdin>: ERROR:  cannot execute %s in a "
+                                        "read-only transaction %s" % (params["Superuser"], params["Port"], statement, echoed))
+            return
+    changes = pg_objects_changes(params, pg, not CHECK)
+    out.update(changed=bool(changes), result={"changes": changes})
+    if changes:
+        out["diff"] = {"before": "", "after": "\n".join(changes) + "\n"}
+
+
+def pg_objects_changes(params, pg, apply):
+    """The CHANGED lines of prefect_objects.sql in its order; the changes made when apply."""
+    sql = params["Sql"]
+    role, database = params["Role"], params["Database"]
     wanted = {"login": True, "superuser": False, "createdb": False, "createrole": False, "replication": False,
               "bypassrls": False}
     changes = []
@@ -330,6 +391,37 @@ def pg_objects_script():
             changes.append("role %s password" % role)
             if apply:
                 current.update(password_sha=pg_sha(params["Password"]), md5=False)
+    # The replication section (\\if :{?replication_role}): only when the script passed -v replication_role, i.e. a
+    # non-empty ReplicationRole; the password from PREFECT_REPLICATION_PASSWORD (an empty one is no password: CREATE/
+    # ALTER ROLE ... PASSWORD '' stores none, and scram_matches of NULL never matches).
+    replication_role = params.get("ReplicationRole") or ""
+    if replication_role and "\\if :{?replication_role}" in sql:
+        secret = params.get("ReplicationPassword") or ""
+        secret_sha = pg_sha(secret) if secret else None
+        wanted_replication = dict(wanted, replication=True)
+        current = pg["roles"].get(replication_role)
+        if current is None:
+            changes.append("role %s created" % replication_role)
+            if apply:
+                pg["roles"][replication_role] = dict(wanted_replication, password_sha=secret_sha)
+        else:
+            if any(current.get(k, False) != v for k, v in wanted_replication.items()):
+                changes.append("role %s attributes LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS"
+                               % replication_role)
+                if apply:
+                    current.update(wanted_replication)
+            if secret_sha is None or current.get("password_sha") != secret_sha or current.get("md5"):
+                changes.append("role %s password" % replication_role)
+                if apply:
+                    current.update(password_sha=secret_sha, md5=False)
+        slot = params.get("Slot") or ""
+        slots = pg.setdefault("slots", {})
+        if slot not in slots:
+            changes.append("replication slot %s created" % slot)
+            if apply:
+                # pg_create_physical_replication_slot(name): immediately_reserve false, so no restart_lsn until the
+                # standby first streams from it.
+                slots[slot] = {"slot_type": "physical", "active": False, "restart_lsn": None}
     db = pg["databases"].get(database)
     check_extension = True
     if db is None:
@@ -359,9 +451,7 @@ def pg_objects_script():
             if apply:
                 for t in differ:
                     db["tables"][t] = sorted(set(db["tables"][t]) | set(autovacuum[t]))
-    out.update(changed=bool(changes), result={"changes": changes})
-    if changes:
-        out["diff"] = {"before": "", "after": "\n".join(changes) + "\n"}
+    return changes
 
 
 # --- modules, for this role's calls ---
@@ -597,7 +687,7 @@ def pg_win_package():
         # pgserver.xml.in: the service is stopped, deleted and registered again (pg_ctl register) with the account the
         # installation recorded ('Service Account'), whatever logon account was set on it since.
         services[existing["Service ID"]]["object_name"] = existing.get("Service Account", "NT AUTHORITY\\NetworkService")
-        for program in ("psql.exe", "pg_dump.exe", "pg_restore.exe", "pg_ctl.exe", "initdb.exe"):
+        for program in ("psql.exe", "pg_dump.exe", "pg_restore.exe", "pg_ctl.exe", "initdb.exe", "pg_basebackup.exe"):
             files[(existing["Base Directory"] + "\\bin\\" + program).lower()] = pg_sha(program + " " + version)
         host["uninstall_keys"]["PostgreSQL " + major]["DisplayVersion"] = version
         problem = pg_start(existing["Service ID"]) if not services[existing["Service ID"]].get("running") else None
@@ -619,7 +709,7 @@ def pg_win_package():
     prefix = options.get("prefix", "C:\\Program Files\\PostgreSQL\\" + major)
     data_dir = options.get("datadir", prefix + "\\data")
     port = options.get("serverport", "5432")
-    for program in ("psql.exe", "pg_dump.exe", "pg_restore.exe", "pg_ctl.exe", "initdb.exe"):
+    for program in ("psql.exe", "pg_dump.exe", "pg_restore.exe", "pg_ctl.exe", "initdb.exe", "pg_basebackup.exe"):
         files[(prefix + "\\bin\\" + program).lower()] = pg_sha(program + " " + version)
     files[(prefix + "\\uninstall-postgresql.exe").lower()] = pg_sha("uninstall " + version)
     dirs.setdefault(prefix.lower(), {"acl": {}, "protected": False})
@@ -686,6 +776,11 @@ def pg_superuser_password_script():
     if problem:
         out.update(failed=True, msg="psql.exe as %s with the install's one-time password failed (2): %s" % (user, problem))
         return
+    if pg_state().get("in_recovery"):
+        # A standby is read-only (xact.c PreventCommandIfReadOnly); psql exits 3 under ON_ERROR_STOP.
+        out.update(failed=True, msg="psql.exe as %s with the install's one-time password failed (3): ERROR:  cannot execute "
+                                    "ALTER ROLE in a read-only transaction" % user)
+        return
     pg_state()["superuser_password_sha"] = pg_sha(real)
     assert pg_connect(port, user, real) is None and pg_connect(port, user, one_time) is not None
     files.pop(option_file, None)
@@ -717,7 +812,380 @@ def pg_acl_reset_script():
     out.update(changed=bool(done), result={"reset": done})
 
 
+# --- streaming replication: postgresql_standby.ps1, its pg_basebackup.exe and the standby's WAL receiver ---
+# The primary is another simulated host, reached through sim_verify.py's network (_v_connect: DNS by inventory name,
+# something listening there for other hosts, that host's Windows Firewall admitting this host's address); its state is
+# read, never written (its own modules may be saving it at the same moment).
+
+def pg_conninfo(text):
+    """libpq conninfo_parse: keyword = value pairs; a value bare or in single quotes, a backslash escaping the next
+    character. (params, None) or (None, libpq's error)."""
+    params, i, n = {}, 0, len(text)
+    while i < n:
+        while i < n and text[i].isspace():
+            i += 1
+        if i >= n:
+            break
+        equals = text.find("=", i)
+        if equals < 0:
+            return None, 'missing "=" after "%s" in connection info string' % text[i:].split()[0]
+        key = text[i:equals].strip()
+        i = equals + 1
+        while i < n and text[i].isspace():
+            i += 1
+        value = []
+        if i < n and text[i] == "'":
+            i += 1
+            while i < n and text[i] != "'":
+                if text[i] == "\\" and i + 1 < n:
+                    i += 1
+                value.append(text[i])
+                i += 1
+            if i >= n:
+                return None, "unterminated quoted string in connection info string"
+            i += 1
+        else:
+            while i < n and not text[i].isspace():
+                if text[i] == "\\" and i + 1 < n:
+                    i += 1
+                value.append(text[i])
+                i += 1
+        params[key] = "".join(value)
+    return params, None
+
+
+def pg_passfile_password(path_, hostname, port, dbname, user):
+    """libpq passwordFromFile: the first line host:port:database:username:password whose four fields match (* any; \\
+    escapes : and \\); lines starting with # are comments. None when the file or a line is missing."""
+    text = pg_text(path_.replace("/", "\\"))
+    if text is None:
+        return None
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields, current, i = [], [], 0
+        while i < len(line):
+            if line[i] == "\\" and i + 1 < len(line):
+                current.append(line[i + 1])
+                i += 2
+                continue
+            if line[i] == ":" and len(fields) < 4:
+                fields.append("".join(current))
+                current = []
+            else:
+                current.append(line[i])
+            i += 1
+        fields.append("".join(current))
+        if len(fields) == 5 and all(f in ("*", want) for f, want in zip(fields[:4], (hostname, str(port), dbname, user))):
+            return fields[4]
+    return None
+
+
+def pg_data_dir_of(state):
+    """The data directory of a host's PostgreSQL service (its EDB registration)."""
+    for inst in state.get("pg_installations", {}).values():
+        if inst.get("Service ID") in state.get("services", {}):
+            return inst.get("Data Directory")
+    return None
+
+
+def pg_replication_connect(params, passfile_env=None):
+    """A physical replication connection (replication=true, dbname replication, as pg_basebackup and the WAL receiver
+    open it) with libpq to the host in params: (the primary's state, None) or (None, libpq's error text)."""
+    target, port, user = params.get("host", "localhost"), str(params.get("port", "5432")), params.get("user", "")
+    state, problem = _v_connect(target, int(port))
+    if state is None:
+        if problem.startswith("No such host"):
+            return None, 'could not translate host name "%s" to address: No such host is known.' % target
+        known = _v_host_by_name(target)
+        if _v_admitted(known, int(port), host.get("address", "")):
+            # The firewall lets the SYN in and nothing listens: Windows answers with a reset.
+            return None, ('connection to server at "%s" (%s), port %s failed: Connection refused (0x0000274D/10061)\n\tIs '
+                          'the server running on that host and accepting TCP/IP connections?' % (target, known.get("address"), port))
+        # A dropped SYN ends at connect_timeout as libpq's "timeout expired".
+        return None, 'connection to server at "%s" (%s), port %s failed: timeout expired' % (target, known.get("address"), port)
+    prefix = 'connection to server at "%s" (%s), port %s failed: ' % (target, state.get("address", target), port)
+    primary = state.get("pg", {})
+    sslmode = params.get("sslmode", "prefer")
+    ssl_on = pg_norm("ssl", primary.get("loaded", {}).get("ssl", "off")) == "on"
+    if sslmode in ("require", "verify-ca", "verify-full") and not ssl_on:
+        return None, prefix + "server does not support SSL, but SSL was required"
+    if sslmode in ("verify-ca", "verify-full"):
+        root = params.get("sslrootcert", "%APPDATA%/postgresql/root.crt")
+        if lookup(root.replace("/", "\\")) is None:
+            return None, prefix + ('root certificate file "%s" does not exist\nEither provide the file, use the system\'s '
+                                   'trusted roots with sslrootcert=system, or change sslmode to disable server certificate '
+                                   'verification.' % root)
+    ssl_in_use = ssl_on and sslmode != "disable"
+    caller = host.get("address", "")
+    encryption = "SSL encryption" if ssl_in_use else "no encryption"
+    # hba.c check_hba: the first line of the loaded rules that matches; for a physical replication connection only the
+    # database keyword "replication" matches (check_db: not "all").
+    entry = None
+    for rule in primary.get("hba", []):
+        if rule["type"] == "local" or (rule["type"] == "hostssl" and not ssl_in_use) or (rule["type"] == "hostnossl" and ssl_in_use):
+            continue
+        if rule["database"] != "replication" or rule["user"] not in ("all", user):
+            continue
+        try:
+            if ipaddress.ip_address(caller) not in ipaddress.ip_network(rule["address"], strict=False):
+                continue
+        except ValueError:
+            continue
+        entry = rule
+        break
+    if entry is None:
+        return None, prefix + 'FATAL:  no pg_hba.conf entry for replication connection from host "%s", user "%s", %s' % (
+            caller, user, encryption)
+    if entry["method"] == "reject":
+        return None, prefix + 'FATAL:  pg_hba.conf rejects replication connection for host "%s", user "%s", %s' % (
+            caller, user, encryption)
+    superuser = user == primary.get("superuser")
+    role = {"login": True, "replication": True, "password_sha": primary.get("superuser_password_sha")} if superuser \
+        else primary.get("roles", {}).get(user)
+    if entry["method"] != "trust":
+        password = params.get("password")
+        if password is None:
+            # The passfile keyword wins over PGPASSFILE; the host field is compared with the host name as given.
+            password = pg_passfile_password(params.get("passfile") or passfile_env or "", target, port, "replication", user)
+        if password is None:
+            return None, prefix + "fe_sendauth: no password supplied"
+        if role is None or not role.get("password_sha") or role["password_sha"] != pg_sha(password):
+            return None, prefix + 'FATAL:  password authentication failed for user "%s"' % user
+    if role is None:
+        return None, prefix + 'FATAL:  role "%s" does not exist' % user
+    if not role.get("login"):
+        return None, prefix + 'FATAL:  role "%s" is not permitted to log in' % user
+    if not superuser and not role.get("replication"):
+        return None, prefix + ("FATAL:  permission denied to start WAL sender\nDETAIL:  Only roles with the REPLICATION "
+                               "attribute may start a WAL sender process.")
+    if int(primary.get("postmaster", {}).get("max_wal_senders", "10")) < 1:
+        return None, prefix + "FATAL:  number of requested standby connections exceeds max_wal_senders (currently 0)"
+    return state, None
+
+
+# basebackup.c excludeFiles: what BASE_BACKUP never sends (pg_replslot's contents are excluded too: the primary's
+# slots are not the standby's).
+_PG_BASEBACKUP_EXCLUDED = ("postmaster.pid", "postmaster.opts", "backup_label", "tablespace_map", "backup_manifest",
+                           "postgresql.auto.conf.tmp", "current_logfiles.tmp")
+
+
+def pg_tree(path_):
+    """The file and directory keys at path_ and under it (lower-case, as the host keeps them)."""
+    base = path_.lower().rstrip("\\")
+    inside = lambda p: p == base or p.startswith(base + "\\")
+    return [p for p in files if inside(p)], [d for d in dirs if inside(d)]
+
+
+def pg_move_tree(source, target):
+    """Rename-Item of a directory: its files (and their texts) and directories under the new name."""
+    old, new = source.lower().rstrip("\\"), target.lower().rstrip("\\")
+    tree_files, tree_dirs = pg_tree(source)
+    texts = host.setdefault("texts", {})
+    for p in tree_files:
+        files[new + p[len(old):]] = files.pop(p)
+        if p in texts:
+            texts[new + p[len(old):]] = texts.pop(p)
+    for d in tree_dirs:
+        dirs[new + d[len(old):]] = dirs.pop(d)
+
+
+def pg_remove_tree(path_):
+    """Remove-Item -Recurse -Force."""
+    tree_files, tree_dirs = pg_tree(path_)
+    for p in tree_files:
+        files.pop(p)
+        host.setdefault("texts", {}).pop(p, None)
+    for d in tree_dirs:
+        dirs.pop(d)
+
+
+def pg_copy_tree(source, target, acl=None):
+    """Copy-Item -Recurse: a file or a directory tree; the copies' directories get acl (inherited from the target's
+    parent) when given, else the source's."""
+    old, new = source.lower().rstrip("\\"), target.lower().rstrip("\\")
+    tree_files, tree_dirs = pg_tree(source)
+    texts = host.setdefault("texts", {})
+    for p in tree_files:
+        files[new + p[len(old):]] = files[p]
+        if p in texts:
+            texts[new + p[len(old):]] = texts[p]
+    for d in tree_dirs:
+        dirs[new + d[len(old):]] = {"acl": dict(acl if acl is not None else dirs[d].get("acl", {})), "protected": False}
+
+
+def pg_basebackup(data_dir, conninfo, slot, passfile_env):
+    """pg_basebackup.exe -D <data_dir> -X stream -c fast -S <slot> -w -d <conninfo>: None when the cluster was copied,
+    else its stderr (exit code 1). The main connection runs BASE_BACKUP; the WAL streamer's START_REPLICATION SLOT
+    fails when the primary has no such slot (walsender.c, ReplicationSlotAcquire), after the base backup was received,
+    and pg_basebackup removes what it wrote."""
+    params, problem = pg_conninfo(conninfo)
+    if problem:
+        return "pg_basebackup: error: " + problem
+    state, problem = pg_replication_connect(params, passfile_env)
+    if problem:
+        return "pg_basebackup: error: " + problem
+    primary = state["pg"]
+    if slot not in primary.get("slots", {}):
+        return ('pg_basebackup: error: could not send replication command "START_REPLICATION": ERROR:  replication slot '
+                '"%s" does not exist\npg_basebackup: error: child thread exited with error 1\n'
+                'pg_basebackup: removing contents of data directory "%s"' % (slot, data_dir))
+    # The primary's data directory, file by file, into the empty one (its directories inherit the new one's rules).
+    source = (pg_data_dir_of(state) or "").lower()
+    new, texts = data_dir.lower(), host.setdefault("texts", {})
+    acl = dirs.get(new, {}).get("acl", {})
+    for p, digest in state.get("files", {}).items():
+        if p.startswith(source + "\\") and p.rsplit("\\", 1)[-1] not in _PG_BASEBACKUP_EXCLUDED:
+            files[new + p[len(source):]] = digest
+            if p in state.get("texts", {}):
+                texts[new + p[len(source):]] = state["texts"][p]
+    for d in state.get("dirs", {}):
+        if d.startswith(source + "\\"):
+            dirs[new + d[len(source):]] = {"acl": dict(acl), "protected": False}
+    # The catalog is the primary's: its roles (the superuser's password too), databases and their objects; no slot.
+    pg = pg_state()
+    pg.update(superuser=primary.get("superuser"), superuser_password_sha=primary.get("superuser_password_sha"),
+              roles=_pg_json.loads(_pg_json.dumps(primary.get("roles", {}))),
+              databases=_pg_json.loads(_pg_json.dumps(primary.get("databases", {}))), slots={},
+              seeded_from=params.get("host"))
+    return None
+
+
+def pg_wal_receiver_status():
+    """pg_stat_wal_receiver.status on this server: 'streaming' on a standby whose primary_conninfo connects (the same
+    checks as pg_basebackup's connection, its password from the conninfo's passfile) and whose primary_slot_name exists
+    there; else no row (the receiver exits and retries), which the script's query reads as 'none'."""
+    pg = pg_state()
+    conninfo = pg["loaded"].get("primary_conninfo", "")
+    if not pg.get("in_recovery") or not conninfo:
+        return "none"
+    params, problem = pg_conninfo(conninfo)
+    state, problem = pg_replication_connect(params) if params else (None, problem)
+    if problem:
+        return "none"
+    slot = pg["loaded"].get("primary_slot_name", "")
+    return "streaming" if not slot or slot in state["pg"].get("slots", {}) else "none"
+
+
+def pg_replay():
+    """A standby that streams has replayed what its primary committed: its catalog (roles and their passwords,
+    databases and their objects) is the primary's as read now; slots and the configuration files are not WAL-logged
+    and stay its own. One that does not stream keeps what it replayed last."""
+    pg = pg_state()
+    if not pg.get("in_recovery") or pg_wal_receiver_status() != "streaming":
+        return
+    params, _problem = pg_conninfo(pg["loaded"]["primary_conninfo"])
+    primary = _v_host_by_name(params["host"])["pg"]
+    for key in ("superuser_password_sha", "roles", "databases"):
+        pg[key] = _pg_json.loads(_pg_json.dumps(primary.get(key)))
+
+
+def pg_start_service(name):
+    """Start-Service: a disabled service does not start (ERROR_SERVICE_DISABLED); a postmaster that exits at start
+    fails it too. None, or the cmdlet's error."""
+    if services[name].get("start_mode") == "disabled":
+        return ("Service '%s (%s)' cannot be started due to the following error: Cannot start service %s on computer '.'."
+                % (name, name, name))
+    problem = pg_start(name)
+    return "Service '%s (%s)' cannot be started due to the following error: %s" % (name, name, problem) if problem else None
+
+
+def pg_standby_script():
+    """postgresql_standby.ps1, step by step. Each call is noted in host["pg_standby_runs"] (the task is no_log)."""
+    params = args["parameters"]
+    data_dir, name = params["DataDir"], params["ServiceName"]
+    port, user, password = params["Port"], params["Superuser"], params["SuperuserPassword"]
+    reseed = str(params.get("Reseed", False)).lower() in ("true", "1", "yes", "on")
+    runs = host.setdefault("pg_standby_runs", []) if not CHECK else []
+    run = {"reseed": reseed, "seeded": False, "kept": "", "error": ""}
+
+    def fail(message):
+        # win_powershell.ps1 on a throw: failed, no msg; the error record's exception message is in error[0] (ansible.windows
+        # 3.3.0: Result.error from $ps.Streams.Error, Format-Exception).
+        out.update(failed=True, result={}, error=[{"exception": {"message": message,
+                                                                 "type": "System.Management.Automation.RuntimeException"},
+                                                   "fully_qualified_error_id": message, "output": message + "\n"}])
+        run["error"] = message
+        runs.append(run)
+        # What the script did before its throw stays done (a stopped service, a renamed directory): the body does not
+        # save the host after a failed win_powershell, so this does.
+        save_state(host, path)
+
+    signal = data_dir + "\\standby.signal"
+    if lookup(signal) is not None:
+        out["result"] = {"seeded": False, "kept": ""}
+        runs.append(run)
+        return
+    svc = services.get(name)
+    if svc is None:
+        return fail("Cannot find any service with service name '%s'." % name)
+    was_running = bool(svc.get("running"))
+    if not reseed:
+        if not was_running:
+            return fail("PostgreSQL (%s) is not running, so whether %s holds the Prefect database cannot be read: start "
+                        "it, or seed this standby anyway with postgresql_reseed (the directory is kept, renamed)."
+                        % (name, data_dir))
+        problem = pg_connect(port, user, password)
+        if problem:
+            return fail("psql.exe as %s on port %s failed (2): %s" % (user, port, problem))
+        pg = pg_state()
+        if not pg.get("in_recovery") and params["Database"] in pg["databases"]:
+            return fail("This host is a primary with the %s database, not a standby: if playbooks/failover.yml promoted "
+                        "it, swap prefect_database_host and prefect_database_standby_host in the inventory; to make it a "
+                        "standby of the other host again, run playbooks/failover.yml with failover_reseed."
+                        % params["Database"])
+    out["diff"] = {"before": data_dir + "\n", "after": "%s (standby seeded from the primary; the old directory kept)\n" % data_dir}
+    if CHECK:
+        out.update(changed=True, result={"seeded": True, "kept": ""})
+        return
+    stamp = (_pg_dt.datetime(2026, 1, 1) + _pg_dt.timedelta(seconds=NOW)).strftime("%Y%m%d%H%M%S")
+    kept = "%s.before-standby-%s" % (data_dir, stamp)
+    # Stop-Service -Force: the services that depend on it stop first.
+    for dependent in dependents_of(name):
+        services[dependent]["running"] = False
+    svc["running"] = False
+    pg_move_tree(data_dir, kept)
+    out["changed"] = True
+    # The new directory with the kept one's access rules.
+    dirs[data_dir.lower()] = {"acl": dict(dirs.get(kept.lower(), {}).get("acl", {})),
+                              "protected": dirs.get(kept.lower(), {}).get("protected", False)}
+    if lookup(params["BinDir"] + "\\pg_basebackup.exe") is None:
+        # Process.Start throws before anything is put back.
+        return fail('Exception calling "Start" with "1" argument(s): "The system cannot find the file specified"')
+    stderr = pg_basebackup(data_dir, params["Conninfo"], params["Slot"], params["PassFile"])
+    if stderr:
+        pg_remove_tree(data_dir)
+        pg_move_tree(kept, data_dir)
+        # Started again only if it ran before (a fenced former primary stays stopped).
+        problem = pg_start_service(name) if was_running else None
+        if problem:
+            return fail(problem)
+        return fail("pg_basebackup.exe from the primary failed (1); %s is as it was: %s" % (data_dir, stderr.strip()))
+    for keep in params.get("KeepFiles") or ["postgresql.conf", "pg_hba.conf", "pg_ident.conf", "conf.d", "server.crt",
+                                            "server.key"]:
+        source, target = kept + "\\" + keep, data_dir + "\\" + keep
+        if any(pg_tree(source)):
+            pg_remove_tree(target)
+            pg_copy_tree(source, target, acl=dirs[data_dir.lower()]["acl"])
+    pg_write(signal, "")
+    # Set-Service -StartupType Automatic (a former primary that failover.yml fenced was disabled), Start-Service.
+    svc["start_mode"] = "auto"
+    problem = pg_start_service(name)
+    if problem:
+        return fail(problem)
+    # The script polls pg_stat_wal_receiver for StreamingTimeout seconds; what the receiver meets does not change here.
+    status = pg_wal_receiver_status() if pg_connect(port, user, password) is None else ""
+    if status != "streaming":
+        return fail("The standby was seeded and started but does not stream from the primary after %s s (wal receiver: "
+                    "%s); its log in the log directory says why. The old data directory is kept in %s."
+                    % (params.get("StreamingTimeout", 120), status, kept))
+    run.update(seeded=True, kept=kept, primary=pg_state().get("seeded_from"))
+    runs.append(run)
+    out["result"] = {"seeded": True, "kept": kept}
+
+
 SCRIPTS["postgresql_acl_reset.ps1"] = pg_acl_reset_script
+SCRIPTS["postgresql_standby.ps1"] = pg_standby_script
 STANDINS["win_regedit"] = pg_win_regedit
 SCRIPTS["installer_options.ps1"] = pg_installer_options_script
 SCRIPTS["superuser_password.ps1"] = pg_superuser_password_script
@@ -738,7 +1206,9 @@ def _pg_mine():
         return pg_win_package if _PG_INSTALLER.match(path_) or _PG_ARP.match(str(call.get("product_id") or "")) else None
     if NAME == "win_copy" and "content" in call:
         dest = str(call.get("dest", "")).lower()
-        return pg_win_copy_content if dest.endswith((".options", "\\server.crt", "\\server.key")) else None
+        # The replication passfile and the enclave CA beside it (tasks/replication.yml).
+        return pg_win_copy_content if dest.endswith((".options", "\\server.crt", "\\server.key", ".pgpass", "\\root.crt")) \
+            else None
     if NAME == "win_service":
         import os as _pg_os
         state = _pg_json.load(open(_pg_os.environ["ENCLAVE_SIM_STATE"]))

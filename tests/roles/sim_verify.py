@@ -7,8 +7,9 @@
 # hosts, as test_site_distributed.Hosts does; else the one host). host["address"] is a host's IPv4 address as the others
 # see it (the inventory's prefect_host_address; the control node's own file has it too). A TCP connection to a host
 # opens when something listens there for other hosts (IIS on a started site's binding port, the Prefect server on a
-# non-loopback --host) and Windows Firewall admits it (an enabled inbound allow rule of that port and remote address,
-# or an inbound default of Allow); otherwise it times out, as a dropped SYN does.
+# non-loopback --host, PostgreSQL with listen_addresses beyond loopback) and Windows Firewall admits it (an enabled
+# inbound allow rule of that port and remote address, or an inbound default of Allow); otherwise it times out, as a
+# dropped SYN does. sim_postgresql.py's pg_basebackup and WAL receiver connect through it too.
 # Accounts the proxy's Windows authentication accepts: host["domain_accounts"] ({"CORP\\user": password}) on the proxy
 # host; host["kerberos_ticket"] on the control node (default true) stands for the operator's ticket.
 # Certificates: host["certificate_details"] ({thumbprint: {subject, not_after (ISO 8601 UTC)}}) for those in
@@ -64,6 +65,13 @@ def _v_listens(state, port):
         if "server start" in " ".join(params) and svc.get("running") and str(listen_port) == str(port) \
                 and not bind.startswith("127.") and bind != "localhost":
             return name
+    # PostgreSQL (sim_postgresql.py): the running postmaster on its port, when listen_addresses has more than loopback.
+    postmaster = state.get("pg", {}).get("postmaster", {})
+    listen = {a.strip() for a in str(postmaster.get("listen_addresses", "localhost")).split(",")}
+    for inst in state.get("pg_installations", {}).values():
+        svc = state.get("services", {}).get(inst.get("Service ID"), {})
+        if svc.get("running") and str(postmaster.get("port")) == str(port) and listen & {"*", "0.0.0.0", state.get("address")}:
+            return inst["Service ID"]
     return None
 
 

@@ -1,10 +1,12 @@
 """site.yml over inventories/ha on simulated hosts (one state file per host, test_site_distributed.Hosts): two API
-replicas each with its front door, a background-services host, PostgreSQL and a worker host, with high availability on.
+replicas each with its front door, a background-services host, a PostgreSQL primary and its streaming standby, and a
+worker host, with high availability on.
 
 The replicas run `prefect server start --no-services` with every in-memory backend set to Redis and migrations off at
 start; the schema is made once, by the first replica's service program, before any replica starts; the services host
 runs `prefect server services start` with the same backends and database; PostgreSQL admits both replicas and the
-services host; the worker reaches the machine path. A re-run changes nothing and no secret appears. The real processes
+services host; prefect-db03 is seeded once from prefect-db02 and streams from it, and the servers' database URL names
+both; the worker reaches the machine path. A re-run changes nothing and no secret appears. The real processes
 with this environment are proven in tests/integration/test_ha_replicas.py.
 """
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import shutil
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
@@ -20,15 +23,21 @@ from rolerun import PINNED_PREFECT, REPO
 from simhost import INSTALLER, LOCK, PROXY_CERT_THUMBPRINT, SECRETS, default_state, host_results, make_bundle, reached
 from test_postgresql import _pem
 from test_verify import _cert
-from test_site_distributed import Hosts
+from test_site_distributed import FRAGMENTS, Hosts
 
 pytestmark = pytest.mark.simulated
 
-API1, API2, SVC, DB, WRK = (f"prefect-{n}.corp.local" for n in ("api01", "api02", "svc01", "db02", "wrk04"))
-HOSTS = [API1, API2, SVC, DB, WRK]
-ADDRESSES = {API1: "10.20.2.11", API2: "10.20.2.12", SVC: "10.20.2.21", DB: "10.20.2.31", WRK: "10.20.2.41"}
+API1, API2, SVC, DB, STANDBY, WRK = (f"prefect-{n}.corp.local" for n in ("api01", "api02", "svc01", "db02", "db03", "wrk04"))
+HOSTS = [API1, API2, SVC, DB, STANDBY, WRK]
+ADDRESSES = {API1: "10.20.2.11", API2: "10.20.2.12", SVC: "10.20.2.21", DB: "10.20.2.31", STANDBY: "10.20.2.32",
+             WRK: "10.20.2.41"}
 CA = REPO / "tests" / "fixtures" / "roles" / "enclave-ca.pem"
 REDIS_SECRET = "Redis-Secret-5a7c"
+# The replication role's password (inventories/ha group_vars/all/ha.yml reads vault_postgresql_replication_password).
+REPLICATION_SECRET = "PgRepl-Secret-8b16"
+# Every secret of the run that must appear in no output (the Vault values' password parts, as test_site_distributed.py).
+OUTPUT_SECRETS = (*FRAGMENTS, REDIS_SECRET, REPLICATION_SECRET)
+DATA_DIR = "d:\\postgresql\\17\\data"
 BACKENDS = {"PREFECT_SERVER_EVENTS_MESSAGING_BROKER": "prefect_redis.messaging",
             "PREFECT_SERVER_EVENTS_MESSAGING_CACHE": "prefect_redis.messaging",
             "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
@@ -43,7 +52,8 @@ def runs(tmp_path_factory, ansible_env):
     inventories = root / "inventories"
     shutil.copytree(REPO / "inventories", inventories, symlinks=True)
     (inventories / "ha" / "group_vars" / "all" / "vault.yml").write_text(yaml.safe_dump(
-        {**SECRETS, "vault_prefect_redis_password": REDIS_SECRET, "vault_prefect_database_url": ""}))
+        {**SECRETS, "vault_prefect_redis_password": REDIS_SECRET, "vault_postgresql_replication_password": REPLICATION_SECRET,
+         "vault_prefect_database_url": ""}))
     states = {h: {**default_state(h.split(".")[0].upper()), "address": ADDRESSES[h]} for h in HOSTS}
     sim = Hosts(root, ansible_env, states)
     extra = {"prefect_bundle_dir": str(make_bundle(root)), "python_installer_sha256": hashlib.sha256(INSTALLER).hexdigest(),
@@ -55,7 +65,9 @@ def runs(tmp_path_factory, ansible_env):
     first = sim.run(extra, limit="all", inventory=inventory)
     states = {h: sim.host_state(h) for h in HOSTS}
     second = sim.run(extra, limit="all", inventory=inventory)
-    return {"first": first, "states": states, "second": second, "root": root, "extra": extra, "inventory": inventory}
+    final = {h: sim.host_state(h) for h in HOSTS}
+    return {"first": first, "states": states, "second": second, "final": final, "root": root, "extra": extra,
+            "inventory": inventory}
 
 
 def test_replicas_serve_the_api_only_with_redis_backends(runs):
@@ -67,7 +79,17 @@ def test_replicas_serve_the_api_only_with_redis_backends(runs):
         assert env["PREFECT_REDIS_MESSAGING_HOST"] == "redis.corp.local" and env["PREFECT_REDIS_MESSAGING_DB"] == "0"
         assert env["PREFECT_REDIS_WORKER_CLEANUP_QUEUE_DB"] == "2"
         assert env["PREFECT_SERVER_DOCKET_URL"] == f"redis://:{REDIS_SECRET}@redis.corp.local:6379/1"
-        assert env["PREFECT_SERVER_DATABASE_CONNECTION_URL"].endswith("@prefect-db02.corp.local:5432/prefect?ssl=verify-full")
+        _assert_url_names_the_pair(env["PREFECT_SERVER_DATABASE_CONNECTION_URL"])
+
+
+def _assert_url_names_the_pair(url):
+    """asyncpg's multi-host form: no host after '@', the primary then its standby in ?host=, and only a writable one
+    accepted (after a failover, the promoted standby); TLS verified against the enclave CA."""
+    parts = urlsplit(url)
+    assert parts.scheme == "postgresql+asyncpg" and parts.netloc.endswith("@") and parts.path == "/prefect", url
+    query = parse_qs(parts.query)
+    assert query["host"] == [f"{DB}:5432", f"{STANDBY}:5432"], url
+    assert query["target_session_attrs"] == ["read-write"] and query["ssl"] == ["verify-full"], url
 
 
 def test_the_services_host_runs_the_background_services_on_the_same_backends(runs):
@@ -80,6 +102,7 @@ def test_the_services_host_runs_the_background_services_on_the_same_backends(run
                                                    "PREFECT_SERVER_DOCKET_", "PREFECT_SERVER_WORKER_CHANNEL_"))]
     assert shared and {k: env.get(k) for k in shared} == {k: replica[k] for k in shared}
     assert env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] == replica["PREFECT_SERVER_DATABASE_CONNECTION_URL"]
+    _assert_url_names_the_pair(env["PREFECT_SERVER_DATABASE_CONNECTION_URL"])
     # The retention the replicas no longer run: the vacuum service is a background service.
     assert env["PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED"].startswith("events")
 
@@ -93,10 +116,62 @@ def test_the_schema_is_made_once_by_the_first_replica_before_any_start(runs):
 
 
 def test_postgresql_admits_the_replicas_and_the_services_host(runs):
-    hba = runs["states"][DB]["pg"]["hba"]
-    text = str(hba)
-    for host in (API1, API2, SVC):
-        assert ADDRESSES[host] + "/32" in text, (host, hba)
+    """On both hosts of the pair: the standby serves the same servers once promoted."""
+    for db in (DB, STANDBY):
+        hba = runs["states"][db]["pg"]["hba"]
+        text = str(hba)
+        for host in (API1, API2, SVC):
+            assert ADDRESSES[host] + "/32" in text, (db, host, hba)
+
+
+def test_the_standby_is_seeded_once_from_the_primary_and_in_recovery(runs):
+    """The first run seeds prefect-db03 from prefect-db02 (pg_basebackup through the slot; its own data directory kept,
+    renamed) and starts it as a standby that streams; the second finds standby.signal and does nothing."""
+    first, final = runs["states"][STANDBY], runs["final"][STANDBY]
+    seeded = [r for r in final["pg_standby_runs"] if r["seeded"]]
+    assert len(seeded) == 1 and seeded[0]["primary"] == DB and not seeded[0]["error"], final["pg_standby_runs"]
+    assert final["pg_standby_runs"] == first["pg_standby_runs"] + [
+        {"reseed": False, "seeded": False, "kept": "", "error": ""}], final["pg_standby_runs"]
+    assert seeded[0]["kept"].lower().startswith(DATA_DIR + ".before-standby-")
+    assert seeded[0]["kept"].lower() in final["dirs"]
+    pg = final["pg"]
+    assert pg["in_recovery"] and pg["seeded_from"] == DB
+    assert DATA_DIR + "\\standby.signal" in final["files"]
+    assert final["services"]["postgresql-x64-17"]["running"]
+    # The standby's catalog is the primary's (the Prefect database, its roles); it has no slot of its own, and the Prefect
+    # objects were never made on it (read-only).
+    assert pg["databases"]["prefect"] == runs["final"][DB]["pg"]["databases"]["prefect"]
+    assert pg["slots"] == {} and pg["roles"]["prefect_replication"]["replication"]
+    objects = "Prefect role, its database and pg_trgm are as configured"
+    assert not [n for n, _r in reached(runs["first"][1], STANDBY) if n.endswith(objects)]
+    assert [n for n, _r in reached(runs["first"][1], DB) if n.endswith(objects)]
+    # It follows the primary by name, with the passfile and the CA beside it (the password in the passfile only).
+    conninfo = pg["loaded"]["primary_conninfo"]
+    assert "host='prefect-db02.corp.local'" in conninfo and "sslmode='verify-full'" in conninfo
+    assert REPLICATION_SECRET not in conninfo and pg["loaded"]["primary_slot_name"] == "prefect_standby"
+    assert final["texts"]["d:\\postgresql\\17\\replication\\replication.pgpass"] == (
+        f"*:5432:replication:prefect_replication:{REPLICATION_SECRET}\n")
+
+
+def test_the_primary_has_the_slot_and_the_replication_role(runs):
+    pg = runs["final"][DB]["pg"]
+    assert not pg.get("in_recovery")
+    assert set(pg["slots"]) == {"prefect_standby"}
+    role = pg["roles"]["prefect_replication"]
+    assert {k: role[k] for k in ("login", "replication", "superuser", "createdb", "createrole", "bypassrls")} == {
+        "login": True, "replication": True, "superuser": False, "createdb": False, "createrole": False, "bypassrls": False}
+    assert role["password_sha"] == hashlib.sha256(REPLICATION_SECRET.encode()).hexdigest()
+    # Replication settings on both hosts, taken at their start: nothing waits for a restart.
+    for db in (DB, STANDBY):
+        postmaster = runs["final"][db]["pg"]["postmaster"]
+        assert (postmaster["wal_level"], postmaster["max_wal_senders"], postmaster["hot_standby"]) == ("replica", "10", "on")
+
+
+def test_the_replication_line_of_each_host_names_the_other_host_only(runs):
+    for db, other in ((DB, STANDBY), (STANDBY, DB)):
+        lines = [e for e in runs["final"][db]["pg"]["hba"] if e["database"] == "replication"]
+        assert lines == [{"type": "hostssl", "database": "replication", "user": "prefect_replication",
+                          "address": ADDRESSES[other] + "/32", "method": "scram-sha-256"}], (db, lines)
 
 
 def test_rerun_changes_nothing_and_no_secret_is_shown(runs):
@@ -104,7 +179,33 @@ def test_rerun_changes_nothing_and_no_secret_is_shown(runs):
     changed = {h: [n for n, r in reached(data, h) if r.get("changed")] for h in HOSTS}
     assert changed == {h: [] for h in HOSTS}, changed
     for proc, _data in (runs["first"], runs["second"]):
-        assert REDIS_SECRET not in proc.stdout + proc.stderr
+        for secret in OUTPUT_SECRETS:
+            assert secret not in proc.stdout + proc.stderr, f"{secret} leaked"
+
+
+def test_a_standby_that_holds_the_prefect_database_out_of_recovery_is_refused(runs, tmp_path, ansible_env):
+    """prefect-db03 promoted (pg_promote: recovery ends, standby.signal is removed) while the inventory still names it
+    the standby: site.yml on it refuses to seed it again over the Prefect database, with the script's message, and
+    touches neither its data directory nor its service."""
+    states = copy.deepcopy(runs["final"])
+    promoted = states[STANDBY]
+    del promoted["files"][DATA_DIR + "\\standby.signal"]
+    promoted["pg"]["in_recovery"] = False
+    sim = Hosts(tmp_path, ansible_env, states)
+    proc, data = sim.run(runs["extra"], limit=STANDBY, inventory=runs["inventory"], expect_rc=2)
+    failed = [(n.split(" : ", 1)[-1], r) for n, r in host_results(data, STANDBY) if r.get("failed")]
+    assert [n for n, _r in failed] == ["Standby seeding failures are shown"], failed
+    assert failed[0][1]["msg"] == (
+        f"{STANDBY}: This host is a primary with the prefect database, not a standby: if playbooks/failover.yml promoted "
+        "it, swap prefect_database_host and prefect_database_standby_host in the inventory; to make it a standby of the "
+        "other host again, run playbooks/failover.yml with failover_reseed.")
+    after = sim.host_state(STANDBY)
+    assert after["pg_standby_runs"][-1]["error"].startswith("This host is a primary with the prefect database")
+    assert [d for d in after["dirs"] if ".before-standby-" in d] == [d for d in promoted["dirs"] if ".before-standby-" in d]
+    assert after["services"]["postgresql-x64-17"]["running"] and not after["pg"]["in_recovery"]
+    assert sim.host_state(DB) == states[DB]
+    for secret in OUTPUT_SECRETS:
+        assert secret not in proc.stdout + proc.stderr, f"{secret} leaked"
 
 
 @pytest.fixture(scope="module")
@@ -231,5 +332,5 @@ def test_uninstall_removes_the_services_host_too(upgraded, runs, tmp_path, ansib
     assert states[SVC]["services"] and after["services"] == {}
     assert not [j for j in after["junctions"] if j.startswith("c:\\prefect\\venvs")]
     assert not [d for d in after["dirs"] if d.startswith("c:\\prefect\\tools\\nssm-")]
-    for host in (API1, API2, DB, WRK):
+    for host in (API1, API2, DB, STANDBY, WRK):
         assert sim.host_state(host) == states[host], host
