@@ -294,8 +294,10 @@ def pg_facts_script():
         service = {"dependents_running": [d for d in dependents_of(name) if services[d].get("running")],
                    "exists": True, "state": "Running" if svc.get("running") else "Stopped",
                    "account": svc.get("object_name", ""), "start_mode": svc.get("start_mode", "auto").capitalize()}
+    data_dir = (args["parameters"].get("DataDir") or "").rstrip("\\")
     out["result"] = {"installations": installations, "service": service, "ram_mb": int(host.get("ram_mb", 16384)),
-                     "option_file_left": bool(args["parameters"].get("OptionFile")) and lookup(args["parameters"]["OptionFile"]) is not None}
+                     "option_file_left": bool(args["parameters"].get("OptionFile")) and lookup(args["parameters"]["OptionFile"]) is not None,
+                     "standby_signal": bool(data_dir) and lookup(data_dir + "\\standby.signal") is not None}
 
 
 def pg_reload_script():
@@ -353,7 +355,8 @@ def pg_objects_script():
         if writes:
             first = writes[0]
             for earlier in changes[:changes.index(first)]:
-                pg.setdefault("slots", {})[earlier.split()[2]] = {"slot_type": "physical", "active": False, "restart_lsn": None}
+                pg.setdefault("slots", {})[earlier.split()[2]] = {"slot_type": "physical", "active": False,
+                                                                  "restart_lsn": None, "wal_status": None}
             statement = ("CREATE ROLE" if first.startswith("role ") and first.endswith(" created") else
                          "ALTER ROLE" if first.startswith("role ") else
                          "CREATE DATABASE" if first.startswith("database ") and first.endswith(" created") else
@@ -416,12 +419,17 @@ def pg_objects_changes(params, pg, apply):
                     current.update(password_sha=secret_sha, md5=False)
         slot = params.get("Slot") or ""
         slots = pg.setdefault("slots", {})
-        if slot not in slots:
+        # pg_create_physical_replication_slot(name): immediately_reserve false, so no restart_lsn (and no wal_status)
+        # until the standby first streams from it.
+        if slots.get(slot, {}).get("wal_status") == "lost":
+            # WAL past max_slot_wal_keep_size was removed: dropped and made again.
+            changes.append("replication slot %s made again (its WAL was lost: seed the standby again)" % slot)
+            if apply:
+                slots[slot] = {"slot_type": "physical", "active": False, "restart_lsn": None, "wal_status": None}
+        elif slot not in slots:
             changes.append("replication slot %s created" % slot)
             if apply:
-                # pg_create_physical_replication_slot(name): immediately_reserve false, so no restart_lsn until the
-                # standby first streams from it.
-                slots[slot] = {"slot_type": "physical", "active": False, "restart_lsn": None}
+                slots[slot] = {"slot_type": "physical", "active": False, "restart_lsn": None, "wal_status": None}
     db = pg["databases"].get(database)
     check_extension = True
     if db is None:
@@ -1090,30 +1098,45 @@ def pg_start_service(name):
     return "Service '%s (%s)' cannot be started due to the following error: %s" % (name, name, problem) if problem else None
 
 
+def pg_param(name, default=None):
+    """A win_powershell parameter, from parameters or sensitive_parameters (value: passed as a SecureString)."""
+    for item in args.get("sensitive_parameters") or []:
+        if item.get("name") == name:
+            return item.get("value")
+    return (args.get("parameters") or {}).get(name, default)
+
+
+def pg_local_sql_status():
+    """Invoke-LocalSql of the script with the WAL receiver's query: pg_stat_wal_receiver's status ('none' without a
+    row); '' when psql does not answer ([string]$null)."""
+    return pg_wal_receiver_status() if pg_connect(pg_param("Port"), pg_param("Superuser"), pg_param("SuperuserPassword")) is None else ""
+
+
 def pg_standby_script():
     """postgresql_standby.ps1, step by step. Each call is noted in host["pg_standby_runs"] (the task is no_log)."""
-    params = args["parameters"]
-    data_dir, name = params["DataDir"], params["ServiceName"]
-    port, user, password = params["Port"], params["Superuser"], params["SuperuserPassword"]
-    reseed = str(params.get("Reseed", False)).lower() in ("true", "1", "yes", "on")
+    data_dir, name = pg_param("DataDir").rstrip("\\"), pg_param("ServiceName")
+    port, user, password = pg_param("Port"), pg_param("Superuser"), pg_param("SuperuserPassword")
+    database, host_name = pg_param("Database"), pg_param("HostName") or host.get("computer", "")
+    reseed = str(pg_param("Reseed", False)).lower() in ("true", "1", "yes", "on")
     runs = host.setdefault("pg_standby_runs", []) if not CHECK else []
     run = {"reseed": reseed, "seeded": False, "kept": "", "error": ""}
 
     def fail(message):
-        # win_powershell.ps1 on a throw: failed, no msg; the error record's exception message is in error[0] (ansible.windows
-        # 3.3.0: Result.error from $ps.Streams.Error, Format-Exception).
+        # win_powershell.ps1 on a throw: failed, no msg; the error record's exception message is in error[0]
+        # (ansible.windows 3.3.0: Result.error from $ps.Streams.Error, Format-Exception).
         out.update(failed=True, result={}, error=[{"exception": {"message": message,
                                                                  "type": "System.Management.Automation.RuntimeException"},
                                                    "fully_qualified_error_id": message, "output": message + "\n"}])
         run["error"] = message
         runs.append(run)
-        # What the script did before its throw stays done (a stopped service, a renamed directory): the body does not
-        # save the host after a failed win_powershell, so this does.
+        # What the script did before its throw stays done (a stopped or disabled service, a renamed directory): the
+        # body does not save the host after a failed win_powershell, so this does.
         save_state(host, path)
 
     signal = data_dir + "\\standby.signal"
-    if lookup(signal) is not None:
-        out["result"] = {"seeded": False, "kept": ""}
+    if lookup(signal) is not None and not reseed:
+        out["result"] = {"seeded": False, "kept": "", "receiver": pg_local_sql_status()}
+        run["receiver"] = out["result"]["receiver"]
         runs.append(run)
         return
     svc = services.get(name)
@@ -1123,20 +1146,29 @@ def pg_standby_script():
     if not reseed:
         if not was_running:
             return fail("PostgreSQL (%s) is not running, so whether %s holds the Prefect database cannot be read: start "
-                        "it, or seed this standby anyway with postgresql_reseed (the directory is kept, renamed)."
+                        "it, or seed this standby anyway with -e postgresql_reseed=true (the directory is kept, renamed)."
                         % (name, data_dir))
-        problem = pg_connect(port, user, password)
-        if problem:
-            return fail("psql.exe as %s on port %s failed (2): %s" % (user, port, problem))
-        pg = pg_state()
-        if not pg.get("in_recovery") and params["Database"] in pg["databases"]:
-            return fail("This host is a primary with the %s database, not a standby: if playbooks/failover.yml promoted "
-                        "it, swap prefect_database_host and prefect_database_standby_host in the inventory; to make it a "
-                        "standby of the other host again, run playbooks/failover.yml with failover_reseed."
-                        % params["Database"])
+        # 'recovery|has the Prefect database', or '' when psql does not answer (Invoke-LocalSql's $null).
+        state = ""
+        if pg_connect(port, user, password) is None:
+            pg = pg_state()
+            state = "%s|%s" % (str(bool(pg.get("in_recovery"))).lower(), str(database in pg["databases"]).lower())
+        if state == "false|true":
+            if not CHECK:
+                # Stop-Service -Force (its dependents first), Set-Service -StartupType Disabled: fenced.
+                for dependent in dependents_of(name):
+                    services[dependent]["running"] = False
+                svc.update(running=False, start_mode="disabled")
+            return fail("This host is a primary with the %s database, not a standby; its PostgreSQL is now stopped and "
+                        "disabled so that it cannot serve as a second primary. If playbooks/failover.yml promoted it, swap "
+                        "prefect_database_host and prefect_database_standby_host in the inventory; to make it the standby "
+                        "of the other host, run this playbook with --limit %s -e postgresql_reseed=true."
+                        % (database, host_name))
+        if state != "false|false":
+            return fail("PostgreSQL (%s) did not say what %s holds (got '%s'): nothing was seeded." % (name, data_dir, state))
     out["diff"] = {"before": data_dir + "\n", "after": "%s (standby seeded from the primary; the old directory kept)\n" % data_dir}
     if CHECK:
-        out.update(changed=True, result={"seeded": True, "kept": ""})
+        out.update(changed=True, result={"seeded": True, "kept": "", "receiver": ""})
         return
     stamp = (_pg_dt.datetime(2026, 1, 1) + _pg_dt.timedelta(seconds=NOW)).strftime("%Y%m%d%H%M%S")
     kept = "%s.before-standby-%s" % (data_dir, stamp)
@@ -1144,25 +1176,32 @@ def pg_standby_script():
     for dependent in dependents_of(name):
         services[dependent]["running"] = False
     svc["running"] = False
-    pg_move_tree(data_dir, kept)
     out["changed"] = True
+    reason = None
+    pg_move_tree(data_dir, kept)
     # The new directory with the kept one's access rules.
     dirs[data_dir.lower()] = {"acl": dict(dirs.get(kept.lower(), {}).get("acl", {})),
                               "protected": dirs.get(kept.lower(), {}).get("protected", False)}
-    if lookup(params["BinDir"] + "\\pg_basebackup.exe") is None:
-        # Process.Start throws before anything is put back.
-        return fail('Exception calling "Start" with "1" argument(s): "The system cannot find the file specified"')
-    stderr = pg_basebackup(data_dir, params["Conninfo"], params["Slot"], params["PassFile"])
-    if stderr:
-        pg_remove_tree(data_dir)
-        pg_move_tree(kept, data_dir)
-        # Started again only if it ran before (a fenced former primary stays stopped).
+    if lookup(pg_param("BinDir") + "\\pg_basebackup.exe") is None:
+        reason = 'Exception calling "Start" with "1" argument(s): "The system cannot find the file specified"'
+    else:
+        stderr = pg_basebackup(data_dir, pg_param("Conninfo"), pg_param("Slot"), pg_param("PassFile"))
+        if stderr:
+            reason = "pg_basebackup.exe from the primary failed (1): %s" % stderr.strip()
+    if reason:
+        # catch: what the failed seed left is moved aside (<leaf>.failed-seed-<stamp>), the kept directory put back,
+        # the service started again if it ran.
+        if any(pg_tree(kept)) and any(pg_tree(data_dir)):
+            pg_move_tree(data_dir, "%s.failed-seed-%s" % (data_dir, stamp))
+        if any(pg_tree(kept)):
+            pg_move_tree(kept, data_dir)
         problem = pg_start_service(name) if was_running else None
         if problem:
             return fail(problem)
-        return fail("pg_basebackup.exe from the primary failed (1); %s is as it was: %s" % (data_dir, stderr.strip()))
-    for keep in params.get("KeepFiles") or ["postgresql.conf", "pg_hba.conf", "pg_ident.conf", "conf.d", "server.crt",
-                                            "server.key"]:
+        return fail("Seeding %s from the primary failed; the data directory is back as it was before the seed: %s"
+                    % (data_dir, reason))
+    for keep in pg_param("KeepFiles") or ["postgresql.conf", "pg_hba.conf", "pg_ident.conf", "conf.d", "server.crt",
+                                          "server.key"]:
         source, target = kept + "\\" + keep, data_dir + "\\" + keep
         if any(pg_tree(source)):
             pg_remove_tree(target)
@@ -1174,14 +1213,14 @@ def pg_standby_script():
     if problem:
         return fail(problem)
     # The script polls pg_stat_wal_receiver for StreamingTimeout seconds; what the receiver meets does not change here.
-    status = pg_wal_receiver_status() if pg_connect(port, user, password) is None else ""
+    status = pg_local_sql_status()
     if status != "streaming":
-        return fail("The standby was seeded and started but does not stream from the primary after %s s (wal receiver: "
-                    "%s); its log in the log directory says why. The old data directory is kept in %s."
-                    % (params.get("StreamingTimeout", 120), status, kept))
-    run.update(seeded=True, kept=kept, primary=pg_state().get("seeded_from"))
+        return fail("The standby was seeded and started but does not stream from the primary after %s s (WAL receiver: "
+                    "'%s'); its log in the log directory says why. The old data directory is kept in %s."
+                    % (pg_param("StreamingTimeout", 120), status, kept))
+    run.update(seeded=True, kept=kept, primary=pg_state().get("seeded_from"), receiver=status)
     runs.append(run)
-    out["result"] = {"seeded": True, "kept": kept}
+    out["result"] = {"seeded": True, "kept": kept, "receiver": status}
 
 
 SCRIPTS["postgresql_acl_reset.ps1"] = pg_acl_reset_script

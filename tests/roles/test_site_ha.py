@@ -131,7 +131,8 @@ def test_the_standby_is_seeded_once_from_the_primary_and_in_recovery(runs):
     seeded = [r for r in final["pg_standby_runs"] if r["seeded"]]
     assert len(seeded) == 1 and seeded[0]["primary"] == DB and not seeded[0]["error"], final["pg_standby_runs"]
     assert final["pg_standby_runs"] == first["pg_standby_runs"] + [
-        {"reseed": False, "seeded": False, "kept": "", "error": ""}], final["pg_standby_runs"]
+        {"reseed": False, "seeded": False, "kept": "", "error": "", "receiver": "streaming"}], final["pg_standby_runs"]
+    assert seeded[0]["receiver"] == "streaming"
     assert seeded[0]["kept"].lower().startswith(DATA_DIR + ".before-standby-")
     assert seeded[0]["kept"].lower() in final["dirs"]
     pg = final["pg"]
@@ -185,8 +186,8 @@ def test_rerun_changes_nothing_and_no_secret_is_shown(runs):
 
 def test_a_standby_that_holds_the_prefect_database_out_of_recovery_is_refused(runs, tmp_path, ansible_env):
     """prefect-db03 promoted (pg_promote: recovery ends, standby.signal is removed) while the inventory still names it
-    the standby: site.yml on it refuses to seed it again over the Prefect database, with the script's message, and
-    touches neither its data directory nor its service."""
+    the standby: site.yml on it refuses to seed it again over the Prefect database, with the script's message, leaves
+    its data directory as it is and fences it (its PostgreSQL stopped and disabled: no second primary)."""
     states = copy.deepcopy(runs["final"])
     promoted = states[STANDBY]
     del promoted["files"][DATA_DIR + "\\standby.signal"]
@@ -196,13 +197,17 @@ def test_a_standby_that_holds_the_prefect_database_out_of_recovery_is_refused(ru
     failed = [(n.split(" : ", 1)[-1], r) for n, r in host_results(data, STANDBY) if r.get("failed")]
     assert [n for n, _r in failed] == ["Standby seeding failures are shown"], failed
     assert failed[0][1]["msg"] == (
-        f"{STANDBY}: This host is a primary with the prefect database, not a standby: if playbooks/failover.yml promoted "
-        "it, swap prefect_database_host and prefect_database_standby_host in the inventory; to make it a standby of the "
-        "other host again, run playbooks/failover.yml with failover_reseed.")
+        f"{STANDBY}: This host is a primary with the prefect database, not a standby; its PostgreSQL is now stopped and "
+        "disabled so that it cannot serve as a second primary. If playbooks/failover.yml promoted it, swap "
+        "prefect_database_host and prefect_database_standby_host in the inventory; to make it the standby of the other "
+        f"host, run this playbook with --limit {STANDBY} -e postgresql_reseed=true.")
     after = sim.host_state(STANDBY)
     assert after["pg_standby_runs"][-1]["error"].startswith("This host is a primary with the prefect database")
     assert [d for d in after["dirs"] if ".before-standby-" in d] == [d for d in promoted["dirs"] if ".before-standby-" in d]
-    assert after["services"]["postgresql-x64-17"]["running"] and not after["pg"]["in_recovery"]
+    assert {k: v for k, v in after["files"].items() if k.startswith(DATA_DIR + "\\")} == {
+        k: v for k, v in promoted["files"].items() if k.startswith(DATA_DIR + "\\")}
+    service = after["services"]["postgresql-x64-17"]
+    assert not service["running"] and service["start_mode"] == "disabled", service
     assert sim.host_state(DB) == states[DB]
     for secret in OUTPUT_SECRETS:
         assert secret not in proc.stdout + proc.stderr, f"{secret} leaked"
