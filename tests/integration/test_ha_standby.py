@@ -99,16 +99,18 @@ A, B = "127.0.0.1", "127.0.0.2"
 SERVER = "prefect-api01.corp.local"
 
 
-def _render_pair(node: Node, primary: str, standby: str, root) -> dict[str, str]:
-    """The role's files for `node` in an inventory where `primary` streams to `standby` (inventory names = addresses),
-    served to one Prefect server host; every host is seen from 127.0.0.1 (module docstring of pgstandby.py)."""
+def _render_pair(nodes: list[Node], primary: str, standby: str, root) -> dict[str, dict[str, str]]:
+    """The role's files for each of `nodes` (one Ansible run) in an inventory where `primary` streams to `standby`
+    (inventory names = addresses), served to one Prefect server host; every host is seen from 127.0.0.1 (module
+    docstring of pgstandby.py). {address: {file: text}}."""
     seen = {"prefect_host_address": "127.0.0.1"}
+    own = {n.address: {**seen, "render_log_dir": str(n.root / "log"), "render_replication_dir": str(n.replication_dir)}
+           for n in nodes}
     inventory = {"all": {"children": {"prefect_server": {"hosts": {SERVER: seen}},
-                                      "prefect_database": {"hosts": {A: seen, B: seen}}}}}
-    return render(root, node.port, PREFECT_PASSWORD, node.root / "log", host=node.address, inventory=inventory,
+                                      "prefect_database": {"hosts": {a: own.get(a, seen) for a in (A, B)}}}}}
+    return render(root, nodes[0].port, PREFECT_PASSWORD, None, host=[n.address for n in nodes], inventory=inventory,
                   extra={"prefect_database_host": primary, "prefect_database_standby_host": standby,
                          "postgresql_replication_password": REPLICATION_PASSWORD,
-                         "postgresql_replication_dir": str(node.replication_dir),
                          "postgresql_superuser_password": SUPERUSER_PASSWORD})
 
 
@@ -131,7 +133,7 @@ def ha(tmp_path_factory):
     (work / "ca.pem").write_bytes(ca)
     state = SimpleNamespace(a=a, b=b, work=work, server=None, timings={}, ca=ca, tls=tls)
     try:
-        state.files = {A: _render_pair(a, A, B, work / "render-a"), B: _render_pair(b, A, B, work / "render-b")}
+        state.files = _render_pair([a, b], A, B, work / "render")
         a.install(state.files[A], tls[A], ca)
         state.primary_changes = a.apply_role_sql(PREFECT_PASSWORD, REPLICATION_PASSWORD)
         b.install(state.files[B], tls[B], ca)  # the installer's cluster on the standby, configured by the role
@@ -374,7 +376,7 @@ def test_the_old_primary_is_seeded_again_as_the_new_standby(ha):
     assert not a.running()
     # The role's SQL on the new primary: only the slot is new (slots are not replicated; the roles are).
     assert b.apply_role_sql(PREFECT_PASSWORD, REPLICATION_PASSWORD) == [f"replication slot {SLOT} created"]
-    files = _render_pair(a, B, A, ha.work / "render-a-standby")
+    files = _render_pair([a], B, A, ha.work / "render-swapped")[A]
     a.configure(files, ha.tls[A], ha.ca)
     kept = a.seed_like_the_role(_setting(files["enclave_prefect.conf"], "primary_conninfo"), reseed=True)
     assert (kept / "PG_VERSION").exists()  # the old primary's data, kept

@@ -41,36 +41,49 @@ def _include_dir_line() -> str:
     raise AssertionError("no win_lineinfile task in roles/postgresql/tasks/config.yml")
 
 
-def render(root: Path, port: int, password: str, log_dir: Path, extra: dict | None = None,
-           inventory: dict | None = None, host: str = HOST) -> dict[str, str]:
+FILES = ("enclave_prefect.conf", "pg_hba.conf", "url", "replication.pgpass")
+
+
+def render(root: Path, port: int, password: str, log_dir: Path | None, extra: dict | None = None,
+           inventory: dict | None = None, host: str | list[str] = HOST) -> dict:
     """The role's enclave_prefect.conf, pg_hba.conf and replication passfile, and the server URL database_url composes
     (as roles/nssm_services/vars/main.yml calls it), rendered by Ansible for `host` (HOST; inventory: another one instead
-    of the all-in-one HOST)."""
+    of the all-in-one HOST): {name: text}. With a list of hosts, in one run: {host: {name: text}}, each host's own
+    values from the inventory's host vars render_log_dir and render_replication_dir (log_dir None)."""
     root.mkdir(parents=True, exist_ok=True)
+    hosts = host if isinstance(host, list) else [host]
     host_vars = {"ansible_connection": "local", "ansible_python_interpreter": str(REPO / ".venv/bin/python"),
                  "prefect_host_address": "127.0.0.1", "postgresql_port": port, "prefect_database_port": port,
-                 "postgresql_log_dir": str(log_dir), "postgresql_facts": {"result": {"ram_mb": 2048}},
-                 "prefect_database_password": password, **(extra or {})}
+                 "postgresql_facts": {"result": {"ram_mb": 2048}}, "prefect_database_password": password,
+                 **({"postgresql_log_dir": str(log_dir)} if log_dir is not None else {}), **(extra or {})}
     # Extra vars: they win over the role defaults the play loads as vars_files.
     (root / "extra.json").write_text(json.dumps(host_vars))
     inventory = inventory or {"all": {"children": {"prefect_server": {"hosts": {HOST: None}},
                                                    "prefect_database": {"hosts": {HOST: None}}}}}
     (root / "inventory.yml").write_text(yaml.safe_dump(inventory))
-    play = [{"name": "Render the postgresql role's files", "hosts": host, "gather_facts": False,
+    for name in hosts:
+        (root / name).mkdir(exist_ok=True)
+    out = str(root) + "/{{ inventory_hostname }}/"
+    play = [{"name": "Render the postgresql role's files", "hosts": ":".join(hosts), "gather_facts": False,
              "vars_files": [str(REPO / "roles/common/defaults/main.yml"), str(REPO / "roles/common/vars/main/installers.yml"),
                             str(REPO / "roles/common/vars/main/windows.yml"),
                             str(ROLE / "defaults/main.yml"), str(ROLE / "vars/main.yml")],
              "tasks": [
+                 # A host's own directories (inventory host vars render_log_dir, render_replication_dir): set as facts,
+                 # which win over the role defaults loaded as vars_files (inventory host vars do not).
+                 {"name": "Host's own directories", "when": "render_log_dir is defined", "ansible.builtin.set_fact": {
+                     "postgresql_log_dir": "{{ render_log_dir }}",
+                     "postgresql_replication_dir": "{{ render_replication_dir }}"}},
                  {"name": "Configuration file", "ansible.builtin.template": {
-                     "src": str(ROLE / "templates/enclave_prefect.conf.j2"), "dest": str(root / "enclave_prefect.conf")}},
+                     "src": str(ROLE / "templates/enclave_prefect.conf.j2"), "dest": out + "enclave_prefect.conf"}},
                  {"name": "Client authentication", "ansible.builtin.template": {
-                     "src": str(ROLE / "templates/pg_hba.conf.j2"), "dest": str(root / "pg_hba.conf")}},
-                 {"name": "Server URL", "no_log": True, "ansible.builtin.copy": {"dest": str(root / "url"), "content": (
+                     "src": str(ROLE / "templates/pg_hba.conf.j2"), "dest": out + "pg_hba.conf"}},
+                 {"name": "Server URL", "no_log": True, "ansible.builtin.copy": {"dest": out + "url", "content": (
                      "{{ prefect_database_host | enclave.prefect.database_url(port=prefect_database_port, "
                      "name=prefect_database_name, user=prefect_database_user, password=prefect_database_password, "
                      "local=prefect_database_host == inventory_hostname, standby=prefect_database_standby_host) }}")}},
                  {"name": "Replication passfile", "no_log": True, "ansible.builtin.copy": {
-                     "dest": str(root / "replication.pgpass"), "content": "{{ postgresql_replication_passfile_line }}\n"}},
+                     "dest": out + "replication.pgpass", "content": "{{ postgresql_replication_passfile_line }}\n"}},
              ]}]
     (root / "render.yml").write_text(yaml.safe_dump(play, sort_keys=False))
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
@@ -78,7 +91,8 @@ def render(root: Path, port: int, password: str, log_dir: Path, extra: dict | No
                            "-e", f"@{root / 'extra.json'}", str(root / "render.yml")], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert password not in proc.stdout + proc.stderr
-    return {name: (root / name).read_text() for name in ("enclave_prefect.conf", "pg_hba.conf", "url", "replication.pgpass")}
+    files = {name: {f: (root / name / f).read_text() for f in FILES} for name in hosts}
+    return files if isinstance(host, list) else files[host]
 
 
 class RoleCluster(PostgresCluster):
