@@ -2,7 +2,8 @@
 authentication and replication passfile rendered by Ansible from the role for an inventory of the pair, the role's SQL
 (replication role and slot) on the primary, the standby seeded the way files/postgresql_standby.ps1 does it and
 following the primary with the primary_conninfo the role writes (TLS verify-full, the passfile); a real Prefect server
-whose database URL is the one the roles compose for the pair; a promotion after the primary stops; and the old primary
+and a second API replica (`--no-services`) whose database URL is the one the roles compose for the pair; a promotion
+after the primary stops, after which both write again by themselves; and the old primary
 seeded again as the new standby from the files the role renders for the swapped inventory (playbooks/failover.yml's
 re-seed). Helpers: pgstandby.py.
 
@@ -131,7 +132,7 @@ def ha(tmp_path_factory):
     b = Node("pg-b", B, port, SUPERUSER_PASSWORD, binaries)
     ca, tls = make_pki([A, B])
     (work / "ca.pem").write_bytes(ca)
-    state = SimpleNamespace(a=a, b=b, work=work, server=None, timings={}, ca=ca, tls=tls)
+    state = SimpleNamespace(a=a, b=b, work=work, server=None, replica=None, timings={}, ca=ca, tls=tls)
     try:
         state.files = _render_pair([a, b], A, B, work / "render")
         a.install(state.files[A], tls[A], ca)
@@ -146,13 +147,19 @@ def ha(tmp_path_factory):
         state.server = PrefectServer(work / "server", database_url=state.url,
                                      extra_env={"PGSSLROOTCERT": str(work / "ca.pem")})
         state.server.start()
+        # A second API replica on the same database URL, as the roles run them under high availability.
+        state.replica = PrefectServer(work / "replica", database_url=state.url, services=False,
+                                      extra_env={"PGSSLROOTCERT": str(work / "ca.pem")})
+        state.replica.start()
     except BaseException:
-        if state.server:
-            state.server.stop()
+        for process in (state.server, state.replica):
+            if process:
+                process.stop()
         a.destroy()
         b.destroy()
         raise
     yield state
+    state.replica.stop()
     state.server.stop()
     a.destroy()
     b.destroy()
@@ -259,9 +266,9 @@ def test_prefect_writes_to_the_primary_through_the_url_naming_both_hosts(ha):
 class Prober(threading.Thread):
     """Writes a new variable every 0.1 s until stopped: (start, end, HTTP status or 0) for each attempt."""
 
-    def __init__(self, server: PrefectServer):
+    def __init__(self, server: PrefectServer, prefix: str = "ha-probe"):
         super().__init__(daemon=True)
-        self.server, self.records, self.done = server, [], threading.Event()
+        self.server, self.prefix, self.records, self.done = server, prefix, [], threading.Event()
 
     def run(self):
         i = 0
@@ -269,11 +276,11 @@ class Prober(threading.Thread):
             i += 1
             start = time.monotonic()
             try:
-                status = http("POST", f"{self.server.api_url}/variables/", {"name": f"ha-probe-{i}", "value": i},
+                status = http("POST", f"{self.server.api_url}/variables/", {"name": f"{self.prefix}-{i}", "value": i},
                               timeout=5)[0]
             except OSError:
                 status = 0
-            self.records.append((start, time.monotonic(), status, f"ha-probe-{i}"))
+            self.records.append((start, time.monotonic(), status, f"{self.prefix}-{i}"))
             time.sleep(0.1)
 
     def first_ok_after(self, t: float):
@@ -295,6 +302,8 @@ def test_promoting_the_standby_keeps_the_server_its_data_and_a_running_flow(ha):
                             env=server.client_env(work / "flow-home"), cwd=work, stdout=flow_log,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     prober = Prober(server)
+    # The second API replica (`--no-services`, the same URL): it must reconnect by itself too.
+    replica_prober = Prober(ha.replica, prefix="ha-replica-probe")
     try:
         deadline = time.monotonic() + 120
         while not started.exists():
@@ -303,6 +312,7 @@ def test_promoting_the_standby_keeps_the_server_its_data_and_a_running_flow(ha):
             time.sleep(0.2)
         flow_run_id = started.read_text()
         prober.start()
+        replica_prober.start()
         time.sleep(1.0)
         t_stop = time.monotonic()
         a.stop("fast")
@@ -319,11 +329,15 @@ def test_promoting_the_standby_keeps_the_server_its_data_and_a_running_flow(ha):
         deadline = time.monotonic() + 60
         while (ok := prober.first_ok_after(t_promoted)) is None:
             assert time.monotonic() < deadline, f"no write succeeded within 60 s of the promotion: {prober.records[-5:]}"
+        while replica_prober.first_ok_after(t_promoted) is None:
+            assert time.monotonic() < deadline, f"the replica wrote nothing within 60 s: {replica_prober.records[-5:]}"
             time.sleep(0.1)
         time.sleep(0.5)
     finally:
         prober.done.set()
+        replica_prober.done.set()
         prober.join(10)
+        replica_prober.join(10)
     resume.write_text("go")
     try:
         flow.wait(120)
@@ -360,10 +374,11 @@ def test_promoting_the_standby_keeps_the_server_its_data_and_a_running_flow(ha):
     assert server.pool("ha-before") is not None
     status, run = server.api("GET", f"/flow_runs/{flow_run_id}")
     assert status == 200 and run["state"]["type"] == "COMPLETED", run
-    acknowledged = {r[3] for r in records if r[2] == 201}
-    status, found = server.api("POST", "/variables/filter",
-                               {"variables": {"name": {"like_": "ha-probe-"}}, "limit": 200})
-    assert status == 200 and acknowledged <= {v["name"] for v in found}, (len(acknowledged), len(found))
+    for probe in (prober, replica_prober):
+        acknowledged = {r[3] for r in probe.records if r[2] == 201}
+        status, found = server.api("POST", "/variables/filter",
+                                   {"variables": {"name": {"like_": probe.prefix + "-"}}, "limit": 200})
+        assert status == 200 and acknowledged <= {v["name"] for v in found}, (len(acknowledged), len(found))
     assert int(b.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'prefect'")) > 0
 
 
