@@ -192,14 +192,13 @@ class Node:
 
     def seed_like_the_role(self, conninfo: str, reseed: bool = False) -> Path:
         """files/postgresql_standby.ps1 step by step: a data directory that holds the Prefect database and is not in
-        recovery is stopped (fenced) and refused, one that is not a fresh cluster refused (unless reseed); stop; the data directory renamed and kept; pg_basebackup through the slot
+        recovery is refused and left running, one that is not a fresh cluster refused (unless reseed); stop; the data directory renamed and kept; pg_basebackup through the slot
         with the role's conninfo (no password, the passfile); the host's own KeepFiles back from the kept directory;
         standby.signal; start. Returns the kept directory."""
         if not reseed:
             state = self.sql("SELECT pg_is_in_recovery()::text || '|' || EXISTS (SELECT 1 FROM pg_database WHERE "
                              "datname = 'prefect')::text")
-            if state == "false|true":
-                self.stop()  # fenced: it must not serve as a second primary
+            if state == "false|true":  # left running: it may be the only primary
                 raise RuntimeError("This host is a primary with the prefect database, not a standby")
             if state != "false|false":
                 raise RuntimeError(f"the server did not say what its data directory holds: {state!r}")

@@ -2,8 +2,8 @@
 # from the primary with pg_basebackup through the primary's slot, then starts it as a streaming standby.
 # A data directory with standby.signal is a standby already: nothing to do (its WAL receiver's status is reported),
 # unless Reseed. Otherwise only a cluster that is not in recovery and has no Prefect database (the installer's) is
-# seeded over without Reseed; a primary holding the Prefect database (a promoted standby, a stale inventory, an old
-# primary back on the network) is stopped and disabled (fenced) and refused: it must not serve as a second primary.
+# seeded over without Reseed; a primary holding the Prefect database (a promoted standby with a stale inventory, or an
+# old primary back on the network) is refused and left as it is: it may be the only primary.
 # Nothing is deleted: the data directory is renamed to <DataDir>.before-standby-<time> and kept; if anything fails
 # after the stop, the new directory is moved aside, the kept one put back, and the service started again if it ran.
 # The replication password is read by pg_basebackup from PassFile (the connection string names no password); the
@@ -84,15 +84,12 @@ if (-not $Reseed) {
     }
     $sql = "SELECT pg_is_in_recovery()::text || '|' || EXISTS (SELECT 1 FROM pg_database WHERE datname = '$Database')::text;"
     $state = Invoke-LocalSql -Sql $sql
+    # Left running: with a stale inventory it is the only primary (failover.yml promoted it).
     if ($state -eq 'false|true') {
-        if ($PSCmdlet.ShouldProcess($ServiceName, 'Stop and disable (a second primary)')) {
-            Stop-Service -Name $ServiceName -Force
-            Set-Service -Name $ServiceName -StartupType Disabled
-        }
-        throw ("This host is a primary with the $Database database, not a standby; its PostgreSQL is now stopped and " +
-               "disabled so that it cannot serve as a second primary. If playbooks/failover.yml promoted it, swap " +
-               "prefect_database_host and prefect_database_standby_host in the inventory; to make it the standby of the " +
-               "other host, run this playbook with --limit $HostName -e postgresql_reseed=true.")
+        throw ("This host is a primary with the $Database database, not a standby; nothing was changed. If " +
+               "playbooks/failover.yml promoted it, swap prefect_database_host and prefect_database_standby_host in the " +
+               "inventory. If it is a former primary back on the network, stop it now (it is a second primary); to make " +
+               "it the standby of the other host, run this playbook with --limit $HostName -e postgresql_reseed=true.")
     }
     if ($state -ne 'false|false') {
         throw "PostgreSQL ($ServiceName) did not say what $DataDir holds (got '$state'): nothing was seeded."
