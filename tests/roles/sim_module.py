@@ -676,5 +676,27 @@ if not out.get("failed") or NAME != "win_powershell":
 # plugins mark password and auth_string (plugins/module_utils/prefect_api.py common_argument_spec).
 if NAME in ("server_health", "work_pool", "work_pool_info", "flow_runs", "flow_run"):
     args = {k: "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" if k in ("password", "auth_string") and v else v for k, v in args.items()}
+if NAME == "win_powershell" and args.get("sensitive_parameters"):
+    # Ansible.Basic (ansible-core module_utils/csharp/Ansible.Basic.cs): win_powershell's spec marks sensitive_parameters'
+    # value and password no_log (ParseSubSpec -> SetNoLogValues); RemoveNoLogValues then turns every string of the
+    # invocation equal to one into VALUE_SPECIFIED_IN_NO_LOG_PARAMETER and replaces it by ******** inside a longer one.
+    _no_log = {str(p.get(k)) for p in args["sensitive_parameters"] for k in ("value", "password") if p.get(k)}
+
+    def _remove_no_log(value):
+        if isinstance(value, dict):
+            return {k: _remove_no_log(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [_remove_no_log(v) for v in value]
+        if value is None:
+            return value
+        text = str(value)
+        if text in _no_log:
+            return "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+        for secret in _no_log:
+            if secret in text:
+                return "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" if isinstance(value, (bool, int, float)) else text.replace(secret, "********")
+        return value
+
+    args = _remove_no_log(args)
 out["invocation"] = {"module_args": args}
 print(json.dumps(out))

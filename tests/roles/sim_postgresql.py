@@ -4,15 +4,20 @@
 # ansible.windows 3.3.0 (win_package.ps1 registry provider, win_copy.ps1 Copy-File, win_service.ps1, plugins/action/
 # win_template.py, which renders on the control node and hands the file over: here to the win_template module below),
 # community.windows 3.1.0 win_lineinfile.ps1, and the role's own files/postgresql_facts.ps1, postgresql_reload.ps1,
-# prefect_objects.ps1 (+ prefect_objects.sql) and postgresql_standby.ps1, whose psql and pg_basebackup sessions are
-# played against host["pg"] (a standby's pg_basebackup and WAL receiver against its primary's, another simulated host
-# reached through sim_verify.py's network).
+# prefect_objects.ps1 (+ prefect_objects.sql), postgresql_standby.ps1 and playbooks/failover.yml's
+# postgresql_standby_state.ps1, postgresql_controldata.ps1 and postgresql_promote.ps1, whose psql, pg_basebackup and
+# pg_controldata runs are played against host["pg"] (a standby's pg_basebackup and WAL receiver against its primary's,
+# another simulated host reached through sim_verify.py's network); their parameters bind as PowerShell binds them
+# (pg_bind: a [SecureString] comes from sensitive_parameters only).
 # host["pg"]: the cluster of a database host, shared with sim_backup.py: "roles" (name -> password_sha and attributes),
 # "superuser_password_sha", "databases" (name -> owner, extensions, tables with reloptions), "postmaster" (the settings
 # the running server read at its start), "loaded" (after the last reload), "hba" (the loaded pg_hba.conf entries),
 # "slots" (physical replication slots), "in_recovery" (started with standby.signal: a read-only standby),
-# "seeded_from" (the primary a standby's pg_basebackup copied). host["pg_standby_runs"]: each postgresql_standby.ps1
-# call (seeded, kept, error), for the tests (the task is no_log).
+# "seeded_from" (the primary a standby's pg_basebackup copied); WAL positions (integers, pg_lsn as %X/%X): "lsn" (the
+# end of the cluster's WAL), "checkpoint_lsn" (pg_controldata's latest checkpoint), on a standby "received_lsn",
+# "replayed_lsn", "replayed_at" and "receiving" (the primary and its postmaster "run" it streams from); "run" counts
+# postmaster starts, "shutdown_run" is the run a clean shutdown ended, "timeline" rises at a promotion.
+# host["pg_standby_runs"]: each postgresql_standby.ps1 call (seeded, kept, error), for the tests.
 # host["pg_installations"] is HKLM:\SOFTWARE\PostgreSQL\Installations, host["uninstall_keys"] the Uninstall keys,
 # host["texts"] the content of text files whose digest is in files.
 import datetime as _pg_dt
@@ -57,6 +62,15 @@ PG_POSTMASTER_DEFAULTS = {"listen_addresses": "localhost", "port": "5432", "max_
                           "hot_standby": "on"}
 _PG_WAL_LEVELS = {"minimal": "minimal", "replica": "replica", "archive": "replica", "hot_standby": "replica",
                   "logical": "logical"}
+# WAL positions (pg_lsn, an integer shown as two hexadecimal halves, %X/%X): where a new cluster's WAL ends after initdb,
+# and what the server writes. Simple but consistent: a primary's WAL grows by PG_WRITE per change the role's SQL makes
+# (and per password it sets), by a checkpoint record at a clean shutdown; a standby that streams has received all of
+# its primary's WAL, up to its shutdown checkpoint when it streamed until that stop; a promotion writes an
+# end-of-recovery record and a checkpoint after what the standby replayed.
+PG_INITDB_LSN = 0x3000028
+PG_WRITE = 0x1000
+PG_CHECKPOINT_RECORD = 0x78
+PG_END_OF_RECOVERY_RECORD = 0x28
 
 
 def pg_sha(text):
@@ -240,8 +254,35 @@ def pg_start(name):
     # xlogrecovery.c readRecoverySignalFile: standby.signal in the data directory starts the server as a standby, in
     # recovery (pg_is_in_recovery() true, read-only) until it is promoted; the WAL receiver follows primary_conninfo.
     pg["in_recovery"] = lookup(data_dir + "\\standby.signal") is not None or lookup(data_dir + "\\recovery.signal") is not None
+    # A new postmaster (its WAL senders and receiver are new ones); a server started without recovery reports no
+    # received or replayed WAL (pg_last_wal_receive_lsn() and pg_last_wal_replay_lsn() NULL).
+    pg["run"] = pg.get("run", 0) + 1
+    pg["receiving"] = None
+    pg.setdefault("lsn", PG_INITDB_LSN)
+    pg.setdefault("checkpoint_lsn", PG_INITDB_LSN)
+    if not pg["in_recovery"]:
+        pg.update(received_lsn=None, replayed_lsn=None, replayed_at=None)
     svc.update(running=True, app_started=NOW, process_owner=svc.get("object_name"))
     return None
+
+
+def pg_stop(name):
+    """Stop-Service of a running PostgreSQL (pg_ctl's service: a fast shutdown): a primary writes its shutdown checkpoint
+    at the end of its WAL (xlog.c CreateCheckPoint, a 120-byte record; pg_controldata then says 'shut down' and names
+    it), its WAL senders send everything up to it to the standbys that stream from it before they exit
+    (walsender.c WalSndDone); a standby ends with a restartpoint ('shut down in recovery'). The services that depend on
+    it stop first (-Force)."""
+    svc = services[name]
+    for dependent in dependents_of(name):
+        services[dependent]["running"] = False
+    if not svc.get("running"):
+        return
+    pg = pg_state()
+    if not pg.get("in_recovery"):
+        pg["checkpoint_lsn"] = pg.setdefault("lsn", PG_INITDB_LSN)
+        pg["lsn"] += PG_CHECKPOINT_RECORD
+    pg["shutdown_run"] = pg.get("run", 0)
+    svc["running"] = False
 
 
 def pg_connect(port, user, password, database="postgres"):
@@ -367,6 +408,8 @@ def pg_objects_script():
                                         "read-only transaction %s" % (params["Superuser"], params["Port"], statement, echoed))
             return
     changes = pg_objects_changes(params, pg, not CHECK)
+    if changes and not CHECK:
+        pg["lsn"] = pg.get("lsn", PG_INITDB_LSN) + PG_WRITE * len(changes)
     out.update(changed=bool(changes), result={"changes": changes})
     if changes:
         out["diff"] = {"before": "", "after": "\n".join(changes) + "\n"}
@@ -552,22 +595,30 @@ def pg_win_service():
         if running and not CHECK:
             for d in running:
                 services[d]["running"] = False
+    # win_service.ps1 sets the start mode before the state (Set-ServiceStartMode, then Set-ServiceState): a service
+    # made disabled here is then stopped; one that is disabled does not start (Start-Service, and Restart-Service after
+    # its stop: ERROR_SERVICE_DISABLED, "Cannot start service ... on computer '.'").
+    disabled = "Cannot start service %s on computer '.'." % name if svc.get("start_mode") == "disabled" else None
     if state == "started" and not svc.get("running"):
         out["changed"] = True
-        problem = None if CHECK else pg_start(name)
+        problem = None if CHECK else disabled or pg_start(name)
     elif state == "stopped" and svc.get("running"):
         out["changed"] = True
         if not CHECK:
-            svc["running"] = False
+            pg_stop(name)
     elif state == "restarted":
         out["changed"] = True
         if not CHECK:
-            svc["running"] = False
-            problem = pg_start(name)
+            pg_stop(name)
+            problem = disabled or pg_start(name)
     if problem:
         out.update(failed=True, msg="Service '%s (%s)' cannot be started due to the following error: %s" % (name, name, problem))
-    out.update(exists=True, name=name, state="running" if svc.get("running") else "stopped",
-               start_mode=svc.get("start_mode", "auto"), username=svc.get("object_name"))
+    # The result is win_service.ps1's diff.after: the requested start mode and state (started and restarted shown as
+    # running), in check mode too; what the service has where none was requested.
+    out.update(exists=True, name=name, username=svc.get("object_name"),
+               state=("running" if state in ("started", "restarted") else state) if state
+               else "running" if svc.get("running") else "stopped",
+               start_mode=args.get("start_mode") or svc.get("start_mode", "auto"))
 
 
 PG_CONF_SAMPLE = """# PostgreSQL configuration file (initdb from postgresql.conf.sample, then initcluster.vbs)
@@ -695,7 +746,8 @@ def pg_win_package():
         # pgserver.xml.in: the service is stopped, deleted and registered again (pg_ctl register) with the account the
         # installation recorded ('Service Account'), whatever logon account was set on it since.
         services[existing["Service ID"]]["object_name"] = existing.get("Service Account", "NT AUTHORITY\\NetworkService")
-        for program in ("psql.exe", "pg_dump.exe", "pg_restore.exe", "pg_ctl.exe", "initdb.exe", "pg_basebackup.exe"):
+        for program in ("psql.exe", "pg_dump.exe", "pg_restore.exe", "pg_ctl.exe", "initdb.exe", "pg_basebackup.exe",
+                        "pg_controldata.exe"):
             files[(existing["Base Directory"] + "\\bin\\" + program).lower()] = pg_sha(program + " " + version)
         host["uninstall_keys"]["PostgreSQL " + major]["DisplayVersion"] = version
         problem = pg_start(existing["Service ID"]) if not services[existing["Service ID"]].get("running") else None
@@ -717,7 +769,8 @@ def pg_win_package():
     prefix = options.get("prefix", "C:\\Program Files\\PostgreSQL\\" + major)
     data_dir = options.get("datadir", prefix + "\\data")
     port = options.get("serverport", "5432")
-    for program in ("psql.exe", "pg_dump.exe", "pg_restore.exe", "pg_ctl.exe", "initdb.exe", "pg_basebackup.exe"):
+    for program in ("psql.exe", "pg_dump.exe", "pg_restore.exe", "pg_ctl.exe", "initdb.exe", "pg_basebackup.exe",
+                    "pg_controldata.exe"):
         files[(prefix + "\\bin\\" + program).lower()] = pg_sha(program + " " + version)
     files[(prefix + "\\uninstall-postgresql.exe").lower()] = pg_sha("uninstall " + version)
     dirs.setdefault(prefix.lower(), {"acl": {}, "protected": False})
@@ -790,6 +843,7 @@ def pg_superuser_password_script():
                                     "ALTER ROLE in a read-only transaction" % user)
         return
     pg_state()["superuser_password_sha"] = pg_sha(real)
+    pg_state()["lsn"] = pg_state().get("lsn", PG_INITDB_LSN) + PG_WRITE
     assert pg_connect(port, user, real) is None and pg_connect(port, user, one_time) is not None
     files.pop(option_file, None)
     out.update(changed=True, result={"set": True, "one_time_refused": True})
@@ -1056,6 +1110,10 @@ def pg_basebackup(data_dir, conninfo, slot, passfile_env):
               roles=_pg_json.loads(_pg_json.dumps(primary.get("roles", {}))),
               databases=_pg_json.loads(_pg_json.dumps(primary.get("databases", {}))), slots={},
               seeded_from=params.get("host"))
+    # -X stream: the copy holds the primary's WAL up to the end of the backup; its pg_control names the backup's
+    # checkpoint (-c fast).
+    end = primary.get("lsn", PG_INITDB_LSN)
+    pg.update(lsn=end, checkpoint_lsn=end, received_lsn=end, replayed_lsn=end, replayed_at=pg_timestamp(), receiving=None)
     return None
 
 
@@ -1075,17 +1133,61 @@ def pg_wal_receiver_status():
     return "streaming" if not slot or slot in state["pg"].get("slots", {}) else "none"
 
 
+def pg_timestamp():
+    """A timestamptz as psql shows it (DateStyle ISO, TimeZone UTC), from the host's clock."""
+    return (_pg_dt.datetime(2026, 1, 1) + _pg_dt.timedelta(seconds=NOW)).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+
+
+def pg_lsn_text(lsn):
+    """pg_lsn's output (pg_lsn.c pg_lsn_out: %X/%X of the two 32-bit halves)."""
+    return "%X/%X" % (lsn >> 32, lsn & 0xFFFFFFFF) if lsn is not None else ""
+
+
+def pg_lsn_parse(text):
+    """pg_lsn's input (pg_lsn_in_internal): two hexadecimal halves of 1 to 8 digits each, else an error."""
+    match = _pg_re.match(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$", text)
+    return (int(match.group(1), 16) << 32) + int(match.group(2), 16) if match else None
+
+
+def pg_service_running(state):
+    """Whether the PostgreSQL service of a host's state runs."""
+    for inst in state.get("pg_installations", {}).values():
+        if state.get("services", {}).get(inst.get("Service ID"), {}).get("running"):
+            return True
+    return False
+
+
 def pg_replay():
-    """A standby that streams has replayed what its primary committed: its catalog (roles and their passwords,
-    databases and their objects) is the primary's as read now; slots and the configuration files are not WAL-logged
-    and stay its own. One that does not stream keeps what it replayed last."""
+    """A standby that streams has received all of its primary's WAL and replayed what it committed: its catalog (roles
+    and their passwords, databases and their objects) is the primary's as read now; slots and the configuration files
+    are not WAL-logged and stay its own. Which postmaster run of the primary it streams from is noted
+    (pg["receiving"]): when that primary has since shut down cleanly, its WAL sender sent the shutdown checkpoint
+    before it exited, so the standby has everything up to it. One that does not stream keeps what it received last."""
     pg = pg_state()
-    if not pg.get("in_recovery") or pg_wal_receiver_status() != "streaming":
+    conninfo = pg["loaded"].get("primary_conninfo", "")
+    if not pg.get("in_recovery") or not conninfo:
         return
-    params, _problem = pg_conninfo(pg["loaded"]["primary_conninfo"])
-    primary = _v_host_by_name(params["host"])["pg"]
+    params, _problem = pg_conninfo(conninfo)
+    state = _v_host_by_name(params["host"]) if params and params.get("host") else None
+    if state is None:
+        pg["receiving"] = None
+        return
+    primary = state.get("pg", {})
+    if pg_wal_receiver_status() == "streaming":
+        pg["receiving"] = {"host": params["host"], "run": primary.get("run", 0)}
+    else:
+        receiving = pg.get("receiving") or {}
+        sent_at_shutdown = (receiving.get("host") == params["host"] and receiving.get("run") == primary.get("run", 0)
+                            and not pg_service_running(state) and primary.get("shutdown_run") == primary.get("run", 0))
+        # The receiver has lost its primary either way: it retries, and receives nothing more until it streams again.
+        pg["receiving"] = None
+        if not sent_at_shutdown:
+            return
     for key in ("superuser_password_sha", "roles", "databases"):
         pg[key] = _pg_json.loads(_pg_json.dumps(primary.get(key)))
+    end = primary.get("lsn", PG_INITDB_LSN)
+    if end != pg.get("received_lsn"):
+        pg.update(received_lsn=end, replayed_lsn=end, replayed_at=pg_timestamp())
 
 
 def pg_start_service(name):
@@ -1154,16 +1256,12 @@ def pg_standby_script():
             pg = pg_state()
             state = "%s|%s" % (str(bool(pg.get("in_recovery"))).lower(), str(database in pg["databases"]).lower())
         if state == "false|true":
-            if not CHECK:
-                # Stop-Service -Force (its dependents first), Set-Service -StartupType Disabled: fenced.
-                for dependent in dependents_of(name):
-                    services[dependent]["running"] = False
-                svc.update(running=False, start_mode="disabled")
-            return fail("This host is a primary with the %s database, not a standby; its PostgreSQL is now stopped and "
-                        "disabled so that it cannot serve as a second primary. If playbooks/failover.yml promoted it, swap "
-                        "prefect_database_host and prefect_database_standby_host in the inventory; to make it the standby "
-                        "of the other host, run this playbook with --limit %s -e postgresql_reseed=true."
-                        % (database, host_name))
+            # Left running: with a stale inventory it is the only primary (failover.yml promoted it).
+            return fail("This host is a primary with the %s database, not a standby; nothing was changed. If "
+                        "playbooks/failover.yml promoted it, swap prefect_database_host and prefect_database_standby_host "
+                        "in the inventory. If it is a former primary back on the network, stop it now (it is a second "
+                        "primary); to make it the standby of the other host, run this playbook with --limit %s "
+                        "-e postgresql_reseed=true." % (database, host_name))
         if state != "false|false":
             return fail("PostgreSQL (%s) did not say what %s holds (got '%s'): nothing was seeded." % (name, data_dir, state))
     out["diff"] = {"before": data_dir + "\n", "after": "%s (standby seeded from the primary; the old directory kept)\n" % data_dir}
@@ -1173,9 +1271,7 @@ def pg_standby_script():
     stamp = (_pg_dt.datetime(2026, 1, 1) + _pg_dt.timedelta(seconds=NOW)).strftime("%Y%m%d%H%M%S")
     kept = "%s.before-standby-%s" % (data_dir, stamp)
     # Stop-Service -Force: the services that depend on it stop first.
-    for dependent in dependents_of(name):
-        services[dependent]["running"] = False
-    svc["running"] = False
+    pg_stop(name)
     out["changed"] = True
     reason = None
     pg_move_tree(data_dir, kept)
@@ -1223,6 +1319,219 @@ def pg_standby_script():
     out["result"] = {"seeded": True, "kept": kept, "receiver": status}
 
 
+# --- playbooks/failover.yml: postgresql_standby_state.ps1, postgresql_controldata.ps1, postgresql_promote.ps1 ---
+
+def pg_bind(spec):
+    """PowerShell's binding of win_powershell's parameters (values as JSON gave them) and sensitive_parameters (each a
+    SecureString, a PSCredential with username) to a script's param block. spec: {name: (type, mandatory)}, types
+    string, int, bool and securestring; names compare case-insensitively. (values by the spec's names, None) or
+    (None, the ParameterBindingException's message)."""
+    names = {n.lower(): n for n in spec}
+    given = [(k, "plain", v) for k, v in (args.get("parameters") or {}).items()]
+    given += [(p["name"], "credential" if p.get("username") else "secure", p.get("value") or "")
+              for p in args.get("sensitive_parameters") or []]
+    ps_type = lambda v: "System.Boolean" if isinstance(v, bool) else "System.Int32" if isinstance(v, int) else \
+        "System.Management.Automation.PSCredential" if isinstance(v, dict) else "System.String"
+    values = {}
+    for key, how, value in given:
+        name = names.get(key.lower())
+        if name is None:
+            return None, "A parameter cannot be found that matches parameter name '%s'." % key
+        kind, mandatory = spec[name]
+        prefix = "Cannot process argument transformation on parameter '%s'. " % name
+        if how == "credential" and kind != "string":
+            return None, prefix + 'Cannot convert the "System.Management.Automation.PSCredential" value of type ' \
+                                  '"System.Management.Automation.PSCredential" to type "%s".' % kind
+        if kind == "securestring":
+            # ArgumentTypeConverterAttribute: a string is no SecureString (ConvertTo-SecureString is the caller's job).
+            if how != "secure":
+                return None, prefix + 'Cannot convert the "%s" value of type "%s" to type "System.Security.SecureString".' % (
+                    value, ps_type(value))
+            values[name] = value
+        elif how != "plain":
+            # A SecureString (or PSCredential) bound to [string]: its ToString(), the type's name.
+            if kind != "string":
+                return None, prefix + 'Cannot convert the "System.Security.SecureString" value of type ' \
+                                      '"System.Security.SecureString" to type "%s".' % kind
+            values[name] = "System.Security.SecureString" if how == "secure" else "System.Management.Automation.PSCredential"
+        elif kind == "int":
+            try:
+                values[name] = int(value)
+            except (TypeError, ValueError):
+                return None, prefix + 'Cannot convert value "%s" to type "System.Int32". Error: "Input string was not in a ' \
+                                      'correct format."' % value
+        elif kind == "bool":
+            # [bool] parameters take booleans and numbers only (ArgumentTypeConverterAttribute, LanguagePrimitives).
+            if not isinstance(value, (bool, int, float)):
+                return None, prefix + 'Cannot convert value "%s" to type "System.Boolean". Boolean parameters accept only ' \
+                                      'Boolean values and numbers, such as $True, $False, 1 or 0.' % ps_type(value)
+            values[name] = bool(value)
+        else:
+            if value is None and mandatory:
+                return None, "Cannot bind argument to parameter '%s' because it is null." % name
+            values[name] = "" if value is None else ("True" if value is True else "False" if value is False else str(value))
+            if mandatory and values[name] == "":
+                return None, "Cannot bind argument to parameter '%s' because it is an empty string." % name
+    missing = [n for n, (_kind, mandatory) in spec.items() if mandatory and n not in values]
+    if missing:
+        return None, "Cannot process command because of one or more missing mandatory parameters: %s." % " ".join(missing)
+    return values, None
+
+
+def pg_throw(message, exception_type="System.Management.Automation.RuntimeException", error_id=None):
+    """win_powershell.ps1 when the script throws (or its parameters do not bind): failed, no msg, $Ansible.Result as the
+    script left it (these scripts set it last: {}), the error record's message in error[0]. What the script did before
+    its throw stays done: the body does not save the host after a failed win_powershell, so this does."""
+    out.update(failed=True, result={}, error=[{"exception": {"message": message, "type": exception_type},
+                                               "fully_qualified_error_id": error_id or message, "output": message + "\n"}])
+    save_state(host, path)
+
+
+def pg_script_bind(spec):
+    values, problem = pg_bind(spec)
+    if problem:
+        # The script never ran: $Ansible.Changed keeps win_powershell's default, true.
+        out["changed"] = True
+        pg_throw(problem, "System.Management.Automation.ParameterBindingException", "ParameterBindingFailed")
+    return values
+
+
+def pg_psql(values):
+    """psql.exe -h 127.0.0.1 -p Port -U Superuser (PGPASSWORD) as the scripts' ProcessStartInfo starts it: True when it
+    connected, else False with the script's throw recorded (Process.Start of a missing psql.exe, or psql's exit 2)."""
+    if lookup(values["BinDir"].rstrip("\\") + "\\psql.exe") is None:
+        pg_throw('Exception calling "Start" with "1" argument(s): "The system cannot find the file specified"',
+                 "System.Management.Automation.MethodInvocationException")
+        return False
+    problem = pg_connect(values["Port"], values["Superuser"], values["SuperuserPassword"])
+    if problem:
+        pg_throw("psql.exe as %s on port %s failed (2): %s" % (values["Superuser"], values["Port"], problem))
+        return False
+    return True
+
+
+def pg_standby_state_script():
+    """postgresql_standby_state.ps1: one query as the superuser: pg_is_in_recovery(), pg_stat_wal_receiver.status
+    ('none' without a row: a primary, or a receiver that is not connected), pg_last_wal_receive_lsn(),
+    pg_last_wal_replay_lsn() (NULL, '', on a server started without recovery; static after a promotion) and
+    pg_last_xact_replay_timestamp(). Read-only, in check mode too."""
+    values = pg_script_bind({"BinDir": ("string", True), "Port": ("int", True), "Superuser": ("string", True),
+                             "SuperuserPassword": ("securestring", True)})
+    if values is None or not pg_psql(values):
+        return
+    pg = pg_state()
+    line = "|".join([str(bool(pg.get("in_recovery"))).lower(), pg_wal_receiver_status(),
+                     pg_lsn_text(pg.get("received_lsn")), pg_lsn_text(pg.get("replayed_lsn")), pg.get("replayed_at") or ""])
+    recovery, receiver, received, replayed, replayed_at = line.split("|")
+    out["result"] = {"in_recovery": recovery == "true", "receiver": receiver, "received_lsn": received,
+                     "replayed_lsn": replayed, "replayed_at": replayed_at}
+
+
+def pg_controldata_state():
+    """pg_controldata's "Database cluster state" of this host's cluster (pg_control as the postmaster last wrote it):
+    a running server's 'in production' (a primary) or 'in archive recovery' (a standby); after a clean shutdown
+    'shut down' or 'shut down in recovery'; a server that stopped without one (a crash, a killed process) leaves the
+    running state in pg_control."""
+    pg = pg_state()
+    name, _inst = pg_service_name()
+    recovery = bool(pg.get("in_recovery"))
+    if not services[name].get("running") and pg.get("shutdown_run") == pg.get("run", 0):
+        return "shut down in recovery" if recovery else "shut down"
+    return "in archive recovery" if recovery else "in production"
+
+
+def pg_controldata_script():
+    """postgresql_controldata.ps1: & pg_controldata.exe -D DataDir (LC_ALL=C), its "name: value" lines; until the state
+    is 'shut down' it reads again every 2 s for WaitSeconds (here no time passes: a state that is not 'shut down'
+    stays so, and the script returns it after its wait). Read-only, in check mode too."""
+    values = pg_script_bind({"BinDir": ("string", True), "DataDir": ("string", True), "WaitSeconds": ("int", False)})
+    if values is None:
+        return
+    program = values["BinDir"].rstrip("\\") + "\\pg_controldata.exe"
+    data_dir = values["DataDir"].rstrip("\\")
+    if lookup(program) is None:
+        # ErrorActionPreference Stop: the call operator's CommandNotFoundException ends the script.
+        return pg_throw("The term '%s' is not recognized as the name of a cmdlet, function, script file, or operable "
+                        "program. Check the spelling of the name, or if a path was included, verify that the path is "
+                        "correct and try again." % program, "System.Management.Automation.CommandNotFoundException",
+                        "CommandNotFoundException")
+    name, inst = pg_service_name()
+    if inst is None or inst["Data Directory"].lower().rstrip("\\") != data_dir.lower() \
+            or lookup(data_dir + "\\postgresql.conf") is None:
+        # pg_controldata exits 1 and says why on stderr (host_err); stdout, which the script joins, is empty.
+        out["host_err"] = ('pg_controldata: error: could not open file "%s/global/pg_control" for reading: No such file '
+                           'or directory\n' % data_dir.replace("\\", "/"))
+        return pg_throw("pg_controldata.exe -D %s failed (1): " % values["DataDir"])
+    pg = pg_state()
+    lines = ["pg_control version number:            1700",
+             "Database cluster state:               %s" % pg_controldata_state(),
+             "Latest checkpoint location:           %s" % pg_lsn_text(pg.get("checkpoint_lsn", PG_INITDB_LSN)),
+             "Latest checkpoint's TimeLineID:       %d" % pg.get("timeline", 1)]
+    found = dict(_pg_re.match(r"^([^:]+):\s+(.*)$", line).groups() for line in lines)
+    out["result"] = {"state": found["Database cluster state"].strip(), "checkpoint_lsn": found["Latest checkpoint location"].strip()}
+
+
+def pg_promote_script():
+    """postgresql_promote.ps1: reads recovery and replay; on a standby with MinimumLsn, compares (pg_lsn) what it received
+    with it and refuses to promote short of it unless AcceptDataLoss (the wait of WaitSeconds changes nothing here: no
+    WAL arrives from a stopped primary); then pg_promote(true, 60) unless check mode (ShouldProcess), and whether it
+    accepts writes. pg_promote ends recovery (xlogrecovery.c): standby.signal and recovery.signal are removed, a new
+    timeline starts after the last WAL replayed (an end-of-recovery record, then a checkpoint), the WAL receiver stops."""
+    values = pg_script_bind({"BinDir": ("string", True), "Port": ("int", True), "Superuser": ("string", True),
+                             "SuperuserPassword": ("securestring", True), "MinimumLsn": ("string", False),
+                             "AcceptDataLoss": ("bool", False), "WaitSeconds": ("int", False)})
+    if values is None or not pg_psql(values):
+        return
+    pg = pg_state()
+    recovery = bool(pg.get("in_recovery"))
+    replay_lsn, replay_time = pg_lsn_text(pg.get("replayed_lsn")), pg.get("replayed_at") or ""
+    minimum_text = values.get("MinimumLsn", "")
+    received = ""
+    promoted = False
+    if recovery and minimum_text:
+        lsn = _pg_re.sub(r"[^0-9A-Fa-f/]", "", minimum_text)
+        minimum = pg_lsn_parse(lsn)
+        if not pg_psql(values):
+            return
+        if minimum is None:
+            # '<lsn>'::pg_lsn: psql stops at the error (ON_ERROR_STOP, exit 3).
+            return pg_throw('psql.exe as %s on port %s failed (3): psql:<stdin>:1: ERROR:  invalid input syntax for type '
+                            'pg_lsn: "%s"' % (values["Superuser"], values["Port"], lsn))
+        caught_up = (pg.get("received_lsn") or 0) >= minimum
+        received = pg_lsn_text(pg.get("received_lsn"))
+        if not caught_up and not values.get("AcceptDataLoss", False):
+            return pg_throw(
+                "The standby received WAL up to %s, short of the stopped primary's last checkpoint %s: promoted now, it "
+                "would lose what the primary wrote after that. Nothing was promoted; the primary is stopped and disabled. "
+                "Start it again (Set-Service -StartupType Automatic; Start-Service) and find why the standby lags, or "
+                "promote anyway with failover_accept_data_loss." % (received, lsn))
+    if recovery:
+        out["diff"] = {"before": "standby\n", "after": "primary\n"}
+        if not CHECK:
+            if not pg_psql(values):
+                return
+            _name, inst = pg_service_name()
+            for signal in ("standby.signal", "recovery.signal"):
+                files.pop((inst["Data Directory"] + "\\" + signal).lower(), None)
+                host.setdefault("texts", {}).pop((inst["Data Directory"] + "\\" + signal).lower(), None)
+            end = max(pg.get("received_lsn") or 0, pg.get("replayed_lsn") or 0) or pg.get("lsn", PG_INITDB_LSN)
+            pg.update(in_recovery=False, receiving=None, timeline=pg.get("timeline", 1) + 1,
+                      checkpoint_lsn=end + PG_END_OF_RECOVERY_RECORD,
+                      lsn=end + PG_END_OF_RECOVERY_RECORD + PG_CHECKPOINT_RECORD)
+            promoted = True
+        out["changed"] = True
+    writable = False
+    if not recovery or promoted:
+        if not pg_psql(values):
+            return
+        writable = not pg_state().get("in_recovery")
+    out["result"] = {"was_standby": recovery, "promoted": promoted, "writable": writable, "replayed_lsn": replay_lsn,
+                     "replayed_at": replay_time, "received_lsn": received}
+
+
+SCRIPTS["postgresql_standby_state.ps1"] = pg_standby_state_script
+SCRIPTS["postgresql_controldata.ps1"] = pg_controldata_script
+SCRIPTS["postgresql_promote.ps1"] = pg_promote_script
 SCRIPTS["postgresql_acl_reset.ps1"] = pg_acl_reset_script
 SCRIPTS["postgresql_standby.ps1"] = pg_standby_script
 STANDINS["win_regedit"] = pg_win_regedit

@@ -8,22 +8,31 @@ runs `prefect server services start` with the same backends and database; Postgr
 services host; prefect-db03 is seeded once from prefect-db02 and streams from it, and the servers' database URL names
 both; the worker reaches the machine path. A re-run changes nothing and no secret appears. The real processes
 with this environment are proven in tests/integration/test_ha_replicas.py.
+
+playbooks/failover.yml over copies of the converged pair: confirmed, it fences prefect-db02, promotes prefect-db03 once
+it has prefect-db02's shutdown checkpoint and seeds prefect-db02 again as its standby; not confirmed, it touches no
+host; site.yml with the inventory not swapped afterwards refuses both hosts of the pair before changing anything.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
+import json
+import os
 import shutil
+import subprocess
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
 
 from rolerun import PINNED_PREFECT, REPO
-from simhost import INSTALLER, LOCK, PROXY_CERT_THUMBPRINT, SECRETS, default_state, host_results, make_bundle, reached
+from simhost import (INSTALLER, LOCK, PROXY_CERT_THUMBPRINT, SECRETS, by_name, default_state, host_results, make_bundle,
+                     reached)
 from test_postgresql import _pem
 from test_verify import _cert
 from test_site_distributed import FRAGMENTS, Hosts
+from toolchain import VENV_BIN
 
 pytestmark = pytest.mark.simulated
 
@@ -175,6 +184,17 @@ def test_the_replication_line_of_each_host_names_the_other_host_only(runs):
                           "address": ADDRESSES[other] + "/32", "method": "scram-sha-256"}], (db, lines)
 
 
+def test_the_backups_are_taken_on_the_primary_only(runs):
+    """The standby takes no backup; the removal of a task it kept from its days as the primary (after a failover) is
+    checked there on every run, and finds none."""
+    assert set(runs["final"][DB]["tasks"]) == {"\\enclave.prefect\\prefectdatabasebackup"}
+    assert not runs["final"][STANDBY].get("tasks")
+    removal = "Backup task is removed, the backups stay"
+    assert [(n, bool(r.get("changed"))) for n, r in reached(runs["first"][1], STANDBY) if n.endswith(removal)] == [
+        ("enclave.prefect.backup : " + removal, False)]
+    assert not [n for n, _r in reached(runs["first"][1], DB) if n.endswith(removal)]
+
+
 def test_rerun_changes_nothing_and_no_secret_is_shown(runs):
     data = runs["second"][1]
     changed = {h: [n for n, r in reached(data, h) if r.get("changed")] for h in HOSTS}
@@ -186,8 +206,8 @@ def test_rerun_changes_nothing_and_no_secret_is_shown(runs):
 
 def test_a_standby_that_holds_the_prefect_database_out_of_recovery_is_refused(runs, tmp_path, ansible_env):
     """prefect-db03 promoted (pg_promote: recovery ends, standby.signal is removed) while the inventory still names it
-    the standby: site.yml on it refuses to seed it again over the Prefect database, with the script's message, leaves
-    its data directory as it is and fences it (its PostgreSQL stopped and disabled: no second primary)."""
+    the standby: site.yml on it refuses to seed it again over the Prefect database, with the script's message, and
+    leaves it as it is, running (with a stale inventory it is the only primary)."""
     states = copy.deepcopy(runs["final"])
     promoted = states[STANDBY]
     del promoted["files"][DATA_DIR + "\\standby.signal"]
@@ -197,20 +217,221 @@ def test_a_standby_that_holds_the_prefect_database_out_of_recovery_is_refused(ru
     failed = [(n.split(" : ", 1)[-1], r) for n, r in host_results(data, STANDBY) if r.get("failed")]
     assert [n for n, _r in failed] == ["Standby seeding failures are shown"], failed
     assert failed[0][1]["msg"] == (
-        f"{STANDBY}: This host is a primary with the prefect database, not a standby; its PostgreSQL is now stopped and "
-        "disabled so that it cannot serve as a second primary. If playbooks/failover.yml promoted it, swap "
-        "prefect_database_host and prefect_database_standby_host in the inventory; to make it the standby of the other "
-        f"host, run this playbook with --limit {STANDBY} -e postgresql_reseed=true.")
+        f"{STANDBY}: This host is a primary with the prefect database, not a standby; nothing was changed. If "
+        "playbooks/failover.yml promoted it, swap prefect_database_host and prefect_database_standby_host in the "
+        "inventory. If it is a former primary back on the network, stop it now (it is a second primary); to make it the "
+        f"standby of the other host, run this playbook with --limit {STANDBY} -e postgresql_reseed=true.")
     after = sim.host_state(STANDBY)
     assert after["pg_standby_runs"][-1]["error"].startswith("This host is a primary with the prefect database")
     assert [d for d in after["dirs"] if ".before-standby-" in d] == [d for d in promoted["dirs"] if ".before-standby-" in d]
     assert {k: v for k, v in after["files"].items() if k.startswith(DATA_DIR + "\\")} == {
         k: v for k, v in promoted["files"].items() if k.startswith(DATA_DIR + "\\")}
     service = after["services"]["postgresql-x64-17"]
-    assert not service["running"] and service["start_mode"] == "disabled", service
+    assert service["running"] and service["start_mode"] == "auto", service
     assert sim.host_state(DB) == states[DB]
     for secret in OUTPUT_SECRETS:
         assert secret not in proc.stdout + proc.stderr, f"{secret} leaked"
+
+
+# --- playbooks/failover.yml over the converged pair (copies of its states) ---
+
+FAILOVER_CONFIRM = f"yes, promote {STANDBY}"
+SUPERUSER_SECRET = SECRETS["vault_postgresql_superuser_password"]
+
+
+def _lsn(text: str) -> int:
+    high, low = text.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def _in_order(data, wanted: list[tuple[str, str]]) -> list[dict]:
+    """The results of (host, task name without the role prefix) in wanted, each ran (not skipped), in that order."""
+    order = [(h, t["task"]["name"].split(" : ", 1)[-1], r) for play in data["plays"] for t in play["tasks"]
+             for h, r in t["hosts"].items() if not r.get("skipped")]
+    found = [next(((i, r) for i, (h, n, r) in enumerate(order) if (h, n) == pair), None) for pair in wanted]
+    assert None not in found, [pair for pair, hit in zip(wanted, found) if hit is None]
+    assert [i for i, _r in found] == sorted(i for i, _r in found), wanted
+    return [r for _i, r in found]
+
+
+@pytest.fixture(scope="module")
+def failed_over(runs, tmp_path_factory, ansible_env):
+    """failover.yml -e failover_confirm="yes, promote prefect-db03.corp.local" -e failover_reseed=true over copies of the
+    converged hosts: prefect-db02 fenced, prefect-db03 promoted, prefect-db02 seeded again as its standby."""
+    root = tmp_path_factory.mktemp("ha-failover")
+    before = copy.deepcopy(runs["final"])
+    sim = Hosts(root, ansible_env, copy.deepcopy(before))
+    extra = dict(runs["extra"], failover_confirm=FAILOVER_CONFIRM, failover_reseed=True)
+    proc, data = sim.run(extra, playbook="failover.yml", limit="all", inventory=runs["inventory"])
+    return {"proc": proc, "data": data, "before": before, "after": {h: sim.host_state(h) for h in HOSTS}}
+
+
+def test_failover_fences_the_primary_then_promotes_the_standby_that_has_its_last_checkpoint(failed_over):
+    """The standby is read first (in recovery, streaming); then the primary is stopped and disabled and its shutdown
+    checkpoint read; the standby, which received WAL past that checkpoint, is promoted (standby.signal gone, out of
+    recovery, writable) and gets the replication slot; only then is the old primary seeded from it."""
+    state, fence, checkpoint, promote, objects, seed = _in_order(failed_over["data"], [
+        (STANDBY, "The standby's replication state is read"),
+        (DB, "The old primary's PostgreSQL is stopped and disabled"),
+        (DB, "The old primary's last checkpoint is read"),
+        (STANDBY, "The standby is promoted to primary"),
+        (STANDBY, "Changes to the Prefect role, database and extension are shown"),
+        (DB, "Standby is seeded from the primary and streams from it")])
+    assert state["result"]["in_recovery"] and state["result"]["receiver"] == "streaming", state["result"]
+    assert fence["changed"] and (fence["state"], fence["start_mode"]) == ("stopped", "disabled"), fence
+    assert checkpoint["result"]["state"] == "shut down", checkpoint["result"]
+    promoted = promote["result"]
+    assert (promoted["was_standby"], promoted["promoted"], promoted["writable"]) == (True, True, True), promoted
+    # Everything the primary wrote up to its shutdown checkpoint reached the standby before the promotion.
+    assert _lsn(promoted["received_lsn"]) >= _lsn(checkpoint["result"]["checkpoint_lsn"]) >= _lsn(state["result"]["received_lsn"])
+    assert objects["msg"] == ["replication slot prefect_standby created"]
+    assert seed["changed"] and seed["result"]["seeded"]
+    after, before = failed_over["after"][STANDBY], failed_over["before"][STANDBY]
+    pg = after["pg"]
+    assert DATA_DIR + "\\standby.signal" in before["files"] and DATA_DIR + "\\standby.signal" not in after["files"]
+    assert not pg["in_recovery"] and set(pg["slots"]) == {"prefect_standby"}
+    service = after["services"]["postgresql-x64-17"]
+    assert service["running"] and service["start_mode"] == "auto", service
+    # Its data directory stays where it is; nothing of it was seeded again.
+    assert after["pg_standby_runs"] == before["pg_standby_runs"]
+    assert sorted(d for d in after["dirs"] if ".before-standby-" in d) == sorted(d for d in before["dirs"] if ".before-standby-" in d)
+
+
+def test_failover_seeds_the_old_primary_again_as_the_standby_of_the_new_one(failed_over):
+    """failover_reseed: prefect-db02, fenced, gets the standby's configuration (primary_conninfo to prefect-db03) and is
+    seeded from prefect-db03 through the new slot, its data directory kept renamed; it starts with Windows again and
+    streams."""
+    before, after = failed_over["before"][DB], failed_over["after"][DB]
+    runs_ = after.get("pg_standby_runs", [])
+    assert len(runs_) == 1 and runs_[0]["reseed"] and runs_[0]["seeded"] and not runs_[0]["error"], runs_
+    assert runs_[0]["primary"] == STANDBY and runs_[0]["receiver"] == "streaming"
+    kept = runs_[0]["kept"].lower()
+    assert kept.startswith(DATA_DIR + ".before-standby-")
+    # The old primary's data directory, whole, under the kept name.
+    old = {p[len(DATA_DIR):] for p in before["files"] if p.startswith(DATA_DIR + "\\")}
+    assert old and old == {p[len(kept):] for p in after["files"] if p.startswith(kept + "\\")}
+    pg = after["pg"]
+    assert DATA_DIR + "\\standby.signal" in after["files"] and pg["in_recovery"] and pg["seeded_from"] == STANDBY
+    assert "host='prefect-db03.corp.local'" in pg["loaded"]["primary_conninfo"]
+    assert pg["loaded"]["primary_slot_name"] == "prefect_standby"
+    assert pg["databases"] == failed_over["after"][STANDBY]["pg"]["databases"]
+    service = after["services"]["postgresql-x64-17"]
+    assert service["running"] and service["start_mode"] == "auto", service
+    shown = by_name(host_results(failed_over["data"], DB))["The data directory the standby replaced is named"]["msg"]
+    assert shown.startswith(f"{DB} was seeded from {STANDBY} and streams from it.") and kept in shown.lower(), shown
+
+
+def test_failover_names_the_swap_touches_no_other_host_and_shows_no_secret(failed_over):
+    data, proc = failed_over["data"], failed_over["proc"]
+    messages = [r["msg"] for n, r in host_results(data, DB) + host_results(data, STANDBY) if n == "The inventory is to be swapped"]
+    assert messages == [
+        f"{STANDBY} is the primary, {DB} its standby. Swap them in the inventory: prefect_database_host: {STANDBY} and "
+        f"prefect_database_standby_host: {DB}, then run site.yml (the backups move to the new primary)."], messages
+    for host in (API1, API2, SVC, WRK):
+        assert failed_over["after"][host] == failed_over["before"][host], host
+    for secret in OUTPUT_SECRETS:
+        assert secret not in proc.stdout + proc.stderr, f"{secret} leaked"
+
+
+def test_failover_not_confirmed_for_the_standby_touches_no_host(runs, tmp_path, ansible_env):
+    """A confirmation that names the wrong host is refused on the control node, saying what to type; no task reaches a
+    database host."""
+    states = copy.deepcopy(runs["final"])
+    sim = Hosts(tmp_path, ansible_env, copy.deepcopy(states))
+    extra = dict(runs["extra"], failover_confirm=f"yes, promote {DB}")
+    _proc, data = sim.run(extra, playbook="failover.yml", limit="all", inventory=runs["inventory"], expect_rc=2)
+    results = [(h, n, r) for h in HOSTS for n, r in host_results(data, h)]
+    assert [(n, r.get("failed")) for _h, n, r in results] == [
+        ("The inventory has a standby, and the failover is confirmed for it", True)], results
+    assert results[0][2]["msg"] == (
+        f"This promotes {STANDBY} to primary in place of {DB}, which is stopped if it answers. Confirm with "
+        f"-e 'failover_confirm=\"{FAILOVER_CONFIRM}\"'.")
+    for host in HOSTS:
+        assert sim.host_state(host) == states[host], host
+
+
+def test_site_yml_refuses_both_hosts_of_the_pair_until_the_inventory_is_swapped(failed_over, runs, tmp_path, ansible_env):
+    """site.yml after the failover, the inventory not swapped: prefect-db02 (a standby now) is refused as the primary and
+    prefect-db03 (the only primary) as its standby, before anything is changed: neither is configured nor fenced."""
+    states = copy.deepcopy(failed_over["after"])
+    sim = Hosts(tmp_path, ansible_env, copy.deepcopy(states))
+    proc, data = sim.run(runs["extra"], limit="prefect_database", inventory=runs["inventory"], expect_rc=2)
+    failed = {h: [(n.split(" : ", 1)[-1], r["msg"]) for n, r in host_results(data, h) if r.get("failed")] for h in (DB, STANDBY)}
+    assert failed == {
+        DB: [("A standby is not configured as the primary",
+              f"{DB} is a standby (its data directory has standby.signal) but the inventory names it prefect_database_host: "
+              f"after playbooks/failover.yml, swap prefect_database_host and prefect_database_standby_host ({STANDBY} is "
+              "the primary now).")],
+        STANDBY: [("The primary of a standby is neither a standby nor fenced",
+                   f"{DB}, which the inventory names prefect_database_host, is a standby (its data directory has "
+                   f"standby.signal): playbooks/failover.yml promoted {STANDBY}, the primary now. Swap prefect_database_host "
+                   f"and prefect_database_standby_host in the inventory. Nothing was changed on {STANDBY}.")]}, failed
+    for host in (DB, STANDBY):
+        assert not [n for n, r in reached(data, host) if r.get("changed")], host
+        after = sim.host_state(host)
+        assert {k: after[k] for k in ("pg", "files", "dirs", "services")} == {
+            k: states[host][k] for k in ("pg", "files", "dirs", "services")}, host
+    for secret in OUTPUT_SECRETS:
+        assert secret not in proc.stdout + proc.stderr, f"{secret} leaked"
+
+
+def _script(sim, host: str, name: str, args: dict) -> dict:
+    """One call of a module's stand-in on a simulated host, without ansible-playbook: the body simhost.py built, run
+    with that host's state file, as the module stub does."""
+    code = (f"NAME = {name!r}\nARGS = {json.dumps(json.dumps(args))}\nimport sys\n"
+            f"sys.path.insert(0, {str(sim.root / 'simbody')!r})\nimport enclave_sim_body\n")
+    proc = subprocess.run([str(VENV_BIN / "python"), "-c", code], capture_output=True, text=True, check=True,
+                          env=dict(os.environ, ENCLAVE_SIM_STATE=str(sim.root / "hosts" / host / "state.json")))
+    return json.loads(proc.stdout)
+
+
+def test_a_standby_that_did_not_stream_is_not_promoted_short_of_the_primary_checkpoint(runs, tmp_path, ansible_env):
+    """The failover's scripts' stand-ins called directly (no playbook run): the primary's slot is gone, so the standby's
+    receiver does not stream while the primary writes on; after the primary's clean stop, postgresql_promote.ps1 with its
+    checkpoint refuses (the script's message) and leaves the standby in recovery; with AcceptDataLoss it promotes."""
+    states = copy.deepcopy(runs["final"])
+    primary = states[DB]["pg"]
+    del primary["slots"]["prefect_standby"]
+    primary["lsn"] += 5 * 0x1000  # what the Prefect servers wrote since
+    sim = Hosts(tmp_path, ansible_env, states)
+    secret = [{"name": "SuperuserPassword", "value": SUPERUSER_SECRET}]
+    connect = {"BinDir": "C:\\Program Files\\PostgreSQL\\17\\bin", "Port": "5432", "Superuser": "postgres"}
+    read = _script(sim, STANDBY, "win_powershell", {"path": "postgresql_standby_state.ps1", "parameters": connect,
+                                                     "sensitive_parameters": secret})
+    assert read["result"]["in_recovery"] and read["result"]["receiver"] == "none", read
+    assert SUPERUSER_SECRET not in json.dumps(read)
+    fence = _script(sim, DB, "win_service", {"name": "postgresql-x64-17", "state": "stopped", "start_mode": "disabled",
+                                             "force_dependent_services": True})
+    assert fence["changed"] and (fence["state"], fence["start_mode"]) == ("stopped", "disabled"), fence
+    # What the role's fence check (tasks/main.yml, postgresql_fenced) reads: Win32_Service's StartMode.
+    facts = _script(sim, DB, "win_powershell", {"path": "postgresql_facts.ps1", "parameters": {
+        "ServiceName": "postgresql-x64-17", "DataDir": "D:\\PostgreSQL\\17\\data"}})["result"]["service"]
+    assert (facts["start_mode"], facts["state"]) == ("Disabled", "Stopped"), facts
+    # A disabled service does not start (win_service.ps1's Start-Service).
+    start = _script(sim, DB, "win_service", {"name": "postgresql-x64-17", "state": "started"})
+    assert start["failed"] and start["msg"] == ("Service 'postgresql-x64-17 (postgresql-x64-17)' cannot be started due to "
+                                                "the following error: Cannot start service postgresql-x64-17 on computer '.'.")
+    control = _script(sim, DB, "win_powershell", {"path": "postgresql_controldata.ps1", "parameters": {
+        "BinDir": connect["BinDir"], "DataDir": "D:\\PostgreSQL\\17\\data"}})["result"]
+    assert control["state"] == "shut down" and _lsn(control["checkpoint_lsn"]) > _lsn(read["result"]["received_lsn"])
+    promote = {"path": "postgresql_promote.ps1", "sensitive_parameters": secret,
+               "parameters": dict(connect, MinimumLsn=control["checkpoint_lsn"], AcceptDataLoss=False)}
+    refused = _script(sim, STANDBY, "win_powershell", promote)
+    assert refused["failed"] and refused["error"][0]["exception"]["message"] == (
+        f"The standby received WAL up to {read['result']['received_lsn']}, short of the stopped primary's last checkpoint "
+        f"{control['checkpoint_lsn']}: promoted now, it would lose what the primary wrote after that. Nothing was "
+        "promoted; the primary is stopped and disabled. Start it again (Set-Service -StartupType Automatic; "
+        "Start-Service) and find why the standby lags, or promote anyway with failover_accept_data_loss.")
+    standby = sim.host_state(STANDBY)
+    assert standby["pg"]["in_recovery"] and DATA_DIR + "\\standby.signal" in standby["files"]
+    # The role passes the password as a SecureString only: as a plain parameter it does not bind.
+    plain = _script(sim, STANDBY, "win_powershell", {"path": "postgresql_promote.ps1", "parameters": dict(
+        promote["parameters"], SuperuserPassword="x")})
+    assert plain["failed"] and plain["error"][0]["exception"]["message"].startswith(
+        "Cannot process argument transformation on parameter 'SuperuserPassword'."), plain
+    anyway = _script(sim, STANDBY, "win_powershell", dict(promote, parameters=dict(promote["parameters"], AcceptDataLoss=True)))
+    assert anyway["changed"] and anyway["result"]["promoted"] and anyway["result"]["writable"], anyway
+    assert not sim.host_state(STANDBY)["pg"]["in_recovery"]
 
 
 @pytest.fixture(scope="module")
