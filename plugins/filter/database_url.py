@@ -67,6 +67,14 @@ options:
       - O(local) is then ignored (the postgresql role refuses a Prefect server on a host of the pair).
     type: str
     default: ""
+  order:
+    description:
+      - The C(prefect_database) group's hosts. With O(standby), the two hosts are named in this order, not primary first,
+        so that swapping C(prefect_database_host) and C(prefect_database_standby_host) after a failover leaves the URL
+        (and every server's environment) as it is; C(target_session_attrs=read-write) skips the standby wherever it is.
+    type: list
+    elements: str
+    default: []
 """
 
 EXAMPLES = r"""
@@ -101,7 +109,7 @@ def _url_host(host) -> str:
     return "[%s]" % address if ":" in address and not address.startswith("[") else address
 
 
-def database_url(host, port=5432, name="prefect", user="prefect", password=None, local=False, standby=""):
+def database_url(host, port=5432, name="prefect", user="prefect", password=None, local=False, standby="", order=()):
     if not host:
         return ""
     if not password:
@@ -109,7 +117,9 @@ def database_url(host, port=5432, name="prefect", user="prefect", password=None,
     if standby:
         # asyncpg's multi-host form (SQLAlchemy hands each ?host= to asyncpg.connect): the writable host of the two,
         # measured in tests/integration/test_ha_standby.py.
-        hosts = "&".join("host=%s:%d" % (_url_host(h), int(port)) for h in (host, standby))
+        order = list(order or [])
+        pair = sorted((host, standby), key=lambda h: order.index(h) if h in order else len(order))
+        hosts = "&".join("host=%s:%d" % (_url_host(h), int(port)) for h in pair)
         return "postgresql+asyncpg://%s:%s@/%s?%s&target_session_attrs=read-write&ssl=verify-full" % (
             _quote(user), _quote(password), _quote(name), hosts)
     address = "127.0.0.1" if local else _url_host(host)

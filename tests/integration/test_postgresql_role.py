@@ -81,7 +81,8 @@ def render(root: Path, port: int, password: str, log_dir: Path | None, extra: di
                  {"name": "Server URL", "no_log": True, "ansible.builtin.copy": {"dest": out + "url", "content": (
                      "{{ prefect_database_host | enclave.prefect.database_url(port=prefect_database_port, "
                      "name=prefect_database_name, user=prefect_database_user, password=prefect_database_password, "
-                     "local=prefect_database_host == inventory_hostname, standby=prefect_database_standby_host) }}")}},
+                     "local=prefect_database_host == inventory_hostname, standby=prefect_database_standby_host, "
+                     "order=groups.get('prefect_database', [])) }}")}},
                  {"name": "Replication passfile", "no_log": True, "ansible.builtin.copy": {
                      "dest": out + "replication.pgpass", "content": "{{ postgresql_replication_passfile_line }}\n"}},
              ]}]

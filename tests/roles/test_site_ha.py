@@ -375,6 +375,31 @@ def test_site_yml_refuses_both_hosts_of_the_pair_until_the_inventory_is_swapped(
         assert secret not in proc.stdout + proc.stderr, f"{secret} leaked"
 
 
+def test_site_yml_after_the_swap_configures_the_pair_anew_and_restarts_no_server(failed_over, runs, tmp_path, ansible_env):
+    """site.yml after the failover with the inventory swapped (as extra vars here): prefect-db03 gets the primary's
+    configuration (no primary_conninfo) and the backups, prefect-db02 keeps following it and loses its backup task, and
+    no Prefect host changes at all: the servers' URL names the pair in the group's order, so the swap leaves every
+    server's environment as it was (no restart)."""
+    states = copy.deepcopy(failed_over["after"])
+    sim = Hosts(tmp_path, ansible_env, copy.deepcopy(states))
+    extra = dict(runs["extra"], prefect_database_host=STANDBY, prefect_database_standby_host=DB)
+    proc, data = sim.run(extra, limit="all", inventory=runs["inventory"])
+    changed = {h: [n.split(" : ", 1)[-1] for n, r in reached(data, h) if r.get("changed")] for h in HOSTS}
+    assert changed[API1] == changed[API2] == changed[SVC] == changed[WRK] == [], changed
+    for host in (API1, API2, SVC):
+        assert sim.host_state(host)["services"] == states[host]["services"], host
+    assert "Prefect's settings are in the role's configuration file" in changed[STANDBY], changed[STANDBY]
+    new_primary, new_standby = sim.host_state(STANDBY), sim.host_state(DB)
+    conf = DATA_DIR + "\\conf.d\\enclave_prefect.conf"
+    assert "primary_conninfo" not in new_primary["texts"][conf]
+    assert "host=''prefect-db03.corp.local''" in new_standby["texts"][conf]
+    assert new_standby["pg"]["in_recovery"] and not new_primary["pg"]["in_recovery"]
+    assert set(new_primary.get("tasks") or {}) == {"\\enclave.prefect\\prefectdatabasebackup"}
+    assert not new_standby.get("tasks")
+    for secret in OUTPUT_SECRETS:
+        assert secret not in proc.stdout + proc.stderr, f"{secret} leaked"
+
+
 def _script(sim, host: str, name: str, args: dict) -> dict:
     """One call of a module's stand-in on a simulated host, without ansible-playbook: the body simhost.py built, run
     with that host's state file, as the module stub does."""

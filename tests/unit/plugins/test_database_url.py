@@ -174,6 +174,11 @@ def test_the_url_names_both_hosts_of_a_pair_for_the_writable_one():
     parsed = make_url(url)
     assert parsed.password == HARD and parsed.host is None and parsed.database == "prefect"
     assert parsed.query["host"] == ["db01.corp.local:5433", "db02.corp.local:5433"]
+    # In the group's order, whichever is the primary: a failover's swap in the inventory changes no server's URL.
+    swapped = database_url("db02.corp.local", 5433, "prefect", "prefect", HARD, standby="db01.corp.local",
+                           order=["db01.corp.local", "db02.corp.local"])
+    assert swapped == database_url("db01.corp.local", 5433, "prefect", "prefect", HARD, standby="db02.corp.local",
+                                   order=["db01.corp.local", "db02.corp.local"]) == url
 
 
 def test_the_backup_login_comes_from_this_host_only():
