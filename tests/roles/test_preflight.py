@@ -255,7 +255,7 @@ def test_the_two_host_example_passes_the_preflight_of_every_role(sim):
 
 
 HA_HOSTS = ["prefect-api01.corp.local", "prefect-api02.corp.local", "prefect-svc01.corp.local", "prefect-db02.corp.local",
-            "prefect-wrk04.corp.local"]
+            "prefect-db03.corp.local", "prefect-wrk04.corp.local"]
 
 
 def _ha_preflight(sim, name, host_vars: dict[str, dict] | None = None, redis=None):
@@ -263,6 +263,7 @@ def _ha_preflight(sim, name, host_vars: dict[str, dict] | None = None, redis=Non
     shutil.copytree(REPO / "inventories", root, symlinks=True)
     from test_postgresql import _pem
     vault = {**SECRETS, "vault_prefect_redis_password": "Redis-Secret-9d2e", "prefect_api_ca_cert": str(CA),
+             "vault_postgresql_replication_password": "Repl-Secret-4b1c",
              "prefect_bundle_dir": str(sim.bundle), "python_installer_sha256": hashlib.sha256(INSTALLER).hexdigest(),
              "ansible_psrp_ca_cert": str(CA), "vault_prefect_database_url": ""}
     (root / "ha" / "group_vars" / "all" / "vault.yml").write_text(yaml.safe_dump(vault))
@@ -297,9 +298,10 @@ def ha_redis(tmp_path):
 
 
 def test_the_ha_example_passes_the_preflight_and_its_refusals_name_the_problem(sim, ha_redis):
-    """inventories/ha (two API replicas each with its proxy, a background-services host, PostgreSQL, a worker host, a
-    Redis): with the Vault values set every role accepts every host; without Redis, with SQLite, with a list of Redis
-    hosts, or with a backend set back to memory, the preflight stops before any host, naming it. The refusals run
+    """inventories/ha (two API replicas each with its proxy, a background-services host, PostgreSQL and its standby, a
+    worker host, a Redis): with the Vault values set every role accepts every host; without Redis, with SQLite, with a
+    list of Redis hosts, with a backend set back to memory, or with a replication password that is no Vault secret, the
+    preflight stops before any host, naming it. The refusals run
     once, each on a host of its own where it can (the API replicas and the background-services host are the hosts these
     checks apply to: one replica carries two), and each host's lines name its own problem."""
     before = sim.state_path.read_bytes()
@@ -324,7 +326,10 @@ def test_the_ha_example_passes_the_preflight_and_its_refusals_name_the_problem(s
          "prefect_redis_host must be one host"),
         ("memory", "prefect-api02.corp.local",
          {"nssm_services_server_env": {"PREFECT_SERVER_EVENTS_MESSAGING_BROKER": "prefect.server.utilities.messaging.memory"}},
-         "must not set PREFECT_SERVER_EVENTS_MESSAGING_BROKER")]
+         "must not set PREFECT_SERVER_EVENTS_MESSAGING_BROKER"),
+        # The standby of the pair: a replication password that is no Vault secret (too short).
+        ("replication-password", "prefect-db03.corp.local", {"postgresql_replication_password": "short"},
+         "is in the primary/standby pair prefect-db02.corp.local and prefect-db03.corp.local")]
     host_vars: dict[str, dict] = {}
     for _case, host, variables, _message in cases:
         host_vars.setdefault(host, {}).update(variables)
@@ -337,6 +342,7 @@ def test_the_ha_example_passes_the_preflight_and_its_refusals_name_the_problem(s
         lines = dict(host_results(data, host))[VERDICT]["msg"].splitlines()
         assert any(line.startswith(f"{host}: ") and message in line for line in lines), (case, lines)
     assert "Redis-Secret-9d2e" not in proc.stdout + proc.stderr
+    assert "Repl-Secret-4b1c" not in proc.stdout + proc.stderr
     assert sim.state_path.read_bytes() == before
 
 

@@ -375,6 +375,33 @@ def test_site_yml_refuses_both_hosts_of_the_pair_until_the_inventory_is_swapped(
         assert secret not in proc.stdout + proc.stderr, f"{secret} leaked"
 
 
+def test_site_yml_refuses_a_fenced_old_primary_until_it_is_seeded_again(failed_over, runs, tmp_path, ansible_env):
+    """After a failover without the re-seed (prefect-db02 fenced: stopped, disabled, still the old primary's data) and
+    before the swap: prefect-db02 is refused as the primary (fenced) and prefect-db03 as its standby (the other host is
+    fenced), before anything is changed or started."""
+    states = copy.deepcopy(failed_over["after"])
+    fenced = states[DB]
+    fenced["services"]["postgresql-x64-17"].update(running=False, start_mode="disabled")
+    fenced["files"].pop(DATA_DIR + "\\standby.signal", None)
+    fenced["pg"]["in_recovery"] = False
+    sim = Hosts(tmp_path, ansible_env, copy.deepcopy(states))
+    _proc, data = sim.run(runs["extra"], limit="prefect_database", inventory=runs["inventory"], expect_rc=2)
+    failed = {h: [(n.split(" : ", 1)[-1], r["msg"]) for n, r in host_results(data, h) if r.get("failed")] for h in (DB, STANDBY)}
+    assert failed == {
+        DB: [("A fenced former primary is only seeded again as the standby",
+              f"PostgreSQL on {DB} is disabled: playbooks/failover.yml fenced it when it promoted {STANDBY}. The inventory "
+              "is stale: swap prefect_database_host and prefect_database_standby_host; then, to seed it again as the "
+              f"standby of {STANDBY}, run this playbook with --limit {DB} -e postgresql_reseed=true (its data directory "
+              "is kept, renamed).")],
+        STANDBY: [("The primary of a standby is neither a standby nor fenced",
+                   f"{DB}, which the inventory names prefect_database_host, is fenced (its PostgreSQL disabled): "
+                   f"playbooks/failover.yml promoted {STANDBY}, the primary now. Swap prefect_database_host and "
+                   f"prefect_database_standby_host in the inventory. Nothing was changed on {STANDBY}.")]}, failed
+    for host in (DB, STANDBY):
+        assert not [n for n, r in reached(data, host) if r.get("changed")], host
+        assert sim.host_state(host)["services"] == states[host]["services"], host
+
+
 def test_site_yml_after_the_swap_configures_the_pair_anew_and_restarts_no_server(failed_over, runs, tmp_path, ansible_env):
     """site.yml after the failover with the inventory swapped (as extra vars here): prefect-db03 gets the primary's
     configuration (no primary_conninfo) and the backups, prefect-db02 keeps following it and loses its backup task, and
