@@ -420,7 +420,11 @@ def bk_database_upgrade():
 
 
 import re  # noqa: E402  (the body imports only what it uses itself)
-from urllib.parse import unquote  # noqa: E402
+
+
+def unquote(text):
+    from urllib.parse import unquote as _unquote
+    return _unquote(text)
 
 STANDINS["win_scheduled_task"] = win_scheduled_task
 SCRIPTS["backup_setup.ps1"] = bk_backup_setup

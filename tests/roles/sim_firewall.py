@@ -6,8 +6,8 @@
 # Protocol 6 TCP / 256 any, Profiles a bit mask (0x7fffffff all); "id" is the NetSecurity rule name
 # (Get-NetFirewallRule -Name), a GUID for rules made with -DisplayName only, as runbook 000's are.
 # host["firewall"]["profiles"] holds Get-NetFirewallProfile's Enabled / DefaultInboundAction per profile.
-import ipaddress as _fw_ip
-import uuid as _fw_uuid
+_fw_ip = _SimLazy("ipaddress")  # noqa: F821 (simhost.py's prelude)
+_fw_uuid = _SimLazy("uuid")  # noqa: F821
 
 # A new HNetCfg.FWRule before the module sets anything (the module comments: Enabled defaults to false on the object).
 FW_NEW_RULE = {"Name": None, "Description": None, "Grouping": None, "Direction": 1, "Action": 1, "ApplicationName": None,

@@ -1567,4 +1567,4 @@ def _pg_mine():
 
 if _pg_mine():
     dict.__setitem__(STANDINS, NAME, _pg_mine())
-import ipaddress  # noqa: E402
+ipaddress = _SimLazy("ipaddress")  # noqa: F821 (simhost.py's prelude)

@@ -15,10 +15,16 @@
 # Certificates: host["certificate_details"] ({thumbprint: {subject, not_after (ISO 8601 UTC)}}) for those in
 # host["iis"]["certificates"] (Cert:\LocalMachine\My).
 import datetime as _v_dt
-import ipaddress as _v_ip
 import json as _v_json
 import os as _v_os
-from urllib.parse import urlsplit as _v_urlsplit
+
+_v_ip = _SimLazy("ipaddress")  # noqa: F821 (simhost.py's prelude)
+
+
+def _v_urlsplit(url):
+    from urllib.parse import urlsplit
+    return urlsplit(url)
+
 
 _V_ARGS = _sim_args()
 
