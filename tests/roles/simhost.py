@@ -94,6 +94,13 @@ def part_modules() -> dict[tuple[str, str], list[str]]:
     return modules
 
 
+# Modules most stand-in calls never use (ipaddress, uuid) are imported at their first use: each stand-in call is a
+# process of its own, and those imports were a third of its start (python -X importtime).
+LAZY_PRELUDE = ("class _SimLazy:\n    def __init__(self, name):\n        self._sim_name = name\n"
+                "    def __getattr__(self, attr):\n        import importlib\n"
+                "        return getattr(importlib.import_module(self._sim_name), attr)\n")
+
+
 def build_sim(root: Path, pipelined: bool = True) -> Path:
     """A collections path whose ansible.windows, community.windows and enclave.prefect hold the stand-ins;
     enclave.prefect carries the real roles, playbooks and filter plugins. pipelined=False writes the stand-ins as
@@ -108,11 +115,7 @@ def build_sim(root: Path, pipelined: bool = True) -> Path:
     # that the module runs pipelined: one process per call, no temporary directory, argument file or chmod on the host.
     (body_dir / "enclave_sim_body.py").write_text(
         "import json as _sim_json\nimport sys as _sim_sys\nNAME = _sim_sys.modules['__main__'].NAME\n"
-        # Modules most stand-in calls never use are imported at their first use (each call is a process of its own).
-        "class _SimLazy:\n    def __init__(self, name):\n        self._sim_name = name\n"
-        "    def __getattr__(self, attr):\n        import importlib\n"
-        "        return getattr(importlib.import_module(self._sim_name), attr)\n"
-        "def _sim_args():\n    main = _sim_sys.modules['__main__']\n"
+        f"{LAZY_PRELUDE}def _sim_args():\n    main = _sim_sys.modules['__main__']\n"
         "    return _sim_json.loads(main.ARGS) if hasattr(main, 'ARGS') else _sim_json.load(open(_sim_sys.argv[1]))\n"
         f"STANDINS, SCRIPTS = {{}}, {{}}\n{parts}{BODY}")
     # Written here: with PYTHONDONTWRITEBYTECODE set, no module call would write it.

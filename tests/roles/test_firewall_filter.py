@@ -126,7 +126,10 @@ def test_control_node_lock_out_and_prepare_script_rule_are_refused():
 
 def _sim_part():
     """The stand-in's helper functions, loaded alone (no host state needed for fw_addresses)."""
+    from simhost import LAZY_PRELUDE
+
     namespace = {"STANDINS": {}, "SCRIPTS": {}}
+    exec(LAZY_PRELUDE, namespace)  # noqa: S102
     exec(compile((Path(__file__).parent / "sim_firewall.py").read_text(), "sim_firewall.py", "exec"), namespace)  # noqa: S102
     return namespace
 
