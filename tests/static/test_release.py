@@ -220,9 +220,15 @@ def test_docsite_fails_on_a_broken_reference(tmp_path: Path) -> None:
 # --- changelog ----------------------------------------------------------------------------------------
 
 def test_changelog_fragments_lint() -> None:
+    """The fragments of the next release lint; galaxy.yml's version is released: changelogs/changelog.yaml records it
+    with its summary and CHANGELOG.rst shows its notes (antsibull-changelog release)."""
     proc = run([tool("antsibull-changelog"), "lint"], cwd=REPO)
     assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
-    assert list((REPO / "changelogs" / "fragments").glob("*.yml"))
+    releases = yaml.safe_load((REPO / "changelogs" / "changelog.yaml").read_text(encoding="utf-8"))["releases"]
+    assert GALAXY["version"] in releases, sorted(releases)
+    changes = releases[GALAXY["version"]]["changes"]
+    assert changes.get("release_summary") and changes.get("major_changes"), sorted(changes)
+    assert f"v{GALAXY['version']}\n" in (REPO / "CHANGELOG.rst").read_text(encoding="utf-8")
 
 
 # --- execution environment ----------------------------------------------------------------------------
